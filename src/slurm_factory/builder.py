@@ -1,0 +1,208 @@
+"""The Python API: `build()` and `build_compiler()`. The CLI is a thin layer over these.
+
+A build is a sequence of small named steps: validate → plan → (plan-dir / dry-run) → source → image → compile →
+artifact. Everything that can be refused is refused before Docker is touched.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slurm_factory.artifact import Artifact, build_manifest, write_artifact
+from slurm_factory.catalog.compilers import check_gcc_version
+from slurm_factory.catalog.toolchains import get_toolchain
+from slurm_factory.config import Settings
+from slurm_factory.docker_layer import DockerSession
+from slurm_factory.engines import native
+from slurm_factory.exceptions import NotAvailableError
+from slurm_factory.plan import BuildPlan, make_plan, write_plan_dir
+from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
+from slurm_factory.request import (
+    DEFAULT_SLURM_VERSION,
+    BuildcacheMode,
+    BuildRequest,
+    Engine,
+    PublishMode,
+    make_request,
+)
+from slurm_factory.source import ensure_source
+
+
+@dataclass
+class BuildResult:
+    """What a build produced. For `dry_run`, only `plan` (and `plan_dir` when asked) are set."""
+
+    plan: BuildPlan
+    artifact: Path | None = None
+    sha256: str | None = None
+    size: int | None = None
+    signature: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    log_path: Path | None = None
+    plan_dir: Path | None = None
+
+    @property
+    def build_id(self) -> str:
+        return self.plan.build_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "build_id": self.build_id,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "sha256": self.sha256,
+            "size": self.size,
+            "signature": str(self.signature) if self.signature else None,
+            "manifest": self.manifest,
+            "durations": self.durations,
+            "verification": self.verification,
+            "log": str(self.log_path) if self.log_path else None,
+            "plan_dir": str(self.plan_dir) if self.plan_dir else None,
+            "dry_run": self.artifact is None,
+        }
+
+
+def _refuse_unavailable(request: BuildRequest) -> None:
+    """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
+    unavailable = {
+        "--verify": request.verify,
+        "--publish": request.publish is not PublishMode.NONE,
+        "--signing-key/--gpg-private-key": request.signs or request.gpg_private_key is not None,
+        "--buildcache": request.buildcache is not BuildcacheMode.NONE,
+    }
+    for option, used in unavailable.items():
+        if used:
+            raise NotAvailableError(
+                f"{option} is not available in this version of slurm-factory yet",
+                hint="leave the option out for now; it lands with its own issue",
+            )
+
+
+def build(
+    slurm_version: str = DEFAULT_SLURM_VERSION,
+    toolchain: str = "noble",
+    gpu: bool = False,
+    verify: bool = False,
+    no_cache: bool = False,
+    buildcache: str = "none",
+    publish: str = "none",
+    enable_hierarchy: bool = False,
+    signing_key: str | None = None,
+    gpg_private_key: str | None = None,
+    gpg_passphrase: str | None = None,
+    compiler_version: str | None = None,
+    use_local_buildcache: bool = False,
+    settings: Settings | None = None,
+    *,
+    engine: str = Engine.SPACK.value,
+    slurm_source: str | None = None,
+    base_image: str | None = None,
+    buildcache_url: str | None = None,
+    publish_url: str | None = None,
+    dry_run: bool = False,
+    plan_dir: Path | None = None,
+    display: Display | None = None,
+) -> BuildResult:
+    """Build one Slurm release for one toolchain; return the artifact (or, with `dry_run`, only the plan)."""
+    settings = settings or Settings()
+    request = make_request(
+        slurm_version=slurm_version,
+        toolchain=toolchain,
+        engine=engine,
+        gpu=gpu,
+        verify=verify,
+        no_cache=no_cache,
+        buildcache=buildcache,
+        publish=publish,
+        enable_hierarchy=enable_hierarchy,
+        signing_key=signing_key,
+        gpg_private_key=gpg_private_key,
+        gpg_passphrase=gpg_passphrase,
+        compiler_version=compiler_version,
+        use_local_buildcache=use_local_buildcache,
+        slurm_source=slurm_source,
+        base_image=base_image,
+        buildcache_url=buildcache_url,
+        publish_url=publish_url,
+    )
+    _refuse_unavailable(request)
+    plan = make_plan(request, settings)
+    result = BuildResult(plan=plan)
+    if plan_dir is not None:
+        write_plan_dir(plan, plan_dir)
+        result.plan_dir = plan_dir
+    if dry_run:
+        return result
+    settings.ensure_dirs()
+    return _execute(plan, settings, display or SilentDisplay(), result)
+
+
+def _execute(plan: BuildPlan, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
+    started = time.monotonic()
+    request = plan.request
+    result.log_path = plan.log_path
+    with BuildMonitor(plan.log_path, display) as monitor:
+        monitor.note(f"build {plan.build_id}: Slurm {request.slurm.version} for {request.toolchain.name}")
+        monitor.stage("source")
+        ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
+        session = DockerSession(settings.project_name)
+        monitor.stage("image")
+        if request.no_cache or not session.image_exists(plan.image.reference):
+            session.build_image(
+                plan.image.dockerfile,
+                plan.image.reference,
+                session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
+                monitor.output,
+                nocache=request.no_cache,
+            )
+        else:
+            monitor.note(f"reusing toolchain image {plan.image.reference}")
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
+            output = native.run_build(plan, session, monitor, Path(scratch))
+            monitor.stage("artifact")
+            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
+        monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
+    _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
+    return result
+
+
+def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, float], total: float) -> None:
+    result.artifact = artifact.path
+    result.sha256 = artifact.sha256
+    result.size = artifact.size
+    result.manifest = artifact.manifest
+    result.durations = {**durations, "total": round(total, 3)}
+
+
+def build_compiler(
+    compiler_version: str,
+    toolchain: str = "noble",
+    no_cache: bool = False,
+    publish: str = "none",
+    signing_key: str | None = None,
+    gpg_private_key: str | None = None,
+    gpg_passphrase: str | None = None,
+    publish_url: str | None = None,
+    settings: Settings | None = None,
+) -> BuildResult:
+    """Build a GCC with Spack and push it to the buildcache. Validated now; the build lands with the Spack engine."""
+    check_gcc_version(compiler_version)
+    get_toolchain(toolchain)
+    make_request(
+        toolchain=toolchain,
+        publish=publish,
+        signing_key=signing_key,
+        gpg_private_key=gpg_private_key,
+        gpg_passphrase=gpg_passphrase,
+        publish_url=publish_url,
+        no_cache=no_cache,
+    )
+    raise NotAvailableError(
+        "build-compiler needs the Spack engine, which is not available in this version yet",
+        hint="use the OS compiler (omit --compiler-version) with --engine native for now",
+    )

@@ -1,0 +1,95 @@
+"""Toolchains: one OS base image and its compiler each, with the packages every engine needs on it."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from slurm_factory.catalog._data import read_data_text
+from slurm_factory.exceptions import ConfigurationError
+
+TOOLCHAINS_FILE = "toolchains.yaml"
+DEFAULT_TOOLCHAIN = "noble"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PackageFamily(_Frozen):
+    """What every toolchain image of one package-manager family installs."""
+
+    toolchain_packages: tuple[str, ...]
+
+
+class NativeToolchain(_Frozen):
+    """What `--engine native` needs on this OS: -dev packages to build against, packages to run the result."""
+
+    build_packages: tuple[str, ...]
+    gpu_build_packages: tuple[str, ...] = ()
+    gpu_configure_options: tuple[str, ...] = ()
+    configure_options: tuple[str, ...] = ()
+    runtime_packages: tuple[str, ...]
+
+    @property
+    def supports_gpu(self) -> bool:
+        return bool(self.gpu_build_packages)
+
+
+class Toolchain(_Frozen):
+    """One OS toolchain, e.g. `trixie` = Debian 13 with GCC 14."""
+
+    name: str
+    os: str
+    os_id: Literal["debian", "ubuntu", "rocky"]
+    codename: str
+    base_image: str
+    family: Literal["apt", "dnf"]
+    gcc: str
+    glibc: str
+    apt_mirror: str | None = None
+    repositories: tuple[str, ...] = ()
+    gpu_repositories: tuple[str, ...] = ()
+    epel: bool = False
+    native: NativeToolchain
+    packages: PackageFamily = Field(exclude=True)
+
+
+class _CatalogFile(_Frozen):
+    families: dict[str, PackageFamily]
+    toolchains: dict[str, dict[str, object]]
+
+
+@cache
+def _catalog() -> _CatalogFile:
+    return _CatalogFile.model_validate(yaml.safe_load(read_data_text(TOOLCHAINS_FILE)))
+
+
+@cache
+def load_families() -> dict[str, PackageFamily]:
+    return dict(_catalog().families)
+
+
+@cache
+def load_toolchains() -> dict[str, Toolchain]:
+    """Every toolchain by name, in the order of the data file (the order `list` shows)."""
+    families = load_families()
+    toolchains = {}
+    for name, entry in _catalog().toolchains.items():
+        family = str(entry["family"])
+        toolchains[name] = Toolchain.model_validate({**entry, "name": name, "packages": families[family]})
+    return toolchains
+
+
+def toolchain_names() -> list[str]:
+    return list(load_toolchains())
+
+
+def get_toolchain(name: str) -> Toolchain:
+    toolchains = load_toolchains()
+    if name not in toolchains:
+        raise ConfigurationError(f"--toolchain {name!r} is unknown; valid toolchains: {', '.join(toolchains)}")
+    return toolchains[name]

@@ -1,0 +1,449 @@
+"""The `slurm-factory` command line: a thin layer that maps options onto the Python API.
+
+Errors print one line (and a hint); a traceback only with `--verbose`. Exit codes come from the exception classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slurm_factory import __version__
+from slurm_factory.artifact import MANIFEST_NAME
+from slurm_factory.builder import BuildResult, build, build_compiler
+from slurm_factory.catalog import load_releases, load_toolchains
+from slurm_factory.config import Settings, load_settings
+from slurm_factory.docker_layer import DockerSession
+from slurm_factory.exceptions import (
+    EXIT_FAILURE,
+    BuildError,
+    ConfigurationError,
+    NotAvailableError,
+    SlurmFactoryError,
+    VerificationError,
+)
+from slurm_factory.plan import BuildPlan
+from slurm_factory.progress import Display, RichDisplay, SilentDisplay
+from slurm_factory.request import DEFAULT_SLURM_VERSION, BuildcacheMode, Engine, PublishMode
+from slurm_factory.secrets import read_passphrase_file
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class _State:
+    settings: Settings | None = None
+    verbose: bool = False
+
+
+state = _State()
+
+app = typer.Typer(
+    name="slurm-factory",
+    help="Build relocatable, verified, signed Slurm artifacts inside Docker toolchain containers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+def _settings() -> Settings:
+    return state.settings or load_settings()
+
+
+def _print_error(error: SlurmFactoryError) -> None:
+    stderr.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    if error.hint:
+        stderr.print(f"[dim]hint:[/] {error.hint}", highlight=False)
+    if isinstance(error, BuildError):
+        for line in error.tail:
+            stderr.print(f"  | {line}", style="dim", highlight=False, markup=False)
+        if error.log_path:
+            stderr.print(f"log: {error.log_path}", highlight=False)
+    if isinstance(error, VerificationError) and error.report_path:
+        stderr.print(f"report: {error.report_path}", highlight=False)
+
+
+def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn our exceptions into one line (+ hint) and their exit code; a traceback only with --verbose."""
+
+    @functools.wraps(command)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return command(*args, **kwargs)
+        except SlurmFactoryError as error:
+            if state.verbose:
+                traceback.print_exc()
+            _print_error(error)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted; containers of this run were removed")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as error:
+            if state.verbose:
+                raise
+            stderr.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {error}", highlight=False)
+            stderr.print("[dim]hint:[/] run with --verbose for the traceback", highlight=False)
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        stdout.print(f"slurm-factory {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@_one_line_errors
+def _global_options(
+    project_name: Annotated[
+        str | None,
+        typer.Option(
+            "--project-name",
+            envvar="IF_PROJECT_NAME",
+            help="Namespace (label and name prefix) of every Docker resource this tool creates.",
+            show_default="slurm-factory",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; full tracebacks on error.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    state.verbose = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    state.settings = load_settings(project_name)
+
+
+def _warn_command_line_secrets(gpg_private_key: str | None, gpg_passphrase: str | None) -> None:
+    given = []
+    if gpg_private_key is not None and not gpg_private_key.startswith("@"):
+        given.append("--gpg-private-key")
+    if gpg_passphrase is not None:
+        given.append("--gpg-passphrase")
+    if given:
+        stderr.print(
+            f"[yellow]warning:[/] {' and '.join(given)} on the command line can be read by other users of this host "
+            "(ps, shell history); prefer @path, --gpg-passphrase-file or the SLURM_FACTORY_GPG_* variables"
+        )
+
+
+def _passphrase(gpg_passphrase: str | None, gpg_passphrase_file: Path | None) -> str | None:
+    if gpg_passphrase is not None and gpg_passphrase_file is not None:
+        raise ConfigurationError("--gpg-passphrase and --gpg-passphrase-file are mutually exclusive; give one")
+    if gpg_passphrase_file is not None:
+        return read_passphrase_file(str(gpg_passphrase_file))
+    return gpg_passphrase
+
+
+def _display(json_output: bool) -> Display:
+    if json_output or not stderr.is_terminal:
+        return SilentDisplay()
+    return RichDisplay(stderr)
+
+
+SlurmVersionOption = Annotated[
+    str,
+    typer.Option("--slurm-version", help="Series (newest patch) or exact release, e.g. 25.11 or 24.11.5."),
+]
+ToolchainOption = Annotated[str, typer.Option("--toolchain", help="OS toolchain: see `slurm-factory list`.")]
+NoCacheOption = Annotated[
+    bool, typer.Option("--no-cache", help="Rebuild everything: no Docker layer cache, buildcache or ccache reuse.")
+]
+PublishOption = Annotated[
+    PublishMode, typer.Option("--publish", help="What to publish: none, slurm, deps or all.", case_sensitive=False)
+]
+SigningKeyOption = Annotated[
+    str | None, typer.Option("--signing-key", help="GPG key id (0xKEYID or fingerprint) that signs what is published.")
+]
+PrivateKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gpg-private-key",
+        help="Base64 of the private key to import, or @path. Env: SLURM_FACTORY_GPG_PRIVATE_KEY.",
+        show_default=False,
+    ),
+]
+PassphraseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gpg-passphrase", help="Passphrase of that key. Env: SLURM_FACTORY_GPG_PASSPHRASE.", show_default=False
+    ),
+]
+PassphraseFileOption = Annotated[
+    Path | None, typer.Option("--gpg-passphrase-file", help="Read the passphrase from this file.")
+]
+PublishUrlOption = Annotated[
+    str | None,
+    typer.Option("--publish-url", help="Where to publish: file:// path (default: the local binary mirror), s3://."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
+
+
+@app.command("build-slurm")
+@_one_line_errors
+def build_slurm_command(
+    slurm_version: SlurmVersionOption = DEFAULT_SLURM_VERSION,
+    toolchain: ToolchainOption = "noble",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Build the NVML and RSMI GPU plugins.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Verify relocatability and function.")] = False,
+    no_cache: NoCacheOption = False,
+    buildcache: Annotated[
+        BuildcacheMode,
+        typer.Option(
+            "--buildcache", help="Install from the binary buildcache: none, deps or all.", case_sensitive=False
+        ),
+    ] = BuildcacheMode.NONE,
+    publish: PublishOption = PublishMode.NONE,
+    enable_hierarchy: Annotated[
+        bool, typer.Option("--enable-hierarchy", help="Lmod Core/Compiler/MPI hierarchy instead of a flat tree.")
+    ] = False,
+    signing_key: SigningKeyOption = None,
+    gpg_private_key: PrivateKeyOption = None,
+    gpg_passphrase: PassphraseOption = None,
+    gpg_passphrase_file: PassphraseFileOption = None,
+    use_local_buildcache: Annotated[
+        bool, typer.Option("--use-local-buildcache", help="Also use ~/.slurm-factory/spack-buildcache as a mirror.")
+    ] = False,
+    compiler_version: Annotated[
+        str | None, typer.Option("--compiler-version", help="Build with a GCC from `build-compiler` (e.g. 10.5.0).")
+    ] = None,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="spack (whole stack) or native (OS libraries).", case_sensitive=False)
+    ] = Engine.SPACK,
+    slurm_source: Annotated[
+        str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
+    ] = None,
+    base_image: Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")] = None,
+    buildcache_url: Annotated[
+        str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
+    ] = None,
+    publish_url: PublishUrlOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")] = False,
+    plan_dir: Annotated[
+        Path | None, typer.Option("--plan-dir", help="Write the rendered build context into this directory.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Build one Slurm version for one toolchain."""
+    passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
+    _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
+    result = build(
+        slurm_version=slurm_version,
+        toolchain=toolchain,
+        gpu=gpu,
+        verify=verify,
+        no_cache=no_cache,
+        buildcache=buildcache.value,
+        publish=publish.value,
+        enable_hierarchy=enable_hierarchy,
+        signing_key=signing_key,
+        gpg_private_key=gpg_private_key,
+        gpg_passphrase=passphrase,
+        compiler_version=compiler_version,
+        use_local_buildcache=use_local_buildcache,
+        settings=_settings(),
+        engine=engine.value,
+        slurm_source=slurm_source,
+        base_image=base_image,
+        buildcache_url=buildcache_url,
+        publish_url=publish_url,
+        dry_run=dry_run,
+        plan_dir=plan_dir,
+        display=_display(json_output),
+    )
+    _report_build(result, json_output, dry_run)
+
+
+app.command("build", help="Alias of build-slurm.", hidden=False)(build_slurm_command)
+
+
+def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if dry_run:
+        _print_plan(result.plan)
+        if result.plan_dir:
+            stdout.print(f"build context written to {result.plan_dir}")
+        return
+    if result.plan_dir:
+        stderr.print(f"build context written to {result.plan_dir}")
+    stdout.print(f"[green]built[/] {result.artifact}")
+    stdout.print(f"  sha256 {result.sha256}  size {_megabytes(result.size or 0)}")
+    stdout.print(f"  log    {result.log_path}")
+    stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.durations.items()))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _print_plan(plan: BuildPlan) -> None:
+    request = plan.request
+    stdout.print(
+        f"# build {plan.build_id}: Slurm {request.slurm.version} ({request.slurm.tag}) for "
+        f"{request.toolchain.name}, engine {request.engine.value}{', gpu' if request.gpu else ''}"
+    )
+    stdout.print(f"# source   {request.slurm_source or request.slurm.url} (sha256 {request.slurm.sha256})")
+    stdout.print(f"# image    {plan.image.reference} from {request.base_image}")
+    stdout.print(f"# artifact {plan.artifact_path}")
+    stdout.print(f"# log      {plan.log_path}")
+    for mount in plan.container.mounts:
+        stdout.print(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}")
+    for name, plan_file in plan.context_files().items():
+        stdout.rule(name)
+        stdout.out(plan_file.content, end="", highlight=False)
+
+
+@app.command("build-compiler")
+@_one_line_errors
+def build_compiler_command(
+    compiler_version: Annotated[str, typer.Option("--compiler-version", help="GCC release to build, e.g. 13.4.0.")],
+    toolchain: ToolchainOption = "noble",
+    no_cache: NoCacheOption = False,
+    publish: PublishOption = PublishMode.NONE,
+    signing_key: SigningKeyOption = None,
+    gpg_private_key: PrivateKeyOption = None,
+    gpg_passphrase: PassphraseOption = None,
+    gpg_passphrase_file: PassphraseFileOption = None,
+    publish_url: PublishUrlOption = None,
+) -> None:
+    """Build a GCC toolchain with Spack and push it to the buildcache."""
+    passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
+    _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
+    build_compiler(
+        compiler_version=compiler_version,
+        toolchain=toolchain,
+        no_cache=no_cache,
+        publish=publish.value,
+        signing_key=signing_key,
+        gpg_private_key=gpg_private_key,
+        gpg_passphrase=passphrase,
+        publish_url=publish_url,
+        settings=_settings(),
+    )
+
+
+@app.command("clean")
+@_one_line_errors
+def clean_command(
+    full: Annotated[bool, typer.Option("--full", help="Also remove this project's images and volumes.")] = False,
+) -> None:
+    """Remove this project's stopped containers (and with --full its images and volumes)."""
+    settings = _settings()
+    report = DockerSession(settings.project_name).clean(full=full)
+    removed = [
+        *(f"container {name}" for name in report.containers),
+        *(f"image {name}" for name in report.images),
+        *(f"volume {name}" for name in report.volumes),
+    ]
+    for line in removed:
+        stdout.print(f"removed {line}")
+    for line in report.kept:
+        stdout.print(f"kept    {line}")
+    if not removed:
+        stdout.print(f"nothing to remove for project {settings.project_name}")
+
+
+@app.command("list")
+@_one_line_errors
+def list_command(json_output: JsonOption = False) -> None:
+    """Show toolchains, Slurm releases and the artifacts in builds/."""
+    settings = _settings()
+    artifacts = sorted(settings.builds_dir.glob("slurm-*-software.tar.gz")) if settings.builds_dir.is_dir() else []
+    if json_output:
+        typer.echo(json.dumps(_list_json(artifacts), indent=2))
+        return
+    toolchains = Table(title="Toolchains")
+    for column in ("toolchain", "OS", "base image", "GCC", "glibc", "native --gpu"):
+        toolchains.add_column(column)
+    for toolchain in load_toolchains().values():
+        toolchains.add_row(
+            toolchain.name,
+            toolchain.os,
+            toolchain.base_image,
+            toolchain.gcc,
+            toolchain.glibc,
+            "yes" if toolchain.native.supports_gpu else "no",
+        )
+    stdout.print(toolchains)
+    releases = Table(title="Slurm releases")
+    for column in ("series", "newest", "releases"):
+        releases.add_column(column)
+    for series, versions in _releases_by_series().items():
+        releases.add_row(series, versions[-1], ", ".join(versions))
+    stdout.print(releases)
+    built = Table(title=f"Artifacts in {settings.builds_dir}")
+    for column in ("artifact", "size", "built", "signed"):
+        built.add_column(column)
+    for path in artifacts:
+        manifest = _read_manifest(path)
+        built.add_row(
+            path.name,
+            _megabytes(path.stat().st_size),
+            str(manifest.get("built_at", "?")),
+            "yes" if path.with_name(path.name + ".asc").exists() else "no",
+        )
+    stdout.print(built)
+
+
+def _releases_by_series() -> dict[str, list[str]]:
+    by_series: dict[str, list[str]] = {}
+    for release in load_releases():
+        versions = by_series.setdefault(release.series, [])
+        if release.version not in versions:
+            versions.append(release.version)
+    return by_series
+
+
+def _read_manifest(artifact: Path) -> dict[str, Any]:
+    sidecar = artifact.with_name(artifact.name + ".manifest.json")
+    try:
+        loaded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _list_json(artifacts: list[Path]) -> dict[str, Any]:
+    return {
+        "toolchains": [t.model_dump(mode="json") for t in load_toolchains().values()],
+        "releases": [{"version": r.version, "tag": r.tag, "sha256": r.sha256} for r in load_releases()],
+        "artifacts": [{"path": str(p), "manifest": _read_manifest(p)} for p in artifacts],
+    }
+
+
+@app.command("verify")
+@_one_line_errors
+def verify_command(
+    tarball: Annotated[Path, typer.Argument(help="An artifact made by slurm-factory.", exists=False)],
+    json_output: JsonOption = False,
+) -> None:
+    """Run the verification on an existing artifact."""
+    raise NotAvailableError(
+        f"verification of {tarball.name} ({MANIFEST_NAME} checks, relocated ldd and a job run) is not available "
+        "in this version yet",
+        hint="it lands with the --verify issue",
+    )
+
+
+def main() -> None:
+    """Entry point of the console script and `python -m slurm_factory`."""
+    app()

@@ -1,0 +1,116 @@
+"""Settings: where slurm-factory keeps its caches and which Docker namespace it owns.
+
+Environment variables give the defaults (`IF_PROJECT_NAME`, `SLURM_FACTORY_HOME`, `SPACK_JOBS`); explicit
+arguments win. The cache layout under the home directory is part of the public contract (SPEC.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from slurm_factory.exceptions import ConfigurationError
+
+DEFAULT_PROJECT_NAME = "slurm-factory"
+PROJECT_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _default_project_name() -> str:
+    return os.environ.get("IF_PROJECT_NAME") or DEFAULT_PROJECT_NAME
+
+
+def _default_home() -> Path:
+    configured = os.environ.get("SLURM_FACTORY_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".slurm-factory"
+
+
+def _default_jobs() -> int:
+    configured = os.environ.get("SPACK_JOBS")
+    if configured is None or configured == "":
+        return os.cpu_count() or 1
+    try:
+        jobs = int(configured)
+    except ValueError:
+        raise ConfigurationError(f"SPACK_JOBS must be a positive integer, not {configured!r}") from None
+    if jobs < 1:
+        raise ConfigurationError(f"SPACK_JOBS must be a positive integer, not {configured!r}")
+    return jobs
+
+
+class Settings(BaseModel):
+    """Where caches live, how many build jobs run, and the Docker namespace (project) every resource carries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project_name: str = Field(default_factory=_default_project_name)
+    home: Path = Field(default_factory=_default_home)
+    jobs: int = Field(default_factory=_default_jobs, ge=1)
+
+    @field_validator("project_name")
+    @classmethod
+    def _docker_safe_project_name(cls, value: str) -> str:
+        if not PROJECT_NAME_PATTERN.match(value):
+            raise ValueError(
+                "must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 chars"
+            )
+        return value
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.home / "builds"
+
+    @property
+    def buildcache_dir(self) -> Path:
+        return self.home / "spack-buildcache"
+
+    @property
+    def sourcecache_dir(self) -> Path:
+        return self.home / "spack-sourcecache"
+
+    @property
+    def binary_index_dir(self) -> Path:
+        return self.home / "binary_index"
+
+    @property
+    def ccache_dir(self) -> Path:
+        return self.home / "ccache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def cache_dirs(self) -> list[Path]:
+        return [
+            self.builds_dir,
+            self.buildcache_dir,
+            self.sourcecache_dir,
+            self.binary_index_dir,
+            self.ccache_dir,
+            self.logs_dir,
+        ]
+
+    def ensure_dirs(self) -> None:
+        for directory in self.cache_dirs():
+            directory.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(project_name: str | None = None) -> Settings:
+    """Settings from the environment, with an explicit project name (CLI `--project-name`) taking precedence."""
+    try:
+        if project_name is None:
+            return Settings()
+        return Settings(project_name=project_name)
+    except ValueError as error:
+        raise ConfigurationError(f"--project-name {project_name!r} is invalid: {_first_error(error)}") from None
+
+
+def _first_error(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        details = errors()
+        if details:
+            return str(details[0].get("msg", error))
+    return str(error)

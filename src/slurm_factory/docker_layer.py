@@ -1,0 +1,285 @@
+"""The only module that talks to the Docker Engine API (docker SDK).
+
+Every image, container and volume it creates carries the project label, so two projects never touch each other's
+resources and `clean` finds exactly ours. A container is a context manager that always removes itself, also on
+error or Ctrl-C. Builds and containers use the host network (no default bridge exists on the build machines).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import docker
+import docker.errors
+import docker.types
+from docker.models.containers import Container
+
+from slurm_factory.exceptions import DockerError
+from slurm_factory.plan.model import Mount, PlanFile
+
+PROJECT_LABEL = "org.slurm-factory.project"
+ROLE_LABEL = "org.slurm-factory.role"
+BUILD_ID_LABEL = "org.slurm-factory.build-id"
+NETWORK_MODE = "host"
+STOPPED_STATES = frozenset({"created", "exited", "dead"})
+
+LineSink = Callable[[str], None]
+
+
+def _docker_failure(action: str, error: Exception) -> DockerError:
+    explanation = getattr(error, "explanation", None) or str(error)
+    return DockerError(f"{action}: {explanation}")
+
+
+def tar_of_files(files: dict[PurePosixPath, PlanFile]) -> bytes:
+    """An uncompressed tar (as put_archive and the build API take it) holding the given files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, plan_file in sorted(files.items()):
+            data = plan_file.content.encode()
+            info = tarfile.TarInfo(str(path).lstrip("/"))
+            info.size = len(data)
+            info.mode = plan_file.mode
+            info.mtime = 0
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class CleanReport:
+    """What `clean` removed and what it left alone (and why)."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+class DockerSession:
+    """A connection to the Docker engine, scoped to one project's labels and names."""
+
+    def __init__(self, project_name: str, client: docker.DockerClient | None = None) -> None:
+        self.project_name = project_name
+        try:
+            self.client = client or docker.from_env(timeout=600)
+            self.client.ping()
+        except docker.errors.DockerException as error:
+            raise DockerError(
+                f"cannot reach the Docker engine: {error}",
+                hint="start dockerd (or set DOCKER_HOST) and check that this user may use it",
+            ) from None
+
+    def labels(self, role: str, **extra: str) -> dict[str, str]:
+        return {PROJECT_LABEL: self.project_name, ROLE_LABEL: role, **extra}
+
+    def _project_filter(self) -> dict[str, str | list[str] | bool]:
+        return {"label": f"{PROJECT_LABEL}={self.project_name}"}
+
+    def image_exists(self, reference: str) -> bool:
+        try:
+            self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"inspecting image {reference}", error) from None
+        return True
+
+    def build_image(
+        self,
+        dockerfile: str,
+        reference: str,
+        labels: dict[str, str],
+        on_line: LineSink,
+        nocache: bool = False,
+    ) -> None:
+        """Build an image from a Dockerfile-only context, streaming the builder's output line by line."""
+        context = tar_of_files({PurePosixPath("Dockerfile"): PlanFile(dockerfile)})
+        try:
+            stream = self.client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=reference,
+                labels=labels,
+                network_mode=NETWORK_MODE,
+                nocache=nocache,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message", chunk["error"])
+                    on_line(str(detail).rstrip())
+                    raise DockerError(f"building image {reference} failed: {str(detail).strip()}")
+                text = chunk.get("stream") or chunk.get("status")
+                if text:
+                    for line in str(text).splitlines():
+                        if line.strip():
+                            on_line(line.rstrip())
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"building image {reference}", error) from None
+
+    @contextmanager
+    def container(
+        self,
+        image: str,
+        command: list[str] | tuple[str, ...],
+        role: str,
+        mounts: tuple[Mount, ...] = (),
+        environment: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        network: str = NETWORK_MODE,
+        hostname: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Iterator[RunningContainer]:
+        """Create a (not yet started) container; it is removed on exit, whatever happens inside the block."""
+        name = f"{self.project_name}-{role}-{uuid.uuid4().hex[:10]}"
+        docker_mounts = [
+            docker.types.Mount(target=str(m.container), source=str(m.host), type="bind", read_only=m.read_only)
+            for m in mounts
+        ]
+        try:
+            created = self.client.containers.create(
+                image,
+                command=list(command),
+                name=name,
+                labels=self.labels(role, **(labels or {})),
+                environment=environment or {},
+                mounts=docker_mounts,
+                network_mode=network if network == NETWORK_MODE else None,
+                network=None if network == NETWORK_MODE else network,
+                hostname=hostname,
+                detach=True,
+                **(extra or {}),
+            )
+        except docker.errors.DockerException as error:
+            raise _docker_failure(f"creating container from {image}", error) from None
+        try:
+            yield RunningContainer(created)
+        finally:
+            try:
+                created.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                raise _docker_failure(f"removing container {name}", error) from None
+
+    def clean(self, full: bool = False) -> CleanReport:
+        """Remove this project's stopped containers; with `full` also its images and volumes. Running containers
+        and anything without the project label are never touched."""
+        report = CleanReport()
+        try:
+            for container in self.client.containers.list(all=True, filters=self._project_filter()):
+                if container.status in STOPPED_STATES:
+                    container.remove(v=True)
+                    report.containers.append(str(container.name))
+                else:
+                    report.kept.append(f"container {container.name} ({container.status})")
+            if full:
+                self._clean_images(report)
+                for volume in self.client.volumes.list(filters=self._project_filter()):
+                    volume.remove()
+                    report.volumes.append(volume.name)
+        except docker.errors.APIError as error:
+            raise _docker_failure("cleaning project resources", error) from None
+        return report
+
+    def _clean_images(self, report: CleanReport) -> None:
+        in_use = {c.attrs.get("Image") for c in self.client.containers.list(filters=self._project_filter())}
+        for image in self.client.images.list(filters=self._project_filter()):
+            name = ", ".join(image.tags) or image.short_id
+            if image.id in in_use:
+                report.kept.append(f"image {name} (used by a running container)")
+                continue
+            try:
+                self.client.images.remove(str(image.id), force=False, noprune=False)
+            except docker.errors.APIError as error:
+                report.kept.append(f"image {name} ({getattr(error, 'explanation', error)})")
+                continue
+            report.images.append(name)
+
+
+class RunningContainer:
+    """A created container: copy files in, start it, stream its output, wait, copy files out."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    @property
+    def name(self) -> str:
+        return str(self._container.name)
+
+    @property
+    def id(self) -> str:
+        return str(self._container.id)
+
+    def put_files(self, files: dict[PurePosixPath, PlanFile]) -> None:
+        try:
+            self._container.put_archive("/", tar_of_files(files))
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"copying files into {self.name}", error) from None
+
+    def start(self) -> None:
+        try:
+            self._container.start()
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"starting container {self.name}", error) from None
+
+    def stream_output(self, on_line: LineSink) -> int:
+        """Follow stdout+stderr line by line until the container exits; return its exit code."""
+        pending = b""
+        try:
+            for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace").rstrip("\r"))
+            if pending:
+                on_line(pending.decode(errors="replace"))
+            return int(self._container.wait()["StatusCode"])
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"following container {self.name}", error) from None
+
+    def run(self, command: list[str], user: str | None = None) -> tuple[int, str]:
+        """Run a command in the running container; return its exit code and combined output."""
+        try:
+            result = self._container.exec_run(command, user=user or "", demux=False)
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"running {command[0]} in {self.name}", error) from None
+        output = result.output if isinstance(result.output, bytes) else b""
+        return int(result.exit_code or 0), output.decode(errors="replace")
+
+    def copy_out(self, path: PurePosixPath, destination: IO[bytes]) -> None:
+        """Write the tar stream of `path` (as `docker cp` produces it) into `destination`."""
+        try:
+            stream, _ = self._container.get_archive(str(path))
+            for chunk in stream:
+                destination.write(chunk)
+        except docker.errors.APIError as error:
+            raise _docker_failure(f"copying {path} out of {self.name}", error) from None
+
+    def read_text_files(self, directory: PurePosixPath) -> dict[str, str]:
+        """The small text files directly inside `directory`, by name."""
+        buffer = io.BytesIO()
+        self.copy_out(directory, buffer)
+        buffer.seek(0)
+        files = {}
+        with tarfile.open(fileobj=buffer, mode="r") as archive:
+            for member in archive.getmembers():
+                extracted = archive.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    files[PurePosixPath(member.name).name] = extracted.read().decode(errors="replace")
+        return files
+
+
+def ensure_host_dirs(mounts: tuple[Mount, ...]) -> None:
+    """Bind-mount sources must exist, or Docker refuses (or creates them root-owned)."""
+    for mount in mounts:
+        Path(mount.host).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,49 @@
+"""The native engine: Slurm's own configure/make inside the toolchain container, against the OS's libraries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, ensure_host_dirs
+from slurm_factory.exceptions import BuildError
+from slurm_factory.plan import BuildPlan
+from slurm_factory.progress import BuildMonitor
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    """The installed tree as a tar stream from the container, and the build's metadata files by name."""
+
+    tree_tar: Path
+    meta: dict[str, str]
+
+
+def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, scratch: Path) -> EngineOutput:
+    """Run the build container; on success copy the install prefix and the metadata out, then remove it."""
+    spec = plan.container
+    ensure_host_dirs(spec.mounts)
+    with session.container(
+        plan.image.reference,
+        spec.command,
+        role="build",
+        mounts=spec.mounts,
+        environment=spec.environment,
+        labels={BUILD_ID_LABEL: plan.build_id},
+    ) as container:
+        monitor.note(f"build container {container.name} from {plan.image.reference}")
+        container.put_files(spec.files)
+        container.start()
+        exit_code = container.stream_output(monitor.output)
+        if exit_code != 0:
+            raise BuildError(
+                f"the native build of Slurm {plan.request.slurm.version} failed (exit code {exit_code})",
+                log_path=plan.log_path,
+                tail=monitor.tail(15),
+            )
+        monitor.stage("collect")
+        tree_tar = scratch / "tree.tar"
+        with tree_tar.open("wb") as destination:
+            container.copy_out(spec.install_prefix, destination)
+        meta = container.read_text_files(spec.meta_dir)
+    return EngineOutput(tree_tar=tree_tar, meta=meta)

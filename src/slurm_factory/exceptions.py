@@ -1,0 +1,64 @@
+"""The one exception hierarchy of slurm-factory.
+
+Each class knows its process exit code, so the CLI maps failures to exit codes in exactly one place
+(`SlurmFactoryError.exit_code`). A `hint` is a short next step printed under the one-line error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class SlurmFactoryError(Exception):
+    """Base class: a failure slurm-factory understands and can explain in one line."""
+
+    exit_code: int = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(SlurmFactoryError):
+    """The request is invalid or impossible; raised before any container starts (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class SourceChecksumError(ConfigurationError):
+    """A Slurm source tarball does not match the release's known sha256; nothing was compiled."""
+
+
+class NotAvailableError(ConfigurationError):
+    """The option is part of the contract but its implementation has not landed in this version."""
+
+
+class DockerError(SlurmFactoryError):
+    """The Docker engine is unreachable or a Docker operation failed (exit 1)."""
+
+
+class BuildError(SlurmFactoryError):
+    """The build itself failed; `log_path` holds the full log (exit 1)."""
+
+    def __init__(
+        self, message: str, *, log_path: Path | None = None, hint: str | None = None, tail: list[str] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.log_path = log_path
+        self.tail = tail or []
+
+
+class VerificationError(SlurmFactoryError):
+    """The artifact did not pass verification (exit 1); `report_path` holds the evidence."""
+
+    def __init__(self, message: str, *, report_path: Path | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report_path = report_path

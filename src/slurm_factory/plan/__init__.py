@@ -1,0 +1,103 @@
+"""Plan rendering: pure functions from a `BuildRequest` (+ settings) to a `BuildPlan`. No Docker, no I/O beyond
+reading the package's templates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from slurm_factory import __version__
+from slurm_factory.config import Settings
+from slurm_factory.exceptions import NotAvailableError
+from slurm_factory.plan import layout, native
+from slurm_factory.plan.artifact_files import render_artifact_files
+from slurm_factory.plan.model import BuildPlan, ContainerSpec, ImageSpec, Mount, PlanFile
+from slurm_factory.request import BuildRequest, Engine
+
+__all__ = ["BuildPlan", "ContainerSpec", "ImageSpec", "Mount", "PlanFile", "make_plan", "write_plan_dir"]
+
+
+def _digest(*parts: str) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part.encode())
+        hasher.update(b"\0")
+    return hasher.hexdigest()
+
+
+def image_spec(request: BuildRequest, dockerfile: str, project_name: str) -> ImageSpec:
+    """Tagged by the Dockerfile's hash: an unchanged toolchain is reused, a changed one gets a new image."""
+    return ImageSpec(
+        dockerfile=dockerfile,
+        repository=f"{project_name}/toolchain-{request.toolchain.name}-{request.engine.value}",
+        tag=_digest(dockerfile)[:16],
+    )
+
+
+def build_id(request: BuildRequest, dockerfile: str, files: dict[str, PlanFile]) -> str:
+    """A hash of every input that affects the artifact: same id, same artifact."""
+    inputs = {
+        "tool": __version__,
+        "slurm": [request.slurm.tag, request.slurm.sha256],
+        "toolchain": request.toolchain.model_dump(mode="json"),
+        "engine": request.engine.value,
+        "gpu": request.gpu,
+        "base_image": request.base_image,
+        "dockerfile": dockerfile,
+        "files": {name: [plan_file.content, plan_file.mode] for name, plan_file in sorted(files.items())},
+    }
+    return _digest(json.dumps(inputs, sort_keys=True))[:16]
+
+
+def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+    dockerfile = native.render_dockerfile(request)
+    script = native.render_build_script(request)
+    script_path = layout.PLAN / native.BUILD_SCRIPT
+    artifact_files = render_artifact_files(request)
+    identity = build_id(request, dockerfile, {native.BUILD_SCRIPT: script, **artifact_files})
+    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
+    if request.no_cache:
+        environment["CCACHE_DISABLE"] = "1"
+    container = ContainerSpec(
+        command=("bash", str(script_path)),
+        mounts=(
+            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
+            Mount(settings.ccache_dir, layout.CCACHE),
+        ),
+        environment=environment,
+        install_prefix=layout.install_prefix(request.artifact_root),
+        meta_dir=layout.META_DIR,
+        files={script_path: script},
+    )
+    return BuildPlan(
+        request=request,
+        build_id=identity,
+        image=image_spec(request, dockerfile, settings.project_name),
+        container=container,
+        artifact_files=artifact_files,
+        source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
+        artifact_path=settings.builds_dir / request.artifact_filename,
+        log_path=settings.logs_dir / f"{identity}.log",
+    )
+
+
+def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+    if request.engine is Engine.NATIVE:
+        return _native_plan(request, settings)
+    raise NotAvailableError(
+        "the Spack engine (--engine spack, the default) is not available in this version yet",
+        hint="use --engine native; the Spack engine lands with its own issue",
+    )
+
+
+def write_plan_dir(plan: BuildPlan, directory: Path) -> list[Path]:
+    """Write the rendered build context into `directory` (for inspection, or to build by hand)."""
+    written = []
+    for relative, plan_file in sorted(plan.context_files().items()):
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(plan_file.content, encoding="utf-8")
+        target.chmod(plan_file.mode)
+        written.append(target)
+    return written

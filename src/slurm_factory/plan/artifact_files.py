@@ -1,0 +1,42 @@
+"""Files every artifact carries besides the installed tree, whatever engine built it.
+
+The Lmod modulefile, example configuration, systemd unit templates and the setup script that renders them for the
+directory the tree was unpacked into. `@SLURM_ROOT@` placeholders are filled in on the target host, since the root
+is only known there.
+"""
+
+from __future__ import annotations
+
+from slurm_factory import __version__
+from slurm_factory.plan.model import PlanFile
+from slurm_factory.plan.templating import render
+from slurm_factory.request import BuildRequest
+
+SYSTEMD_UNITS = ("slurmctld", "slurmd", "slurmdbd", "slurmrestd")
+SETUP_SCRIPT = "sbin/slurm-factory-setup"
+
+
+def modulefile_path(request: BuildRequest) -> str:
+    return f"modules/slurm/{request.slurm.version}.lua"
+
+
+def render_artifact_files(request: BuildRequest) -> dict[str, PlanFile]:
+    """Paths relative to the artifact root → rendered files."""
+    context = {
+        "slurm": request.slurm,
+        "toolchain": request.toolchain,
+        "engine": request.engine.value,
+        "gpu": request.gpu,
+        "tool_version": __version__,
+    }
+    files = {
+        modulefile_path(request): PlanFile(render("artifact/modules/slurm.lua.j2", **context)),
+        "etc/slurm.conf.example": PlanFile(render("artifact/etc/slurm.conf.example.j2", **context)),
+        "etc/cgroup.conf.example": PlanFile(render("artifact/etc/cgroup.conf.example.j2", **context)),
+        SETUP_SCRIPT: PlanFile(render("artifact/sbin/slurm-factory-setup.j2", **context), mode=0o755),
+    }
+    for unit in SYSTEMD_UNITS:
+        files[f"share/slurm-factory/systemd/{unit}.service.in"] = PlanFile(
+            render(f"artifact/systemd/{unit}.service.j2", **context)
+        )
+    return files

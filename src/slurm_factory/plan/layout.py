@@ -1,0 +1,25 @@
+"""Fixed paths inside build containers.
+
+They never change between builds, so ccache and the source/binary mirrors hit across builds; per-build scratch
+lives inside the container.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+SOURCE_MIRROR = PurePosixPath("/var/cache/slurm-factory/sources")
+CCACHE = PurePosixPath("/var/cache/slurm-factory/ccache")
+PLAN = PurePosixPath("/opt/slurm-factory/plan")
+BUILD_ROOT = PurePosixPath("/opt/slurm-factory-build")
+BUILD_DIR = PurePosixPath("/build/src")
+META_DIR = PurePosixPath("/build/meta")
+
+
+def source_mirror_path(sha256: str) -> PurePosixPath:
+    """Spack's source-mirror layout (`_source-cache/archive/<sha[:2]>/<sha>.tar.gz`), shared by both engines."""
+    return PurePosixPath("_source-cache", "archive", sha256[:2], f"{sha256}.tar.gz")
+
+
+def install_prefix(artifact_root: str) -> PurePosixPath:
+    return BUILD_ROOT / artifact_root

@@ -1,0 +1,76 @@
+"""The plan: everything a build will do, rendered up front and free of side effects.
+
+`--dry-run` prints it, `--plan-dir` writes its files, and the engine executes exactly this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from slurm_factory.request import BuildRequest
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    """A rendered file: its text and its permission bits."""
+
+    content: str
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory bind-mounted into the build container."""
+
+    host: Path
+    container: PurePosixPath
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The toolchain image: its Dockerfile and the tag derived from the Dockerfile's hash."""
+
+    dockerfile: str
+    repository: str
+    tag: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How the build container runs: command, mounts, environment and what comes out of it."""
+
+    command: tuple[str, ...]
+    mounts: tuple[Mount, ...]
+    environment: dict[str, str]
+    install_prefix: PurePosixPath
+    meta_dir: PurePosixPath
+    files: dict[PurePosixPath, PlanFile] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """A validated request rendered into files, an image, a container run and an artifact destination."""
+
+    request: BuildRequest
+    build_id: str
+    image: ImageSpec
+    container: ContainerSpec
+    artifact_files: dict[str, PlanFile]
+    source_cache_path: Path
+    artifact_path: Path
+    log_path: Path
+
+    def context_files(self) -> dict[str, PlanFile]:
+        """The build context as `--plan-dir` writes it: Dockerfile, scripts and the artifact's generated files."""
+        files = {"Dockerfile": PlanFile(self.image.dockerfile)}
+        for container_path, plan_file in self.container.files.items():
+            files[container_path.name] = plan_file
+        for relative, plan_file in self.artifact_files.items():
+            files[f"artifact/{relative}"] = plan_file
+        return files

@@ -1,0 +1,84 @@
+"""The native engine's plan: a toolchain image with the OS's -dev packages and Slurm's own configure/make."""
+
+from __future__ import annotations
+
+from slurm_factory.plan import layout
+from slurm_factory.plan.model import PlanFile
+from slurm_factory.plan.templating import render
+from slurm_factory.request import BuildRequest
+
+BUILD_SCRIPT = "build-native.sh"
+# Slurm 26.05 dropped the http-parser dependency of slurmrestd; its configure no longer accepts the option.
+HTTP_PARSER_DROPPED = (26, 5)
+
+
+def image_packages(request: BuildRequest) -> list[str]:
+    toolchain = request.toolchain
+    packages = [*toolchain.packages.toolchain_packages, *toolchain.native.build_packages]
+    if request.gpu:
+        packages += toolchain.native.gpu_build_packages
+    return packages
+
+
+def image_repositories(request: BuildRequest) -> list[str]:
+    toolchain = request.toolchain
+    return [*toolchain.repositories, *(toolchain.gpu_repositories if request.gpu else ())]
+
+
+def render_dockerfile(request: BuildRequest) -> str:
+    return render(
+        f"dockerfile/{request.toolchain.family}.Dockerfile.j2",
+        toolchain=request.toolchain,
+        base_image=request.base_image,
+        engine=request.engine.value,
+        packages=image_packages(request),
+        repositories=image_repositories(request),
+    )
+
+
+def configure_options(request: BuildRequest) -> list[str]:
+    """Slurm's configure options: everything the OS provides is enabled explicitly, so a missing library fails
+    configure instead of silently dropping a plugin."""
+    prefix = layout.install_prefix(request.artifact_root)
+    options = [
+        f"--prefix={prefix}",
+        "--sysconfdir=/etc/slurm",
+        "--localstatedir=/var",
+        "--runstatedir=/run",
+        "--without-rpath",
+        "--disable-static",
+        "--enable-pam",
+        f"--with-pam_dir={prefix}/lib/security",
+        "--enable-cgroupv2",
+        "--enable-slurmrestd",
+        "--with-munge",
+        "--with-json",
+        "--with-yaml",
+        "--with-jwt",
+        "--with-hwloc",
+        "--with-lz4",
+        "--with-lua",
+        "--with-libcurl",
+        *request.toolchain.native.configure_options,
+    ]
+    if request.slurm.key < (*HTTP_PARSER_DROPPED, 0, 0):
+        options.append("--with-http-parser")
+    if request.gpu:
+        options += request.toolchain.native.gpu_configure_options
+    return options
+
+
+def render_build_script(request: BuildRequest) -> PlanFile:
+    script = render(
+        f"native/{BUILD_SCRIPT}.j2",
+        slurm=request.slurm,
+        toolchain=request.toolchain,
+        gpu=request.gpu,
+        prefix=layout.install_prefix(request.artifact_root),
+        source_path=layout.SOURCE_MIRROR / layout.source_mirror_path(request.slurm.sha256),
+        build_dir=layout.BUILD_DIR,
+        meta_dir=layout.META_DIR,
+        ccache_dir=layout.CCACHE,
+        configure_options=configure_options(request),
+    )
+    return PlanFile(script, mode=0o755)

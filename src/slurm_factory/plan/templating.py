@@ -1,0 +1,25 @@
+"""Jinja2 rendering of the template files shipped in `slurm_factory/templates/`."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import jinja2
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("slurm_factory", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template; a missing variable is an error, never an empty string."""
+    return _environment().get_template(template).render(**context)

@@ -1,0 +1,297 @@
+"""BuildRequest: everything the user asked for, validated at once, before Docker is touched.
+
+`make_request()` takes raw option values (as the CLI and `builder.build()` receive them), checks each against the
+catalog and against the others, and returns a frozen `BuildRequest`. Every failure is a `ConfigurationError` whose
+message names the option and, where there is a fixed set, lists the valid values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
+
+from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
+from slurm_factory.catalog.compilers import check_gcc_version
+from slurm_factory.catalog.toolchains import get_toolchain
+from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.secrets import passphrase_from, private_key_from
+
+DEFAULT_SLURM_VERSION = "25.11"
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class Engine(StrEnum):
+    SPACK = "spack"
+    NATIVE = "native"
+
+
+class BuildcacheMode(StrEnum):
+    NONE = "none"
+    DEPS = "deps"
+    ALL = "all"
+
+
+class PublishMode(StrEnum):
+    NONE = "none"
+    SLURM = "slurm"
+    DEPS = "deps"
+    ALL = "all"
+
+
+_KEY_ID = re.compile(r"^(?:0x)?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})$")
+_IMAGE_REFERENCE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"  # optional registry host[:port]/
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"  # repository path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
+    r"(?:@sha256:[0-9a-f]{64})?$"  # @digest
+)
+SOURCE_SCHEMES = ("http", "https", "file")
+BUILDCACHE_SCHEMES = ("file", "s3", "http", "https")
+PUBLISH_SCHEMES = ("file", "s3")
+
+
+class BuildRequest(BaseModel):
+    """A validated build request. Frozen: the plan and the build id are derived from it, never the reverse."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    slurm: SlurmRelease
+    toolchain: Toolchain
+    engine: Engine
+    gpu: bool = False
+    verify: bool = False
+    no_cache: bool = False
+    buildcache: BuildcacheMode = BuildcacheMode.NONE
+    publish: PublishMode = PublishMode.NONE
+    enable_hierarchy: bool = False
+    signing_key: str | None = None
+    gpg_private_key: SecretBytes | None = None
+    gpg_passphrase: SecretStr | None = None
+    compiler_version: str | None = None
+    use_local_buildcache: bool = False
+    slurm_source: str | None = None
+    base_image: str
+    buildcache_url: str | None = None
+    publish_url: str | None = None
+
+    @property
+    def flavor(self) -> str:
+        """`<series>-<toolchain>[-gpu]`: what distinguishes one artifact from another in `builds/`."""
+        return f"{self.slurm.series}-{self.toolchain.name}{'-gpu' if self.gpu else ''}"
+
+    @property
+    def artifact_filename(self) -> str:
+        return f"slurm-{self.flavor}-software.tar.gz"
+
+    @property
+    def artifact_root(self) -> str:
+        """The single top-level directory inside the tarball, naming the exact release."""
+        return f"slurm-{self.slurm.version}-{self.toolchain.name}{'-gpu' if self.gpu else ''}"
+
+    @property
+    def signs(self) -> bool:
+        return self.signing_key is not None
+
+
+def _choice(enum: type[_E], value: str | _E, option: str) -> _E:
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(member.value for member in enum)
+        raise ConfigurationError(f"{option} {value!r} is invalid; valid values: {valid}") from None
+
+
+def _normalize_key_id(value: str) -> str:
+    compact = value.replace(" ", "")
+    if not _KEY_ID.match(compact):
+        raise ConfigurationError(
+            f"--signing-key {value!r} is not a GPG key id; use 0x followed by 8 or 16 hex digits, or a 40-digit "
+            "fingerprint"
+        )
+    return compact.removeprefix("0x").removeprefix("0X").upper()
+
+
+def _check_source(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter; Linux paths have no scheme
+        if parsed.scheme not in SOURCE_SCHEMES:
+            raise ConfigurationError(
+                f"--slurm-source {value!r}: unsupported URL scheme {parsed.scheme!r}; use a local path or "
+                f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}"
+            )
+        if parsed.scheme != "file":
+            return value
+        path = Path(parsed.path)
+    else:
+        path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"--slurm-source {value!r}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ConfigurationError(f"--slurm-source {value!r}: file is not readable")
+    return str(path.resolve())
+
+
+def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
+    parsed = urlparse(value)
+    if not parsed.scheme:
+        if allow_path and value.startswith(("/", "~", ".")):
+            return f"file://{Path(value).expanduser().resolve()}"
+        raise ConfigurationError(
+            f"{option} {value!r} is not a URL; use {', '.join(s + '://' for s in schemes)}"
+            + (" or an absolute path" if allow_path else "")
+        )
+    if parsed.scheme not in schemes:
+        raise ConfigurationError(
+            f"{option} {value!r}: unsupported scheme {parsed.scheme!r}; valid: {', '.join(s + '://' for s in schemes)}"
+        )
+    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+        raise ConfigurationError(f"{option} {value!r}: a file:// URL needs an absolute path (file:///srv/mirror)")
+    if parsed.scheme != "file" and not parsed.netloc:
+        raise ConfigurationError(f"{option} {value!r}: the URL names no host or bucket")
+    return value
+
+
+def _check_base_image(value: str) -> str:
+    if not _IMAGE_REFERENCE.match(value):
+        raise ConfigurationError(
+            f"--base-image {value!r} is not a Docker image reference (e.g. debian:trixie or "
+            "registry.example.org:5000/library/ubuntu:noble)"
+        )
+    return value
+
+
+def _check_engine_options(
+    engine: Engine,
+    toolchain: Toolchain,
+    gpu: bool,
+    buildcache: BuildcacheMode,
+    publish: PublishMode,
+    enable_hierarchy: bool,
+    use_local_buildcache: bool,
+    compiler_version: str | None,
+) -> None:
+    """Options that only the Spack engine can honour are refused for the native engine, not silently dropped."""
+    if engine is not Engine.NATIVE:
+        return
+    spack_only = {
+        "--buildcache": buildcache is not BuildcacheMode.NONE,
+        "--use-local-buildcache": use_local_buildcache,
+        "--compiler-version": compiler_version is not None,
+        "--enable-hierarchy": enable_hierarchy,
+        "--publish deps": publish is PublishMode.DEPS,
+    }
+    for option, given in spack_only.items():
+        if given:
+            raise ConfigurationError(
+                f"{option} needs the Spack engine; the native engine builds against the OS's packaged libraries "
+                "and has no Spack buildcache or module hierarchy",
+                hint="drop the option or use --engine spack",
+            )
+    if gpu and not toolchain.native.supports_gpu:
+        raise ConfigurationError(
+            f"--gpu with --engine native is not available on {toolchain.name}: {toolchain.os} packages no NVML "
+            "and RSMI development headers",
+            hint="use --engine spack, or a toolchain whose OS packages them (trixie, bookworm, noble, resolute)",
+        )
+
+
+def _check_signing(
+    publish: PublishMode,
+    signing_key: str | None,
+    private_key: SecretBytes | None,
+    passphrase: SecretStr | None,
+) -> None:
+    if publish is not PublishMode.NONE and signing_key is None:
+        raise ConfigurationError(
+            f"--publish {publish.value} needs --signing-key: published packages and tarballs are always signed",
+            hint="give --signing-key KEYID (and --gpg-private-key if the key is not in your keyring)",
+        )
+    if private_key is not None and signing_key is None:
+        raise ConfigurationError("--gpg-private-key needs --signing-key to say which key in it signs")
+    if passphrase is not None and private_key is None and signing_key is None:
+        raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
+
+
+def make_request(
+    *,
+    slurm_version: str = DEFAULT_SLURM_VERSION,
+    toolchain: str = "noble",
+    engine: str | Engine = Engine.SPACK,
+    gpu: bool = False,
+    verify: bool = False,
+    no_cache: bool = False,
+    buildcache: str | BuildcacheMode = BuildcacheMode.NONE,
+    publish: str | PublishMode = PublishMode.NONE,
+    enable_hierarchy: bool = False,
+    signing_key: str | None = None,
+    gpg_private_key: str | None = None,
+    gpg_passphrase: str | None = None,
+    compiler_version: str | None = None,
+    use_local_buildcache: bool = False,
+    slurm_source: str | None = None,
+    base_image: str | None = None,
+    buildcache_url: str | None = None,
+    publish_url: str | None = None,
+) -> BuildRequest:
+    """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option."""
+    release = resolve_release(slurm_version)
+    chosen_toolchain = get_toolchain(toolchain)
+    chosen_engine = _choice(Engine, engine, "--engine")
+    buildcache_mode = _choice(BuildcacheMode, buildcache, "--buildcache")
+    publish_mode = _choice(PublishMode, publish, "--publish")
+    key_id = _normalize_key_id(signing_key) if signing_key is not None else None
+    private_key = private_key_from(gpg_private_key)
+    passphrase = passphrase_from(gpg_passphrase)
+    if compiler_version is not None:
+        check_gcc_version(compiler_version)
+
+    _check_engine_options(
+        chosen_engine,
+        chosen_toolchain,
+        gpu,
+        buildcache_mode,
+        publish_mode,
+        enable_hierarchy,
+        use_local_buildcache,
+        compiler_version,
+    )
+    _check_signing(publish_mode, key_id, private_key, passphrase)
+    if buildcache_url is not None and buildcache_mode is BuildcacheMode.NONE and not use_local_buildcache:
+        raise ConfigurationError("--buildcache-url is given but nothing reads a buildcache; add --buildcache deps|all")
+    if publish_url is not None and publish_mode is PublishMode.NONE:
+        raise ConfigurationError("--publish-url is given but --publish is none; add --publish slurm|deps|all")
+
+    return BuildRequest(
+        slurm=release,
+        toolchain=chosen_toolchain,
+        engine=chosen_engine,
+        gpu=gpu,
+        verify=verify,
+        no_cache=no_cache,
+        buildcache=buildcache_mode,
+        publish=publish_mode,
+        enable_hierarchy=enable_hierarchy,
+        signing_key=key_id,
+        gpg_private_key=private_key,
+        gpg_passphrase=passphrase,
+        compiler_version=compiler_version,
+        use_local_buildcache=use_local_buildcache,
+        slurm_source=_check_source(slurm_source) if slurm_source is not None else None,
+        base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
+        buildcache_url=(
+            _check_url(buildcache_url, "--buildcache-url", BUILDCACHE_SCHEMES, allow_path=True)
+            if buildcache_url is not None
+            else None
+        ),
+        publish_url=(
+            _check_url(publish_url, "--publish-url", PUBLISH_SCHEMES, allow_path=True)
+            if publish_url is not None
+            else None
+        ),
+    )

@@ -1,0 +1,82 @@
+"""Secret intake: the GPG private key and its passphrase, held only as secret types.
+
+Secrets come from an option value, `@path`, a file option or the environment. They are decoded and checked here,
+kept in `pydantic.SecretBytes`/`SecretStr` (repr shows `***`), and never formatted into messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from pydantic import SecretBytes, SecretStr
+
+from slurm_factory.exceptions import ConfigurationError
+
+PRIVATE_KEY_ENV = "SLURM_FACTORY_GPG_PRIVATE_KEY"
+PASSPHRASE_ENV = "SLURM_FACTORY_GPG_PASSPHRASE"
+_ARMOR_HEADER = b"-----BEGIN PGP PRIVATE KEY BLOCK-----"
+
+
+def _read_secret_file(path_text: str, option: str) -> bytes:
+    path = Path(path_text).expanduser()
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"{option}: cannot read {path}: {error.strerror}") from None
+
+
+def _is_armored(material: bytes) -> bool:
+    return material.lstrip().startswith(_ARMOR_HEADER)
+
+
+def _is_binary_openpgp(material: bytes) -> bool:
+    # A binary OpenPGP packet starts with a tag byte whose high bit is set.
+    return bool(material) and material[0] & 0x80 == 0x80
+
+
+def decode_private_key(text: str, option: str = "--gpg-private-key") -> SecretBytes:
+    """Accept `@path` (armored, binary or base64 file), armored text, or base64 of an armored/binary key."""
+    from_file = text.startswith("@")
+    material = _read_secret_file(text[1:], option) if from_file else text.encode()
+    if _is_armored(material):
+        return SecretBytes(material.strip())
+    if from_file and _is_binary_openpgp(material):
+        return SecretBytes(material)
+    try:
+        decoded = base64.b64decode(b"".join(material.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            f"{option}: not base64 of an OpenPGP private key, nor an ASCII-armored key, nor @path to one"
+        ) from None
+    if _is_armored(decoded):
+        return SecretBytes(decoded.strip())
+    if _is_binary_openpgp(decoded):
+        return SecretBytes(decoded)
+    raise ConfigurationError(f"{option}: the base64 text does not decode to an OpenPGP private key")
+
+
+def read_passphrase_file(path_text: str) -> str:
+    raw = _read_secret_file(path_text, "--gpg-passphrase-file")
+    try:
+        return raw.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigurationError("--gpg-passphrase-file: the passphrase is not UTF-8 text") from None
+
+
+def private_key_from(value: str | None) -> SecretBytes | None:
+    """The private key from the option value, else from `SLURM_FACTORY_GPG_PRIVATE_KEY`."""
+    if value is not None:
+        return decode_private_key(value)
+    env_value = os.environ.get(PRIVATE_KEY_ENV)
+    return decode_private_key(env_value, PRIVATE_KEY_ENV) if env_value else None
+
+
+def passphrase_from(value: str | None) -> SecretStr | None:
+    """The passphrase from the option value, else from `SLURM_FACTORY_GPG_PASSPHRASE`."""
+    if value is not None:
+        return SecretStr(value)
+    env_value = os.environ.get(PASSPHRASE_ENV)
+    return SecretStr(env_value) if env_value else None

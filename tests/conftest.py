@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Docker engine (skipped only when the suite is not run by scripts/run-tests) and
+isolated settings per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from slurm_factory.config import Settings
+from slurm_factory.docker_layer import PROJECT_LABEL
+
+BASE_IMAGE = "debian:trixie"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's ~/.slurm-factory or their secrets."""
+    monkeypatch.setenv("SLURM_FACTORY_HOME", str(tmp_path / "sf-home"))
+    for name in ("IF_PROJECT_NAME", "SPACK_JOBS", "SLURM_FACTORY_GPG_PRIVATE_KEY", "SLURM_FACTORY_GPG_PASSPHRASE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(project_name=f"sf-test-{uuid.uuid4().hex[:8]}", home=tmp_path / "sf-home", jobs=2)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    """The real Docker engine. When the suite runs through scripts/run-tests its absence is a failure."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as error:
+        if os.environ.get("SLURM_FACTORY_TESTS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"Docker engine required but unreachable: {error}")
+        pytest.skip(f"no Docker engine reachable ({error}); scripts/run-tests starts one")
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{BASE_IMAGE} is missing; `scripts/testenv up` builds it with debootstrap")
+    return client
+
+
+@pytest.fixture
+def project_cleanup(docker_client: docker.DockerClient, settings: Settings) -> Iterator[str]:
+    """A unique project name whose containers and images are removed after the test, whatever happened."""
+    yield settings.project_name
+    label = {"label": f"{PROJECT_LABEL}={settings.project_name}"}
+    for container in docker_client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for image in docker_client.images.list(filters=label):
+        docker_client.images.remove(image.id, force=True)
+
+
+def slurm_source_tarball() -> Path:
+    """The Slurm 24.11.5 source (Debian's orig tarball) prepared by `scripts/testenv up`."""
+    configured = os.environ.get("SLURM_FACTORY_TEST_SLURM_SOURCE")
+    path = Path(configured) if configured else None
+    if path is None or not path.is_file():
+        if os.environ.get("SLURM_FACTORY_TESTS_REQUIRE_DOCKER") == "1":
+            pytest.fail("SLURM_FACTORY_TEST_SLURM_SOURCE does not name the Slurm 24.11.5 tarball")
+        pytest.skip("SLURM_FACTORY_TEST_SLURM_SOURCE unset; scripts/run-tests prepares the Slurm source")
+    return path
