@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from slurm_factory.exceptions import ConfigurationError
 
 DEFAULT_PROJECT_NAME = "slurm-factory"
-PROJECT_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+PROJECT_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
 def _default_project_name() -> str:
@@ -43,7 +43,7 @@ def _default_jobs() -> int:
 class Settings(BaseModel):
     """Where caches live, how many build jobs run, and the Docker namespace (project) every resource carries."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, validate_default=True)
 
     project_name: str = Field(default_factory=_default_project_name)
     home: Path = Field(default_factory=_default_home)
@@ -52,7 +52,7 @@ class Settings(BaseModel):
     @field_validator("project_name")
     @classmethod
     def _docker_safe_project_name(cls, value: str) -> str:
-        if not PROJECT_NAME_PATTERN.match(value):
+        if not PROJECT_NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 "must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 chars"
             )
@@ -99,12 +99,12 @@ class Settings(BaseModel):
 
 def load_settings(project_name: str | None = None) -> Settings:
     """Settings from the environment, with an explicit project name (CLI `--project-name`) taking precedence."""
+    name = project_name if project_name is not None else _default_project_name()
     try:
-        if project_name is None:
-            return Settings()
-        return Settings(project_name=project_name)
+        return Settings(project_name=name)
     except ValueError as error:
-        raise ConfigurationError(f"--project-name {project_name!r} is invalid: {_first_error(error)}") from None
+        source = "--project-name" if project_name is not None else "IF_PROJECT_NAME"
+        raise ConfigurationError(f"{source} {name!r} is invalid: {_first_error(error)}") from None
 
 
 def _first_error(error: ValueError) -> str:

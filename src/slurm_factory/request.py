@@ -44,12 +44,12 @@ class PublishMode(StrEnum):
     ALL = "all"
 
 
-_KEY_ID = re.compile(r"^(?:0x)?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})$")
+_KEY_ID = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})")
 _IMAGE_REFERENCE = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"  # optional registry host[:port]/
+    r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"  # optional registry host[:port]/
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"  # repository path
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
-    r"(?:@sha256:[0-9a-f]{64})?$"  # @digest
+    r"(?:@sha256:[0-9a-f]{64})?"  # @digest
 )
 SOURCE_SCHEMES = ("http", "https", "file")
 BUILDCACHE_SCHEMES = ("file", "s3", "http", "https")
@@ -109,7 +109,7 @@ def _choice(enum: type[_E], value: str | _E, option: str) -> _E:
 
 def _normalize_key_id(value: str) -> str:
     compact = value.replace(" ", "")
-    if not _KEY_ID.match(compact):
+    if not _KEY_ID.fullmatch(compact):
         raise ConfigurationError(
             f"--signing-key {value!r} is not a GPG key id; use 0x followed by 8 or 16 hex digits, or a 40-digit "
             "fingerprint"
@@ -150,7 +150,7 @@ def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bo
         raise ConfigurationError(
             f"{option} {value!r}: unsupported scheme {parsed.scheme!r}; valid: {', '.join(s + '://' for s in schemes)}"
         )
-    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+    if parsed.scheme == "file" and (parsed.netloc or not parsed.path.startswith("/")):
         raise ConfigurationError(f"{option} {value!r}: a file:// URL needs an absolute path (file:///srv/mirror)")
     if parsed.scheme != "file" and not parsed.netloc:
         raise ConfigurationError(f"{option} {value!r}: the URL names no host or bucket")
@@ -158,7 +158,7 @@ def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bo
 
 
 def _check_base_image(value: str) -> str:
-    if not _IMAGE_REFERENCE.match(value):
+    if not _IMAGE_REFERENCE.fullmatch(value):
         raise ConfigurationError(
             f"--base-image {value!r} is not a Docker image reference (e.g. debian:trixie or "
             "registry.example.org:5000/library/ubuntu:noble)"
@@ -246,8 +246,10 @@ def make_request(
     buildcache_mode = _choice(BuildcacheMode, buildcache, "--buildcache")
     publish_mode = _choice(PublishMode, publish, "--publish")
     key_id = _normalize_key_id(signing_key) if signing_key is not None else None
-    private_key = private_key_from(gpg_private_key)
-    passphrase = passphrase_from(gpg_passphrase)
+    # The SLURM_FACTORY_GPG_* variables only matter to a signed build: a globally exported secret must not break
+    # an unsigned one.
+    private_key = private_key_from(gpg_private_key, use_environment=key_id is not None)
+    passphrase = passphrase_from(gpg_passphrase, use_environment=key_id is not None)
     if compiler_version is not None:
         check_gcc_version(compiler_version)
 

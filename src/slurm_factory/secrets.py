@@ -66,17 +66,17 @@ def read_passphrase_file(path_text: str) -> str:
         raise ConfigurationError("--gpg-passphrase-file: the passphrase is not UTF-8 text") from None
 
 
-def private_key_from(value: str | None) -> SecretBytes | None:
-    """The private key from the option value, else from `SLURM_FACTORY_GPG_PRIVATE_KEY`."""
+def private_key_from(value: str | None, use_environment: bool = True) -> SecretBytes | None:
+    """The private key from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PRIVATE_KEY`."""
     if value is not None:
         return decode_private_key(value)
-    env_value = os.environ.get(PRIVATE_KEY_ENV)
+    env_value = os.environ.get(PRIVATE_KEY_ENV) if use_environment else None
     return decode_private_key(env_value, PRIVATE_KEY_ENV) if env_value else None
 
 
-def passphrase_from(value: str | None) -> SecretStr | None:
-    """The passphrase from the option value, else from `SLURM_FACTORY_GPG_PASSPHRASE`."""
+def passphrase_from(value: str | None, use_environment: bool = True) -> SecretStr | None:
+    """The passphrase from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
     if value is not None:
         return SecretStr(value)
-    env_value = os.environ.get(PASSPHRASE_ENV)
+    env_value = os.environ.get(PASSPHRASE_ENV) if use_environment else None
     return SecretStr(env_value) if env_value else None

@@ -175,8 +175,10 @@ def test_manifest_records_release_toolchain_and_dependency_versions(build: Build
     assert manifest["toolchain"]["name"] == "trixie"
     assert manifest["toolchain"]["compiler"].startswith("gcc")
     dependencies = {d["name"]: d["version"] for d in manifest["dependencies"]}
-    assert {"libmunge2", "libpmix2t64", "libjson-c5", "liblua5.4-0"} <= set(dependencies)
+    assert {"libmunge2", "libjson-c5", "liblua5.4-0", "libhwloc15"} <= set(dependencies)
     assert all(dependencies.values())
+    # mpi_pmix dlopens libpmix.so.2 at run time, so it is a runtime package without being a linked dependency.
+    assert {"libpmix2t64", "munge", *dependencies} <= set(manifest["runtime_packages"])
     assert "--without-rpath" in manifest["configure_options"]
 
 

@@ -1,0 +1,572 @@
+"""make_request(): every bad option value is refused up front, naming the option; good values become a BuildRequest."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretBytes, SecretStr
+
+from slurm_factory.catalog import resolve_release
+from slurm_factory.catalog.compilers import load_gcc_catalog
+from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
+from slurm_factory.request import BuildcacheMode, BuildRequest, Engine, PublishMode, make_request
+
+ARMORED_KEY = (
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
+    "\n"
+    "lQdGBGXfakeTOPSECRETkeymaterialAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+    "=abcd\n"
+    "-----END PGP PRIVATE KEY BLOCK-----\n"
+)
+ARMORED_KEY_B64 = base64.b64encode(ARMORED_KEY.encode()).decode()
+# A binary OpenPGP packet starts with a tag byte whose high bit is set (0x95: old-format secret-key packet).
+BINARY_KEY = bytes([0x95, 0x01, 0xD8]) + b"TOPSECRETbinarykeymaterial" + bytes(range(32))
+KEY_ID = "0xABCD1234"
+FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
+PASSPHRASE = "correct-horse-battery-staple-TOPSECRET"
+
+ALL_TOOLCHAINS = ("resolute", "noble", "jammy", "rockylinux10", "rockylinux9", "rockylinux8", "trixie", "bookworm")
+SERIES = ("23.11", "24.11", "25.11", "26.05")
+GCC_VERSIONS = tuple(load_gcc_catalog().versions)
+SIGNED = {"signing_key": KEY_ID}
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secret environment variables of the developer or CI must not leak into these tests."""
+    monkeypatch.delenv("SLURM_FACTORY_GPG_PRIVATE_KEY", raising=False)
+    monkeypatch.delenv("SLURM_FACTORY_GPG_PASSPHRASE", raising=False)
+
+
+def _with_tmp(kwargs: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    return {key: value.format(tmp=tmp_path) if isinstance(value, str) else value for key, value in kwargs.items()}
+
+
+# Each case: the raw options, the option the message must name, and the valid values it must list (if a fixed set).
+BAD_INPUTS = [
+    # --slurm-version
+    pytest.param({"slurm_version": "24.11.x"}, "--slurm-version", SERIES, id="version-malformed"),
+    pytest.param({"slurm_version": "latest"}, "--slurm-version", SERIES, id="version-word"),
+    pytest.param({"slurm_version": "24.11.5.1"}, "--slurm-version", SERIES, id="version-four-parts"),
+    pytest.param({"slurm_version": "22.05"}, "--slurm-version", SERIES, id="version-unknown-series"),
+    pytest.param(
+        {"slurm_version": "24.11.99"}, "--slurm-version", ("24.11.0", "24.11.5", "24.11.7"), id="version-unknown-patch"
+    ),
+    # --toolchain
+    pytest.param({"toolchain": "centos7"}, "--toolchain", ALL_TOOLCHAINS, id="toolchain-unknown"),
+    pytest.param({"toolchain": "Noble"}, "--toolchain", ALL_TOOLCHAINS, id="toolchain-wrong-case"),
+    pytest.param({"toolchain": ""}, "--toolchain", ALL_TOOLCHAINS, id="toolchain-empty"),
+    # --engine / --buildcache / --publish
+    pytest.param({"engine": "docker"}, "--engine", ("spack", "native"), id="engine-unknown"),
+    pytest.param({"buildcache": "some"}, "--buildcache", ("none", "deps", "all"), id="buildcache-unknown"),
+    pytest.param({"publish": "everything"}, "--publish", ("none", "slurm", "deps", "all"), id="publish-unknown"),
+    # signing
+    pytest.param({"publish": "slurm"}, "--publish", ("--signing-key",), id="publish-slurm-without-signing-key"),
+    pytest.param({"publish": "all"}, "--publish", ("--signing-key",), id="publish-all-without-signing-key"),
+    pytest.param({"publish": "deps"}, "--publish", ("--signing-key",), id="publish-deps-without-signing-key"),
+    pytest.param({"gpg_passphrase": "pw"}, "--gpg-passphrase", (), id="passphrase-without-any-key"),
+    pytest.param(
+        {"gpg_private_key": ARMORED_KEY_B64},
+        "--gpg-private-key",
+        ("--signing-key",),
+        id="private-key-without-signing-key",
+    ),
+    pytest.param(
+        {"gpg_private_key": ARMORED_KEY_B64, "gpg_passphrase": "pw"},
+        "--gpg-private-key",
+        ("--signing-key",),
+        id="private-key-and-passphrase-without-signing-key",
+    ),
+    pytest.param({"signing_key": "not-a-key"}, "--signing-key", (), id="key-id-word"),
+    pytest.param({"signing_key": "0x1234567"}, "--signing-key", (), id="key-id-7-digits"),
+    pytest.param({"signing_key": "0x123456789ABC"}, "--signing-key", (), id="key-id-12-digits"),
+    pytest.param({"signing_key": FINGERPRINT[:-1]}, "--signing-key", (), id="fingerprint-39-digits"),
+    pytest.param({"signing_key": "0xGHIJKLMN"}, "--signing-key", (), id="key-id-non-hex"),
+    pytest.param({"signing_key": ""}, "--signing-key", (), id="key-id-empty"),
+    pytest.param({"signing_key": "0x0xABCD1234"}, "--signing-key", (), id="key-id-double-prefix"),
+    pytest.param({**SIGNED, "gpg_private_key": "not base64 !!!"}, "--gpg-private-key", (), id="private-key-not-base64"),
+    pytest.param(
+        {**SIGNED, "gpg_private_key": base64.b64encode(b"hello world, not a key").decode()},
+        "--gpg-private-key",
+        (),
+        id="private-key-base64-of-non-key",
+    ),
+    pytest.param(
+        {**SIGNED, "gpg_private_key": "@{tmp}/missing-key.asc"},
+        "--gpg-private-key",
+        (),
+        id="private-key-at-path-missing",
+    ),
+    pytest.param(
+        {**SIGNED, "gpg_private_key": "@{tmp}"},
+        "--gpg-private-key",
+        (),
+        id="private-key-at-path-directory",
+    ),
+    # options only the Spack engine honours
+    pytest.param({"engine": "native", "buildcache": "deps"}, "--buildcache", (), id="native-buildcache-deps"),
+    pytest.param({"engine": "native", "buildcache": "all"}, "--buildcache", (), id="native-buildcache-all"),
+    pytest.param(
+        {"engine": "native", "use_local_buildcache": True},
+        "--use-local-buildcache",
+        (),
+        id="native-use-local-buildcache",
+    ),
+    pytest.param(
+        {"engine": "native", "compiler_version": "13.4.0"}, "--compiler-version", (), id="native-compiler-version"
+    ),
+    pytest.param({"engine": "native", "enable_hierarchy": True}, "--enable-hierarchy", (), id="native-hierarchy"),
+    pytest.param({"engine": "native", "publish": "deps", **SIGNED}, "--publish deps", (), id="native-publish-deps"),
+    pytest.param(
+        {"engine": "native", "gpu": True, "toolchain": "rockylinux9"}, "--gpu", (), id="native-gpu-rockylinux9"
+    ),
+    pytest.param(
+        {"engine": "native", "gpu": True, "toolchain": "rockylinux8"}, "--gpu", (), id="native-gpu-rockylinux8"
+    ),
+    pytest.param(
+        {"engine": "native", "gpu": True, "toolchain": "rockylinux10"}, "--gpu", (), id="native-gpu-rockylinux10"
+    ),
+    pytest.param({"engine": "native", "gpu": True, "toolchain": "jammy"}, "--gpu", (), id="native-gpu-jammy"),
+    # --compiler-version
+    pytest.param({"compiler_version": "9.9.9"}, "--compiler-version", GCC_VERSIONS, id="compiler-unknown"),
+    pytest.param({"compiler_version": "13"}, "--compiler-version", GCC_VERSIONS, id="compiler-major-only"),
+    # --slurm-source
+    pytest.param({"slurm_source": "{tmp}/missing.tar.gz"}, "--slurm-source", (), id="source-missing-file"),
+    pytest.param({"slurm_source": "{tmp}"}, "--slurm-source", (), id="source-directory"),
+    pytest.param({"slurm_source": "file://{tmp}/missing.tar.gz"}, "--slurm-source", (), id="source-file-url-missing"),
+    pytest.param(
+        {"slurm_source": "ftp://mirror.example.org/slurm-24-11-5-1.tar.gz"},
+        "--slurm-source",
+        ("http://", "https://", "file://"),
+        id="source-ftp-scheme",
+    ),
+    # --publish-url
+    pytest.param(
+        {"publish": "slurm", **SIGNED, "publish_url": "ftp://mirror.example.org/cache"},
+        "--publish-url",
+        ("file://", "s3://"),
+        id="publish-url-ftp-scheme",
+    ),
+    pytest.param(
+        {"publish": "slurm", **SIGNED, "publish_url": "relative/mirror"},
+        "--publish-url",
+        ("file://", "s3://"),
+        id="publish-url-relative-path",
+    ),
+    pytest.param(
+        {"publish": "slurm", **SIGNED, "publish_url": "file:relative/mirror"},
+        "--publish-url",
+        (),
+        id="publish-url-file-relative",
+    ),
+    pytest.param(
+        {"publish": "slurm", **SIGNED, "publish_url": "file://"}, "--publish-url", (), id="publish-url-file-empty"
+    ),
+    pytest.param(
+        {"publish": "slurm", **SIGNED, "publish_url": "s3://"}, "--publish-url", (), id="publish-url-no-bucket"
+    ),
+    pytest.param(
+        {"publish_url": "s3://bucket/cache"}, "--publish-url", ("--publish",), id="publish-url-with-publish-none"
+    ),
+    # --buildcache-url
+    pytest.param(
+        {"buildcache": "deps", "buildcache_url": "ftp://mirror.example.org/cache"},
+        "--buildcache-url",
+        ("file://", "s3://", "http://", "https://"),
+        id="buildcache-url-ftp-scheme",
+    ),
+    pytest.param(
+        {"buildcache": "deps", "buildcache_url": "relative/mirror"},
+        "--buildcache-url",
+        ("file://", "s3://", "http://", "https://"),
+        id="buildcache-url-relative-path",
+    ),
+    pytest.param(
+        {"buildcache": "all", "buildcache_url": "file:relative/mirror"},
+        "--buildcache-url",
+        (),
+        id="buildcache-url-file-relative",
+    ),
+    pytest.param(
+        {"buildcache": "deps", "buildcache_url": "https://"}, "--buildcache-url", (), id="buildcache-url-no-host"
+    ),
+    pytest.param(
+        {"buildcache_url": "https://cache.example.org/mirror"},
+        "--buildcache-url",
+        ("--buildcache",),
+        id="buildcache-url-nothing-reads-it",
+    ),
+    # --base-image
+    pytest.param({"base_image": "Ubuntu:Noble"}, "--base-image", (), id="base-image-uppercase-repository"),
+    pytest.param({"base_image": "ubuntu noble"}, "--base-image", (), id="base-image-space"),
+    pytest.param({"base_image": "ubuntu::noble"}, "--base-image", (), id="base-image-double-colon"),
+    pytest.param({"base_image": ""}, "--base-image", (), id="base-image-empty"),
+    pytest.param({"base_image": "ubuntu@sha256:abc"}, "--base-image", (), id="base-image-short-digest"),
+    pytest.param({"base_image": "-ubuntu:noble"}, "--base-image", (), id="base-image-leading-dash"),
+    pytest.param(
+        {"base_image": "ubuntu:noble\n"},
+        "--base-image",
+        (),
+        id="base-image-trailing-newline",
+    ),
+    pytest.param(
+        {"signing_key": "ABCD1234\n"},
+        "--signing-key",
+        (),
+        id="key-id-trailing-newline",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "option", "valid_values"), BAD_INPUTS)
+def test_bad_input_is_a_usage_error_naming_the_option(
+    options: dict[str, Any], option: str, valid_values: tuple[str, ...], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(**_with_tmp(options, tmp_path))
+    error = caught.value
+    assert error.exit_code == EXIT_USAGE == 2
+    message = str(error)
+    assert option in message
+    for value in valid_values:
+        assert value in message, f"{value!r} missing from {message!r}"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"buildcache": "deps", "buildcache_url": "file://relative/mirror"}, id="buildcache-url"),
+        pytest.param({"publish": "slurm", **SIGNED, "publish_url": "file://relative/mirror"}, id="publish-url"),
+    ],
+)
+def test_file_url_with_a_relative_path_is_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        make_request(**options)
+
+
+def test_secret_is_never_formatted_into_an_error_message() -> None:
+    secret_text = "TOPSECRET-not-a-key-!!"
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(signing_key=KEY_ID, gpg_private_key=secret_text)
+    assert "TOPSECRET" not in str(caught.value)
+
+
+def test_invalid_private_key_from_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PRIVATE_KEY", "not base64 !!!")
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(signing_key=KEY_ID)
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "SLURM_FACTORY_GPG_PRIVATE_KEY" in str(caught.value)
+
+
+def test_native_engine_refusal_carries_a_hint_to_use_spack() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(engine="native", buildcache="deps")
+    assert caught.value.hint is not None
+    assert "--engine spack" in caught.value.hint
+
+
+# --- good input ----------------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_newest_25_11_on_noble_with_spack() -> None:
+    request = make_request()
+    assert isinstance(request, BuildRequest)
+    assert request.slurm == resolve_release("25.11")
+    assert request.slurm.version == "25.11.7"
+    assert request.slurm.series == "25.11"
+    assert request.toolchain.name == "noble"
+    assert request.engine is Engine.SPACK
+    assert request.base_image == "ubuntu:noble"
+    assert request.buildcache is BuildcacheMode.NONE
+    assert request.publish is PublishMode.NONE
+    assert request.gpu is False
+    assert request.verify is False
+    assert request.no_cache is False
+    assert request.enable_hierarchy is False
+    assert request.use_local_buildcache is False
+    assert request.signing_key is None
+    assert request.gpg_private_key is None
+    assert request.gpg_passphrase is None
+    assert request.signs is False
+    assert request.compiler_version is None
+    assert request.slurm_source is None
+    assert request.buildcache_url is None
+    assert request.publish_url is None
+    assert request.artifact_filename == "slurm-25.11-noble-software.tar.gz"
+
+
+def test_artifact_filename_names_series_and_toolchain() -> None:
+    request = make_request(slurm_version="24.11", toolchain="trixie")
+    assert request.artifact_filename == "slurm-24.11-trixie-software.tar.gz"
+
+
+def test_artifact_filename_of_a_gpu_build_has_gpu_suffix() -> None:
+    request = make_request(slurm_version="24.11", toolchain="trixie", gpu=True)
+    assert request.artifact_filename == "slurm-24.11-trixie-gpu-software.tar.gz"
+    assert request.flavor == "24.11-trixie-gpu"
+
+
+def test_artifact_filename_of_an_exact_pin_uses_the_series() -> None:
+    request = make_request(slurm_version="24.11.5", toolchain="rockylinux9")
+    assert request.artifact_filename == "slurm-24.11-rockylinux9-software.tar.gz"
+
+
+def test_artifact_root_names_the_exact_release() -> None:
+    assert make_request(slurm_version="24.11", toolchain="trixie").artifact_root == "slurm-24.11.7-trixie"
+    assert make_request(slurm_version="24.11.5", toolchain="noble", gpu=True).artifact_root == "slurm-24.11.5-noble-gpu"
+    assert make_request(slurm_version="26.05").artifact_root == "slurm-26.05.3-noble"
+
+
+@pytest.mark.parametrize("toolchain", ALL_TOOLCHAINS)
+def test_base_image_defaults_to_the_toolchain_image(toolchain: str) -> None:
+    request = make_request(toolchain=toolchain)
+    assert request.toolchain.name == toolchain
+    assert request.base_image == request.toolchain.base_image
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.org:5000/library/ubuntu:noble",
+        "localhost/debian:trixie",
+        "mirror.example.org/rockylinux/rockylinux:9",
+        "ubuntu@sha256:" + "0123456789abcdef" * 4,
+        "debian:trixie-20250101",
+        "ubuntu",
+    ],
+)
+def test_base_image_override_is_kept_verbatim(image: str) -> None:
+    assert make_request(base_image=image).base_image == image
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("0xabcd1234", "ABCD1234"),
+        ("ABCD1234", "ABCD1234"),
+        ("0x0123456789abcdef", "0123456789ABCDEF"),
+        (FINGERPRINT.lower(), FINGERPRINT),
+        ("0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567", FINGERPRINT),
+        ("0x" + FINGERPRINT, FINGERPRINT),
+    ],
+)
+def test_signing_key_id_is_normalised(given: str, normalised: str) -> None:
+    request = make_request(signing_key=given)
+    assert request.signing_key == normalised
+    assert request.signs is True
+
+
+def test_signing_key_with_passphrase_only_uses_the_keyring_key() -> None:
+    request = make_request(signing_key=KEY_ID, gpg_passphrase=PASSPHRASE)
+    assert request.gpg_private_key is None
+    assert request.gpg_passphrase is not None
+    assert request.gpg_passphrase.get_secret_value() == PASSPHRASE
+
+
+def test_secrets_are_secret_types_whose_repr_hides_them() -> None:
+    request = make_request(signing_key=KEY_ID, gpg_private_key=ARMORED_KEY_B64, gpg_passphrase=PASSPHRASE)
+    assert isinstance(request.gpg_private_key, SecretBytes)
+    assert isinstance(request.gpg_passphrase, SecretStr)
+    assert request.gpg_private_key.get_secret_value() == ARMORED_KEY.strip().encode()
+    assert request.gpg_passphrase.get_secret_value() == PASSPHRASE
+    for rendering in (
+        repr(request.gpg_private_key),
+        repr(request.gpg_passphrase),
+        str(request.gpg_private_key),
+        str(request.gpg_passphrase),
+        repr(request),
+        str(request),
+        request.model_dump_json(),
+    ):
+        assert "TOPSECRET" not in rendering
+        assert PASSPHRASE not in rendering
+
+
+def test_passphrase_comes_from_environment_when_option_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PASSPHRASE", "from-the-environment")
+    request = make_request(signing_key=KEY_ID)
+    assert request.gpg_passphrase is not None
+    assert request.gpg_passphrase.get_secret_value() == "from-the-environment"
+
+
+def test_passphrase_option_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PASSPHRASE", "from-the-environment")
+    request = make_request(signing_key=KEY_ID, gpg_passphrase="from-the-option")
+    assert request.gpg_passphrase is not None
+    assert request.gpg_passphrase.get_secret_value() == "from-the-option"
+
+
+def test_private_key_comes_from_environment_when_option_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PRIVATE_KEY", ARMORED_KEY_B64)
+    request = make_request(signing_key=KEY_ID)
+    assert request.gpg_private_key is not None
+    assert request.gpg_private_key.get_secret_value() == ARMORED_KEY.strip().encode()
+
+
+def test_private_key_option_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PRIVATE_KEY", "not base64 !!! and never read")
+    request = make_request(signing_key=KEY_ID, gpg_private_key=ARMORED_KEY)
+    assert request.gpg_private_key is not None
+    assert request.gpg_private_key.get_secret_value() == ARMORED_KEY.strip().encode()
+
+
+def test_empty_secret_environment_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PRIVATE_KEY", "")
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PASSPHRASE", "")
+    request = make_request()
+    assert request.gpg_private_key is None
+    assert request.gpg_passphrase is None
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(ARMORED_KEY, id="armored-directly"),
+        pytest.param("\n  " + ARMORED_KEY, id="armored-with-leading-whitespace"),
+        pytest.param(ARMORED_KEY_B64, id="base64-of-armored"),
+        pytest.param(
+            "\n".join(ARMORED_KEY_B64[i : i + 76] for i in range(0, len(ARMORED_KEY_B64), 76)),
+            id="base64-of-armored-wrapped",
+        ),
+    ],
+)
+def test_armored_private_key_is_accepted_directly_or_as_base64(given: str) -> None:
+    request = make_request(signing_key=KEY_ID, gpg_private_key=given)
+    assert request.gpg_private_key is not None
+    assert request.gpg_private_key.get_secret_value() == ARMORED_KEY.strip().encode()
+
+
+def test_base64_of_a_binary_private_key_is_accepted() -> None:
+    request = make_request(signing_key=KEY_ID, gpg_private_key=base64.b64encode(BINARY_KEY).decode())
+    assert request.gpg_private_key is not None
+    assert request.gpg_private_key.get_secret_value() == BINARY_KEY
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(ARMORED_KEY.encode(), ARMORED_KEY.strip().encode(), id="armored-file"),
+        pytest.param(BINARY_KEY, BINARY_KEY, id="binary-file"),
+        pytest.param(ARMORED_KEY_B64.encode() + b"\n", ARMORED_KEY.strip().encode(), id="base64-file"),
+    ],
+)
+def test_private_key_is_read_from_an_at_path(content: bytes, expected: bytes, tmp_path: Path) -> None:
+    key_file = tmp_path / "signing.key"
+    key_file.write_bytes(content)
+    request = make_request(signing_key=KEY_ID, gpg_private_key=f"@{key_file}")
+    assert request.gpg_private_key is not None
+    assert request.gpg_private_key.get_secret_value() == expected
+
+
+def test_publish_with_signing_key_is_accepted() -> None:
+    request = make_request(publish="all", signing_key=KEY_ID, gpg_private_key=ARMORED_KEY)
+    assert request.publish is PublishMode.ALL
+    assert request.signs is True
+
+
+def test_absolute_publish_url_path_becomes_a_file_url(tmp_path: Path) -> None:
+    request = make_request(publish="slurm", signing_key=KEY_ID, publish_url=str(tmp_path / "mirror"))
+    assert request.publish_url == f"file://{tmp_path / 'mirror'}"
+
+
+def test_home_relative_publish_url_path_becomes_an_absolute_file_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    request = make_request(publish="slurm", signing_key=KEY_ID, publish_url="~/mirror")
+    assert request.publish_url == f"file://{tmp_path.resolve() / 'mirror'}"
+
+
+def test_dot_relative_buildcache_url_path_becomes_an_absolute_file_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    request = make_request(buildcache="deps", buildcache_url="./mirror")
+    assert request.buildcache_url == f"file://{tmp_path.resolve() / 'mirror'}"
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "file:///srv/mirror"])
+def test_publish_url_is_kept_when_already_a_supported_url(url: str) -> None:
+    assert make_request(publish="deps", signing_key=KEY_ID, publish_url=url).publish_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://bucket/prefix", "file:///srv/mirror", "https://cache.example.org/mirror", "http://10.0.0.1/m"]
+)
+def test_buildcache_url_is_kept_when_already_a_supported_url(url: str) -> None:
+    assert make_request(buildcache="all", buildcache_url=url).buildcache_url == url
+
+
+def test_buildcache_url_is_accepted_with_use_local_buildcache_alone() -> None:
+    request = make_request(use_local_buildcache=True, buildcache_url="s3://bucket/cache")
+    assert request.buildcache is BuildcacheMode.NONE
+    assert request.buildcache_url == "s3://bucket/cache"
+
+
+def test_relative_slurm_source_path_is_resolved_to_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "slurm-24-11-5-1.tar.gz").write_bytes(b"not really a tarball")
+    monkeypatch.chdir(tmp_path)
+    request = make_request(slurm_version="24.11.5", slurm_source="slurm-24-11-5-1.tar.gz")
+    assert request.slurm_source == str(tmp_path.resolve() / "slurm-24-11-5-1.tar.gz")
+    assert Path(request.slurm_source).is_absolute()
+
+
+def test_file_url_slurm_source_becomes_a_local_absolute_path(tmp_path: Path) -> None:
+    tarball = tmp_path / "slurm.tar.gz"
+    tarball.write_bytes(b"x")
+    request = make_request(slurm_source=f"file://{tarball}")
+    assert request.slurm_source == str(tarball.resolve())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://download.example.org/slurm-24-11-5-1.tar.gz",
+        "http://10.0.0.5/slurm-24-11-5-1.tar.gz",
+    ],
+)
+def test_http_slurm_source_is_kept_verbatim(url: str) -> None:
+    assert make_request(slurm_source=url).slurm_source == url
+
+
+def test_native_engine_with_gpu_is_accepted_on_a_toolchain_packaging_nvml() -> None:
+    request = make_request(engine="native", gpu=True, toolchain="trixie")
+    assert request.engine is Engine.NATIVE
+    assert request.gpu is True
+
+
+def test_native_engine_can_publish_slurm() -> None:
+    request = make_request(engine=Engine.NATIVE, publish="slurm", signing_key=KEY_ID, toolchain="rockylinux9")
+    assert request.engine is Engine.NATIVE
+    assert request.publish is PublishMode.SLURM
+
+
+def test_spack_engine_accepts_the_spack_only_options() -> None:
+    request = make_request(
+        toolchain="rockylinux8",
+        gpu=True,
+        buildcache="all",
+        use_local_buildcache=True,
+        compiler_version="10.5.0",
+        enable_hierarchy=True,
+    )
+    assert request.compiler_version == "10.5.0"
+    assert request.buildcache is BuildcacheMode.ALL
+    assert request.enable_hierarchy is True
+    assert request.use_local_buildcache is True
+
+
+def test_enum_members_and_their_values_are_both_accepted() -> None:
+    by_member = make_request(engine=Engine.NATIVE, buildcache=BuildcacheMode.NONE, publish=PublishMode.NONE)
+    by_value = make_request(engine="native", buildcache="none", publish="none")
+    assert by_member == by_value
+
+
+def test_build_request_is_frozen() -> None:
+    request = make_request()
+    with pytest.raises(ValueError):
+        request.gpu = True
