@@ -19,6 +19,7 @@ from typing import IO, Any
 import docker
 import docker.errors
 import docker.types
+import requests.exceptions
 from docker.models.containers import Container
 
 from slurm_factory.exceptions import DockerError
@@ -31,6 +32,8 @@ NETWORK_MODE = "host"
 STOPPED_STATES = frozenset({"created", "exited", "dead"})
 
 LineSink = Callable[[str], None]
+# The SDK raises its own errors for API answers, but plain `requests` errors when the engine goes away.
+DOCKER_FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
 def _docker_failure(action: str, error: Exception) -> DockerError:
@@ -70,7 +73,7 @@ class DockerSession:
         try:
             self.client = client or docker.from_env(timeout=600)
             self.client.ping()
-        except docker.errors.DockerException as error:
+        except DOCKER_FAILURES as error:
             raise DockerError(
                 f"cannot reach the Docker engine: {error}",
                 hint="start dockerd (or set DOCKER_HOST) and check that this user may use it",
@@ -87,7 +90,7 @@ class DockerSession:
             self.client.images.get(reference)
         except docker.errors.ImageNotFound:
             return False
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"inspecting image {reference}", error) from None
         return True
 
@@ -123,7 +126,7 @@ class DockerSession:
                     for line in str(text).splitlines():
                         if line.strip():
                             on_line(line.rstrip())
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"building image {reference}", error) from None
 
     @contextmanager
@@ -159,7 +162,7 @@ class DockerSession:
                 detach=True,
                 **(extra or {}),
             )
-        except docker.errors.DockerException as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"creating container from {image}", error) from None
         try:
             yield RunningContainer(created)
@@ -168,7 +171,7 @@ class DockerSession:
                 created.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
-            except docker.errors.APIError as error:
+            except DOCKER_FAILURES as error:
                 raise _docker_failure(f"removing container {name}", error) from None
 
     def clean(self, full: bool = False) -> CleanReport:
@@ -187,7 +190,7 @@ class DockerSession:
                 for volume in self.client.volumes.list(filters=self._project_filter()):
                     volume.remove()
                     report.volumes.append(volume.name)
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure("cleaning project resources", error) from None
         return report
 
@@ -200,7 +203,7 @@ class DockerSession:
                 continue
             try:
                 self.client.images.remove(str(image.id), force=False, noprune=False)
-            except docker.errors.APIError as error:
+            except DOCKER_FAILURES as error:
                 report.kept.append(f"image {name} ({getattr(error, 'explanation', error)})")
                 continue
             report.images.append(name)
@@ -223,35 +226,40 @@ class RunningContainer:
     def put_files(self, files: dict[PurePosixPath, PlanFile]) -> None:
         try:
             self._container.put_archive("/", tar_of_files(files))
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"copying files into {self.name}", error) from None
 
     def start(self) -> None:
         try:
             self._container.start()
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"starting container {self.name}", error) from None
 
     def stream_output(self, on_line: LineSink) -> int:
         """Follow stdout+stderr line by line until the container exits; return its exit code."""
         pending = b""
+        emitted: list[bytes] = []
         try:
             for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
+                emitted = [*emitted[-49:], *lines]
                 for line in lines:
                     on_line(line.decode(errors="replace").rstrip("\r"))
-            if pending:
-                on_line(pending.decode(errors="replace"))
-            return int(self._container.wait()["StatusCode"])
-        except docker.errors.APIError as error:
+            status = int(self._container.wait()["StatusCode"])
+            # dockerd 20.10 can end a followed stream before the last log entry: take it from the final logs.
+            final = self._container.logs(stdout=True, stderr=True, tail=50).split(b"\n")
+            for line in _missed_tail(emitted, final):
+                on_line(line.decode(errors="replace").rstrip("\r"))
+            return status
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"following container {self.name}", error) from None
 
     def run(self, command: list[str], user: str | None = None) -> tuple[int, str]:
         """Run a command in the running container; return its exit code and combined output."""
         try:
             result = self._container.exec_run(command, user=user or "", demux=False)
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"running {command[0]} in {self.name}", error) from None
         output = result.output if isinstance(result.output, bytes) else b""
         return int(result.exit_code or 0), output.decode(errors="replace")
@@ -262,7 +270,7 @@ class RunningContainer:
             stream, _ = self._container.get_archive(str(path))
             for chunk in stream:
                 destination.write(chunk)
-        except docker.errors.APIError as error:
+        except DOCKER_FAILURES as error:
             raise _docker_failure(f"copying {path} out of {self.name}", error) from None
 
     def read_text_files(self, directory: PurePosixPath) -> dict[str, str]:
@@ -273,10 +281,24 @@ class RunningContainer:
         files = {}
         with tarfile.open(fileobj=buffer, mode="r") as archive:
             for member in archive.getmembers():
+                if len(PurePosixPath(member.name).parts) != 2:  # `<directory name>/<file>` only
+                    continue
                 extracted = archive.extractfile(member) if member.isfile() else None
                 if extracted is not None:
                     files[PurePosixPath(member.name).name] = extracted.read().decode(errors="replace")
         return files
+
+
+def _missed_tail(emitted: list[bytes], final: list[bytes]) -> list[bytes]:
+    """The lines at the end of `final` that follow the last complete line already emitted."""
+    if final and final[-1] == b"":
+        final = final[:-1]
+    if not emitted:
+        return final
+    for index in range(len(final) - 1, -1, -1):
+        if final[index] == emitted[-1]:
+            return final[index + 1 :]
+    return []
 
 
 def ensure_host_dirs(mounts: tuple[Mount, ...]) -> None:

@@ -41,11 +41,11 @@ class Foreign:
         for container_id in self.containers:
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.containers.get(container_id).remove(force=True)
-        label = {"label": f"{PROJECT_LABEL}={self.project}"}
+        label: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={self.project}"}
         for container in self.client.containers.list(all=True, filters=label):
             container.remove(force=True)
         for image in self.client.images.list(filters=label):
-            self.client.images.remove(image.id, force=True)
+            self.client.images.remove(str(image.id), force=True)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def _running(client: docker.DockerClient, name: str, labels: dict[str, str], ima
 
 def _status(client: docker.DockerClient, container: Container) -> str | None:
     try:
-        return str(client.containers.get(container.id).status)
+        return str(client.containers.get(str(container.id)).status)
     except docker.errors.NotFound:
         return None
 
@@ -117,7 +117,7 @@ def test_clean_removes_only_this_projects_stopped_containers(
 
     report = DockerSession(project, client=docker_client).clean()
 
-    assert sorted(report.containers) == sorted([created.name, exited.name])
+    assert sorted(report.containers) == sorted([str(created.name), str(exited.name)])
     assert report.kept == [f"container {running.name} (running)"]
     assert report.images == [] and report.volumes == []
     assert _status(docker_client, created) is None
