@@ -17,6 +17,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from slurm_factory import __version__
 from slurm_factory.artifact import MANIFEST_NAME
@@ -66,16 +67,17 @@ def _settings() -> Settings:
 
 
 def _print_error(error: SlurmFactoryError) -> None:
-    stderr.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    # Messages quote user input: never interpret them as Rich markup.
+    stderr.print(Text("error: ", style="bold red") + Text(error.message), highlight=False)
     if error.hint:
-        stderr.print(f"[dim]hint:[/] {error.hint}", highlight=False)
+        stderr.print(Text("hint: ", style="dim") + Text(error.hint), highlight=False)
     if isinstance(error, BuildError):
         for line in error.tail:
             stderr.print(f"  | {line}", style="dim", highlight=False, markup=False)
         if error.log_path:
-            stderr.print(f"log: {error.log_path}", highlight=False)
+            stderr.print(f"log: {error.log_path}", highlight=False, markup=False)
     if isinstance(error, VerificationError) and error.report_path:
-        stderr.print(f"report: {error.report_path}", highlight=False)
+        stderr.print(f"report: {error.report_path}", highlight=False, markup=False)
 
 
 def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -96,7 +98,7 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
         except Exception as error:
             if state.verbose:
                 raise
-            stderr.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {error}", highlight=False)
+            stderr.print(Text("error: ", style="bold red") + Text(f"unexpected {type(error).__name__}: {error}"))
             stderr.print("[dim]hint:[/] run with --verbose for the traceback", highlight=False)
             raise typer.Exit(EXIT_FAILURE) from None
 
@@ -297,16 +299,19 @@ def _megabytes(size: int) -> str:
 
 def _print_plan(plan: BuildPlan) -> None:
     request = plan.request
-    stdout.print(
+    stdout.out(
         f"# build {plan.build_id}: Slurm {request.slurm.version} ({request.slurm.tag}) for "
-        f"{request.toolchain.name}, engine {request.engine.value}{', gpu' if request.gpu else ''}"
+        f"{request.toolchain.name}, engine {request.engine.value}{', gpu' if request.gpu else ''}",
+        highlight=False,
     )
-    stdout.print(f"# source   {request.slurm_source or request.slurm.url} (sha256 {request.slurm.sha256})")
-    stdout.print(f"# image    {plan.image.reference} from {request.base_image}")
-    stdout.print(f"# artifact {plan.artifact_path}")
-    stdout.print(f"# log      {plan.log_path}")
+    stdout.out(
+        f"# source   {request.slurm_source or request.slurm.url} (sha256 {request.slurm.sha256})", highlight=False
+    )
+    stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
+    stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
+    stdout.out(f"# log      {plan.log_path}", highlight=False)
     for mount in plan.container.mounts:
-        stdout.print(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}")
+        stdout.out(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}", highlight=False)
     for name, plan_file in plan.context_files().items():
         stdout.rule(name)
         stdout.out(plan_file.content, end="", highlight=False)
@@ -353,6 +358,7 @@ def clean_command(
         *(f"container {name}" for name in report.containers),
         *(f"image {name}" for name in report.images),
         *(f"volume {name}" for name in report.volumes),
+        *(f"network {name}" for name in report.networks),
     ]
     for line in removed:
         stdout.print(f"removed {line}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,16 @@ def tar_of_files(files: dict[PurePosixPath, PlanFile]) -> bytes:
     return buffer.getvalue()
 
 
+def _tar_of_blob(path: PurePosixPath, data: bytes, mode: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(str(path).lstrip("/"))
+        info.size = len(data)
+        info.mode = mode
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 @dataclass
 class CleanReport:
     """What `clean` removed and what it left alone (and why)."""
@@ -62,6 +73,7 @@ class CleanReport:
     containers: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
 
 
@@ -101,9 +113,10 @@ class DockerSession:
         labels: dict[str, str],
         on_line: LineSink,
         nocache: bool = False,
+        context_files: dict[PurePosixPath, PlanFile] | None = None,
     ) -> None:
-        """Build an image from a Dockerfile-only context, streaming the builder's output line by line."""
-        context = tar_of_files({PurePosixPath("Dockerfile"): PlanFile(dockerfile)})
+        """Build an image from the Dockerfile (and any extra context files), streaming the builder's output."""
+        context = tar_of_files({PurePosixPath("Dockerfile"): PlanFile(dockerfile), **(context_files or {})})
         try:
             stream = self.client.api.build(
                 fileobj=io.BytesIO(context),
@@ -148,6 +161,11 @@ class DockerSession:
             docker.types.Mount(target=str(m.container), source=str(m.host), type="bind", read_only=m.read_only)
             for m in mounts
         ]
+        if network == NETWORK_MODE:
+            networking: dict[str, Any] = {"network_mode": NETWORK_MODE}
+        else:  # a user-defined network; the hostname doubles as the DNS alias other containers use
+            endpoint = self.client.api.create_endpoint_config(aliases=[hostname] if hostname else None)
+            networking = {"network": network, "networking_config": {network: endpoint}}
         try:
             created = self.client.containers.create(
                 image,
@@ -156,10 +174,9 @@ class DockerSession:
                 labels=self.labels(role, **(labels or {})),
                 environment=environment or {},
                 mounts=docker_mounts,
-                network_mode=network if network == NETWORK_MODE else None,
-                network=None if network == NETWORK_MODE else network,
                 hostname=hostname,
                 detach=True,
+                **networking,
                 **(extra or {}),
             )
         except DOCKER_FAILURES as error:
@@ -174,6 +191,24 @@ class DockerSession:
             except DOCKER_FAILURES as error:
                 raise _docker_failure(f"removing container {name}", error) from None
 
+    @contextmanager
+    def network(self, role: str) -> Iterator[str]:
+        """A labelled user-defined bridge network for containers that talk to each other; removed afterwards."""
+        name = f"{self.project_name}-{role}-{uuid.uuid4().hex[:10]}"
+        try:
+            created = self.client.networks.create(name, driver="bridge", labels=self.labels(role))
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"creating network {name}", error) from None
+        try:
+            yield name
+        finally:
+            try:
+                created.remove()
+            except docker.errors.NotFound:
+                pass
+            except DOCKER_FAILURES as error:
+                raise _docker_failure(f"removing network {name}", error) from None
+
     def clean(self, full: bool = False) -> CleanReport:
         """Remove this project's stopped containers; with `full` also its images and volumes. Running containers
         and anything without the project label are never touched."""
@@ -185,6 +220,13 @@ class DockerSession:
                     report.containers.append(str(container.name))
                 else:
                     report.kept.append(f"container {container.name} ({container.status})")
+            for network in self.client.networks.list(filters=self._project_filter()):
+                network.reload()
+                if network.attrs.get("Containers"):
+                    report.kept.append(f"network {network.name} (in use)")
+                else:
+                    network.remove()
+                    report.networks.append(str(network.name))
             if full:
                 self._clean_images(report)
                 for volume in self.client.volumes.list(filters=self._project_filter()):
@@ -224,8 +266,26 @@ class RunningContainer:
         return str(self._container.id)
 
     def put_files(self, files: dict[PurePosixPath, PlanFile]) -> None:
+        self._put_archive(tar_of_files(files))
+
+    def put_bytes(self, path: PurePosixPath, data: bytes, mode: int = 0o600) -> None:
+        self._put_archive(_tar_of_blob(path, data, mode))
+
+    def put_host_file(self, source: Path, target: PurePosixPath, mode: int = 0o644) -> None:
+        """Copy a (possibly large) host file into the container without holding it in memory twice."""
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w") as archive:
+                info = archive.gettarinfo(str(source), arcname=str(target).lstrip("/"))
+                info.mode = mode
+                info.uid = info.gid = 0
+                with source.open("rb") as stream:
+                    archive.addfile(info, stream)
+            spool.seek(0)
+            self._put_archive(spool)
+
+    def _put_archive(self, archive: bytes | IO[bytes]) -> None:
         try:
-            self._container.put_archive("/", tar_of_files(files))
+            self._container.put_archive("/", archive)
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"copying files into {self.name}", error) from None
 
@@ -255,10 +315,12 @@ class RunningContainer:
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"following container {self.name}", error) from None
 
-    def run(self, command: list[str], user: str | None = None) -> tuple[int, str]:
+    def run(
+        self, command: list[str], user: str | None = None, environment: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         """Run a command in the running container; return its exit code and combined output."""
         try:
-            result = self._container.exec_run(command, user=user or "", demux=False)
+            result = self._container.exec_run(command, user=user or "", environment=environment, demux=False)
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"running {command[0]} in {self.name}", error) from None
         output = result.output if isinstance(result.output, bytes) else b""

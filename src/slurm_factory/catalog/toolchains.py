@@ -19,10 +19,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class VerifyPackages(_Frozen):
+    """What the verification images of one package family add to an artifact's runtime packages."""
+
+    base_packages: tuple[str, ...]
+    lmod_packages: tuple[str, ...]
+    lmod_init: str
+    mpi_runtime_packages: tuple[str, ...]
+    mpi_build_packages: tuple[str, ...]
+    mpicc: str
+
+
 class PackageFamily(_Frozen):
     """What every toolchain image of one package-manager family installs."""
 
     toolchain_packages: tuple[str, ...]
+    verify: VerifyPackages
 
 
 class NativeToolchain(_Frozen):

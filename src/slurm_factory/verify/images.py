@@ -1,0 +1,61 @@
+"""The verification images, rendered from templates: runtime-only, and runtime + Lmod + MPI for the cluster."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath
+
+from slurm_factory.plan.model import ImageSpec, PlanFile
+from slurm_factory.plan.templating import render
+from slurm_factory.verify.artifact_reader import ArtifactUnderTest
+
+# Files the verification containers run, shipped as package data (templates/verify/).
+NODE_FILES = ("ldd-check.sh", "node-start.sh", "module-check.sh")
+CHECK_DIR = PurePosixPath("/verify")
+
+
+def verify_file(name: str) -> str:
+    return resources.files("slurm_factory").joinpath("templates", "verify", name).read_text(encoding="utf-8")
+
+
+def _tag(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class VerifyImages:
+    runtime: ImageSpec
+    cluster: ImageSpec
+    cluster_context: dict[PurePosixPath, PlanFile]
+
+
+def verify_images(artifact: ArtifactUnderTest, project_name: str) -> VerifyImages:
+    toolchain = artifact.toolchain
+    verify = toolchain.packages.verify
+    runtime_packages = [*verify.base_packages, *artifact.manifest.get("runtime_packages", [])]
+    runtime_dockerfile = render(
+        "verify/runtime.Dockerfile.j2",
+        toolchain=toolchain,
+        base_image=artifact.base_image,
+        install_packages=list(dict.fromkeys(runtime_packages)),
+    )
+    runtime = ImageSpec(runtime_dockerfile, f"{project_name}/verify-runtime-{toolchain.name}", _tag(runtime_dockerfile))
+    hello = verify_file("mpi-hello.c")
+    cluster_dockerfile = render(
+        "verify/cluster.Dockerfile.j2",
+        toolchain=toolchain,
+        verify=verify,
+        base_image=artifact.base_image,
+        runtime_image=runtime.reference,
+        cluster_packages=[*verify.lmod_packages, *verify.mpi_runtime_packages],
+    )
+    cluster = ImageSpec(
+        cluster_dockerfile, f"{project_name}/verify-cluster-{toolchain.name}", _tag(cluster_dockerfile, hello)
+    )
+    return VerifyImages(runtime, cluster, {PurePosixPath("mpi-hello.c"): PlanFile(hello)})
+
+
+def node_files() -> dict[PurePosixPath, PlanFile]:
+    return {CHECK_DIR / name: PlanFile(verify_file(name), mode=0o755) for name in NODE_FILES}

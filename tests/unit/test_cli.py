@@ -1,0 +1,554 @@
+"""The `slurm-factory` command line: every option reaches the Python API, errors are one line with the right exit
+code, and the commands that need no Docker (dry run, plan dir, list, verify, build-compiler) behave as SPEC.md says."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from slurm_factory import __version__, cli
+from slurm_factory.builder import BuildResult
+from slurm_factory.catalog import load_toolchains
+from slurm_factory.catalog.compilers import load_gcc_catalog
+from slurm_factory.config import Settings, load_settings
+from slurm_factory.exceptions import EXIT_USAGE
+from slurm_factory.plan import BuildPlan, make_plan
+from slurm_factory.progress import SilentDisplay
+from slurm_factory.request import make_request
+
+ALL_TOOLCHAINS = ("resolute", "noble", "jammy", "rockylinux10", "rockylinux9", "rockylinux8", "trixie", "bookworm")
+NATIVE_TRIXIE = ["--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5"]
+ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
+
+# What build() receives when build-slurm gets no option at all (SPEC.md's defaults).
+DEFAULT_KWARGS: dict[str, Any] = {
+    "slurm_version": "25.11",
+    "toolchain": "noble",
+    "gpu": False,
+    "verify": False,
+    "no_cache": False,
+    "buildcache": "none",
+    "publish": "none",
+    "enable_hierarchy": False,
+    "signing_key": None,
+    "gpg_private_key": None,
+    "gpg_passphrase": None,
+    "compiler_version": None,
+    "use_local_buildcache": False,
+    "engine": "spack",
+    "slurm_source": None,
+    "base_image": None,
+    "buildcache_url": None,
+    "publish_url": None,
+    "dry_run": False,
+    "plan_dir": None,
+}
+# Passed through but not options of their own.
+NON_OPTION_KWARGS = ("settings", "display")
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli.app, list(args), env=env)
+
+
+def _error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def _native_trixie_plan() -> BuildPlan:
+    """The plan the CLI makes for NATIVE_TRIXIE, with the settings it loads from the (isolated) environment."""
+    request = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native")
+    return make_plan(request, load_settings())
+
+
+class _BuildRecorder:
+    """Stands in for `slurm_factory.builder.build`: records its keyword arguments, returns a dry-run result."""
+
+    def __init__(self, result: BuildResult) -> None:
+        self.result = result
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
+        assert not args, "the CLI must pass every value by keyword"
+        self.calls.append(kwargs)
+        return self.result
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        assert len(self.calls) == 1, f"build() called {len(self.calls)} times"
+        return self.calls[0]
+
+    def option_kwargs(self) -> dict[str, Any]:
+        return {key: value for key, value in self.kwargs.items() if key not in NON_OPTION_KWARGS}
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> _BuildRecorder:
+    plan = make_plan(make_request(slurm_version="24.11.5", toolchain="trixie", engine="native"), settings)
+    recording = _BuildRecorder(BuildResult(plan=plan))
+    monkeypatch.setattr(cli, "build", recording)
+    return recording
+
+
+# --- every build-slurm option reaches build() ----------------------------------------------------------------------
+
+OPTION_CASES = [
+    pytest.param(["--slurm-version", "24.11.5"], "slurm_version", "24.11.5", id="slurm-version"),
+    pytest.param(["--toolchain", "rockylinux9"], "toolchain", "rockylinux9", id="toolchain"),
+    pytest.param(["--gpu"], "gpu", True, id="gpu"),
+    pytest.param(["--verify"], "verify", True, id="verify"),
+    pytest.param(["--no-cache"], "no_cache", True, id="no-cache"),
+    pytest.param(["--buildcache", "deps"], "buildcache", "deps", id="buildcache"),
+    pytest.param(["--buildcache", "ALL"], "buildcache", "all", id="buildcache-case-insensitive"),
+    pytest.param(["--publish", "slurm"], "publish", "slurm", id="publish"),
+    pytest.param(["--enable-hierarchy"], "enable_hierarchy", True, id="enable-hierarchy"),
+    pytest.param(["--signing-key", "0x1234ABCD"], "signing_key", "0x1234ABCD", id="signing-key"),
+    pytest.param(["--gpg-private-key", "@/keys/signing.asc"], "gpg_private_key", "@/keys/signing.asc", id="gpg-key"),
+    pytest.param(["--gpg-passphrase", "pass-on-argv"], "gpg_passphrase", "pass-on-argv", id="gpg-passphrase"),
+    pytest.param(
+        ["--gpg-passphrase-file", "{tmp}/passphrase"], "gpg_passphrase", "pass-from-file", id="gpg-passphrase-file"
+    ),
+    pytest.param(["--use-local-buildcache"], "use_local_buildcache", True, id="use-local-buildcache"),
+    pytest.param(["--compiler-version", "13.4.0"], "compiler_version", "13.4.0", id="compiler-version"),
+    pytest.param(["--engine", "native"], "engine", "native", id="engine"),
+    pytest.param(
+        ["--slurm-source", "/srv/slurm-24.11.5.tar.bz2"],
+        "slurm_source",
+        "/srv/slurm-24.11.5.tar.bz2",
+        id="slurm-source",
+    ),
+    pytest.param(
+        ["--base-image", "registry.example.org:5000/debian:trixie"],
+        "base_image",
+        "registry.example.org:5000/debian:trixie",
+        id="base-image",
+    ),
+    pytest.param(["--buildcache-url", "s3://bucket/cache"], "buildcache_url", "s3://bucket/cache", id="buildcache-url"),
+    pytest.param(["--publish-url", "file:///srv/mirror"], "publish_url", "file:///srv/mirror", id="publish-url"),
+    pytest.param(["--dry-run"], "dry_run", True, id="dry-run"),
+    pytest.param(["--plan-dir", "{tmp}/context"], "plan_dir", Path("{tmp}/context"), id="plan-dir"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwarg", "expected"), OPTION_CASES)
+def test_build_slurm_option_reaches_build_and_leaves_the_others_at_their_defaults(
+    recorder: _BuildRecorder, tmp_path: Path, args: list[str], kwarg: str, expected: Any
+) -> None:
+    (tmp_path / "passphrase").write_text("pass-from-file\n", encoding="utf-8")
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    if isinstance(expected, Path):
+        expected = Path(str(expected).format(tmp=tmp_path))
+
+    result = _invoke("build-slurm", *args)
+
+    assert result.exit_code == 0, result.output
+    assert recorder.option_kwargs() == {**DEFAULT_KWARGS, kwarg: expected}
+
+
+def test_build_slurm_without_options_passes_the_spec_defaults(recorder: _BuildRecorder) -> None:
+    result = _invoke("build-slurm")
+
+    assert result.exit_code == 0, result.output
+    assert recorder.option_kwargs() == DEFAULT_KWARGS
+    assert set(recorder.kwargs) == {*DEFAULT_KWARGS, *NON_OPTION_KWARGS}
+
+
+def test_build_alias_passes_options_like_build_slurm(recorder: _BuildRecorder) -> None:
+    result = _invoke("build", "--toolchain", "jammy", "--slurm-version", "23.11", "--gpu")
+
+    assert result.exit_code == 0, result.output
+    assert recorder.option_kwargs() == {**DEFAULT_KWARGS, "toolchain": "jammy", "slurm_version": "23.11", "gpu": True}
+
+
+def test_all_options_together_reach_build(recorder: _BuildRecorder, tmp_path: Path) -> None:
+    result = _invoke(
+        "build-slurm",
+        *NATIVE_TRIXIE,
+        "--gpu",
+        "--no-cache",
+        "--signing-key",
+        "0xABCD1234",
+        "--publish",
+        "all",
+        "--dry-run",
+        "--plan-dir",
+        str(tmp_path / "ctx"),
+    )
+
+    assert result.exit_code == 0, result.output
+    assert recorder.option_kwargs() == {
+        **DEFAULT_KWARGS,
+        "engine": "native",
+        "toolchain": "trixie",
+        "slurm_version": "24.11.5",
+        "gpu": True,
+        "no_cache": True,
+        "signing_key": "0xABCD1234",
+        "publish": "all",
+        "dry_run": True,
+        "plan_dir": tmp_path / "ctx",
+    }
+
+
+def test_json_output_gives_build_a_silent_display(recorder: _BuildRecorder) -> None:
+    result = _invoke("build-slurm", "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert isinstance(recorder.kwargs["display"], SilentDisplay)
+
+
+def test_project_name_option_reaches_the_settings_given_to_build(recorder: _BuildRecorder) -> None:
+    result = _invoke("--project-name", "production", "build-slurm")
+
+    assert result.exit_code == 0, result.output
+    assert isinstance(recorder.kwargs["settings"], Settings)
+    assert recorder.kwargs["settings"].project_name == "production"
+
+
+def test_if_project_name_environment_reaches_the_settings_given_to_build(recorder: _BuildRecorder) -> None:
+    result = _invoke("build-slurm", env={"IF_PROJECT_NAME": "from-env"})
+
+    assert result.exit_code == 0, result.output
+    assert recorder.kwargs["settings"].project_name == "from-env"
+
+
+def test_project_name_option_wins_over_if_project_name(recorder: _BuildRecorder) -> None:
+    result = _invoke("--project-name", "from-option", "build-slurm", env={"IF_PROJECT_NAME": "from-env"})
+
+    assert result.exit_code == 0, result.output
+    assert recorder.kwargs["settings"].project_name == "from-option"
+
+
+def test_project_name_defaults_to_slurm_factory_and_home_to_slurm_factory_home(
+    recorder: _BuildRecorder, tmp_path: Path
+) -> None:
+    result = _invoke("build-slurm")
+
+    assert result.exit_code == 0, result.output
+    assert recorder.kwargs["settings"].project_name == "slurm-factory"
+    assert recorder.kwargs["settings"].home == tmp_path / "sf-home"
+
+
+def test_invalid_project_name_is_a_usage_error_before_build(recorder: _BuildRecorder) -> None:
+    result = _invoke("--project-name", "Not Valid", "build-slurm")
+
+    assert result.exit_code == EXIT_USAGE
+    assert recorder.calls == []
+    assert len(_error_lines(result)) == 1
+    assert "--project-name" in _error_lines(result)[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--engine", "docker"), ("--buildcache", "some"), ("--publish", "everything")],
+)
+def test_invalid_choice_is_a_usage_error_before_build(recorder: _BuildRecorder, option: str, value: str) -> None:
+    result = _invoke("build-slurm", option, value)
+
+    assert result.exit_code == EXIT_USAGE
+    assert recorder.calls == []
+    assert option in result.stderr
+
+
+# --- real build-slurm behaviour (no Docker: everything here is refused or planned before a container) ----------------
+
+
+def test_unknown_toolchain_prints_one_error_line_listing_toolchains_and_exits_2() -> None:
+    result = _invoke("build-slurm", "--toolchain", "centos7")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1, result.stderr
+    assert "--toolchain" in errors[0]
+    assert "'centos7'" in errors[0]
+    for name in ALL_TOOLCHAINS:
+        assert name in errors[0]
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_verbose_prints_the_traceback_with_the_error() -> None:
+    result = _invoke("-v", "build-slurm", "--toolchain", "centos7")
+
+    assert result.exit_code == EXIT_USAGE
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ConfigurationError" in result.stderr
+    assert len(_error_lines(result)) == 1
+
+
+def test_verbose_does_not_stick_to_the_next_invocation() -> None:
+    _invoke("-v", "build-slurm", "--toolchain", "centos7")
+
+    result = _invoke("build-slurm", "--toolchain", "centos7")
+
+    assert result.exit_code == EXIT_USAGE
+    assert "Traceback" not in result.output
+
+
+def test_error_message_quotes_user_input_verbatim_even_with_brackets() -> None:
+    result = _invoke("build-slurm", "--toolchain", "[/x]")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "'[/x]'" in errors[0]
+
+
+def test_default_spack_engine_is_refused_as_not_available_yet() -> None:
+    result = _invoke("build-slurm", "--toolchain", "trixie")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1, result.stderr
+    assert "Spack engine" in errors[0]
+    assert "not available" in errors[0]
+    assert "--engine native" in result.stderr  # the hint names the way out
+
+
+def test_dry_run_prints_dockerfile_build_script_and_artifact_path(tmp_path: Path) -> None:
+    plan = _native_trixie_plan()
+
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"# artifact {tmp_path / 'sf-home' / 'builds' / ARTIFACT_NAME}" in out
+    assert plan.image.dockerfile in out
+    assert "FROM debian:trixie" in out
+    build_script = plan.context_files()["build-native.sh"].content
+    assert build_script in out
+    assert "--prefix=/opt/slurm-factory-build/slurm-24.11.5-trixie" in out
+    assert f"# build {plan.build_id}: Slurm 24.11.5" in out
+    assert plan.request.slurm.sha256 in out
+
+
+def test_dry_run_prints_every_file_of_the_build_context() -> None:
+    plan = _native_trixie_plan()
+
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    for name, plan_file in plan.context_files().items():
+        assert name in result.stdout
+        assert plan_file.content in result.stdout, f"{name} is not printed in full"
+
+
+def test_dry_run_creates_no_cache_directories(tmp_path: Path) -> None:
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "sf-home").exists()
+
+
+def test_dry_run_prints_the_slurm_source_path_verbatim(tmp_path: Path) -> None:
+    source = tmp_path / "[old]" / "slurm-24.11.5.tar.bz2"
+    source.parent.mkdir()
+    source.write_bytes(b"not checked in a dry run")
+
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run", "--slurm-source", str(source))
+
+    assert result.exit_code == 0, result.output
+    assert f"# source   {source.resolve()} " in result.stdout
+
+
+def test_plan_dir_with_dry_run_writes_the_build_context(tmp_path: Path) -> None:
+    directory = tmp_path / "context"
+
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run", "--plan-dir", str(directory))
+
+    assert result.exit_code == 0, result.output
+    plan = _native_trixie_plan()
+    assert (directory / "Dockerfile").read_text(encoding="utf-8") == plan.image.dockerfile
+    script = directory / "build-native.sh"
+    assert script.read_text(encoding="utf-8") == plan.context_files()["build-native.sh"].content
+    assert os.access(script, os.X_OK)
+    assert script.stat().st_mode & 0o111 == 0o111
+    modulefile = directory / "artifact" / "modules" / "slurm" / "24.11.5.lua"
+    assert modulefile.is_file()
+    assert 'setenv("SLURM_ROOT", root)' in modulefile.read_text(encoding="utf-8")
+    assert os.access(directory / "artifact" / "sbin" / "slurm-factory-setup", os.X_OK)
+    assert f"build context written to {directory}" in result.stdout
+    assert not (tmp_path / "sf-home" / "builds").exists()
+
+
+def test_dry_run_json_is_parseable_and_marks_the_dry_run() -> None:
+    plan = _native_trixie_plan()
+
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True
+    assert document["build_id"] == plan.build_id
+    assert document["artifact"] is None
+    assert document["sha256"] is None
+
+
+def test_secret_on_the_command_line_prints_exactly_one_warning_and_not_the_secret() -> None:
+    result = _invoke(
+        "build-slurm",
+        "--gpg-passphrase",
+        "hunter2-TOPSECRET",
+        "--signing-key",
+        "0x1234ABCD",
+        "--engine",
+        "native",
+        "--toolchain",
+        "trixie",
+    )
+
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert "--gpg-passphrase" in warnings[0]
+    assert "command line" in warnings[0]
+    assert "hunter2-TOPSECRET" not in result.output
+    # Signing has not landed: refused as a usage error, after the warning.
+    assert result.exit_code == EXIT_USAGE
+    assert len(_error_lines(result)) == 1
+    assert "not available" in _error_lines(result)[0]
+
+
+def test_passphrase_file_prints_no_warning(tmp_path: Path) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("hunter2-TOPSECRET\n", encoding="utf-8")
+
+    result = _invoke(
+        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x1234ABCD", "--gpg-passphrase-file", str(passphrase)
+    )
+
+    assert "warning:" not in result.stderr
+    assert "hunter2-TOPSECRET" not in result.output
+
+
+def test_passphrase_and_passphrase_file_together_are_a_usage_error(tmp_path: Path) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("secret\n", encoding="utf-8")
+
+    result = _invoke(
+        "build-slurm",
+        *NATIVE_TRIXIE,
+        "--signing-key",
+        "0x1234ABCD",
+        "--gpg-passphrase",
+        "secret",
+        "--gpg-passphrase-file",
+        str(passphrase),
+    )
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "--gpg-passphrase-file" in errors[0]
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_passphrase_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--gpg-passphrase-file", str(tmp_path / "missing"))
+
+    assert result.exit_code == EXIT_USAGE
+    assert "--gpg-passphrase-file" in _error_lines(result)[0]
+
+
+# --- the other commands -------------------------------------------------------------------------------------------
+
+
+def test_version_option_prints_the_version() -> None:
+    result = _invoke("--version")
+
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"slurm-factory {__version__}"
+
+
+def test_list_shows_all_toolchains_and_releases() -> None:
+    result = _invoke("list")
+
+    assert result.exit_code == 0, result.output
+    for name in ALL_TOOLCHAINS:
+        assert name in result.stdout
+    for series in ("23.11", "24.11", "25.11", "26.05"):
+        assert series in result.stdout
+    assert "24.11.5" in result.stdout
+
+
+def test_list_shows_artifacts_in_builds(tmp_path: Path) -> None:
+    builds = tmp_path / "sf-home" / "builds"
+    builds.mkdir(parents=True)
+    (builds / ARTIFACT_NAME).write_bytes(b"x" * 2_500_000)
+    (builds / f"{ARTIFACT_NAME}.manifest.json").write_text('{"built_at": "2026-01-02T03:04:05+00:00"}')
+
+    # Wide enough that the table does not wrap the artifact name (not a terminal: Rich falls back to COLUMNS).
+    result = _invoke("list", env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert ARTIFACT_NAME in result.stdout
+    assert "2.5 MB" in result.stdout
+    assert "2026-01-02T03:04:05+00:00" in result.stdout
+
+
+def test_list_json_is_valid_json_with_every_toolchain(tmp_path: Path) -> None:
+    builds = tmp_path / "sf-home" / "builds"
+    builds.mkdir(parents=True)
+    (builds / ARTIFACT_NAME).write_bytes(b"tarball")
+    (builds / f"{ARTIFACT_NAME}.manifest.json").write_text('{"slurm": {"version": "24.11.5"}}')
+
+    result = _invoke("list", "--json")
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [toolchain["name"] for toolchain in document["toolchains"]] == list(ALL_TOOLCHAINS)
+    assert len(document["toolchains"]) == len(load_toolchains()) == 8
+    assert "26.05.0" in {release["version"] for release in document["releases"]}
+    assert document["artifacts"] == [
+        {"path": str(builds / ARTIFACT_NAME), "manifest": {"slurm": {"version": "24.11.5"}}}
+    ]
+
+
+def test_verify_is_refused_as_not_available_yet(tmp_path: Path) -> None:
+    result = _invoke("verify", "some.tar.gz")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "not available" in errors[0]
+    assert "some.tar.gz" in errors[0]
+
+
+def test_build_compiler_with_a_known_version_is_refused_as_not_available_yet() -> None:
+    result = _invoke("build-compiler", "--compiler-version", "13.4.0")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "build-compiler" in errors[0]
+    assert "not available" in errors[0]
+
+
+def test_build_compiler_with_an_unknown_version_lists_the_valid_versions() -> None:
+    result = _invoke("build-compiler", "--compiler-version", "1.0")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "--compiler-version" in errors[0]
+    assert "'1.0'" in errors[0]
+    for version in load_gcc_catalog().versions:
+        assert version in errors[0]
+
+
+def test_build_compiler_without_compiler_version_is_a_usage_error() -> None:
+    result = _invoke("build-compiler")
+
+    assert result.exit_code == EXIT_USAGE
+    assert "--compiler-version" in result.stderr
+
+
+def test_no_command_shows_help_with_the_commands() -> None:
+    result = _invoke()
+
+    for command in ("build-slurm", "build-compiler", "clean", "list", "verify"):
+        assert command in result.output
