@@ -94,6 +94,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         "dependencies": dependencies,
         "runtime_packages": sorted({*request.toolchain.native.runtime_packages, *(d["name"] for d in dependencies)}),
         "plugins": _lines(meta.get("plugins.txt")),
+        "host_libraries": _lines(meta.get("host-libraries.txt")),
         "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
         "tool": {"name": "slurm-factory", "version": __version__},
         "verified": None,

@@ -6,8 +6,10 @@ artifact. Everything that can be refused is refused before Docker is touched.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,10 @@ from slurm_factory.catalog.toolchains import get_toolchain
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.engines import native
-from slurm_factory.exceptions import NotAvailableError
+from slurm_factory.exceptions import NotAvailableError, VerificationError
 from slurm_factory.plan import BuildPlan, make_plan, write_plan_dir
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
+from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
     DEFAULT_SLURM_VERSION,
     BuildcacheMode,
@@ -29,7 +32,9 @@ from slurm_factory.request import (
     PublishMode,
     make_request,
 )
+from slurm_factory.signing import SigningKey
 from slurm_factory.source import ensure_source
+from slurm_factory.verify import verify_artifact
 
 
 @dataclass
@@ -46,6 +51,8 @@ class BuildResult:
     verification: dict[str, Any] | None = None
     log_path: Path | None = None
     plan_dir: Path | None = None
+    public_key: Path | None = None
+    publication: dict[str, Any] | None = None
 
     @property
     def build_id(self) -> str:
@@ -58,6 +65,8 @@ class BuildResult:
             "sha256": self.sha256,
             "size": self.size,
             "signature": str(self.signature) if self.signature else None,
+            "public_key": str(self.public_key) if self.public_key else None,
+            "publication": self.publication,
             "manifest": self.manifest,
             "durations": self.durations,
             "verification": self.verification,
@@ -70,10 +79,9 @@ class BuildResult:
 def _refuse_unavailable(request: BuildRequest) -> None:
     """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
     unavailable = {
-        "--verify": request.verify,
-        "--publish": request.publish is not PublishMode.NONE,
-        "--signing-key/--gpg-private-key": request.signs or request.gpg_private_key is not None,
         "--buildcache": request.buildcache is not BuildcacheMode.NONE,
+        "--publish-url s3:// (tarballs)": request.engine is Engine.NATIVE
+        and (request.publish_url or "").startswith("s3://"),
     }
     for option, used in unavailable.items():
         if used:
@@ -146,29 +154,86 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
     started = time.monotonic()
     request = plan.request
     result.log_path = plan.log_path
-    with BuildMonitor(plan.log_path, display) as monitor:
+    with ExitStack() as stack:
+        monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build {plan.build_id}: Slurm {request.slurm.version} for {request.toolchain.name}")
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
+        signer = stack.enter_context(_signing_key(request)) if request.signs else None
         session = DockerSession(settings.project_name)
         monitor.stage("image")
-        if request.no_cache or not session.image_exists(plan.image.reference):
-            session.build_image(
-                plan.image.dockerfile,
-                plan.image.reference,
-                session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
-                monitor.output,
-                nocache=request.no_cache,
-            )
-        else:
-            monitor.note(f"reusing toolchain image {plan.image.reference}")
+        _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
             output = native.run_build(plan, session, monitor, Path(scratch))
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
-    _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
+        monitor.close()
+        _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
+        if request.verify:
+            _verify(result, artifact, settings, display, session)
+        if signer is not None:
+            _sign_and_publish(result, artifact, signer, settings)
     return result
+
+
+def _signing_key(request: BuildRequest) -> SigningKey:
+    assert request.signing_key is not None
+    return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
+
+
+def _ensure_toolchain_image(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor) -> None:
+    request = plan.request
+    if not request.no_cache and session.image_exists(plan.image.reference):
+        monitor.note(f"reusing toolchain image {plan.image.reference}")
+        return
+    session.build_image(
+        plan.image.dockerfile,
+        plan.image.reference,
+        session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
+        monitor.output,
+        nocache=request.no_cache,
+    )
+
+
+def _sign_and_publish(result: BuildResult, artifact: Artifact, signer: SigningKey, settings: Settings) -> None:
+    """Sign the tarball (`.asc`) and export the public key beside it; publish when asked."""
+    started = time.monotonic()
+    result.signature = signer.sign_detached(artifact.path)
+    result.public_key = signer.export_public_key(settings.builds_dir)
+    request = result.plan.request
+    if request.publish is not PublishMode.NONE:
+        published = Artifact(artifact.path, artifact.sha256, artifact.size, result.manifest)
+        publication = publish_artifact(
+            published, result.signature, result.public_key, request.publish_url or settings.buildcache_dir.as_uri()
+        )
+        result.publication = publication.to_json()
+    result.durations["sign+publish"] = round(time.monotonic() - started, 3)
+    result.durations["total"] = round(result.durations["total"] + result.durations["sign+publish"], 3)
+
+
+def _verify(
+    result: BuildResult, artifact: Artifact, settings: Settings, display: Display, session: DockerSession
+) -> None:
+    """Verify the fresh artifact; the report lands in the result even when verification fails."""
+    started = time.monotonic()
+    try:
+        report = verify_artifact(artifact.path, settings, display=display, session=session)
+    except VerificationError as error:
+        result.verification = _load_report(error.report_path)
+        raise
+    finally:
+        result.durations["verify"] = round(time.monotonic() - started, 3)
+        result.durations["total"] = round(result.durations.get("total", 0.0) + result.durations["verify"], 3)
+    result.verification = report.to_json()
+    result.manifest = json.loads(artifact.manifest_path.read_text(encoding="utf-8"))
+
+
+def _load_report(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, float], total: float) -> None:

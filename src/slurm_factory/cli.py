@@ -20,7 +20,6 @@ from rich.table import Table
 from rich.text import Text
 
 from slurm_factory import __version__
-from slurm_factory.artifact import MANIFEST_NAME
 from slurm_factory.builder import BuildResult, build, build_compiler
 from slurm_factory.catalog import load_releases, load_toolchains
 from slurm_factory.config import Settings, load_settings
@@ -29,7 +28,6 @@ from slurm_factory.exceptions import (
     EXIT_FAILURE,
     BuildError,
     ConfigurationError,
-    NotAvailableError,
     SlurmFactoryError,
     VerificationError,
 )
@@ -37,6 +35,8 @@ from slurm_factory.plan import BuildPlan
 from slurm_factory.progress import Display, RichDisplay, SilentDisplay
 from slurm_factory.request import DEFAULT_SLURM_VERSION, BuildcacheMode, Engine, PublishMode
 from slurm_factory.secrets import read_passphrase_file
+from slurm_factory.verify import report_path, verify_artifact
+from slurm_factory.verify.report import VerificationReport
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -290,6 +290,16 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
     stdout.print(f"[green]built[/] {result.artifact}")
     stdout.print(f"  sha256 {result.sha256}  size {_megabytes(result.size or 0)}")
     stdout.print(f"  log    {result.log_path}")
+    if result.verification:
+        checks = result.verification["checks"]
+        stdout.print(
+            f"  verified: {len(checks)} checks passed in {result.verification['seconds']:.0f}s; report "
+            f"{report_path(result.artifact)}"
+            if result.artifact
+            else "",
+            highlight=False,
+            markup=False,
+        )
     stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.durations.items()))
 
 
@@ -439,15 +449,42 @@ def _list_json(artifacts: list[Path]) -> dict[str, Any]:
 @app.command("verify")
 @_one_line_errors
 def verify_command(
-    tarball: Annotated[Path, typer.Argument(help="An artifact made by slurm-factory.", exists=False)],
+    tarball: Annotated[Path, typer.Argument(help="An artifact made by slurm-factory.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="Check the artifact's detached .asc signature against this public key."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run the verification on an existing artifact."""
-    raise NotAvailableError(
-        f"verification of {tarball.name} ({MANIFEST_NAME} checks, relocated ldd and a job run) is not available "
-        "in this version yet",
-        hint="it lands with the --verify issue",
-    )
+    """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
+    signature = tarball.with_name(tarball.name + ".asc")
+    if public_key is None and signature.is_file() and not json_output:
+        stderr.print(
+            f"note: {signature.name} is not checked; give --public-key KEY.pub.asc to check it",
+            highlight=False,
+            markup=False,
+        )
+    try:
+        report = verify_artifact(tarball, _settings(), display=_display(json_output), public_key=public_key)
+    except VerificationError as error:
+        _show_report(error.report_path, json_output)
+        raise
+    if json_output:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        report.print_summary(stdout)
+        stdout.print(f"report {report_path(tarball)}", highlight=False, markup=False)
+
+
+def _show_report(path: Path | None, json_output: bool) -> None:
+    """On failure the report is still the evidence: print it (table, or JSON with --json)."""
+    if path is None or not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if json_output:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    VerificationReport.from_json(data).print_summary(stdout)
 
 
 def main() -> None:

@@ -51,9 +51,12 @@ class RichDisplay:
             transient=False,
         )
         self._task: TaskID | None = None
-        self._progress.start()
+        self._running = False
 
     def stage(self, name: str) -> None:
+        if not self._running:  # (re)started lazily: one display can serve the build and then its verification
+            self._progress.start()
+            self._running = True
         if self._task is not None:
             self._progress.update(self._task, last="done")
             self._progress.stop_task(self._task)
@@ -66,7 +69,10 @@ class RichDisplay:
     def close(self) -> None:
         if self._task is not None:
             self._progress.update(self._task, last="done")
-        self._progress.stop()
+            self._task = None
+        if self._running:
+            self._progress.stop()
+            self._running = False
 
 
 class BuildMonitor:

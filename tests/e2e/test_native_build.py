@@ -8,116 +8,25 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
 
 from slurm_factory.docker_layer import PROJECT_LABEL
 from tests.conftest import BASE_IMAGE, slurm_source_tarball
-
-pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+from tests.e2e.conftest import Builds
+from tests.e2e.helpers import ARTIFACT, ROOT, Build, report_measurement, run_cli
 
 HERE = Path(__file__).parent
-ARTIFACT = "slurm-24.11-trixie-software.tar.gz"
-ROOT = "slurm-24.11.5-trixie"
 RELOCATED_PREFIX = "/srv/elsewhere/cluster-software"
 
-
-@dataclass
-class Build:
-    home: Path
-    project: str
-    result: dict[str, Any]
-    seconds: float
-    log_text: str
-
-    @property
-    def artifact(self) -> Path:
-        return Path(self.result["artifact"])
-
-
-def _environment(home: Path, project: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_FACTORY_GPG")}
-    return {**env, "SLURM_FACTORY_HOME": str(home), "IF_PROJECT_NAME": project, "SPACK_JOBS": "2"}
-
-
-def _cli(home: Path, project: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slurm_factory", *args],
-        env=_environment(home, project),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-
-
-def _native_build(home: Path, project: str, source: Path) -> Build:
-    started = time.monotonic()
-    done = _cli(
-        home,
-        project,
-        "build-slurm",
-        "--engine",
-        "native",
-        "--toolchain",
-        "trixie",
-        "--slurm-version",
-        "24.11.5",
-        "--slurm-source",
-        str(source),
-        "--json",
-    )
-    seconds = time.monotonic() - started
-    assert done.returncode == 0, f"build failed:\n{done.stderr[-4000:]}"
-    result = json.loads(done.stdout)
-    return Build(home, project, result, seconds, Path(result["log"]).read_text(encoding="utf-8"))
-
-
-def _report(line: str) -> None:
-    sys.__stderr__.write(f"\n[measured] {line}\n")
-
-
-def _remove_project(client: docker.DockerClient, project: str) -> None:
-    label = {"label": f"{PROJECT_LABEL}={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for image in client.images.list(filters=label):
-        client.images.remove(image.id, force=True)
-
-
-@pytest.fixture(scope="module")
-def builds(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Build]]:
-    """The cold build, then the same request again with a warm ccache."""
-    source = slurm_source_tarball()
-    home = tmp_path_factory.mktemp("e2e-home")
-    project = f"sf-e2e-{uuid.uuid4().hex[:8]}"
-    try:
-        cold = _native_build(home, project, source)
-        warm = _native_build(home, project, source)
-        size_mb = cold.artifact.stat().st_size / 1e6
-        _report(f"native cold build {cold.seconds:.0f}s (stages {cold.result['durations']})")
-        _report(f"native warm rebuild {warm.seconds:.0f}s = {warm.seconds / cold.seconds:.2f} x cold")
-        _report(f"tarball {size_mb:.1f} MB")
-        yield [cold, warm]
-    finally:
-        _remove_project(docker_client, project)
-
-
-@pytest.fixture(scope="module")
-def build(builds: list[Build]) -> Build:
-    return builds[-1]
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 
 def _members(artifact: Path) -> list[tarfile.TarInfo]:
@@ -138,7 +47,10 @@ def test_artifact_is_written_with_checksum_and_manifest_beside_it(build: Build) 
     assert checksum.split() == [build.result["sha256"], ARTIFACT]
     sidecar = json.loads(build.artifact.with_name(ARTIFACT + ".manifest.json").read_text())
     inside = json.loads(_read_member(build.artifact, f"{ROOT}/manifest.json"))
-    assert sidecar == inside == build.result["manifest"]
+    # The sidecar also records the verification outcome; the manifest inside the tarball cannot know it.
+    assert inside["verified"] is None
+    assert sidecar["verified"]["passed"] is True
+    assert {**sidecar, "verified": None} == inside == {**build.result["manifest"], "verified": None}
     assert not [p for p in build.artifact.parent.iterdir() if p.name.startswith(".")], "temporary files left"
 
 
@@ -222,7 +134,7 @@ def test_relocated_tree_runs_in_a_fresh_runtime_only_container(
         output = container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
-    _report(f"relocated check {time.monotonic() - started:.0f}s")
+    report_measurement(f"relocated check {time.monotonic() - started:.0f}s")
     assert "MISSING" not in output, output
     assert exit_code == 0, output
     root = f"{RELOCATED_PREFIX}/{ROOT}"
@@ -235,8 +147,8 @@ def test_relocated_tree_runs_in_a_fresh_runtime_only_container(
     assert f"module: SLURM_ROOT={root} sinfo={root}/bin/sinfo slurmd={root}/sbin/slurmd" in output
 
 
-def test_warm_rebuild_hits_ccache_and_reproduces_the_same_build_id(builds: list[Build]) -> None:
-    cold, warm = builds
+def test_warm_rebuild_hits_ccache_and_reproduces_the_same_build_id(builds: Builds) -> None:
+    cold, warm = builds.cold, builds.warm
     assert warm.result["build_id"] == cold.result["build_id"]
     hits = re.findall(r"^\s*Hits:\s+(\d+)", warm.log_text, flags=re.MULTILINE)
     assert hits and int(hits[0]) > 500, "the second build did not reuse the compiler cache"
@@ -250,7 +162,7 @@ def test_tampered_source_is_rejected_before_any_container_starts(
     data[len(data) // 2] ^= 0xFF
     tampered.write_bytes(bytes(data))
     project = f"sf-e2e-tamper-{uuid.uuid4().hex[:8]}"
-    done = _cli(
+    done = run_cli(
         tmp_path / "home",
         project,
         "build-slurm",

@@ -3,8 +3,10 @@ code, and the commands that need no Docker (dry run, plan dir, list, verify, bui
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +402,7 @@ def test_secret_on_the_command_line_prints_exactly_one_warning_and_not_the_secre
         "native",
         "--toolchain",
         "trixie",
+        "--dry-run",
     )
 
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
@@ -407,10 +410,7 @@ def test_secret_on_the_command_line_prints_exactly_one_warning_and_not_the_secre
     assert "--gpg-passphrase" in warnings[0]
     assert "command line" in warnings[0]
     assert "hunter2-TOPSECRET" not in result.output
-    # Signing has not landed: refused as a usage error, after the warning.
-    assert result.exit_code == EXIT_USAGE
-    assert len(_error_lines(result)) == 1
-    assert "not available" in _error_lines(result)[0]
+    assert result.exit_code == 0
 
 
 def test_passphrase_file_prints_no_warning(tmp_path: Path) -> None:
@@ -508,14 +508,41 @@ def test_list_json_is_valid_json_with_every_toolchain(tmp_path: Path) -> None:
     ]
 
 
-def test_verify_is_refused_as_not_available_yet(tmp_path: Path) -> None:
-    result = _invoke("verify", "some.tar.gz")
+def test_verify_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = _invoke("verify", str(tmp_path / "some.tar.gz"))
 
     assert result.exit_code == EXIT_USAGE
     errors = _error_lines(result)
     assert len(errors) == 1
-    assert "not available" in errors[0]
     assert "some.tar.gz" in errors[0]
+    assert "no such file" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"plain text, not a tarball", "not a readable gzip-compressed tarball"),
+        (None, "no manifest.json"),
+    ],
+)
+def test_verify_of_something_that_is_not_an_artifact_is_a_usage_error(
+    tmp_path: Path, content: bytes | None, why: str
+) -> None:
+    target = tmp_path / "thing.tar.gz"
+    if content is None:
+        with tarfile.open(target, "w:gz") as archive:
+            info = tarfile.TarInfo("just-a-dir/README")
+            info.size = 2
+            archive.addfile(info, io.BytesIO(b"hi"))
+    else:
+        target.write_bytes(content)
+    result = _invoke("verify", str(target))
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "is not a slurm-factory artifact" in errors[0]
+    assert why in errors[0]
 
 
 def test_build_compiler_with_a_known_version_is_refused_as_not_available_yet() -> None:

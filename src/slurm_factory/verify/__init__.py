@@ -13,9 +13,10 @@ from pathlib import Path
 from slurm_factory.artifact import sidecar, write_text_atomically
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
-from slurm_factory.exceptions import VerificationError
+from slurm_factory.exceptions import ConfigurationError, VerificationError
 from slurm_factory.plan.model import ImageSpec
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
+from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, open_artifact
 from slurm_factory.verify.containers import check_cluster, check_relocated
@@ -75,20 +76,38 @@ def _mark_manifest(artifact: ArtifactUnderTest, report: VerificationReport, path
     write_text_atomically(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
+def _signature_check(artifact: ArtifactUnderTest, public_key: Path, report: VerificationReport) -> None:
+    signature = sidecar(artifact.path, ".asc")
+    with check(report, "signature") as result:
+        if not signature.is_file():
+            result.fail(f"no detached signature {signature.name} beside the artifact")
+            return
+        valid, detail = verify_signature(artifact.path, signature, public_key)
+        if valid:
+            result.ok(detail)
+        else:
+            result.fail(f"{signature.name} does not verify with {public_key.name}", [detail])
+
+
 def verify_artifact(
     tarball: Path,
     settings: Settings | None = None,
     display: Display | None = None,
     session: DockerSession | None = None,
+    public_key: Path | None = None,
 ) -> VerificationReport:
     """Run every check on `tarball`; return the report, or raise `VerificationError` carrying its path."""
     settings = settings or Settings()
+    if public_key is not None and not public_key.is_file():
+        raise ConfigurationError(f"--public-key {public_key}: no such file")
     artifact = open_artifact(tarball)
     report = VerificationReport(artifact.path.name, artifact.sha256)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.logs_dir / f"verify-{artifact.sha256[:16]}.log"
     with BuildMonitor(log_path, display or SilentDisplay()) as monitor:
         monitor.stage("verify: static")
+        if public_key is not None:
+            _signature_check(artifact, public_key, report)
         _static_checks(artifact, report)
         session = session or DockerSession(settings.project_name)
         images = verify_images(artifact, settings.project_name)

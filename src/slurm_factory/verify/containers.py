@@ -154,7 +154,10 @@ def check_cluster(
                     ]
                 )
                 if code != 0:
-                    result.fail(f"starting the daemons on {name} failed", output.splitlines()[-10:])
+                    result.fail(
+                        f"starting the daemons on {name} failed (exit {code})",
+                        [*output.splitlines()[-10:], *_daemon_log_tails({name: node})],
+                    )
             if not result.failed:
                 idle, states = _wait_idle(nodes, artifact)
                 if idle:

@@ -52,6 +52,11 @@ class VerificationReport:
             "checks": [asdict(check) for check in self.checks],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VerificationReport:
+        checks = [CheckResult(**entry) for entry in data["checks"]]
+        return cls(artifact=data["artifact"], sha256=data["sha256"], started_at=data["started_at"], checks=checks)
+
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
 

@@ -93,7 +93,10 @@ while IFS= read -r relative; do
     ldd "$PREFIX/$relative" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' >> "$META_DIR/libraries.txt"
 done < "$META_DIR/elf-files.txt"
 [ "$missing" -eq 0 ] || fail "some ELF files do not find their libraries inside the build prefix"
-sort -u "$META_DIR/libraries.txt" | grep -v "^$PREFIX/" > "$META_DIR/system-libraries.txt" || true
+# GPU vendor libraries (NVML, ROCm SMI, CUDA) come from the host's driver at run time: never a package dependency.
+vendor='/lib(nvidia-ml|rocm_smi64|cuda)[.]so'
+sort -u "$META_DIR/libraries.txt" | grep -v "^$PREFIX/" | grep -Ev "$vendor" > "$META_DIR/system-libraries.txt" || true
+sort -u "$META_DIR/libraries.txt" | grep -E "$vendor" | xargs -r -n1 basename > "$META_DIR/host-libraries.txt" || true
 # The OS packages that own the system libraries the tree links against: the artifact's runtime dependencies.
 while IFS= read -r library; do
     real=$(readlink -f "$library")

@@ -1,0 +1,212 @@
+"""Signing with GnuPG: an ephemeral keyring for an imported key, checked before any container starts.
+
+The private key and the passphrase reach `gpg` only through its standard input (python-gnupg writes them there);
+never through argv, the environment or a file outside the temporary GNUPGHOME, which is deleted afterwards — also
+on failure or Ctrl-C. Without `--gpg-private-key` the user's own keyring signs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import gnupg
+from pydantic import SecretBytes, SecretStr
+
+from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
+
+# python-gnupg logs the status lines of every call at DEBUG; keep them (and anything near a secret) out of -v output.
+logging.getLogger("gnupg").setLevel(logging.WARNING)
+
+_PROBE = b"slurm-factory signing probe\n"
+_GPG_ERR_BAD_PASSPHRASE = 11
+
+
+def remove_keyring(home: Path) -> None:
+    """Stop the agent a temporary GNUPGHOME started, then delete the directory with every key in it."""
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf:
+        subprocess.run([gpgconf, "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+class SigningError(SlurmFactoryError):
+    """Signing failed after the key was accepted (exit 1)."""
+
+
+class SigningKey:
+    """A usable secret key for `key_id`: found, able to sign, not expired or revoked, passphrase right.
+
+    Use as a context manager; `__enter__` does every check (a test signature included) so a bad key fails with
+    exit 2 before the build starts.
+    """
+
+    def __init__(
+        self, key_id: str, private_key: SecretBytes | None = None, passphrase: SecretStr | None = None
+    ) -> None:
+        self.key_id = key_id.upper()
+        self._private_key = private_key
+        self._passphrase = passphrase
+        self._home: Path | None = None
+        self._gpg: gnupg.GPG | None = None
+        self.fingerprint = ""
+
+    def __enter__(self) -> SigningKey:
+        try:
+            if self._private_key is not None:
+                self._home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-"))
+                self._home.chmod(0o700)
+                self._gpg = gnupg.GPG(gnupghome=str(self._home))
+                self._import()
+            else:
+                self._gpg = gnupg.GPG(gnupghome=os.environ.get("GNUPGHOME"))
+            self.fingerprint = self._find_signing_key()
+            self._probe()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def gpg(self) -> gnupg.GPG:
+        if self._gpg is None:
+            raise RuntimeError("SigningKey used outside its `with` block")
+        return self._gpg
+
+    def _passphrase_text(self) -> str | None:
+        return self._passphrase.get_secret_value() if self._passphrase is not None else None
+
+    def _import(self) -> None:
+        assert self._private_key is not None
+        result = self.gpg.import_keys(self._private_key.get_secret_value())
+        if not result.sec_imported and not any("secret" in str(entry.get("text", "")) for entry in result.results):
+            raise ConfigurationError(
+                "--gpg-private-key: no secret key could be imported from it",
+                hint="export it with `gpg --export-secret-keys --armor KEYID | base64 -w0`",
+            )
+
+    def _matches(self, key: dict[str, Any]) -> bool:
+        fingerprints = [str(key.get("fingerprint", ""))] + [
+            str(sub[2] if len(sub) > 2 else "") for sub in key.get("subkeys", [])
+        ]
+        return any(fingerprint.upper().endswith(self.key_id) for fingerprint in fingerprints if fingerprint)
+
+    def _find_signing_key(self) -> str:
+        secret_keys = [key for key in self.gpg.list_keys(secret=True) if self._matches(key)]
+        if not secret_keys:
+            where = "the imported --gpg-private-key" if self._private_key is not None else "your GnuPG keyring"
+            raise ConfigurationError(
+                f"--signing-key {self.key_id}: no secret key with this id in {where}",
+                hint="check the id with `gpg --list-secret-keys --keyid-format long`",
+            )
+        public = {key["fingerprint"]: key for key in self.gpg.list_keys(keys=[secret_keys[0]["fingerprint"]])}
+        key = public.get(secret_keys[0]["fingerprint"], secret_keys[0])
+        validity = str(key.get("trust", ""))
+        expires = str(key.get("expires") or "")
+        if validity == "r":
+            raise ConfigurationError(f"--signing-key {self.key_id}: the key is revoked")
+        if validity == "e" or (expires.isdigit() and int(expires) < time.time()):
+            raise ConfigurationError(f"--signing-key {self.key_id}: the key has expired")
+        if "S" not in str(key.get("cap", "")):
+            raise ConfigurationError(
+                f"--signing-key {self.key_id}: the key has no usable signing capability (capabilities "
+                f"{key.get('cap', '?')!r})"
+            )
+        return str(key["fingerprint"])
+
+    def _probe(self) -> None:
+        """A test signature: proves the passphrase before hours of building depend on it."""
+        with tempfile.TemporaryDirectory(prefix="slurm-factory-probe-") as scratch:
+            probe = Path(scratch) / "probe"
+            probe.write_bytes(_PROBE)
+            result = self._sign(probe, Path(scratch) / "probe.asc")
+            if not result:
+                raise ConfigurationError(
+                    f"--signing-key {self.key_id}: cannot sign: {self._failure_reason(result)}",
+                    hint="check --gpg-passphrase / --gpg-passphrase-file / SLURM_FACTORY_GPG_PASSPHRASE",
+                )
+
+    def _failure_reason(self, result: Any) -> str:
+        """gpg reports `[GNUPG:] FAILURE sign <code>`; the low 16 bits are the gpg-error code."""
+        codes = [
+            int(line.split()[-1]) & 0xFFFF
+            for line in str(getattr(result, "stderr", "")).splitlines()
+            if line.startswith("[GNUPG:] FAILURE") and line.split()[-1].isdigit()
+        ]
+        if _GPG_ERR_BAD_PASSPHRASE in codes:
+            return "wrong passphrase"
+        if self._passphrase is None:
+            return "the key is protected by a passphrase and none was given"
+        return str(getattr(result, "status", None) or "gpg refused to sign")
+
+    def _sign(self, path: Path, output: Path) -> Any:
+        with path.open("rb") as stream:
+            return self.gpg.sign_file(
+                stream,
+                keyid=self.fingerprint,
+                passphrase=self._passphrase_text(),
+                detach=True,
+                clearsign=False,
+                binary=False,
+                output=str(output),
+            )
+
+    def sign_detached(self, path: Path) -> Path:
+        """Write `<path>.asc`, an ASCII-armored detached signature, atomically."""
+        signature = path.with_name(path.name + ".asc")
+        partial = signature.with_name(f".{signature.name}.partial")
+        result = self._sign(path, partial)
+        if not result or not partial.is_file():
+            partial.unlink(missing_ok=True)
+            raise SigningError(f"signing {path.name} failed: {getattr(result, 'status', 'gpg error')}")
+        os.replace(partial, signature)
+        return signature
+
+    def export_public_key(self, directory: Path) -> Path:
+        """`<directory>/<KEYID>.pub.asc`: the public key consumers pin (`gpg --import`, Spack `keys --install`)."""
+        armored = self.gpg.export_keys(self.fingerprint, secret=False, armor=True)
+        if not armored:
+            raise SigningError(f"exporting the public key {self.key_id} failed")
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{self.fingerprint[-16:]}.pub.asc"
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(armored, encoding="utf-8")
+        os.replace(partial, target)
+        return target
+
+    def close(self) -> None:
+        """Stop the temporary keyring's agent and delete the keyring. Safe to call twice."""
+        home, self._home = self._home, None
+        self._gpg = None
+        if home is not None:
+            remove_keyring(home)
+
+
+def verify_signature(path: Path, signature: Path, public_key: Path) -> tuple[bool, str]:
+    """Check a detached signature against one public key in a throwaway keyring; (valid, who or why)."""
+    home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-verify-"))
+    try:
+        home.chmod(0o700)
+        gpg = gnupg.GPG(gnupghome=str(home))
+        imported = gpg.import_keys(public_key.read_text(encoding="utf-8"))
+        if not imported.fingerprints:
+            return False, f"{public_key.name} holds no public key"
+        with signature.open("rb") as stream:
+            verified = gpg.verify_file(stream, str(path))
+        if verified.valid:
+            return True, f"good signature by {verified.username} ({verified.fingerprint})"
+        return False, f"bad signature: {verified.status or 'gpg could not verify it'}"
+    finally:
+        remove_keyring(home)

@@ -1,0 +1,234 @@
+"""Helpers of the end-to-end tests: run the real CLI in a subprocess, record measurements, repack artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from slurm_factory.docker_layer import PROJECT_LABEL
+
+ARTIFACT = "slurm-24.11-trixie-software.tar.gz"
+ROOT = "slurm-24.11.5-trixie"
+
+
+@dataclass
+class Build:
+    home: Path
+    project: str
+    result: dict[str, Any]
+    seconds: float
+    log_text: str
+    output: str
+
+    @property
+    def artifact(self) -> Path:
+        return Path(self.result["artifact"])
+
+
+def cli_environment(home: Path, project: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_FACTORY_GPG")}
+    return {**env, "SLURM_FACTORY_HOME": str(home), "IF_PROJECT_NAME": project, "SPACK_JOBS": "2"}
+
+
+def run_cli(home: Path, project: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slurm_factory", *args],
+        env=cli_environment(home, project),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+def native_build(home: Path, project: str, source: Path, *extra: str) -> Build:
+    started = time.monotonic()
+    done = run_cli(
+        home,
+        project,
+        "build-slurm",
+        "--engine",
+        "native",
+        "--toolchain",
+        "trixie",
+        "--slurm-version",
+        "24.11.5",
+        "--slurm-source",
+        str(source),
+        "--json",
+        *extra,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, f"build failed:\n{done.stderr[-4000:]}\n{done.stdout[-4000:]}"
+    result = json.loads(done.stdout)
+    log_text = Path(result["log"]).read_text(encoding="utf-8")
+    return Build(home, project, result, seconds, log_text, done.stdout + done.stderr)
+
+
+def report_measurement(line: str) -> None:
+    """Measured numbers go to the terminal (and CI log), never into assertions."""
+    sys.__stderr__.write(f"\n[measured] {line}\n")
+
+
+def remove_project(client: docker.DockerClient, project: str) -> None:
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for network in client.networks.list(filters=label):
+        network.remove()
+    for image in client.images.list(filters=label):
+        client.images.remove(image.id, force=True)
+
+
+def repack(source: Path, destination: Path, scratch: Path, change: Any) -> Path:
+    """Unpack an artifact, let `change(root)` alter the tree, pack it again (fast compression)."""
+    with tarfile.open(source, "r:gz") as archive:
+        archive.extractall(scratch, filter="tar")
+    change(scratch / ROOT)
+    with tarfile.open(destination, "w:gz", compresslevel=1) as archive:
+        archive.add(scratch / ROOT, arcname=ROOT)
+    return destination
+
+
+@dataclass
+class ThrowawayKey:
+    """A passphrase-protected signing key made for one test session, given to the CLI only through files."""
+
+    fingerprint: str
+    passphrase: str
+    armored_secret: str
+    binary_secret: bytes
+    key_file: Path
+    passphrase_file: Path
+
+
+def make_throwaway_key(directory: Path) -> ThrowawayKey:
+    home = directory / "gnupg"
+    home.mkdir(mode=0o700)
+    passphrase = f"pp-{os.urandom(12).hex()}"
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0"]
+    try:
+        subprocess.run(
+            [*gpg, "--quick-gen-key", "slurm-factory e2e <e2e@example.org>", "ed25519", "sign", "1d"],
+            input=passphrase,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        listing = subprocess.run(
+            ["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+        armored = subprocess.run(
+            [*gpg, "--armor", "--export-secret-keys", fingerprint],
+            input=passphrase,
+            text=True,
+            check=True,
+            capture_output=True,
+        ).stdout
+        binary = subprocess.run(
+            [*gpg, "--export-secret-keys", fingerprint], input=passphrase.encode(), check=True, capture_output=True
+        ).stdout
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+    key_file = directory / "signing-key.asc"
+    key_file.write_text(armored)
+    passphrase_file = directory / "passphrase"
+    passphrase_file.write_text(passphrase + "\n")
+    return ThrowawayKey(fingerprint, passphrase, armored, binary, key_file, passphrase_file)
+
+
+class SecretScanner:
+    """Counts appearances of the passphrase and of any 16-byte slice of the private key (armored body or binary)."""
+
+    WIDTH = 16
+
+    def __init__(self, key: ThrowawayKey) -> None:
+        body = "".join(
+            line
+            for line in key.armored_secret.splitlines()
+            if line and not line.startswith(("-----", "=")) and ":" not in line
+        ).encode()
+        self.passphrase = key.passphrase.encode()
+        self.windows = {
+            material[i : i + self.WIDTH]
+            for material in (body, key.binary_secret)
+            for i in range(len(material) - self.WIDTH + 1)
+        }
+
+    def count(self, haystack: bytes) -> int:
+        slices = sum(1 for i in range(len(haystack) - self.WIDTH + 1) if haystack[i : i + self.WIDTH] in self.windows)
+        return slices + haystack.count(self.passphrase)
+
+
+class LeakWatch:
+    """While a build runs, scan every process's argv and environment and every container of the project for
+    secrets; afterwards `finish()` adds the project's images (history and config)."""
+
+    def __init__(self, scanner: SecretScanner, client: docker.DockerClient, project: str) -> None:
+        self._scanner = scanner
+        self._client = client
+        self._label: dict[str, Any] = {"label": f"{PROJECT_LABEL}={project}"}
+        self.findings: list[str] = []
+        self.polls = 0
+        self.containers_seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> LeakWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _scan(self, what: str, data: bytes) -> None:
+        hits = self._scanner.count(data)
+        if hits:
+            self.findings.append(f"{what}: {hits} hit(s)")
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.polls += 1
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                for part in ("cmdline", "environ"):
+                    try:
+                        data = (proc / part).read_bytes()
+                    except OSError:
+                        continue
+                    self._scan(f"/proc/{proc.name}/{part}", data)
+            try:
+                for container in self._client.containers.list(all=True, filters=self._label):
+                    self.containers_seen.add(str(container.name))
+                    self._scan(f"docker inspect {container.name}", json.dumps(container.attrs).encode())
+            except docker.errors.DockerException:
+                pass  # a container vanished between list and inspect
+            self._stop.wait(0.2)
+
+    def scan_images(self) -> int:
+        images = self._client.images.list(filters=self._label)
+        for image in images:
+            name = ", ".join(image.tags) or str(image.short_id)
+            self._scan(f"docker history {name}", json.dumps(image.history()).encode())
+            self._scan(f"docker image inspect {name}", json.dumps(image.attrs).encode())
+        return len(images)
+
+    def scan_file(self, path: Path) -> None:
+        self._scan(str(path), path.read_bytes())

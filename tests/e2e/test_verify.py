@@ -1,0 +1,139 @@
+"""End to end: verification of the native artifact passes every check, and each kind of broken artifact fails
+with the evidence that names the problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from slurm_factory.config import Settings
+from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.exceptions import VerificationError
+from slurm_factory.verify import verify_artifact
+from tests.e2e.helpers import ARTIFACT, Build, repack, report_measurement, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+EXPECTED_CHECKS = {
+    "static: RUNPATH",
+    "static: vendor libraries",
+    "static: build prefix",
+    "static: plugins",
+    "images",
+    "relocated: libraries",
+    "relocated: versions",
+    "cluster: daemons",
+    "cluster: srun",
+    "cluster: sbatch",
+    "cluster: srun --mpi=list",
+    "cluster: Lmod modulefile",
+    "cluster: srun -N2",
+    "cluster: MPI over pmix",
+}
+
+
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in report["checks"]}
+
+
+def test_build_with_verify_passes_every_check_and_marks_the_manifest(build: Build) -> None:
+    verification = build.result["verification"]
+    assert verification["passed"] is True
+    assert set(_checks(verification)) == EXPECTED_CHECKS
+    assert all(entry["passed"] for entry in verification["checks"])
+    sidecar = json.loads(build.artifact.with_name(ARTIFACT + ".manifest.json").read_text())
+    assert sidecar["verified"]["passed"] is True
+    assert sidecar["verified"]["sha256"] == build.result["sha256"]
+    report = json.loads(build.artifact.with_name(ARTIFACT + ".verify.json").read_text())
+    assert report["passed"] is True
+
+
+def test_verify_command_passes_on_the_artifact(build: Build) -> None:
+    started = time.monotonic()
+    done = run_cli(build.home, build.project, "verify", str(build.artifact), "--json")
+    seconds = time.monotonic() - started
+    report_measurement(f"slurm-factory verify on a warm machine {seconds:.1f}s (target < 90 s)")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] is True
+    assert set(_checks(report)) == EXPECTED_CHECKS
+
+
+def _broken_copy(build: Build, tmp_path: Path, change: Callable[[Path], None]) -> Path:
+    target = tmp_path / "out" / ARTIFACT
+    target.parent.mkdir()
+    return repack(build.artifact, target, tmp_path / "tree", change)
+
+
+def _verify_failure(build: Build, artifact: Path) -> dict[str, dict[str, Any]]:
+    settings = Settings(project_name=build.project, home=build.home, jobs=2)
+    with pytest.raises(VerificationError) as caught:
+        verify_artifact(artifact, settings)
+    assert caught.value.exit_code == 1
+    assert caught.value.report_path == artifact.with_name(ARTIFACT + ".verify.json")
+    report = json.loads(caught.value.report_path.read_text())
+    assert report["passed"] is False
+    sidecar = json.loads(artifact.with_name(ARTIFACT + ".manifest.json").read_text())
+    assert sidecar["verified"]["passed"] is False, "a failed artifact must be marked unverified"
+    assert artifact.is_file(), "the artifact stays in place"
+    return _checks(report)
+
+
+def test_absolute_runpath_into_the_build_prefix_fails_the_static_check(build: Build, tmp_path: Path) -> None:
+    prefix = build.result["manifest"]["build_prefix"]
+
+    def set_absolute_runpath(root: Path) -> None:
+        subprocess.run(["patchelf", "--set-rpath", f"{prefix}/lib/slurm", str(root / "bin/sinfo")], check=True)
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, set_absolute_runpath))
+    runpath = checks["static: RUNPATH"]
+    assert runpath["passed"] is False
+    assert any("bin/sinfo" in line and prefix in line for line in runpath["evidence"])
+    assert checks["static: plugins"]["passed"] is True
+
+
+def test_missing_library_fails_the_relocated_check(build: Build, tmp_path: Path) -> None:
+    def remove_libslurmfull(root: Path) -> None:
+        (root / "lib/slurm/libslurmfull.so").unlink()
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, remove_libslurmfull))
+    libraries = checks["relocated: libraries"]
+    assert libraries["passed"] is False
+    assert any(line.startswith("bin/sinfo: libslurmfull.so") for line in libraries["evidence"])
+
+
+def test_shipped_nvidia_library_fails_the_vendor_check(build: Build, tmp_path: Path) -> None:
+    def add_fake_nvml(root: Path) -> None:
+        (root / "lib/libnvidia-ml.so.1").write_bytes(b"not really NVML")
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, add_fake_nvml))
+    vendor = checks["static: vendor libraries"]
+    assert vendor["passed"] is False
+    assert vendor["evidence"] == ["lib/libnvidia-ml.so.1"]
+    assert checks["cluster: daemons"]["passed"] is True
+
+
+def test_example_config_without_plugindir_fails_daemon_start_with_the_log_line(build: Build, tmp_path: Path) -> None:
+    def drop_plugindir(root: Path) -> None:
+        example = root / "etc/slurm.conf.example"
+        lines = example.read_text().splitlines(keepends=True)
+        example.write_text("".join(line for line in lines if not line.startswith("PluginDir=")))
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, drop_plugindir))
+    daemons = checks["cluster: daemons"]
+    assert daemons["passed"] is False
+    assert any("slurmctld" in line and "PluginDir" in line for line in daemons["evidence"]), daemons
+    assert "cluster: srun" not in checks, "job checks do not run on a cluster that did not start"
+
+
+def test_verify_leaves_no_containers_or_networks_behind(build: Build, docker_client: docker.DockerClient) -> None:
+    label: dict[str, Any] = {"label": f"{PROJECT_LABEL}={build.project}"}
+    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.networks.list(filters=label) == []
