@@ -19,7 +19,7 @@ from slurm_factory.catalog.compilers import check_gcc_version
 from slurm_factory.catalog.toolchains import get_toolchain
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
-from slurm_factory.engines import native
+from slurm_factory.engines import container
 from slurm_factory.exceptions import NotAvailableError, VerificationError
 from slurm_factory.plan import BuildPlan, make_plan, write_plan_dir
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
@@ -82,6 +82,8 @@ def _refuse_unavailable(request: BuildRequest) -> None:
         "--buildcache": request.buildcache is not BuildcacheMode.NONE,
         "--publish-url s3:// (tarballs)": request.engine is Engine.NATIVE
         and (request.publish_url or "").startswith("s3://"),
+        "--publish with the Spack engine (signed buildcache push)": request.engine is Engine.SPACK
+        and request.publish is not PublishMode.NONE,
     }
     for option, used in unavailable.items():
         if used:
@@ -164,7 +166,7 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            output = native.run_build(plan, session, monitor, Path(scratch))
+            output = container.run_build(plan, session, monitor, Path(scratch))
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
@@ -193,6 +195,7 @@ def _ensure_toolchain_image(plan: BuildPlan, session: DockerSession, monitor: Bu
         session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
         monitor.output,
         nocache=request.no_cache,
+        context_paths=plan.image.context_paths,
     )
 
 

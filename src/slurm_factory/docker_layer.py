@@ -42,18 +42,39 @@ def _docker_failure(action: str, error: Exception) -> DockerError:
     return DockerError(f"{action}: {explanation}")
 
 
+def _add_plan_files(archive: tarfile.TarFile, files: dict[PurePosixPath, PlanFile]) -> None:
+    for path, plan_file in sorted(files.items()):
+        data = plan_file.content.encode()
+        info = tarfile.TarInfo(str(path).lstrip("/"))
+        info.size = len(data)
+        info.mode = plan_file.mode
+        info.mtime = 0
+        archive.addfile(info, io.BytesIO(data))
+
+
 def tar_of_files(files: dict[PurePosixPath, PlanFile]) -> bytes:
     """An uncompressed tar (as put_archive and the build API take it) holding the given files."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path, plan_file in sorted(files.items()):
-            data = plan_file.content.encode()
-            info = tarfile.TarInfo(str(path).lstrip("/"))
-            info.size = len(data)
-            info.mode = plan_file.mode
-            info.mtime = 0
-            archive.addfile(info, io.BytesIO(data))
+        _add_plan_files(archive, files)
     return buffer.getvalue()
+
+
+def _relay_build_output(chunk: dict[str, Any], reference: str, on_line: LineSink) -> None:
+    """One decoded chunk of the build API's stream: output lines go to `on_line`, an error raises."""
+    if "error" in chunk:
+        detail = str(chunk.get("errorDetail", {}).get("message", chunk["error"]))
+        on_line(detail.rstrip())
+        raise DockerError(f"building image {reference} failed: {detail.strip()}")
+    text = chunk.get("stream") or chunk.get("status")
+    for line in str(text or "").splitlines():
+        if line.strip():
+            on_line(line.rstrip())
+
+
+def _without_git(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Leave version-control metadata out of build contexts (a Spack checkout's .git is hundreds of MB)."""
+    return None if "/.git" in f"/{info.name}" else info
 
 
 def _tar_of_blob(path: PurePosixPath, data: bytes, mode: int) -> bytes:
@@ -114,33 +135,34 @@ class DockerSession:
         on_line: LineSink,
         nocache: bool = False,
         context_files: dict[PurePosixPath, PlanFile] | None = None,
+        context_paths: dict[str, Path] | None = None,
+        target: str | None = None,
     ) -> None:
-        """Build an image from the Dockerfile (and any extra context files), streaming the builder's output."""
-        context = tar_of_files({PurePosixPath("Dockerfile"): PlanFile(dockerfile), **(context_files or {})})
-        try:
-            stream = self.client.api.build(
-                fileobj=io.BytesIO(context),
-                custom_context=True,
-                tag=reference,
-                labels=labels,
-                network_mode=NETWORK_MODE,
-                nocache=nocache,
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message", chunk["error"])
-                    on_line(str(detail).rstrip())
-                    raise DockerError(f"building image {reference} failed: {str(detail).strip()}")
-                text = chunk.get("stream") or chunk.get("status")
-                if text:
-                    for line in str(text).splitlines():
-                        if line.strip():
-                            on_line(line.rstrip())
-        except DOCKER_FAILURES as error:
-            raise _docker_failure(f"building image {reference}", error) from None
+        """Build an image from the Dockerfile, extra rendered files and host paths (e.g. a Spack checkout) as
+        context, streaming the builder's output line by line; `target` stops at that stage."""
+        with tempfile.TemporaryFile() as context:
+            with tarfile.open(fileobj=context, mode="w") as archive:
+                _add_plan_files(archive, {PurePosixPath("Dockerfile"): PlanFile(dockerfile), **(context_files or {})})
+                for name, host_path in sorted((context_paths or {}).items()):
+                    archive.add(host_path, arcname=name, filter=_without_git)
+            context.seek(0)
+            try:
+                stream = self.client.api.build(
+                    fileobj=context,
+                    custom_context=True,
+                    tag=reference,
+                    labels=labels,
+                    network_mode=NETWORK_MODE,
+                    nocache=nocache,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    target=target,
+                )
+                for chunk in stream:
+                    _relay_build_output(chunk, reference, on_line)
+            except DOCKER_FAILURES as error:
+                raise _docker_failure(f"building image {reference}", error) from None
 
     @contextmanager
     def container(

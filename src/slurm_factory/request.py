@@ -76,6 +76,7 @@ class BuildRequest(BaseModel):
     compiler_version: str | None = None
     use_local_buildcache: bool = False
     slurm_source: str | None = None
+    spack_source: str | None = None
     base_image: str
     buildcache_url: str | None = None
     publish_url: str | None = None
@@ -135,6 +136,27 @@ def _check_source(value: str) -> str:
     if not os.access(path, os.R_OK):
         raise ConfigurationError(f"--slurm-source {value!r}: file is not readable")
     return str(path.resolve())
+
+
+def _check_spack_source(value: str, engine: Engine) -> str:
+    """A Spack checkout (directory), a release tarball, or an http(s) URL of one — for air-gapped sites."""
+    if engine is not Engine.SPACK:
+        raise ConfigurationError("--spack-source needs the Spack engine; the native engine does not use Spack")
+    parsed = urlparse(value)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return value
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise ConfigurationError(
+            f"--spack-source {value!r}: unsupported scheme {parsed.scheme!r}; use a directory, a .tar.gz or http(s)://"
+        )
+    path = Path(value).expanduser().resolve()
+    if path.is_dir():
+        if not (path / "bin" / "spack").is_file():
+            raise ConfigurationError(f"--spack-source {value!r}: the directory is not a Spack checkout (no bin/spack)")
+        return str(path)
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        return str(path)
+    raise ConfigurationError(f"--spack-source {value!r}: no such directory or .tar.gz file")
 
 
 def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
@@ -235,6 +257,7 @@ def make_request(
     compiler_version: str | None = None,
     use_local_buildcache: bool = False,
     slurm_source: str | None = None,
+    spack_source: str | None = None,
     base_image: str | None = None,
     buildcache_url: str | None = None,
     publish_url: str | None = None,
@@ -285,6 +308,7 @@ def make_request(
         compiler_version=compiler_version,
         use_local_buildcache=use_local_buildcache,
         slurm_source=_check_source(slurm_source) if slurm_source is not None else None,
+        spack_source=_check_spack_source(spack_source, chosen_engine) if spack_source is not None else None,
         base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
         buildcache_url=(
             _check_url(buildcache_url, "--buildcache-url", BUILDCACHE_SCHEMES, allow_path=True)

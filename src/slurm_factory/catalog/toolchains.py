@@ -34,7 +34,16 @@ class PackageFamily(_Frozen):
     """What every toolchain image of one package-manager family installs."""
 
     toolchain_packages: tuple[str, ...]
+    spack_packages: tuple[str, ...]
     verify: VerifyPackages
+
+
+class SpackToolchain(_Frozen):
+    """The OS compiler as Spack sees it (registered as an external) and the Python that runs Spack."""
+
+    compiler: str
+    python: str
+    python_packages: tuple[str, ...]
 
 
 class NativeToolchain(_Frozen):
@@ -67,6 +76,7 @@ class Toolchain(_Frozen):
     gpu_repositories: tuple[str, ...] = ()
     epel: bool = False
     native: NativeToolchain
+    spack: SpackToolchain
     packages: PackageFamily = Field(exclude=True)
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from slurm_factory import __version__
 from slurm_factory.config import Settings
-from slurm_factory.exceptions import NotAvailableError
-from slurm_factory.plan import layout, native
+from slurm_factory.plan import layout, native, spack
 from slurm_factory.plan.artifact_files import render_artifact_files
 from slurm_factory.plan.model import BuildPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.request import BuildRequest, Engine
+from slurm_factory.request import BuildRequest, Engine, PublishMode
+from slurm_factory.source import sha256_of
 
 __all__ = ["BuildPlan", "ContainerSpec", "ImageSpec", "Mount", "PlanFile", "make_plan", "write_plan_dir"]
 
@@ -82,13 +82,65 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     )
 
 
+def _spack_source_context(request: BuildRequest) -> tuple[str | None, dict[str, Path], str]:
+    """How the Dockerfile gets Spack: cloned (None), a context directory, a context tarball, or a URL; plus the
+    context paths and an identity for the image tag."""
+    source = request.spack_source
+    if source is None or source.startswith(("http://", "https://")):
+        return source, {}, source or ""
+    path = Path(source)
+    if path.is_dir():
+        return "directory", {"spack-source": path}, f"directory:{path}"
+    return "tarball", {"spack-source.tar.gz": path}, f"tarball:{sha256_of(path)}"
+
+
+def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+    source_kind, context_paths, source_identity = _spack_source_context(request)
+    dockerfile = spack.render_dockerfile(request, source_kind)
+    script = spack.render_build_script(request)
+    plan_files = {
+        layout.PLAN / spack.BUILD_SCRIPT: script,
+        layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
+        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo().items()},
+    }
+    artifact_files = render_artifact_files(request)
+    identity = build_id(
+        request, dockerfile, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
+    )
+    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
+    if request.no_cache:
+        environment["CCACHE_DISABLE"] = "1"
+    publishes_locally = request.publish is not PublishMode.NONE and request.publish_url is None
+    container = ContainerSpec(
+        command=("bash", str(layout.PLAN / spack.BUILD_SCRIPT)),
+        mounts=(
+            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
+            Mount(settings.ccache_dir, layout.CCACHE),
+            Mount(settings.binary_index_dir, layout.BINARY_INDEX),
+            Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=not publishes_locally),
+        ),
+        environment=environment,
+        install_prefix=layout.install_prefix(request.artifact_root),
+        meta_dir=layout.META_DIR,
+        files=plan_files,
+    )
+    image = image_spec(request, dockerfile + source_identity, settings.project_name)
+    return BuildPlan(
+        request=request,
+        build_id=identity,
+        image=ImageSpec(dockerfile, image.repository, image.tag, context_paths),
+        container=container,
+        artifact_files=artifact_files,
+        source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
+        artifact_path=settings.builds_dir / request.artifact_filename,
+        log_path=settings.logs_dir / f"{identity}.log",
+    )
+
+
 def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     if request.engine is Engine.NATIVE:
         return _native_plan(request, settings)
-    raise NotAvailableError(
-        "the Spack engine (--engine spack, the default) is not available in this version yet",
-        hint="use --engine native; the Spack engine lands with its own issue",
-    )
+    return _spack_plan(request, settings)
 
 
 def write_plan_dir(plan: BuildPlan, directory: Path) -> list[Path]:

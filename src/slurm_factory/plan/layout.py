@@ -23,3 +23,17 @@ def source_mirror_path(sha256: str) -> PurePosixPath:
 
 def install_prefix(artifact_root: str) -> PurePosixPath:
     return BUILD_ROOT / artifact_root
+
+
+BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/buildcache")
+BINARY_INDEX = PurePosixPath("/var/cache/slurm-factory/binary_index")
+SECRETS = PurePosixPath("/run/slurm-factory-secrets")
+
+# The Spack engine: Spack and the builtin package repository live in the toolchain image; the install tree, view and
+# generated modules in the build container.
+SPACK_ROOT = PurePosixPath("/opt/spack")
+SPACK_PACKAGES = PurePosixPath("/opt/spack-packages")
+SPACK_PYTHON = PurePosixPath("/opt/spack-python")
+SPACK_INSTALL_TREE = PurePosixPath("/opt/slurm-factory/spack/opt")
+SPACK_VIEW = PurePosixPath("/opt/slurm-factory/spack/view")
+SPACK_MODULES = PurePosixPath("/opt/slurm-factory/spack/modules")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from slurm_factory.plan.layout import PLAN as PLAN_DIR
 from slurm_factory.request import BuildRequest
 
 
@@ -30,11 +31,12 @@ class Mount:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """The toolchain image: its Dockerfile and the tag derived from the Dockerfile's hash."""
+    """The toolchain image: its Dockerfile and the tag derived from the Dockerfile's hash (and its context)."""
 
     dockerfile: str
     repository: str
     tag: str
+    context_paths: dict[str, Path] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -70,7 +72,7 @@ class BuildPlan:
         """The build context as `--plan-dir` writes it: Dockerfile, scripts and the artifact's generated files."""
         files = {"Dockerfile": PlanFile(self.image.dockerfile)}
         for container_path, plan_file in self.container.files.items():
-            files[container_path.name] = plan_file
+            files[str(container_path.relative_to(PLAN_DIR))] = plan_file
         for relative, plan_file in self.artifact_files.items():
             files[f"artifact/{relative}"] = plan_file
         return files

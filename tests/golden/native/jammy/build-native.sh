@@ -69,20 +69,24 @@ make -C contribs/pam_slurm_adopt install
 find "$PREFIX" -name '*.la' -delete
 
 stage relocate
-# Every ELF file finds Slurm's libraries relative to itself: $ORIGIN/<path to lib/slurm>:$ORIGIN/<path to lib>.
+# Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
 is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
+: > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
     dir=$(dirname "$file")
-    to_lib=$(realpath --relative-to="$dir" "$PREFIX/lib")
-    to_plugins=$(realpath --relative-to="$dir" "$PREFIX/lib/slurm")
-    patchelf --set-rpath "\$ORIGIN/${to_plugins}:\$ORIGIN/${to_lib}" "$file"
+    runpath=""
+    for libdir in lib/slurm lib; do
+        [ -d "$PREFIX/$libdir" ] || continue
+        runpath="${runpath:+$runpath:}\$ORIGIN/$(realpath --relative-to="$dir" "$PREFIX/$libdir")"
+    done
+    patchelf --set-rpath "$runpath" "$file"
     printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
 done < <(find "$PREFIX" -type f -print0 | sort -z)
 
+ccache --show-stats 2>&1 | tee "$META_DIR/ccache-stats.txt" || true
 stage inventory
 gcc --version | head -n 1 > "$META_DIR/compiler.txt"
-ccache --show-stats 2>&1 | tee "$META_DIR/ccache-stats.txt" || true
 missing=0
 : > "$META_DIR/libraries.txt"
 while IFS= read -r relative; do

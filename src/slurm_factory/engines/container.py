@@ -1,12 +1,15 @@
-"""The native engine: Slurm's own configure/make inside the toolchain container, against the OS's libraries."""
+"""Running a plan's build container (both engines): copy the plan in, stream the build, copy the tree out.
+
+The engines differ only in what the plan holds (image, script, environment); this is how any plan runs.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, ensure_host_dirs
-from slurm_factory.exceptions import BuildError
+from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
+from slurm_factory.exceptions import BuildError, DockerError
 from slurm_factory.plan import BuildPlan
 from slurm_factory.progress import BuildMonitor
 
@@ -36,10 +39,13 @@ def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, sc
         container.start()
         exit_code = container.stream_output(monitor.output)
         if exit_code != 0:
+            kept = _keep_failure_logs(container, plan)
             raise BuildError(
-                f"the native build of Slurm {plan.request.slurm.version} failed (exit code {exit_code})",
+                f"the {plan.request.engine.value} build of Slurm {plan.request.slurm.version} failed "
+                f"(exit code {exit_code})",
                 log_path=plan.log_path,
                 tail=monitor.tail(15),
+                hint=f"the failing packages' build logs are in {kept}" if kept else None,
             )
         monitor.stage("collect")
         tree_tar = scratch / "tree.tar"
@@ -47,3 +53,18 @@ def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, sc
             container.copy_out(spec.install_prefix, destination)
         meta = container.read_text_files(spec.meta_dir)
     return EngineOutput(tree_tar=tree_tar, meta=meta)
+
+
+def _keep_failure_logs(container: RunningContainer, plan: BuildPlan) -> Path | None:
+    """Copy `<meta>/failure/*` (spack-build-out.txt, config.log of failed packages) next to the build log."""
+    try:
+        logs = container.read_text_files(plan.container.meta_dir / "failure")
+    except DockerError:
+        return None  # the build failed before it had anything to keep
+    if not logs:
+        return None
+    directory = plan.log_path.with_suffix("")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in logs.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory

@@ -1,0 +1,228 @@
+"""The Spack engine's plan: toolchain image with a pinned Spack, our overlay package repository, the Spack
+environment (as data) and the in-container build script.
+
+The environment follows the request: GPU variants, Lmod flat or hierarchical modules, which binary mirrors are read
+(`--buildcache`, `--use-local-buildcache`, `--buildcache-url`) and which one is written (`--publish`).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from slurm_factory import __version__
+from slurm_factory.catalog import load_releases
+from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
+from slurm_factory.plan import layout
+from slurm_factory.plan.model import PlanFile
+from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
+from slurm_factory.plan.templating import render
+from slurm_factory.request import BuildcacheMode, BuildRequest, PublishMode
+
+BUILD_SCRIPT = "build-spack.sh"
+ENVIRONMENT_FILE = "spack.yaml"
+REPO_NAMESPACE = "slurm_factory"
+OVERLAY_PACKAGE = PurePosixPath("spack_repo", REPO_NAMESPACE, "packages", "slurm", "package.py")
+OVERLAY_REPO_FILE = PurePosixPath("spack_repo", REPO_NAMESPACE, "repo.yaml")
+SOURCES_MIRROR = "slurm-factory-sources"
+LOCAL_BUILDCACHE_MIRROR = "slurm-factory-local"
+REMOTE_BUILDCACHE_MIRROR = "slurm-factory-remote"
+PUBLISH_MIRROR = "slurm-factory-publish"
+# Slurm's variants as slurm-factory builds it (the overlay adds `lua`); `+nvml +rsmi` with --gpu.
+SLURM_VARIANTS = "+pmix +hwloc +restd +cgroup +pam +lua +mariadb +readline sysconfdir=/etc/slurm"
+GPU_VARIANTS = "+nvml +rsmi"
+# Vendor GPU stacks are build dependencies of the GPU plugins only; they never enter the artifact.
+GPU_VIEW_EXCLUDES = ("cuda", "rocm-smi-lib")
+
+
+def compiler_spec(request: BuildRequest) -> str:
+    version = request.compiler_version or request.toolchain.spack.compiler
+    return f"gcc@{version}"
+
+
+def _os_compiler_external(request: BuildRequest) -> dict[str, Any]:
+    version = request.toolchain.spack.compiler
+    return {
+        "externals": [
+            {
+                "spec": Spec(f"gcc@{version} languages:='c,c++,fortran'"),
+                "prefix": "/usr",
+                "extra_attributes": {
+                    "compilers": {"c": "/usr/bin/gcc", "cxx": "/usr/bin/g++", "fortran": "/usr/bin/gfortran"}
+                },
+            }
+        ],
+        # With --compiler-version the GCC comes from the buildcache; otherwise only the OS compiler exists.
+        "buildable": request.compiler_version is not None,
+    }
+
+
+def _specs(request: BuildRequest) -> list[Spec]:
+    slurm = f"slurm@{request.slurm.tag} {SLURM_VARIANTS}" + (f" {GPU_VARIANTS}" if request.gpu else "")
+    specs = [Spec(slurm), Spec("openmpi schedulers=slurm"), Spec("pmix")]
+    if request.compiler_version is not None:
+        specs.insert(0, Spec(compiler_spec(request)))
+    return specs
+
+
+def _packages(request: BuildRequest, pins: SpackPins) -> dict[str, Any]:
+    compiler = Spec(compiler_spec(request))
+    return {
+        "all": {"require": [Spec(f"target={pins.target}")]},
+        "c": {"require": [compiler]},
+        "cxx": {"require": [compiler]},
+        "fortran": {"require": [compiler]},
+        "gcc": _os_compiler_external(request),
+    }
+
+
+def _mirror(url: str, *, binary: bool, source: bool, signed: bool | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": url, "binary": binary, "source": source}
+    if signed is not None:
+        entry["signed"] = signed
+    return entry
+
+
+def mirrors(request: BuildRequest) -> dict[str, Any]:
+    """The source mirror always; binary mirrors only where the request reads or writes one."""
+    entries: dict[str, Any] = {
+        SOURCES_MIRROR: _mirror(f"file://{layout.SOURCE_MIRROR}", binary=False, source=True),
+    }
+    reads_local = request.use_local_buildcache or (
+        request.buildcache is not BuildcacheMode.NONE and request.buildcache_url is None
+    )
+    if reads_local:
+        # Our own builds' cache: signatures are checked when it was published signed, which `--publish` enforces.
+        entries[LOCAL_BUILDCACHE_MIRROR] = _mirror(
+            f"file://{layout.BUILDCACHE}", binary=True, source=False, signed=False
+        )
+    if request.buildcache_url is not None:
+        entries[REMOTE_BUILDCACHE_MIRROR] = _mirror(request.buildcache_url, binary=True, source=False, signed=True)
+    if request.publish is not PublishMode.NONE:
+        entries[PUBLISH_MIRROR] = _mirror(publish_target(request), binary=True, source=False, signed=True)
+    return entries
+
+
+def publish_target(request: BuildRequest) -> str:
+    """Inside the container the default (local) mirror is the mounted ~/.slurm-factory/spack-buildcache."""
+    return request.publish_url or f"file://{layout.BUILDCACHE}"
+
+
+def use_buildcache(request: BuildRequest) -> str:
+    """`spack install --use-buildcache` for the request: SPEC.md's none/deps/all, never with --no-cache."""
+    if request.no_cache:
+        return "never"
+    if request.buildcache is BuildcacheMode.ALL:
+        return "auto"
+    if request.buildcache is BuildcacheMode.DEPS or request.use_local_buildcache:
+        return "package:never,dependencies:auto"
+    return "never"
+
+
+def _modules(request: BuildRequest) -> dict[str, Any]:
+    lmod: dict[str, Any] = {
+        "core_compilers": [Spec(compiler_spec(request))],
+        "hierarchy": ["mpi"] if request.enable_hierarchy else [],
+        "hash_length": 0,
+        "exclude_implicits": True,
+        "all": {"autoload": "direct"},
+        "slurm": {"environment": {"prepend_path": {"PATH": "{prefix}/sbin"}}},
+        "projections": {"all": "{name}/{version}"},
+    }
+    return {
+        "default": {
+            "enable": ["lmod"],
+            "roots": {"lmod": str(layout.SPACK_MODULES)},
+            "use_view": "default",
+            "lmod": lmod,
+        }
+    }
+
+
+def environment(request: BuildRequest) -> dict[str, Any]:
+    """The Spack environment (spack.yaml) as data."""
+    pins = load_spack_pins()
+    view: dict[str, Any] = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
+    if request.gpu:
+        view["exclude"] = [Spec(name) for name in GPU_VIEW_EXCLUDES]
+    return {
+        "spack": {
+            "specs": _specs(request),
+            "concretizer": {"unify": True, "reuse": not request.no_cache},
+            "repos": {
+                REPO_NAMESPACE: str(layout.PLAN / OVERLAY_PACKAGE.parents[2]),
+                "builtin": str(layout.SPACK_PACKAGES / "repos" / "spack_repo" / "builtin"),
+            },
+            "packages": _packages(request, pins),
+            "config": {
+                "install_tree": {"root": str(layout.SPACK_INSTALL_TREE), "padded_length": pins.padded_length},
+                "source_cache": str(layout.SOURCE_MIRROR),
+                "binary_index_root": str(layout.BINARY_INDEX),
+                "build_stage": ["/tmp/spack-stage"],
+                "ccache": not request.no_cache,
+            },
+            "mirrors": mirrors(request),
+            "view": {"default": view},
+            "modules": _modules(request),
+        }
+    }
+
+
+def render_environment(request: BuildRequest) -> PlanFile:
+    header = (
+        f"# Spack environment for Slurm {request.slurm.version} on {request.toolchain.name}, generated by "
+        f"slurm-factory {__version__}.\n"
+    )
+    return PlanFile(header + dump_spack_yaml(environment(request)))
+
+
+def render_overlay_repo() -> dict[str, PlanFile]:
+    """Our package repository: `slurm` extending the builtin recipe with every catalog release and our fixes."""
+    return {
+        str(OVERLAY_REPO_FILE): PlanFile(render("spack/repo.yaml.j2", namespace=REPO_NAMESPACE)),
+        str(OVERLAY_PACKAGE): PlanFile(render("spack/slurm_package.py.j2", releases=load_releases())),
+    }
+
+
+def image_packages(request: BuildRequest) -> list[str]:
+    toolchain = request.toolchain
+    return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages]))
+
+
+def render_dockerfile(request: BuildRequest, spack_source: str | None) -> str:
+    return render(
+        "dockerfile/spack.Dockerfile.j2",
+        toolchain=request.toolchain,
+        base_image=request.base_image,
+        packages=image_packages(request),
+        pins=load_spack_pins(),
+        spack_root=layout.SPACK_ROOT,
+        spack_packages=layout.SPACK_PACKAGES,
+        spack_python=layout.SPACK_PYTHON,
+        spack_source=spack_source,
+    )
+
+
+def render_build_script(request: BuildRequest) -> PlanFile:
+    prefix = layout.install_prefix(request.artifact_root)
+    publish = request.publish is not PublishMode.NONE
+    script = render(
+        f"spack/{BUILD_SCRIPT}.j2",
+        slurm=request.slurm,
+        toolchain=request.toolchain,
+        gpu=request.gpu,
+        prefix=prefix,
+        spack_root=layout.SPACK_ROOT,
+        environment_dir=layout.PLAN,
+        view=layout.SPACK_VIEW,
+        modules=layout.SPACK_MODULES,
+        meta_dir=layout.META_DIR,
+        ccache_dir=layout.CCACHE,
+        use_buildcache=use_buildcache(request),
+        fresh=request.no_cache,
+        publish_mirror=PUBLISH_MIRROR if publish else None,
+        push_only={PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}.get(request.publish),
+        remote_buildcache=request.buildcache_url is not None,
+        python=request.toolchain.spack.python,
+    )
+    return PlanFile(script, mode=0o755)

@@ -1,0 +1,165 @@
+"""The Spack engine's generated files: golden files for every toolchain x {cpu, gpu} x {flat, hierarchy}, the
+environment as YAML (round trip, quoted specs), and the mirrors / buildcache flags each request produces.
+
+Regenerate golden files after an intended change with `SLURM_FACTORY_UPDATE_GOLDEN=1`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slurm_factory.catalog import load_releases, toolchain_names
+from slurm_factory.config import Settings
+from slurm_factory.plan import make_plan, spack
+from slurm_factory.request import make_request
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "spack"
+UPDATE = os.environ.get("SLURM_FACTORY_UPDATE_GOLDEN") == "1"
+GOLDEN_FILES = ("Dockerfile", "build-spack.sh", "spack.yaml")
+SPEC_KEYS = {"specs", "require", "spec", "core_compilers", "exclude"}
+
+
+def _plan(tmp_path: Path, **options: Any) -> Any:
+    request = make_request(slurm_version="24.11.5", engine="spack", **options)
+    return make_plan(request, Settings(project_name="golden", home=tmp_path))
+
+
+def _compare(directory: Path, rendered: dict[str, str]) -> None:
+    if UPDATE:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in rendered.items():
+            (directory / name).write_text(content, encoding="utf-8")
+    for name, content in rendered.items():
+        assert content == (directory / name).read_text(encoding="utf-8"), f"{directory.name}/{name} differs"
+
+
+@pytest.mark.parametrize(
+    ("toolchain", "gpu", "hierarchy"), list(itertools.product(toolchain_names(), (False, True), (False, True)))
+)
+def test_spack_build_context_matches_golden_files(toolchain: str, gpu: bool, hierarchy: bool, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, toolchain=toolchain, gpu=gpu, enable_hierarchy=hierarchy)
+    files = plan.context_files()
+    name = f"{toolchain}{'-gpu' if gpu else ''}{'-hierarchy' if hierarchy else ''}"
+    _compare(GOLDEN / name, {file: files[file].content for file in GOLDEN_FILES})
+
+
+def test_overlay_repository_matches_golden_files(tmp_path: Path) -> None:
+    files = _plan(tmp_path, toolchain="trixie").context_files()
+    overlay = {name: files[name].content for name in files if name.startswith("spack_repo/")}
+    assert set(overlay) == {"spack_repo/slurm_factory/repo.yaml", "spack_repo/slurm_factory/packages/slurm/package.py"}
+    _compare(GOLDEN / "overlay", {Path(name).name: content for name, content in overlay.items()})
+
+
+def test_overlay_package_declares_every_catalog_release_and_compiles(tmp_path: Path) -> None:
+    package = _plan(tmp_path, toolchain="trixie").context_files()["spack_repo/slurm_factory/packages/slurm/package.py"]
+    compile(package.content, "package.py", "exec")  # valid Python (Spack imports it)
+    for release in load_releases():
+        assert f'version("{release.tag}", sha256="{release.sha256}")' in package.content
+
+
+def _environment_text(tmp_path: Path, **options: Any) -> str:
+    return str(_plan(tmp_path, toolchain="trixie", **options).context_files()["spack.yaml"].content)
+
+
+def test_environment_yaml_round_trips_to_the_generated_data(tmp_path: Path) -> None:
+    request = make_request(slurm_version="24.11.5", toolchain="trixie", gpu=True, enable_hierarchy=True)
+    loaded = yaml.safe_load(_environment_text(tmp_path, gpu=True, enable_hierarchy=True))
+    assert loaded == yaml.safe_load(yaml.safe_dump(_plain(spack.environment(request))))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, str) else value
+
+
+def _spec_scalars(node: yaml.Node, under_spec_key: bool = False) -> list[yaml.ScalarNode]:
+    found: list[yaml.ScalarNode] = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            found += _spec_scalars(value, under_spec_key=key.value in SPEC_KEYS)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _spec_scalars(item, under_spec_key)
+    elif isinstance(node, yaml.ScalarNode) and under_spec_key:
+        found.append(node)
+    return found
+
+
+@pytest.mark.parametrize("options", [{}, {"gpu": True}, {"enable_hierarchy": True}, {"compiler_version": "13.4.0"}])
+def test_every_spec_string_is_a_double_quoted_scalar(tmp_path: Path, options: dict[str, Any]) -> None:
+    scalars = _spec_scalars(yaml.compose(_environment_text(tmp_path, **options)))
+    assert len(scalars) >= 8
+    assert [node.value for node in scalars if node.style != '"'] == []
+
+
+@pytest.mark.parametrize(
+    ("options", "mirrors", "use_buildcache"),
+    [
+        ({}, {"slurm-factory-sources"}, "never"),
+        ({"buildcache": "deps"}, {"slurm-factory-sources", "slurm-factory-local"}, "package:never,dependencies:auto"),
+        ({"buildcache": "all"}, {"slurm-factory-sources", "slurm-factory-local"}, "auto"),
+        ({"use_local_buildcache": True}, {"slurm-factory-sources", "slurm-factory-local"},
+         "package:never,dependencies:auto"),
+        ({"buildcache": "all", "buildcache_url": "https://cache.example.org/slurm"},
+         {"slurm-factory-sources", "slurm-factory-remote"}, "auto"),
+        ({"buildcache": "all", "no_cache": True}, {"slurm-factory-sources", "slurm-factory-local"}, "never"),
+        ({"publish": "all", "signing_key": "0x1234ABCD"}, {"slurm-factory-sources", "slurm-factory-publish"}, "never"),
+    ],
+)  # fmt: skip
+def test_buildcache_and_publish_options_produce_the_documented_mirrors(
+    tmp_path: Path, options: dict[str, Any], mirrors: set[str], use_buildcache: str
+) -> None:
+    plan = _plan(tmp_path, toolchain="trixie", **options)
+    environment = yaml.safe_load(plan.context_files()["spack.yaml"].content)
+    assert set(environment["spack"]["mirrors"]) == mirrors
+    assert f"--use-buildcache {use_buildcache} " in plan.context_files()["build-spack.sh"].content
+    if "slurm-factory-remote" in mirrors:
+        assert environment["spack"]["mirrors"]["slurm-factory-remote"]["signed"] is True
+        assert "buildcache keys --install --trust" in plan.context_files()["build-spack.sh"].content
+
+
+@pytest.mark.parametrize(
+    ("publish", "only"), [("slurm", " --only package"), ("deps", " --only dependencies"), ("all", "")]
+)
+def test_publish_modes_push_the_documented_part_of_the_stack(tmp_path: Path, publish: str, only: str) -> None:
+    script = _plan(tmp_path, toolchain="trixie", publish=publish, signing_key="0x1234ABCD").context_files()
+    push = next(line for line in script["build-spack.sh"].content.splitlines() if "buildcache push" in line)
+    assert push.endswith(f"--update-index{only} slurm-factory-publish")
+    assert '--key "$SLURM_FACTORY_SIGNING_KEY"' in push
+
+
+def test_publishing_to_the_local_mirror_mounts_it_writable(tmp_path: Path) -> None:
+    plain = _plan(tmp_path, toolchain="trixie", buildcache="all")
+    publishing = _plan(tmp_path, toolchain="trixie", publish="slurm", signing_key="0x1234ABCD")
+
+    def buildcache_mount(plan: Any) -> Any:
+        return next(m for m in plan.container.mounts if str(m.container) == "/var/cache/slurm-factory/buildcache")
+
+    assert buildcache_mount(plain).read_only is True
+    assert buildcache_mount(publishing).read_only is False
+
+
+def test_hierarchy_and_gpu_change_modules_and_view(tmp_path: Path) -> None:
+    flat = yaml.safe_load(_environment_text(tmp_path))["spack"]
+    tree = yaml.safe_load(_environment_text(tmp_path, enable_hierarchy=True, gpu=True))["spack"]
+    assert flat["modules"]["default"]["lmod"]["hierarchy"] == []
+    assert tree["modules"]["default"]["lmod"]["hierarchy"] == ["mpi"]
+    assert tree["modules"]["default"]["lmod"]["core_compilers"] == ["gcc@14.2.0"]
+    assert "exclude" not in flat["view"]["default"]
+    assert tree["view"]["default"]["exclude"] == ["cuda", "rocm-smi-lib"]
+    assert tree["specs"][0].endswith("+nvml +rsmi")
+
+
+def test_compiler_version_installs_that_gcc_and_requires_it(tmp_path: Path) -> None:
+    environment = yaml.safe_load(_environment_text(tmp_path, compiler_version="13.4.0"))["spack"]
+    assert environment["specs"][0] == "gcc@13.4.0"
+    assert environment["packages"]["c"]["require"] == ["gcc@13.4.0"]
+    assert environment["packages"]["gcc"]["buildable"] is True
