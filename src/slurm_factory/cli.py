@@ -232,6 +232,10 @@ def build_slurm_command(
     slurm_source: Annotated[
         str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
     ] = None,
+    spack_source: Annotated[
+        str | None,
+        typer.Option("--spack-source", help="Local Spack checkout, release tarball or URL instead of cloning Spack."),
+    ] = None,
     base_image: Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")] = None,
     buildcache_url: Annotated[
         str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
@@ -263,6 +267,7 @@ def build_slurm_command(
         settings=_settings(),
         engine=engine.value,
         slurm_source=slurm_source,
+        spack_source=spack_source,
         base_image=base_image,
         buildcache_url=buildcache_url,
         publish_url=publish_url,

@@ -1,5 +1,6 @@
 """Real Docker: the Spack engine's trixie toolchain image builds up to (not including) fetching Spack, from the
-locally bootstrapped base image: OS compiler with Fortran, Lmod, patchelf, and clingo for Spack's solver."""
+locally bootstrapped base image: OS compiler with Fortran, Lmod, patchelf, git and a Python that makes the venv
+Spack's solver (clingo) is installed into."""
 
 from __future__ import annotations
 
@@ -26,13 +27,13 @@ def test_trixie_spack_toolchain_stage_builds_and_has_what_spack_needs(
     lines: list[str] = []
     session.build_image(plan.image.dockerfile, reference, session.labels("toolchain"), lines.append, target="toolchain")
     assert any("Successfully built" in line for line in lines)
-    assert not any("git clone" in line for line in lines), "the toolchain stage must not fetch Spack"
+    assert not any("git clone" in line or "clingo" in line for line in lines), "the toolchain stage fetches nothing"
     with session.container(reference, ["sleep", "infinity"], role="probe") as box:
         box.start()
         for command, expected in (
             (["gcc", "-dumpfullversion"], "14."),
             (["gfortran", "-dumpfullversion"], "14."),
-            (["/opt/spack-python/bin/python", "-c", "import clingo; print(clingo.__version__)"], "5.8."),
+            (["python3", "-m", "venv", "/tmp/spack-python"], ""),
             (["patchelf", "--version"], "patchelf"),
             (["test", "-f", "/usr/share/lmod/lmod/init/bash"], ""),
             (["git", "--version"], "git version"),

@@ -44,6 +44,7 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "use_local_buildcache": False,
     "engine": "spack",
     "slurm_source": None,
+    "spack_source": None,
     "base_image": None,
     "buildcache_url": None,
     "publish_url": None,
@@ -124,6 +125,7 @@ OPTION_CASES = [
         "/srv/slurm-24.11.5.tar.bz2",
         id="slurm-source",
     ),
+    pytest.param(["--spack-source", "/srv/spack-v1.1.0"], "spack_source", "/srv/spack-v1.1.0", id="spack-source"),
     pytest.param(
         ["--base-image", "registry.example.org:5000/debian:trixie"],
         "base_image",

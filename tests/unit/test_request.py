@@ -570,3 +570,35 @@ def test_build_request_is_frozen() -> None:
     request = make_request()
     with pytest.raises(ValueError):
         request.gpu = True
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: {"engine": "native", "spack_source": str(tmp)}, "needs the Spack engine"),
+        (lambda tmp: {"spack_source": str(tmp)}, "not a Spack checkout"),
+        (lambda tmp: {"spack_source": str(tmp / "missing.tar.gz")}, "no such directory or .tar.gz file"),
+        (lambda tmp: {"spack_source": "ftp://mirror.example.org/spack.tar.gz"}, "unsupported scheme"),
+    ],
+)
+def test_bad_spack_source_is_a_usage_error(tmp_path: Path, make: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(slurm_version="24.11.5", toolchain="trixie", **make(tmp_path))
+    assert caught.value.exit_code == 2
+    assert "--spack-source" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_spack_source_accepts_a_checkout_a_tarball_and_a_url(tmp_path: Path) -> None:
+    checkout = tmp_path / "spack"
+    (checkout / "bin").mkdir(parents=True)
+    (checkout / "bin" / "spack").write_text("#!/bin/sh\n")
+    tarball = tmp_path / "spack-1.1.0.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b")
+    for source, expected in (
+        (str(checkout), str(checkout)),
+        (str(tarball), str(tarball)),
+        ("https://mirror.example.org/spack-1.1.0.tar.gz", "https://mirror.example.org/spack-1.1.0.tar.gz"),
+    ):
+        request = make_request(slurm_version="24.11.5", toolchain="trixie", spack_source=source)
+        assert request.spack_source == expected

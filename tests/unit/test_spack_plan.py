@@ -163,3 +163,23 @@ def test_compiler_version_installs_that_gcc_and_requires_it(tmp_path: Path) -> N
     assert environment["specs"][0] == "gcc@13.4.0"
     assert environment["packages"]["c"]["require"] == ["gcc@13.4.0"]
     assert environment["packages"]["gcc"]["buildable"] is True
+
+
+def test_spack_source_directory_is_copied_into_the_image_instead_of_cloned(tmp_path: Path) -> None:
+    checkout = tmp_path / "spack-checkout"
+    (checkout / "bin").mkdir(parents=True)
+    (checkout / "bin" / "spack").write_text("#!/bin/sh\n")
+    cloned = _plan(tmp_path, toolchain="trixie")
+    local = _plan(tmp_path, toolchain="trixie", spack_source=str(checkout))
+    assert "git clone" in cloned.image.dockerfile
+    assert "git clone" not in local.image.dockerfile
+    assert "COPY spack-source/ /opt/spack/" in local.image.dockerfile
+    assert local.image.context_paths == {"spack-source": checkout}
+    assert local.image.tag != cloned.image.tag
+
+
+def test_spack_source_url_is_downloaded_by_the_image_build(tmp_path: Path) -> None:
+    url = "https://mirror.example.org/spack-1.1.0.tar.gz"
+    plan = _plan(tmp_path, toolchain="trixie", spack_source=url)
+    assert f"curl -fsSL '{url}'" in plan.image.dockerfile
+    assert plan.image.context_paths == {}
