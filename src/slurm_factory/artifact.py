@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from slurm_factory import __version__
-from slurm_factory.plan import BuildPlan, PlanFile
+from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
 from slurm_factory.source import sha256_of
 
 MANIFEST_NAME = "manifest.json"
@@ -58,7 +58,7 @@ def _lines(text: str | None) -> list[str]:
 def _packages(tsv: str | None) -> list[dict[str, str]]:
     packages = []
     for line in _lines(tsv):
-        name, _, version = line.partition("\t")
+        name, version, *_ = [*line.split("\t"), ""]
         packages.append({"name": name, "version": version})
     return packages
 
@@ -93,11 +93,41 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
         "runtime_packages": sorted({*request.toolchain.native.runtime_packages, *(d["name"] for d in dependencies)}),
+        "spack_specs": _lines(meta.get("spack-specs.txt")),
+        "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),
         "host_libraries": _lines(meta.get("host-libraries.txt")),
         "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
         "tool": {"name": "slurm-factory", "version": __version__},
         "verified": None,
+    }
+
+
+def build_compiler_manifest(
+    plan: CompilerPlan, meta: dict[str, str], built_at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """What `build-compiler` made: the GCC, the toolchain that built it, the Spack packages and the mirror."""
+    request = plan.request
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "artifact": request.artifact_filename,
+        "root": request.artifact_root,
+        "build_id": plan.build_id,
+        "compiler": {"name": "gcc", "version": request.gcc_version, "banner": (meta.get("compiler.txt") or "").strip()},
+        "toolchain": {
+            "name": request.toolchain.name,
+            "os": request.toolchain.os,
+            "base_image": request.base_image,
+            "family": request.toolchain.family,
+            "glibc": request.toolchain.glibc,
+            "built_with": f"gcc@{request.toolchain.spack.compiler}",
+        },
+        "engine": "spack",
+        "build_prefix": str(plan.container.install_prefix),
+        "spack_packages": _packages(meta.get("spack-packages.tsv")),
+        "pushed_to": request.publish_url or "local buildcache (~/.slurm-factory/spack-buildcache)",
+        "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
+        "tool": {"name": "slurm-factory", "version": __version__},
     }
 
 
@@ -177,9 +207,9 @@ def manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
-def write_artifact(plan: BuildPlan, tree_tar: Path, manifest: dict[str, Any]) -> Artifact:
+def write_artifact(plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any]) -> Artifact:
     """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars."""
-    root = plan.request.artifact_root
+    root = plan.artifact_root
     generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
     with (
         atomic_writer(plan.artifact_path) as stream,

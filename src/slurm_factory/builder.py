@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slurm_factory.artifact import Artifact, build_manifest, write_artifact
-from slurm_factory.catalog.compilers import check_gcc_version
-from slurm_factory.catalog.toolchains import get_toolchain
+from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, write_artifact
+from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.engines import container
-from slurm_factory.exceptions import NotAvailableError, VerificationError
-from slurm_factory.plan import BuildPlan, make_plan, write_plan_dir
+from slurm_factory.exceptions import ConfigurationError, NotAvailableError, VerificationError
+from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
@@ -30,11 +29,39 @@ from slurm_factory.request import (
     BuildRequest,
     Engine,
     PublishMode,
+    make_compiler_request,
     make_request,
 )
 from slurm_factory.signing import SigningKey
 from slurm_factory.source import ensure_source
 from slurm_factory.verify import verify_artifact
+
+
+@dataclass
+class CompilerResult:
+    """What `build_compiler()` produced (for `dry_run`, only the plan)."""
+
+    plan: CompilerPlan
+    artifact: Path | None = None
+    sha256: str | None = None
+    size: int | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    log_path: Path | None = None
+    plan_dir: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "build_id": self.plan.build_id,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "sha256": self.sha256,
+            "size": self.size,
+            "manifest": self.manifest,
+            "durations": self.durations,
+            "log": str(self.log_path) if self.log_path else None,
+            "plan_dir": str(self.plan_dir) if self.plan_dir else None,
+            "dry_run": self.artifact is None,
+        }
 
 
 @dataclass
@@ -151,7 +178,22 @@ def build(
     if dry_run:
         return result
     settings.ensure_dirs()
+    _require_cached_compiler(request, settings)
     return _execute(plan, settings, display or SilentDisplay(), result)
+
+
+def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
+    """`--compiler-version X` from the local mirror: the GCC must be there, or hours of building end in a failure."""
+    if request.compiler_version is None or request.buildcache_url is not None:
+        return  # remote mirrors are only read inside the container
+    if cached_specs(settings.buildcache_dir, "gcc", request.compiler_version):
+        return
+    raise ConfigurationError(
+        f"--compiler-version {request.compiler_version}: GCC {request.compiler_version} is not in the local "
+        f"buildcache {settings.buildcache_dir}",
+        hint=f"make it with `slurm-factory build-compiler --compiler-version {request.compiler_version} "
+        f"--toolchain {request.toolchain.name}`",
+    )
 
 
 def _execute(plan: BuildPlan, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
@@ -186,7 +228,7 @@ def _signing_key(request: BuildRequest) -> SigningKey:
     return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
-def _ensure_toolchain_image(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor) -> None:
+def _ensure_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor) -> None:
     request = plan.request
     if not request.no_cache and session.image_exists(plan.image.reference):
         monitor.note(f"reusing toolchain image {plan.image.reference}")
@@ -259,20 +301,54 @@ def build_compiler(
     gpg_passphrase: str | None = None,
     publish_url: str | None = None,
     settings: Settings | None = None,
-) -> BuildResult:
-    """Build a GCC with Spack and push it to the buildcache. Validated now; the build lands with the Spack engine."""
-    check_gcc_version(compiler_version)
-    get_toolchain(toolchain)
-    make_request(
+    *,
+    spack_source: str | None = None,
+    base_image: str | None = None,
+    dry_run: bool = False,
+    plan_dir: Path | None = None,
+    display: Display | None = None,
+) -> CompilerResult:
+    """Build a GCC with Spack in the toolchain's container, push it to the binary mirror (the local one by default)
+    and write `builds/gcc-<version>-<toolchain>-compiler.tar.gz` with a modulefile."""
+    settings = settings or Settings()
+    request = make_compiler_request(
+        compiler_version=compiler_version,
         toolchain=toolchain,
+        no_cache=no_cache,
         publish=publish,
         signing_key=signing_key,
         gpg_private_key=gpg_private_key,
         gpg_passphrase=gpg_passphrase,
         publish_url=publish_url,
-        no_cache=no_cache,
+        spack_source=spack_source,
+        base_image=base_image,
     )
-    raise NotAvailableError(
-        "build-compiler needs the Spack engine, which is not available in this version yet",
-        hint="use the OS compiler (omit --compiler-version) with --engine native for now",
-    )
+    if request.signing_key is not None:
+        raise NotAvailableError(
+            "signed buildcache pushes (--signing-key with build-compiler) are not available in this version yet",
+            hint="build-compiler without --signing-key pushes an unsigned compiler to the local buildcache",
+        )
+    plan = make_compiler_plan(request, settings)
+    result = CompilerResult(plan=plan)
+    if plan_dir is not None:
+        write_plan_dir(plan, plan_dir)
+        result.plan_dir = plan_dir
+    if dry_run:
+        return result
+    settings.ensure_dirs()
+    started = time.monotonic()
+    result.log_path = plan.log_path
+    with BuildMonitor(plan.log_path, display or SilentDisplay()) as monitor:
+        monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
+        session = DockerSession(settings.project_name)
+        monitor.stage("image")
+        _ensure_toolchain_image(plan, session, monitor)
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
+            output = container.run_build(plan, session, monitor, Path(scratch))
+            monitor.stage("artifact")
+            artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))
+        monitor.close()
+    result.artifact, result.sha256, result.size = artifact.path, artifact.sha256, artifact.size
+    result.manifest = artifact.manifest
+    result.durations = {**monitor.durations, "total": round(time.monotonic() - started, 3)}
+    return result

@@ -31,7 +31,7 @@ from slurm_factory.exceptions import (
     SlurmFactoryError,
     VerificationError,
 )
-from slurm_factory.plan import BuildPlan
+from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
 from slurm_factory.progress import Display, RichDisplay, SilentDisplay
 from slurm_factory.request import DEFAULT_SLURM_VERSION, BuildcacheMode, Engine, PublishMode
 from slurm_factory.secrets import read_passphrase_file
@@ -196,6 +196,15 @@ PublishUrlOption = Annotated[
     typer.Option("--publish-url", help="Where to publish: file:// path (default: the local binary mirror), s3://."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
+SpackSourceOption = Annotated[
+    str | None,
+    typer.Option("--spack-source", help="Local Spack checkout, release tarball or URL instead of cloning Spack."),
+]
+BaseImageOption = Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")]
+PlanDirOption = Annotated[
+    Path | None, typer.Option("--plan-dir", help="Write the rendered build context into this directory.")
+]
 
 
 @app.command("build-slurm")
@@ -232,19 +241,14 @@ def build_slurm_command(
     slurm_source: Annotated[
         str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
     ] = None,
-    spack_source: Annotated[
-        str | None,
-        typer.Option("--spack-source", help="Local Spack checkout, release tarball or URL instead of cloning Spack."),
-    ] = None,
-    base_image: Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")] = None,
+    spack_source: SpackSourceOption = None,
+    base_image: BaseImageOption = None,
     buildcache_url: Annotated[
         str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
     ] = None,
     publish_url: PublishUrlOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")] = False,
-    plan_dir: Annotated[
-        Path | None, typer.Option("--plan-dir", help="Write the rendered build context into this directory.")
-    ] = None,
+    dry_run: DryRunOption = False,
+    plan_dir: PlanDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Build one Slurm version for one toolchain."""
@@ -327,7 +331,11 @@ def _print_plan(plan: BuildPlan) -> None:
     stdout.out(f"# log      {plan.log_path}", highlight=False)
     for mount in plan.container.mounts:
         stdout.out(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}", highlight=False)
-    for name, plan_file in plan.context_files().items():
+    _print_context_files(plan.context_files())
+
+
+def _print_context_files(files: dict[str, PlanFile]) -> None:
+    for name, plan_file in files.items():
         stdout.rule(name)
         stdout.out(plan_file.content, end="", highlight=False)
 
@@ -344,11 +352,16 @@ def build_compiler_command(
     gpg_passphrase: PassphraseOption = None,
     gpg_passphrase_file: PassphraseFileOption = None,
     publish_url: PublishUrlOption = None,
+    spack_source: SpackSourceOption = None,
+    base_image: BaseImageOption = None,
+    dry_run: DryRunOption = False,
+    plan_dir: PlanDirOption = None,
+    json_output: JsonOption = False,
 ) -> None:
-    """Build a GCC toolchain with Spack and push it to the buildcache."""
+    """Build a GCC toolchain with Spack and push it to the buildcache (local by default)."""
     passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
     _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
-    build_compiler(
+    result = build_compiler(
         compiler_version=compiler_version,
         toolchain=toolchain,
         no_cache=no_cache,
@@ -358,7 +371,30 @@ def build_compiler_command(
         gpg_passphrase=passphrase,
         publish_url=publish_url,
         settings=_settings(),
+        spack_source=spack_source,
+        base_image=base_image,
+        dry_run=dry_run,
+        plan_dir=plan_dir,
+        display=_display(json_output),
     )
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    elif dry_run:
+        _print_compiler_plan(result.plan)
+    else:
+        stdout.print(f"[green]built[/] {result.artifact}", highlight=False)
+        stdout.print(f"  sha256 {result.sha256}  pushed to {result.manifest.get('pushed_to')}", highlight=False)
+        stdout.print(f"  log    {result.log_path}", highlight=False, markup=False)
+
+
+def _print_compiler_plan(plan: CompilerPlan) -> None:
+    request = plan.request
+    stdout.out(
+        f"# build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}", highlight=False
+    )
+    stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
+    stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
+    _print_context_files(plan.context_files())
 
 
 @app.command("clean")

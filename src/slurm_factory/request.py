@@ -287,6 +287,12 @@ def make_request(
         compiler_version,
     )
     _check_signing(publish_mode, key_id, private_key, passphrase)
+    if compiler_version is not None and buildcache_mode is BuildcacheMode.NONE and not use_local_buildcache:
+        raise ConfigurationError(
+            f"--compiler-version {compiler_version} needs a binary mirror to install that GCC from",
+            hint=f"run `slurm-factory build-compiler --compiler-version {compiler_version} --toolchain {toolchain}`, "
+            "then add --use-local-buildcache",
+        )
     if buildcache_url is not None and buildcache_mode is BuildcacheMode.NONE and not use_local_buildcache:
         raise ConfigurationError("--buildcache-url is given but nothing reads a buildcache; add --buildcache deps|all")
     if publish_url is not None and publish_mode is PublishMode.NONE:
@@ -320,4 +326,70 @@ def make_request(
             if publish_url is not None
             else None
         ),
+    )
+
+
+class CompilerRequest(BaseModel):
+    """A validated `build-compiler` request: one GCC release for one toolchain, pushed to a binary mirror."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    gcc_version: str
+    toolchain: Toolchain
+    no_cache: bool = False
+    publish: PublishMode = PublishMode.NONE
+    signing_key: str | None = None
+    gpg_private_key: SecretBytes | None = None
+    gpg_passphrase: SecretStr | None = None
+    publish_url: str | None = None
+    spack_source: str | None = None
+    base_image: str
+
+    @property
+    def artifact_root(self) -> str:
+        return f"gcc-{self.gcc_version}-{self.toolchain.name}"
+
+    @property
+    def artifact_filename(self) -> str:
+        return f"{self.artifact_root}-compiler.tar.gz"
+
+
+def make_compiler_request(
+    *,
+    compiler_version: str,
+    toolchain: str = "noble",
+    no_cache: bool = False,
+    publish: str | PublishMode = PublishMode.NONE,
+    signing_key: str | None = None,
+    gpg_private_key: str | None = None,
+    gpg_passphrase: str | None = None,
+    publish_url: str | None = None,
+    spack_source: str | None = None,
+    base_image: str | None = None,
+) -> CompilerRequest:
+    """Validate `build-compiler` options; the same rules (and messages) as `build-slurm` where they overlap."""
+    version = check_gcc_version(compiler_version)
+    chosen_toolchain = get_toolchain(toolchain)
+    publish_mode = _choice(PublishMode, publish, "--publish")
+    key_id = _normalize_key_id(signing_key) if signing_key is not None else None
+    private_key = private_key_from(gpg_private_key, use_environment=key_id is not None)
+    passphrase = passphrase_from(gpg_passphrase, use_environment=key_id is not None)
+    _check_signing(publish_mode, key_id, private_key, passphrase)
+    if publish_url is not None and publish_mode is PublishMode.NONE:
+        raise ConfigurationError("--publish-url is given but --publish is none; add --publish all")
+    return CompilerRequest(
+        gcc_version=version,
+        toolchain=chosen_toolchain,
+        no_cache=no_cache,
+        publish=publish_mode,
+        signing_key=key_id,
+        gpg_private_key=private_key,
+        gpg_passphrase=passphrase,
+        publish_url=(
+            _check_url(publish_url, "--publish-url", PUBLISH_SCHEMES, allow_path=True)
+            if publish_url is not None
+            else None
+        ),
+        spack_source=_check_spack_source(spack_source, Engine.SPACK) if spack_source is not None else None,
+        base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
     )

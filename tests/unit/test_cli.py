@@ -558,14 +558,46 @@ def test_verify_of_something_that_is_not_an_artifact_is_a_usage_error(
     assert why in errors[0]
 
 
-def test_build_compiler_with_a_known_version_is_refused_as_not_available_yet() -> None:
-    result = _invoke("build-compiler", "--compiler-version", "13.4.0")
+def test_build_compiler_dry_run_shows_image_environment_script_and_modulefile(tmp_path: Path) -> None:
+    result = _invoke(
+        "build-compiler", "--compiler-version", "13.4.0", "--toolchain", "rockylinux8", "--dry-run",
+        "--plan-dir", str(tmp_path / "ctx"),
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert "GCC 13.4.0 for rockylinux8" in result.stdout
+    assert "gcc-13.4.0-rockylinux8-compiler.tar.gz" in result.stdout
+    assert '- "gcc@13.4.0 languages=c,c++,fortran +binutils"' in result.stdout
+    assert "buildcache push --unsigned --update-index slurm-factory-publish" in result.stdout
+    written = {p.relative_to(tmp_path / "ctx").as_posix() for p in (tmp_path / "ctx").rglob("*") if p.is_file()}
+    assert written == {"Dockerfile", "spack.yaml", "build-compiler.sh", "artifact/modules/gcc/13.4.0.lua"}
+
+
+def test_build_compiler_signed_push_is_refused_as_not_available_yet() -> None:
+    result = _invoke(
+        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x1234ABCD"
+    )
 
     assert result.exit_code == EXIT_USAGE
     errors = _error_lines(result)
     assert len(errors) == 1
-    assert "build-compiler" in errors[0]
+    assert "signed buildcache pushes" in errors[0]
     assert "not available" in errors[0]
+
+
+def test_build_slurm_with_a_compiler_missing_from_the_local_buildcache_names_the_command_that_makes_it(
+    tmp_path: Path,
+) -> None:
+    result = _invoke(
+        "build-slurm", "--toolchain", "rockylinux8", "--compiler-version", "10.5.0", "--use-local-buildcache",
+        env={"SLURM_FACTORY_HOME": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent.sock"},
+    )  # fmt: skip
+
+    assert result.exit_code == EXIT_USAGE, result.stderr
+    errors = _error_lines(result)
+    assert len(errors) == 1
+    assert "GCC 10.5.0 is not in the local buildcache" in errors[0]
+    assert "slurm-factory build-compiler --compiler-version 10.5.0 --toolchain rockylinux8" in result.stderr
 
 
 def test_build_compiler_with_an_unknown_version_lists_the_valid_versions() -> None:

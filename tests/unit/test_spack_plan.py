@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from slurm_factory.buildcache import cached_specs
 from slurm_factory.catalog import load_releases, toolchain_names
 from slurm_factory.config import Settings
-from slurm_factory.plan import make_plan, spack
-from slurm_factory.request import make_request
+from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.plan import make_compiler_plan, make_plan, spack
+from slurm_factory.request import make_compiler_request, make_request
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "spack"
 UPDATE = os.environ.get("SLURM_FACTORY_UPDATE_GOLDEN") == "1"
@@ -93,7 +95,10 @@ def _spec_scalars(node: yaml.Node, under_spec_key: bool = False) -> list[yaml.Sc
     return found
 
 
-@pytest.mark.parametrize("options", [{}, {"gpu": True}, {"enable_hierarchy": True}, {"compiler_version": "13.4.0"}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gpu": True}, {"enable_hierarchy": True}, {"compiler_version": "13.4.0", "use_local_buildcache": True}],
+)
 def test_every_spec_string_is_a_double_quoted_scalar(tmp_path: Path, options: dict[str, Any]) -> None:
     scalars = _spec_scalars(yaml.compose(_environment_text(tmp_path, **options)))
     assert len(scalars) >= 8
@@ -159,7 +164,9 @@ def test_hierarchy_and_gpu_change_modules_and_view(tmp_path: Path) -> None:
 
 
 def test_compiler_version_installs_that_gcc_and_requires_it(tmp_path: Path) -> None:
-    environment = yaml.safe_load(_environment_text(tmp_path, compiler_version="13.4.0"))["spack"]
+    environment = yaml.safe_load(_environment_text(tmp_path, compiler_version="13.4.0", use_local_buildcache=True))[
+        "spack"
+    ]
     assert environment["specs"][0] == "gcc@13.4.0"
     assert environment["packages"]["c"]["require"] == ["gcc@13.4.0"]
     assert environment["packages"]["gcc"]["buildable"] is True
@@ -183,3 +190,35 @@ def test_spack_source_url_is_downloaded_by_the_image_build(tmp_path: Path) -> No
     plan = _plan(tmp_path, toolchain="trixie", spack_source=url)
     assert f"curl -fsSL '{url}'" in plan.image.dockerfile
     assert plan.image.context_paths == {}
+
+
+@pytest.mark.parametrize("toolchain", toolchain_names())
+def test_compiler_build_context_matches_golden_files(toolchain: str, tmp_path: Path) -> None:
+    request = make_compiler_request(compiler_version="13.4.0", toolchain=toolchain)
+    files = make_compiler_plan(request, Settings(project_name="golden", home=tmp_path)).context_files()
+    _compare(
+        GOLDEN / f"compiler-{toolchain}",
+        {name: files[name].content for name in ("Dockerfile", "build-compiler.sh", "spack.yaml")},
+    )
+
+
+def test_compiler_uses_the_same_toolchain_image_as_slurm_builds(tmp_path: Path) -> None:
+    settings = Settings(project_name="golden", home=tmp_path)
+    compiler = make_compiler_plan(make_compiler_request(compiler_version="13.4.0", toolchain="jammy"), settings)
+    slurm = _plan(tmp_path, toolchain="jammy")
+    assert compiler.image.reference == slurm.image.reference
+
+
+def test_compiler_version_without_a_buildcache_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(slurm_version="24.11.5", toolchain="rockylinux8", compiler_version="10.5.0")
+    assert "--compiler-version 10.5.0 needs a binary mirror" in str(caught.value)
+    assert "build-compiler --compiler-version 10.5.0 --toolchain rockylinux8" in str(caught.value.hint)
+
+
+def test_cached_compiler_is_found_in_the_v3_buildcache_layout(tmp_path: Path) -> None:
+    manifests = tmp_path / "v3" / "manifests" / "spec" / "gcc"
+    manifests.mkdir(parents=True)
+    (manifests / "gcc-10.5.0-abcdefabcdefabcdefabcdefabcdefab.spec.manifest.json").write_text("{}")
+    assert len(cached_specs(tmp_path, "gcc", "10.5.0")) == 1
+    assert cached_specs(tmp_path, "gcc", "13.4.0") == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
 from slurm_factory.exceptions import BuildError, DockerError
-from slurm_factory.plan import BuildPlan
+from slurm_factory.plan import BuildPlan, CompilerPlan
 from slurm_factory.progress import BuildMonitor
 
 
@@ -22,7 +22,9 @@ class EngineOutput:
     meta: dict[str, str]
 
 
-def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, scratch: Path) -> EngineOutput:
+def run_build(
+    plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor, scratch: Path
+) -> EngineOutput:
     """Run the build container; on success copy the install prefix and the metadata out, then remove it."""
     spec = plan.container
     ensure_host_dirs(spec.mounts)
@@ -41,8 +43,7 @@ def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, sc
         if exit_code != 0:
             kept = _keep_failure_logs(container, plan)
             raise BuildError(
-                f"the {plan.request.engine.value} build of Slurm {plan.request.slurm.version} failed "
-                f"(exit code {exit_code})",
+                f"the build of {plan.artifact_root} failed (exit code {exit_code})",
                 log_path=plan.log_path,
                 tail=monitor.tail(15),
                 hint=f"the failing packages' build logs are in {kept}" if kept else None,
@@ -55,7 +56,7 @@ def run_build(plan: BuildPlan, session: DockerSession, monitor: BuildMonitor, sc
     return EngineOutput(tree_tar=tree_tar, meta=meta)
 
 
-def _keep_failure_logs(container: RunningContainer, plan: BuildPlan) -> Path | None:
+def _keep_failure_logs(container: RunningContainer, plan: BuildPlan | CompilerPlan) -> Path | None:
     """Copy `<meta>/failure/*` (spack-build-out.txt, config.log of failed packages) next to the build log."""
     try:
         logs = container.read_text_files(plan.container.meta_dir / "failure")

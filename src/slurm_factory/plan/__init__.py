@@ -6,16 +6,28 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from slurm_factory import __version__
+from slurm_factory.catalog import Toolchain
 from slurm_factory.config import Settings
 from slurm_factory.plan import layout, native, spack
-from slurm_factory.plan.artifact_files import render_artifact_files
-from slurm_factory.plan.model import BuildPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.request import BuildRequest, Engine, PublishMode
+from slurm_factory.plan.artifact_files import render_artifact_files, render_compiler_artifact_files
+from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
+from slurm_factory.request import BuildRequest, CompilerRequest, Engine, PublishMode
 from slurm_factory.source import sha256_of
 
-__all__ = ["BuildPlan", "ContainerSpec", "ImageSpec", "Mount", "PlanFile", "make_plan", "write_plan_dir"]
+__all__ = [
+    "BuildPlan",
+    "CompilerPlan",
+    "ContainerSpec",
+    "ImageSpec",
+    "Mount",
+    "PlanFile",
+    "make_compiler_plan",
+    "make_plan",
+    "write_plan_dir",
+]
 
 
 def _digest(*parts: str) -> str:
@@ -26,24 +38,38 @@ def _digest(*parts: str) -> str:
     return hasher.hexdigest()
 
 
-def image_spec(request: BuildRequest, dockerfile: str, project_name: str) -> ImageSpec:
-    """Tagged by the Dockerfile's hash: an unchanged toolchain is reused, a changed one gets a new image."""
+def image_spec(
+    toolchain: str, engine: str, dockerfile: str, project_name: str, context: tuple[dict[str, Path], str] = ({}, "")
+) -> ImageSpec:
+    """Tagged by the hash of the Dockerfile (and of what the context adds): an unchanged toolchain is reused, a
+    changed one gets a new image."""
+    context_paths, context_identity = context
     return ImageSpec(
         dockerfile=dockerfile,
-        repository=f"{project_name}/toolchain-{request.toolchain.name}-{request.engine.value}",
-        tag=_digest(dockerfile)[:16],
+        repository=f"{project_name}/toolchain-{toolchain}-{engine}",
+        tag=_digest(dockerfile, context_identity)[:16],
+        context_paths=context_paths,
     )
 
 
 def build_id(request: BuildRequest, dockerfile: str, files: dict[str, PlanFile]) -> str:
     """A hash of every input that affects the artifact: same id, same artifact."""
     inputs = {
-        "tool": __version__,
         "slurm": [request.slurm.tag, request.slurm.sha256],
-        "toolchain": request.toolchain.model_dump(mode="json"),
         "engine": request.engine.value,
         "gpu": request.gpu,
-        "base_image": request.base_image,
+    }
+    return inputs_id(inputs, request.toolchain, request.base_image, dockerfile, files)
+
+
+def inputs_id(
+    specific: dict[str, Any], toolchain: Toolchain, base_image: str, dockerfile: str, files: dict[str, PlanFile]
+) -> str:
+    inputs = {
+        **specific,
+        "tool": __version__,
+        "toolchain": toolchain.model_dump(mode="json"),
+        "base_image": base_image,
         "dockerfile": dockerfile,
         "files": {name: [plan_file.content, plan_file.mode] for name, plan_file in sorted(files.items())},
     }
@@ -73,7 +99,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     return BuildPlan(
         request=request,
         build_id=identity,
-        image=image_spec(request, dockerfile, settings.project_name),
+        image=image_spec(request.toolchain.name, request.engine.value, dockerfile, settings.project_name),
         container=container,
         artifact_files=artifact_files,
         source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
@@ -82,10 +108,9 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     )
 
 
-def _spack_source_context(request: BuildRequest) -> tuple[str | None, dict[str, Path], str]:
+def spack_source_context(source: str | None) -> tuple[str | None, dict[str, Path], str]:
     """How the Dockerfile gets Spack: cloned (None), a context directory, a context tarball, or a URL; plus the
     context paths and an identity for the image tag."""
-    source = request.spack_source
     if source is None or source.startswith(("http://", "https://")):
         return source, {}, source or ""
     path = Path(source)
@@ -95,8 +120,8 @@ def _spack_source_context(request: BuildRequest) -> tuple[str | None, dict[str, 
 
 
 def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
-    source_kind, context_paths, source_identity = _spack_source_context(request)
-    dockerfile = spack.render_dockerfile(request, source_kind)
+    source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
+    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
     script = spack.render_build_script(request)
     plan_files = {
         layout.PLAN / spack.BUILD_SCRIPT: script,
@@ -124,11 +149,13 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         meta_dir=layout.META_DIR,
         files=plan_files,
     )
-    image = image_spec(request, dockerfile + source_identity, settings.project_name)
+    image = image_spec(
+        request.toolchain.name, "spack", dockerfile, settings.project_name, (context_paths, source_identity)
+    )
     return BuildPlan(
         request=request,
         build_id=identity,
-        image=ImageSpec(dockerfile, image.repository, image.tag, context_paths),
+        image=image,
         container=container,
         artifact_files=artifact_files,
         source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
@@ -143,7 +170,7 @@ def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     return _spack_plan(request, settings)
 
 
-def write_plan_dir(plan: BuildPlan, directory: Path) -> list[Path]:
+def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path]:
     """Write the rendered build context into `directory` (for inspection, or to build by hand)."""
     written = []
     for relative, plan_file in sorted(plan.context_files().items()):
@@ -153,3 +180,48 @@ def write_plan_dir(plan: BuildPlan, directory: Path) -> list[Path]:
         target.chmod(plan_file.mode)
         written.append(target)
     return written
+
+
+def make_compiler_plan(request: CompilerRequest, settings: Settings) -> CompilerPlan:
+    """`build-compiler`: the Spack toolchain image of that OS, a GCC environment, a push to the binary mirror."""
+    source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
+    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
+    plan_files = {
+        layout.PLAN / spack.COMPILER_SCRIPT: spack.render_compiler_script(request),
+        layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_compiler_environment(request),
+    }
+    artifact_files = render_compiler_artifact_files(request)
+    identity = inputs_id(
+        {"gcc": request.gcc_version, "signed": request.signing_key is not None},
+        request.toolchain,
+        request.base_image,
+        dockerfile,
+        {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
+    )
+    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
+    if request.no_cache:
+        environment["CCACHE_DISABLE"] = "1"
+    container = ContainerSpec(
+        command=("bash", str(layout.PLAN / spack.COMPILER_SCRIPT)),
+        mounts=(
+            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
+            Mount(settings.ccache_dir, layout.CCACHE),
+            Mount(settings.binary_index_dir, layout.BINARY_INDEX),
+            Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=request.publish_url is not None),
+        ),
+        environment=environment,
+        install_prefix=layout.install_prefix(request.artifact_root),
+        meta_dir=layout.META_DIR,
+        files=plan_files,
+    )
+    return CompilerPlan(
+        request=request,
+        build_id=identity,
+        image=image_spec(
+            request.toolchain.name, "spack", dockerfile, settings.project_name, (context_paths, source_identity)
+        ),
+        container=container,
+        artifact_files=artifact_files,
+        artifact_path=settings.builds_dir / request.artifact_filename,
+        log_path=settings.logs_dir / f"{identity}.log",
+    )

@@ -8,9 +8,10 @@ is only known there.
 from __future__ import annotations
 
 from slurm_factory import __version__
+from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.templating import render
-from slurm_factory.request import BuildRequest
+from slurm_factory.request import BuildRequest, CompilerRequest
 
 SYSTEMD_UNITS = ("slurmctld", "slurmd", "slurmdbd", "slurmrestd")
 SETUP_SCRIPT = "sbin/slurm-factory-setup"
@@ -40,3 +41,15 @@ def render_artifact_files(request: BuildRequest) -> dict[str, PlanFile]:
             render(f"artifact/systemd/{unit}.service.j2", **context)
         )
     return files
+
+
+def render_compiler_artifact_files(request: CompilerRequest) -> dict[str, PlanFile]:
+    """The compiler tarball's modulefile (`modules/gcc/<version>.lua`)."""
+    modulefile = render(
+        "artifact/modules/gcc.lua.j2",
+        gcc_version=request.gcc_version,
+        toolchain=request.toolchain,
+        languages=load_gcc_catalog().languages,
+        tool_version=__version__,
+    )
+    return {f"modules/gcc/{request.gcc_version}.lua": PlanFile(modulefile)}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from slurm_factory.plan.layout import PLAN as PLAN_DIR
-from slurm_factory.request import BuildRequest
+from slurm_factory.request import BuildRequest, CompilerRequest
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,41 @@ class BuildPlan:
     artifact_path: Path
     log_path: Path
 
+    @property
+    def artifact_root(self) -> str:
+        return self.request.artifact_root
+
     def context_files(self) -> dict[str, PlanFile]:
-        """The build context as `--plan-dir` writes it: Dockerfile, scripts and the artifact's generated files."""
-        files = {"Dockerfile": PlanFile(self.image.dockerfile)}
-        for container_path, plan_file in self.container.files.items():
-            files[str(container_path.relative_to(PLAN_DIR))] = plan_file
-        for relative, plan_file in self.artifact_files.items():
-            files[f"artifact/{relative}"] = plan_file
-        return files
+        return context_files(self.image, self.container, self.artifact_files)
+
+
+@dataclass(frozen=True)
+class CompilerPlan:
+    """A validated `build-compiler` request rendered like a build plan (same image, container and tarball shape)."""
+
+    request: CompilerRequest
+    build_id: str
+    image: ImageSpec
+    container: ContainerSpec
+    artifact_files: dict[str, PlanFile]
+    artifact_path: Path
+    log_path: Path
+
+    @property
+    def artifact_root(self) -> str:
+        return self.request.artifact_root
+
+    def context_files(self) -> dict[str, PlanFile]:
+        return context_files(self.image, self.container, self.artifact_files)
+
+
+def context_files(
+    image: ImageSpec, container: ContainerSpec, artifact_files: dict[str, PlanFile]
+) -> dict[str, PlanFile]:
+    """The build context as `--plan-dir` writes it: Dockerfile, scripts and the artifact's generated files."""
+    files = {"Dockerfile": PlanFile(image.dockerfile)}
+    for container_path, plan_file in container.files.items():
+        files[str(container_path.relative_to(PLAN_DIR))] = plan_file
+    for relative, plan_file in artifact_files.items():
+        files[f"artifact/{relative}"] = plan_file
+    return files

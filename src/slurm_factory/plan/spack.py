@@ -11,15 +11,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from slurm_factory import __version__
-from slurm_factory.catalog import load_releases
+from slurm_factory.catalog import Toolchain, load_releases
+from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
 from slurm_factory.plan import layout
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
 from slurm_factory.plan.templating import render
-from slurm_factory.request import BuildcacheMode, BuildRequest, PublishMode
+from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode
 
 BUILD_SCRIPT = "build-spack.sh"
+COMPILER_SCRIPT = "build-compiler.sh"
 ENVIRONMENT_FILE = "spack.yaml"
 REPO_NAMESPACE = "slurm_factory"
 OVERLAY_PACKAGE = PurePosixPath("spack_repo", REPO_NAMESPACE, "packages", "slurm", "package.py")
@@ -139,6 +141,20 @@ def _modules(request: BuildRequest) -> dict[str, Any]:
     }
 
 
+def _config(pins: SpackPins, no_cache: bool) -> dict[str, Any]:
+    return {
+        "install_tree": {"root": str(layout.SPACK_INSTALL_TREE), "padded_length": pins.padded_length},
+        "source_cache": str(layout.SOURCE_MIRROR),
+        "binary_index_root": str(layout.BINARY_INDEX),
+        "build_stage": ["/tmp/spack-stage"],
+        "ccache": not no_cache,
+    }
+
+
+def _builtin_repo() -> str:
+    return str(layout.SPACK_PACKAGES / "repos" / "spack_repo" / "builtin")
+
+
 def environment(request: BuildRequest) -> dict[str, Any]:
     """The Spack environment (spack.yaml) as data."""
     pins = load_spack_pins()
@@ -151,16 +167,10 @@ def environment(request: BuildRequest) -> dict[str, Any]:
             "concretizer": {"unify": True, "reuse": not request.no_cache},
             "repos": {
                 REPO_NAMESPACE: str(layout.PLAN / OVERLAY_PACKAGE.parents[2]),
-                "builtin": str(layout.SPACK_PACKAGES / "repos" / "spack_repo" / "builtin"),
+                "builtin": _builtin_repo(),
             },
             "packages": _packages(request, pins),
-            "config": {
-                "install_tree": {"root": str(layout.SPACK_INSTALL_TREE), "padded_length": pins.padded_length},
-                "source_cache": str(layout.SOURCE_MIRROR),
-                "binary_index_root": str(layout.BINARY_INDEX),
-                "build_stage": ["/tmp/spack-stage"],
-                "ccache": not request.no_cache,
-            },
+            "config": _config(pins, request.no_cache),
             "mirrors": mirrors(request),
             "view": {"default": view},
             "modules": _modules(request),
@@ -184,17 +194,17 @@ def render_overlay_repo() -> dict[str, PlanFile]:
     }
 
 
-def image_packages(request: BuildRequest) -> list[str]:
-    toolchain = request.toolchain
+def image_packages(toolchain: Toolchain) -> list[str]:
     return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages]))
 
 
-def render_dockerfile(request: BuildRequest, spack_source: str | None) -> str:
+def render_dockerfile(toolchain: Toolchain, base_image: str, spack_source: str | None) -> str:
+    """The Spack toolchain image; shared by Slurm builds and `build-compiler` of the same toolchain."""
     return render(
         "dockerfile/spack.Dockerfile.j2",
-        toolchain=request.toolchain,
-        base_image=request.base_image,
-        packages=image_packages(request),
+        toolchain=toolchain,
+        base_image=base_image,
+        packages=image_packages(toolchain),
         pins=load_spack_pins(),
         spack_root=layout.SPACK_ROOT,
         spack_packages=layout.SPACK_PACKAGES,
@@ -224,5 +234,67 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         push_only={PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}.get(request.publish),
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
+    )
+    return PlanFile(script, mode=0o755)
+
+
+def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
+    """The environment `build-compiler` installs and pushes: one GCC, built by the OS compiler."""
+    pins = load_spack_pins()
+    catalog = load_gcc_catalog()
+    os_compiler = Spec(f"gcc@{request.toolchain.spack.compiler}")
+    languages = ",".join(catalog.languages)
+    gcc = f"gcc@{request.gcc_version} languages={languages}" + (" +binutils" if catalog.binutils else "")
+    push_url = request.publish_url or f"file://{layout.BUILDCACHE}"
+    external = {
+        "spec": Spec(f"gcc@{request.toolchain.spack.compiler} languages:='c,c++,fortran'"),
+        "prefix": "/usr",
+        "extra_attributes": {"compilers": {"c": "/usr/bin/gcc", "cxx": "/usr/bin/g++", "fortran": "/usr/bin/gfortran"}},
+    }
+    return {
+        "spack": {
+            "specs": [Spec(gcc)],
+            "concretizer": {"unify": True, "reuse": not request.no_cache},
+            "repos": {"builtin": _builtin_repo()},
+            "packages": {
+                "all": {"require": [Spec(f"target={pins.target}")]},
+                "c": {"require": [os_compiler]},
+                "cxx": {"require": [os_compiler]},
+                "fortran": {"require": [os_compiler]},
+                "gcc": {"externals": [external], "buildable": True},
+            },
+            "config": _config(pins, request.no_cache),
+            "mirrors": {
+                SOURCES_MIRROR: _mirror(f"file://{layout.SOURCE_MIRROR}", binary=False, source=True),
+                PUBLISH_MIRROR: _mirror(push_url, binary=True, source=False, signed=request.signing_key is not None),
+            },
+            "view": {"default": {"root": str(layout.SPACK_VIEW), "link_type": "copy"}},
+        }
+    }
+
+
+def render_compiler_environment(request: CompilerRequest) -> PlanFile:
+    header = (
+        f"# Spack environment for GCC {request.gcc_version} on {request.toolchain.name}, generated by "
+        f"slurm-factory {__version__}.\n"
+    )
+    return PlanFile(header + dump_spack_yaml(compiler_environment(request)))
+
+
+def render_compiler_script(request: CompilerRequest) -> PlanFile:
+    script = render(
+        f"spack/{COMPILER_SCRIPT}.j2",
+        gcc_version=request.gcc_version,
+        toolchain=request.toolchain,
+        prefix=layout.install_prefix(request.artifact_root),
+        spack_root=layout.SPACK_ROOT,
+        environment_dir=layout.PLAN,
+        view=layout.SPACK_VIEW,
+        meta_dir=layout.META_DIR,
+        ccache_dir=layout.CCACHE,
+        use_buildcache="never" if request.no_cache else "auto",
+        fresh=request.no_cache,
+        publish_mirror=PUBLISH_MIRROR,
+        signed=request.signing_key is not None,
     )
     return PlanFile(script, mode=0o755)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# slurm-factory build-compiler: GCC 13.4.0 for Rocky Linux 8 (rockylinux8), built by the OS compiler with Spack,
+# pushed to the binary mirror `slurm-factory-publish` (so `build-slurm --compiler-version 13.4.0` can install it)
+# and assembled into a relocatable compiler tarball at /opt/slurm-factory-build/gcc-13.4.0-rockylinux8.
+set -euo pipefail
+
+ENV_DIR=/opt/slurm-factory/plan
+PREFIX=/opt/slurm-factory-build/gcc-13.4.0-rockylinux8
+META_DIR=/build/meta
+JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
+
+stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
+fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+
+collect_failure_logs() {
+    mkdir -p "$META_DIR/failure"
+    find /tmp/spack-stage -name spack-build-out.txt -o -name config.log 2>/dev/null | while IFS= read -r log; do
+        name=$(echo "$log" | sed -e 's|^/tmp/spack-stage/||' -e 's|/|__|g')
+        cp "$log" "$META_DIR/failure/$name"
+        printf '\n==> %s (last 40 lines)\n' "$log"
+        tail -n 40 "$log"
+    done
+}
+
+stage spack-setup
+rm -rf "$META_DIR" "$PREFIX"
+mkdir -p "$META_DIR"
+export CCACHE_DIR=/var/cache/slurm-factory/ccache
+# shellcheck disable=SC1091
+. /opt/spack/share/spack/setup-env.sh
+spack --version
+
+stage concretize
+spack -e "$ENV_DIR" concretize --force
+cp "$ENV_DIR/spack.lock" "$META_DIR/spack.lock"
+
+stage install
+if ! spack -e "$ENV_DIR" install --jobs "$JOBS" --use-buildcache auto --fail-fast; then
+    collect_failure_logs
+    fail "spack install failed; the failing packages' logs are above and in the build log directory"
+fi
+
+stage push
+spack -e "$ENV_DIR" buildcache push --unsigned --update-index slurm-factory-publish
+
+stage assemble
+spack -e "$ENV_DIR" env view regenerate
+mkdir -p "$PREFIX"
+cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
+rm -rf "$PREFIX/.spack"
+find "$PREFIX" -name '*.la' -delete
+
+stage relocate
+# Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
+: > "$META_DIR/elf-files.txt"
+while IFS= read -r -d '' file; do
+    is_elf "$file" || continue
+    dir=$(dirname "$file")
+    runpath=""
+    for libdir in lib64 lib; do
+        [ -d "$PREFIX/$libdir" ] || continue
+        runpath="${runpath:+$runpath:}\$ORIGIN/$(realpath --relative-to="$dir" "$PREFIX/$libdir")"
+    done
+    patchelf --set-rpath "$runpath" "$file"
+    printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
+done < <(find "$PREFIX" -type f -print0 | sort -z)
+
+stage inventory
+"$PREFIX/bin/gcc" --version | head -n 1 > "$META_DIR/compiler.txt"
+spack -e "$ENV_DIR" find --format '{name}	{version}	{/hash:7}' > "$META_DIR/spack-packages.tsv"
+stage done
