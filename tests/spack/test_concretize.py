@@ -1,0 +1,121 @@
+"""With a real Spack checkout (`SLURM_FACTORY_TEST_SPACK_ROOT`), the generated environments concretize offline with
+our overlay package repository. Skipped, with the reason, when no checkout is configured.
+
+Set up as in ../shared/FACTS.md: Spack v1.1.0 with the builtin packages of spack-packages releases/v2025.11 in its
+site configuration, bootstrap disabled, mirrors emptied, and SPACK_PYTHON naming a Python that has clingo. Only the
+container paths of the environment (repository, install tree, caches, mirrors, view, module roots) are rewritten
+for the host; specs, packages, compilers and every other setting are checked as generated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slurm_factory.config import Settings
+from slurm_factory.plan import make_compiler_plan, make_plan, write_plan_dir
+from slurm_factory.request import make_compiler_request, make_request
+from tests.e2e.helpers import report_measurement
+
+SPACK_ROOT = os.environ.get("SLURM_FACTORY_TEST_SPACK_ROOT")
+pytestmark = [
+    pytest.mark.spack,
+    pytest.mark.skipif(
+        not SPACK_ROOT,
+        reason="SLURM_FACTORY_TEST_SPACK_ROOT is unset: no Spack checkout to concretize generated environments with",
+    ),
+]
+
+
+def _host_environment(plan_dir: Path, scratch: Path) -> Path:
+    """The generated spack.yaml with its container paths moved to `scratch`; nothing else changed."""
+    document: dict[str, Any] = yaml.safe_load((plan_dir / "spack.yaml").read_text())
+    spack = document["spack"]
+    repos = spack["repos"]
+    spack["repos"] = {
+        name: str(plan_dir / "spack_repo" / name) for name in repos if name != "builtin"
+    }  # builtin: the checkout's own (pinned) configuration
+    config = spack["config"]
+    config["install_tree"]["root"] = str(scratch / "opt")
+    config["source_cache"] = str(scratch / "sources")
+    config["binary_index_root"] = str(scratch / "binary_index")
+    config["build_stage"] = [str(scratch / "stage")]
+    for name, mirror in spack["mirrors"].items():
+        if mirror["url"].startswith("file://"):
+            (scratch / "mirrors" / name).mkdir(parents=True, exist_ok=True)
+            mirror["url"] = (scratch / "mirrors" / name).as_uri()
+    spack["view"]["default"]["root"] = str(scratch / "view")
+    if "modules" in spack:
+        spack["modules"]["default"]["roots"]["lmod"] = str(scratch / "modules")
+    environment = scratch / "env"
+    environment.mkdir()
+    (environment / "spack.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return environment
+
+
+def _concretize(environment: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [f"{SPACK_ROOT}/bin/spack", "-e", str(environment), "concretize", "--fresh"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-6000:] + done.stdout[-3000:]
+    lock = json.loads((environment / "spack.lock").read_text())
+    return {"seconds": seconds, "specs": list(lock["concrete_specs"].values()), "output": done.stdout}
+
+
+def _slurm_case(tmp_path: Path, toolchain: str, **options: Any) -> dict[str, Any]:
+    request = make_request(slurm_version="24.11.5", toolchain=toolchain, **options)
+    plan_dir = tmp_path / "plan"
+    write_plan_dir(make_plan(request, Settings(project_name="concretize", home=tmp_path / "home")), plan_dir)
+    return _concretize(_host_environment(plan_dir, tmp_path / "scratch"))
+
+
+def _named(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [spec for spec in result["specs"] if spec["name"] == name]
+
+
+@pytest.mark.parametrize("toolchain", ["trixie", "bookworm"])
+@pytest.mark.parametrize("variant", [{}, {"gpu": True}, {"enable_hierarchy": True}], ids=["cpu", "gpu", "hierarchy"])
+def test_slurm_environment_concretizes_with_our_overlay(
+    tmp_path: Path, toolchain: str, variant: dict[str, Any]
+) -> None:
+    result = _slurm_case(tmp_path, toolchain, **variant)
+    report_measurement(
+        f"concretize {toolchain} {variant or 'cpu'}: {result['seconds']:.0f}s, {len(result['specs'])} specs"
+    )
+    [slurm] = _named(result, "slurm")
+    assert slurm["namespace"] == "slurm_factory"
+    assert slurm["version"] == "24-11-5-1"
+    parameters = slurm["parameters"]
+    assert parameters["lua"] is True and parameters["pmix"] is True and parameters["cgroup"] is True
+    assert parameters["nvml"] is variant.get("gpu", False)
+    assert parameters["rsmi"] is variant.get("gpu", False)
+    assert len(_named(result, "pmix")) == 1, "slurm and openmpi must share one pmix"
+
+
+def test_compiler_environment_concretizes(tmp_path: Path) -> None:
+    request = make_compiler_request(compiler_version="13.4.0", toolchain="trixie")
+    plan_dir = tmp_path / "plan"
+    write_plan_dir(make_compiler_plan(request, Settings(project_name="concretize", home=tmp_path / "home")), plan_dir)
+    result = _concretize(_host_environment(plan_dir, tmp_path / "scratch"))
+    report_measurement(f"concretize build-compiler gcc@13.4.0 trixie: {result['seconds']:.0f}s")
+    versions = {spec.get("version") for spec in _named(result, "gcc")}
+    assert "13.4.0" in versions
+
+
+def test_slurm_with_a_compiler_version_concretizes(tmp_path: Path) -> None:
+    result = _slurm_case(tmp_path, "trixie", compiler_version="13.4.0", use_local_buildcache=True)
+    report_measurement(f"concretize slurm with gcc@13.4.0 on trixie: {result['seconds']:.0f}s")
+    assert "13.4.0" in {spec.get("version") for spec in _named(result, "gcc")}
