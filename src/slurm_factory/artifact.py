@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from slurm_factory import __version__
+from slurm_factory.catalog import Toolchain
 from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
 from slurm_factory.source import sha256_of
 
@@ -63,6 +64,16 @@ def _packages(tsv: str | None) -> list[dict[str, str]]:
     return packages
 
 
+def _toolchain_record(toolchain: Toolchain, base_image: str) -> dict[str, str]:
+    return {
+        "name": toolchain.name,
+        "os": toolchain.os,
+        "base_image": base_image,
+        "family": toolchain.family,
+        "glibc": toolchain.glibc,
+    }
+
+
 def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime | None = None) -> dict[str, Any]:
     """What was built, from what, how and against which dependency versions."""
     request = plan.request
@@ -80,11 +91,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
             "url": request.slurm.url,
         },
         "toolchain": {
-            "name": request.toolchain.name,
-            "os": request.toolchain.os,
-            "base_image": request.base_image,
-            "family": request.toolchain.family,
-            "glibc": request.toolchain.glibc,
+            **_toolchain_record(request.toolchain, request.base_image),
             "compiler": (meta.get("compiler.txt") or "").strip(),
         },
         "engine": request.engine.value,
@@ -115,11 +122,7 @@ def build_compiler_manifest(
         "build_id": plan.build_id,
         "compiler": {"name": "gcc", "version": request.gcc_version, "banner": (meta.get("compiler.txt") or "").strip()},
         "toolchain": {
-            "name": request.toolchain.name,
-            "os": request.toolchain.os,
-            "base_image": request.base_image,
-            "family": request.toolchain.family,
-            "glibc": request.toolchain.glibc,
+            **_toolchain_record(request.toolchain, request.base_image),
             "built_with": f"gcc@{request.toolchain.spack.compiler}",
         },
         "engine": "spack",

@@ -86,7 +86,12 @@ class SigningKey:
         return self._gpg
 
     def _passphrase_text(self) -> str | None:
-        return self._passphrase.get_secret_value() if self._passphrase is not None else None
+        if self._passphrase is None:
+            return None
+        text = self._passphrase.get_secret_value()
+        if "\n" in text or "\r" in text:  # gpg reads the passphrase as one line from its standard input
+            raise ConfigurationError("--gpg-passphrase: a passphrase cannot contain a line break")
+        return text
 
     def _import(self) -> None:
         assert self._private_key is not None

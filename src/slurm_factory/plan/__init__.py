@@ -76,22 +76,37 @@ def inputs_id(
     return _digest(json.dumps(inputs, sort_keys=True))[:16]
 
 
+def _container_environment(settings: Settings, no_cache: bool) -> dict[str, str]:
+    """Build parallelism, and `--no-cache` switching ccache off (the scripts read both)."""
+    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
+    if no_cache:
+        environment["CCACHE_DISABLE"] = "1"
+    return environment
+
+
+def _spack_mounts(settings: Settings, buildcache_writable: bool) -> tuple[Mount, ...]:
+    """Spack's caches at stable container paths; the local binary mirror is writable only when pushed to."""
+    return (
+        Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
+        Mount(settings.ccache_dir, layout.CCACHE),
+        Mount(settings.binary_index_dir, layout.BINARY_INDEX),
+        Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=not buildcache_writable),
+    )
+
+
 def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     dockerfile = native.render_dockerfile(request)
     script = native.render_build_script(request)
     script_path = layout.PLAN / native.BUILD_SCRIPT
     artifact_files = render_artifact_files(request)
     identity = build_id(request, dockerfile, {native.BUILD_SCRIPT: script, **artifact_files})
-    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
-    if request.no_cache:
-        environment["CCACHE_DISABLE"] = "1"
     container = ContainerSpec(
         command=("bash", str(script_path)),
         mounts=(
             Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
             Mount(settings.ccache_dir, layout.CCACHE),
         ),
-        environment=environment,
+        environment=_container_environment(settings, request.no_cache),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files={script_path: script},
@@ -132,19 +147,11 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     identity = build_id(
         request, dockerfile, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
     )
-    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
-    if request.no_cache:
-        environment["CCACHE_DISABLE"] = "1"
     publishes_locally = request.publish is not PublishMode.NONE and request.publish_url is None
     container = ContainerSpec(
         command=("bash", str(layout.PLAN / spack.BUILD_SCRIPT)),
-        mounts=(
-            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
-            Mount(settings.ccache_dir, layout.CCACHE),
-            Mount(settings.binary_index_dir, layout.BINARY_INDEX),
-            Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=not publishes_locally),
-        ),
-        environment=environment,
+        mounts=_spack_mounts(settings, buildcache_writable=publishes_locally),
+        environment=_container_environment(settings, request.no_cache),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,
@@ -198,18 +205,10 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         dockerfile,
         {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
     )
-    environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
-    if request.no_cache:
-        environment["CCACHE_DISABLE"] = "1"
     container = ContainerSpec(
         command=("bash", str(layout.PLAN / spack.COMPILER_SCRIPT)),
-        mounts=(
-            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
-            Mount(settings.ccache_dir, layout.CCACHE),
-            Mount(settings.binary_index_dir, layout.BINARY_INDEX),
-            Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=request.publish_url is not None),
-        ),
-        environment=environment,
+        mounts=_spack_mounts(settings, buildcache_writable=request.publish_url is None),
+        environment=_container_environment(settings, request.no_cache),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,

@@ -56,44 +56,41 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
-class BuildPlan:
-    """A validated request rendered into files, an image, a container run and an artifact destination."""
+class _ContainerBuild:
+    """What every plan has: an id, the toolchain image, the build container and the tarball it becomes."""
 
-    request: BuildRequest
     build_id: str
     image: ImageSpec
     container: ContainerSpec
     artifact_files: dict[str, PlanFile]
-    source_cache_path: Path
     artifact_path: Path
     log_path: Path
-
-    @property
-    def artifact_root(self) -> str:
-        return self.request.artifact_root
 
     def context_files(self) -> dict[str, PlanFile]:
         return context_files(self.image, self.container, self.artifact_files)
 
 
 @dataclass(frozen=True)
-class CompilerPlan:
-    """A validated `build-compiler` request rendered like a build plan (same image, container and tarball shape)."""
+class BuildPlan(_ContainerBuild):
+    """A validated Slurm build request rendered into files, an image, a container run and an artifact destination."""
 
-    request: CompilerRequest
-    build_id: str
-    image: ImageSpec
-    container: ContainerSpec
-    artifact_files: dict[str, PlanFile]
-    artifact_path: Path
-    log_path: Path
+    request: BuildRequest
+    source_cache_path: Path
 
     @property
     def artifact_root(self) -> str:
         return self.request.artifact_root
 
-    def context_files(self) -> dict[str, PlanFile]:
-        return context_files(self.image, self.container, self.artifact_files)
+
+@dataclass(frozen=True)
+class CompilerPlan(_ContainerBuild):
+    """A validated `build-compiler` request rendered like a build plan (same image, container and tarball shape)."""
+
+    request: CompilerRequest
+
+    @property
+    def artifact_root(self) -> str:
+        return self.request.artifact_root
 
 
 def context_files(
