@@ -106,7 +106,6 @@ class BuildResult:
 def _refuse_unavailable(request: BuildRequest) -> None:
     """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
     unavailable = {
-        "--buildcache": request.buildcache is not BuildcacheMode.NONE,
         "--publish-url s3:// (tarballs)": request.engine is Engine.NATIVE
         and (request.publish_url or "").startswith("s3://"),
         "--publish with the Spack engine (signed buildcache push)": request.engine is Engine.SPACK

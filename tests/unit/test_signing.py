@@ -457,7 +457,7 @@ def test_armored_public_key_given_as_private_key_is_refused(keys: Keys, form: st
 def test_public_key_material_passed_directly_is_refused_on_import(keys: Keys, private_tmp: Path) -> None:
     key = keys.unprotected
     with (
-        pytest.raises(ConfigurationError, match="^--gpg-private-key: no secret key could be imported"),
+        pytest.raises(ConfigurationError, match=r"^--gpg-private-key: no secret key could be imported"),
         SigningKey(key.long_id, SecretBytes(key.armored_public.encode()), None),
     ):
         pytest.fail("a public key must not be accepted as a signing key")
