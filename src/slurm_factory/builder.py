@@ -25,7 +25,6 @@ from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
     DEFAULT_SLURM_VERSION,
-    BuildcacheMode,
     BuildRequest,
     Engine,
     PublishMode,
