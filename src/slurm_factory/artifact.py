@@ -23,6 +23,7 @@ from typing import IO, Any
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
 from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+from slurm_factory.request import BuildRequest, Engine
 from slurm_factory.source import sha256_of
 
 MANIFEST_NAME = "manifest.json"
@@ -64,6 +65,15 @@ def _packages(tsv: str | None) -> list[dict[str, str]]:
     return packages
 
 
+def _runtime_packages(request: BuildRequest, dependencies: list[dict[str, str]]) -> list[str]:
+    """What a host needs installed: the packages the tree links against, plus (native engine) the OS packages it
+    loads at run time without linking (munge's daemon, libpmix dlopened by mpi_pmix)."""
+    linked = {dependency["name"] for dependency in dependencies}
+    if request.engine is Engine.NATIVE:
+        linked |= set(request.toolchain.native.runtime_packages)
+    return sorted(linked)
+
+
 def _toolchain_record(toolchain: Toolchain, base_image: str) -> dict[str, str]:
     return {
         "name": toolchain.name,
@@ -99,7 +109,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         "build_prefix": str(plan.container.install_prefix),
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
-        "runtime_packages": sorted({*request.toolchain.native.runtime_packages, *(d["name"] for d in dependencies)}),
+        "runtime_packages": _runtime_packages(request, dependencies),
         "spack_specs": _lines(meta.get("spack-specs.txt")),
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),

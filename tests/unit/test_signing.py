@@ -470,6 +470,9 @@ def test_passphrase_with_a_newline_is_a_configuration_error(keys: Keys, private_
     with pytest.raises(ConfigurationError) as raised, signer:
         pytest.fail("a passphrase gpg cannot receive must be refused on entry")
     assert raised.value.exit_code == 2
+    assert "\n" not in raised.value.message
+    assert raised.value.message.startswith("--gpg-passphrase")
+    assert str(key.passphrase) not in raised.value.message
     assert list(private_tmp.iterdir()) == []
 
 
@@ -524,6 +527,28 @@ def test_cli_with_a_usable_key_gets_past_signing_to_the_docker_engine(
     [error] = _error_lines(result)
     assert error.startswith("error: cannot reach the Docker engine"), error
     assert list(private_tmp.glob(f"{KEYRING_PREFIX}*")) == [], "the keyring outlived the failed build"
+
+
+def test_cli_refuses_a_passphrase_file_with_a_line_break_inside_with_exit_2(keys: Keys, tmp_path: Path) -> None:
+    source = slurm_source_tarball()
+    key = keys.protected
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(f"{key.passphrase}\nsecond line\n")
+    result = _build(
+        "--slurm-source",
+        str(source),
+        "--signing-key",
+        f"0x{key.long_id}",
+        "--gpg-private-key",
+        f"@{key.secret_file}",
+        "--gpg-passphrase-file",
+        str(passphrase_file),
+    )
+    assert result.exit_code == 2, result.output
+    [error] = _error_lines(result)
+    assert error.startswith("error: --gpg-passphrase"), error
+    assert "unexpected" not in result.output and "cannot reach the Docker engine" not in result.output
+    assert str(key.passphrase) not in result.output
 
 
 def test_cli_reports_the_armored_public_key_as_private_key_with_exit_2(keys: Keys) -> None:

@@ -163,13 +163,34 @@ def test_hierarchy_and_gpu_change_modules_and_view(tmp_path: Path) -> None:
     assert tree["specs"][0].endswith("+nvml +rsmi")
 
 
-def test_compiler_version_installs_that_gcc_and_requires_it(tmp_path: Path) -> None:
-    environment = yaml.safe_load(_environment_text(tmp_path, compiler_version="13.4.0", use_local_buildcache=True))[
-        "spack"
-    ]
-    assert environment["specs"][0] == "gcc@13.4.0"
-    assert environment["packages"]["c"]["require"] == ["gcc@13.4.0"]
-    assert environment["packages"]["gcc"]["buildable"] is True
+def test_compiler_version_installs_that_gcc_from_the_buildcache_and_requires_it(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, toolchain="rockylinux8", compiler_version="13.4.0", use_local_buildcache=True)
+    files = plan.context_files()
+    slurm = yaml.safe_load(files["spack.yaml"].content)["spack"]
+    assert not [spec for spec in slurm["specs"] if spec.startswith("gcc")]
+    assert slurm["packages"]["c"]["require"] == ["gcc@13.4.0"]
+    [external] = slurm["packages"]["gcc"]["externals"]
+    assert external["spec"].startswith("gcc@13.4.0 ")
+    assert external["prefix"] == "/opt/slurm-factory/spack/compiler"
+    assert slurm["packages"]["gcc"]["buildable"] is False
+    compiler = yaml.safe_load(files["compiler/spack.yaml"].content)["spack"]
+    assert compiler["specs"] == ["gcc@13.4.0 languages=c,c++,fortran +binutils"]
+    assert compiler["view"]["default"]["root"] == "/opt/slurm-factory/spack/compiler"
+    assert set(compiler["mirrors"]) == {"slurm-factory-local"}
+    script = files["build-spack.sh"].content
+    assert 'spack -e "$ENV_DIR/compiler" install --jobs "$JOBS" --use-buildcache only' in script
+    assert script.index("stage compiler") < script.index("stage concretize")
+
+
+def test_compiler_install_environment_matches_what_build_compiler_pushes(tmp_path: Path) -> None:
+    """Same specs and packages, so the buildcache's GCC is the one the Slurm build installs."""
+    slurm = _plan(tmp_path, toolchain="rockylinux8", compiler_version="13.4.0", use_local_buildcache=True)
+    installed = yaml.safe_load(slurm.context_files()["compiler/spack.yaml"].content)["spack"]
+    request = make_compiler_request(compiler_version="13.4.0", toolchain="rockylinux8")
+    built = make_compiler_plan(request, Settings(project_name="golden", home=tmp_path)).context_files()
+    pushed = yaml.safe_load(built["spack.yaml"].content)["spack"]
+    for key in ("specs", "packages", "repos", "concretizer"):
+        assert installed[key] == pushed[key], key
 
 
 def test_spack_source_directory_is_copied_into_the_image_instead_of_cloned(tmp_path: Path) -> None:

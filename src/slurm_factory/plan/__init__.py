@@ -143,6 +143,9 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
         **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo().items()},
     }
+    if request.compiler_version is not None:
+        compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
+        plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
     artifact_files = render_artifact_files(request)
     identity = build_id(
         request, dockerfile, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files

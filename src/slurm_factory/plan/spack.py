@@ -22,6 +22,7 @@ from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest,
 
 BUILD_SCRIPT = "build-spack.sh"
 COMPILER_SCRIPT = "build-compiler.sh"
+COMPILER_ENVIRONMENT = "compiler"
 ENVIRONMENT_FILE = "spack.yaml"
 REPO_NAMESPACE = "slurm_factory"
 OVERLAY_PACKAGE = PurePosixPath("spack_repo", REPO_NAMESPACE, "packages", "slurm", "package.py")
@@ -42,39 +43,36 @@ def compiler_spec(request: BuildRequest) -> str:
     return f"gcc@{version}"
 
 
-def _os_compiler_external(request: BuildRequest) -> dict[str, Any]:
-    version = request.toolchain.spack.compiler
+def _gcc_external(version: str, prefix: str) -> dict[str, Any]:
+    """A GCC Spack does not build (Spack 1.x: compilers are packages, registered as externals)."""
     return {
-        "externals": [
-            {
-                "spec": Spec(f"gcc@{version} languages:='c,c++,fortran'"),
-                "prefix": "/usr",
-                "extra_attributes": {
-                    "compilers": {"c": "/usr/bin/gcc", "cxx": "/usr/bin/g++", "fortran": "/usr/bin/gfortran"}
-                },
-            }
-        ],
-        # With --compiler-version the GCC comes from the buildcache; otherwise only the OS compiler exists.
-        "buildable": request.compiler_version is not None,
+        "spec": Spec(f"gcc@{version} languages:='c,c++,fortran'"),
+        "prefix": prefix,
+        "extra_attributes": {
+            "compilers": {"c": f"{prefix}/bin/gcc", "cxx": f"{prefix}/bin/g++", "fortran": f"{prefix}/bin/gfortran"}
+        },
     }
 
 
 def _specs(request: BuildRequest) -> list[Spec]:
     slurm = f"slurm@{request.slurm.tag} {SLURM_VARIANTS}" + (f" {GPU_VARIANTS}" if request.gpu else "")
-    specs = [Spec(slurm), Spec("openmpi schedulers=slurm"), Spec("pmix")]
-    if request.compiler_version is not None:
-        specs.insert(0, Spec(compiler_spec(request)))
-    return specs
+    return [Spec(slurm), Spec("openmpi schedulers=slurm"), Spec("pmix")]
 
 
 def _packages(request: BuildRequest, pins: SpackPins) -> dict[str, Any]:
+    """The compiler for everything: the OS GCC, or the `--compiler-version` GCC that the build script installs from
+    the buildcache into a fixed view before concretizing (so it is an external here, never built in this env)."""
     compiler = Spec(compiler_spec(request))
+    if request.compiler_version is None:
+        gcc = _gcc_external(request.toolchain.spack.compiler, "/usr")
+    else:
+        gcc = _gcc_external(request.compiler_version, str(layout.SPACK_COMPILER_VIEW))
     return {
         "all": {"require": [Spec(f"target={pins.target}")]},
         "c": {"require": [compiler]},
         "cxx": {"require": [compiler]},
         "fortran": {"require": [compiler]},
-        "gcc": _os_compiler_external(request),
+        "gcc": {"externals": [gcc], "buildable": False},
     }
 
 
@@ -231,6 +229,8 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         use_buildcache=use_buildcache(request),
         fresh=request.no_cache,
         publish_mirror=PUBLISH_MIRROR if publish else None,
+        compiler_environment=COMPILER_ENVIRONMENT if request.compiler_version else None,
+        compiler_view=layout.SPACK_COMPILER_VIEW,
         push_only={PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}.get(request.publish),
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
@@ -238,39 +238,57 @@ def render_build_script(request: BuildRequest) -> PlanFile:
     return PlanFile(script, mode=0o755)
 
 
-def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
-    """The environment `build-compiler` installs and pushes: one GCC, built by the OS compiler."""
+def _gcc_environment(
+    gcc_version: str, toolchain: Toolchain, no_cache: bool, mirrors: dict[str, Any], view: dict[str, Any]
+) -> dict[str, Any]:
+    """One GCC built by the OS compiler. `build-compiler` builds and pushes it; `--compiler-version` installs the
+    same environment from the buildcache (same specs and packages, hence the same hash)."""
     pins = load_spack_pins()
     catalog = load_gcc_catalog()
-    os_compiler = Spec(f"gcc@{request.toolchain.spack.compiler}")
-    languages = ",".join(catalog.languages)
-    gcc = f"gcc@{request.gcc_version} languages={languages}" + (" +binutils" if catalog.binutils else "")
-    push_url = request.publish_url or f"file://{layout.BUILDCACHE}"
-    external = {
-        "spec": Spec(f"gcc@{request.toolchain.spack.compiler} languages:='c,c++,fortran'"),
-        "prefix": "/usr",
-        "extra_attributes": {"compilers": {"c": "/usr/bin/gcc", "cxx": "/usr/bin/g++", "fortran": "/usr/bin/gfortran"}},
-    }
+    os_compiler = Spec(f"gcc@{toolchain.spack.compiler}")
+    gcc = f"gcc@{gcc_version} languages={','.join(catalog.languages)}" + (" +binutils" if catalog.binutils else "")
     return {
         "spack": {
             "specs": [Spec(gcc)],
-            "concretizer": {"unify": True, "reuse": not request.no_cache},
+            "concretizer": {"unify": True, "reuse": not no_cache},
             "repos": {"builtin": _builtin_repo()},
             "packages": {
                 "all": {"require": [Spec(f"target={pins.target}")]},
                 "c": {"require": [os_compiler]},
                 "cxx": {"require": [os_compiler]},
                 "fortran": {"require": [os_compiler]},
-                "gcc": {"externals": [external], "buildable": True},
+                "gcc": {"externals": [_gcc_external(toolchain.spack.compiler, "/usr")], "buildable": True},
             },
-            "config": _config(pins, request.no_cache),
-            "mirrors": {
-                SOURCES_MIRROR: _mirror(f"file://{layout.SOURCE_MIRROR}", binary=False, source=True),
-                PUBLISH_MIRROR: _mirror(push_url, binary=True, source=False, signed=request.signing_key is not None),
-            },
-            "view": {"default": {"root": str(layout.SPACK_VIEW), "link_type": "copy"}},
+            "config": _config(pins, no_cache),
+            "mirrors": mirrors,
+            "view": {"default": view},
         }
     }
+
+
+def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
+    """The environment `build-compiler` installs and pushes."""
+    push_url = request.publish_url or f"file://{layout.BUILDCACHE}"
+    mirrors = {
+        SOURCES_MIRROR: _mirror(f"file://{layout.SOURCE_MIRROR}", binary=False, source=True),
+        PUBLISH_MIRROR: _mirror(push_url, binary=True, source=False, signed=request.signing_key is not None),
+    }
+    view = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
+    return _gcc_environment(request.gcc_version, request.toolchain, request.no_cache, mirrors, view)
+
+
+def compiler_install_environment(request: BuildRequest) -> dict[str, Any]:
+    """For `--compiler-version`: the GCC from the buildcache, linked into the fixed view the Slurm environment
+    names as its compiler."""
+    assert request.compiler_version is not None
+    binary = {name: entry for name, entry in mirrors(request).items() if entry["binary"] and name != PUBLISH_MIRROR}
+    view = {"root": str(layout.SPACK_COMPILER_VIEW), "link_type": "symlink"}
+    return _gcc_environment(request.compiler_version, request.toolchain, request.no_cache, binary, view)
+
+
+def render_compiler_install_environment(request: BuildRequest) -> PlanFile:
+    header = f"# GCC {request.compiler_version} from the buildcache, for the Slurm environment one level up.\n"
+    return PlanFile(header + dump_spack_yaml(compiler_install_environment(request)))
 
 
 def render_compiler_environment(request: CompilerRequest) -> PlanFile:
