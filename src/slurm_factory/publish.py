@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from slurm_factory.artifact import Artifact, write_text_atomically
 from slurm_factory.exceptions import ConfigurationError
@@ -47,7 +47,7 @@ def mirror_directory(publish_url: str) -> Path:
     parsed = urlparse(publish_url)
     if parsed.scheme != "file":
         raise ConfigurationError(f"--publish-url {publish_url}: the native engine publishes to file:// mirrors only")
-    return Path(parsed.path)
+    return Path(unquote(parsed.path))
 
 
 def _same_file(source: Path, target: Path) -> bool:
@@ -119,6 +119,7 @@ def publish_artifact(
 ) -> Publication:
     """Publish a native artifact and its companions into a file:// mirror."""
     root = mirror_directory(publish_url)
+    _read_index(root / INDEX_NAME)  # a mirror whose index we cannot update gets nothing at all
     manifest = artifact.manifest
     directory = root / manifest["toolchain"]["name"] / manifest["slurm"]["series"]
     directory.mkdir(parents=True, exist_ok=True)

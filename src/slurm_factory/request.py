@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
@@ -128,7 +128,7 @@ def _check_source(value: str) -> str:
             )
         if parsed.scheme != "file":
             return value
-        path = Path(parsed.path)
+        path = Path(unquote(parsed.path))
     else:
         path = Path(value).expanduser()
     if not path.is_file():
@@ -163,7 +163,7 @@ def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bo
     parsed = urlparse(value)
     if not parsed.scheme:
         if allow_path and value.startswith(("/", "~", ".")):
-            return f"file://{Path(value).expanduser().resolve()}"
+            return Path(value).expanduser().resolve().as_uri()
         raise ConfigurationError(
             f"{option} {value!r} is not a URL; use {', '.join(s + '://' for s in schemes)}"
             + (" or an absolute path" if allow_path else "")

@@ -13,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from slurm_factory.catalog import SlurmRelease
 from slurm_factory.exceptions import BuildError, SourceChecksumError
@@ -45,7 +45,7 @@ def _fetch_into(origin: str, destination: Path) -> None:
     if parsed.scheme in ("http", "https"):
         _download(origin, destination)
     else:
-        shutil.copyfile(parsed.path if parsed.scheme == "file" else origin, destination)
+        shutil.copyfile(unquote(parsed.path) if parsed.scheme == "file" else origin, destination)
 
 
 def ensure_source(release: SlurmRelease, cache_path: Path, origin: str | None) -> Path:

@@ -255,11 +255,6 @@ def test_corrupt_index_is_refused_and_left_untouched(built: Built, mirror: Path,
     assert _hidden(mirror) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror_directory() takes urlparse(url).path without percent-decoding it, so file:///…/my%20mirror "
-    "(what Path.as_uri(), and the builder's default publish URL, produce) publishes into a literal 'my%20mirror'",
-)
 def test_publish_to_the_file_url_of_a_directory_with_a_space_lands_in_that_directory(
     built: Built, tmp_path: Path
 ) -> None:
