@@ -8,6 +8,7 @@ error or Ctrl-C. Builds and containers use the host network (no default bridge e
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import tempfile
 import uuid
@@ -33,6 +34,7 @@ NETWORK_MODE = "host"
 STOPPED_STATES = frozenset({"created", "exited", "dead"})
 
 LineSink = Callable[[str], None]
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The SDK raises its own errors for API answers, but plain `requests` errors when the engine goes away.
 DOCKER_FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -66,8 +68,8 @@ def _relay_build_output(chunk: dict[str, Any], reference: str, on_line: LineSink
         detail = str(chunk.get("errorDetail", {}).get("message", chunk["error"]))
         on_line(detail.rstrip())
         raise DockerError(f"building image {reference} failed: {detail.strip()}")
-    text = chunk.get("stream") or chunk.get("status")
-    for line in str(text or "").splitlines():
+    text = _ANSI_ESCAPE.sub("", str(chunk.get("stream") or chunk.get("status") or ""))
+    for line in text.splitlines():
         if line.strip():
             on_line(line.rstrip())
 

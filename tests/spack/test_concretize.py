@@ -47,7 +47,7 @@ def _host_environment(plan_dir: Path, scratch: Path) -> Path:
     config["source_cache"] = str(scratch / "sources")
     config["binary_index_root"] = str(scratch / "binary_index")
     config["build_stage"] = [str(scratch / "stage")]
-    for name, mirror in spack["mirrors"].items():
+    for name, mirror in spack["mirrors:"].items():
         if mirror["url"].startswith("file://"):
             (scratch / "mirrors" / name).mkdir(parents=True, exist_ok=True)
             mirror["url"] = (scratch / "mirrors" / name).as_uri()
@@ -75,11 +75,24 @@ def _concretize(environment: Path) -> dict[str, Any]:
     return {"seconds": seconds, "specs": list(lock["concrete_specs"].values()), "output": done.stdout}
 
 
+def _spack_config(environment: Path, section: str) -> dict[str, Any]:
+    """The merged configuration Spack itself sees for the environment (defaults included)."""
+    done = subprocess.run(
+        [f"{SPACK_ROOT}/bin/spack", "-e", str(environment), "config", "get", section],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded: dict[str, Any] = yaml.safe_load(done.stdout)
+    return loaded
+
+
 def _slurm_case(tmp_path: Path, toolchain: str, **options: Any) -> dict[str, Any]:
     request = make_request(slurm_version="24.11.5", toolchain=toolchain, **options)
     plan_dir = tmp_path / "plan"
     write_plan_dir(make_plan(request, Settings(project_name="concretize", home=tmp_path / "home")), plan_dir)
-    return _concretize(_host_environment(plan_dir, tmp_path / "scratch"))
+    environment = _host_environment(plan_dir, tmp_path / "scratch")
+    return {**_concretize(environment), "environment": environment}
 
 
 def _named(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -103,6 +116,10 @@ def test_slurm_environment_concretizes_with_our_overlay(
     assert parameters["nvml"] is variant.get("gpu", False)
     assert parameters["rsmi"] is variant.get("gpu", False)
     assert len(_named(result, "pmix")) == 1, "slurm and openmpi must share one pmix"
+    modules = _spack_config(result["environment"], "modules")["modules"]["default"]["lmod"]
+    assert modules["hierarchy"] == (["mpi"] if variant.get("enable_hierarchy") else [])
+    mirrors = _spack_config(result["environment"], "mirrors")["mirrors"]
+    assert set(mirrors) == {"slurm-factory-sources"}, "Spack's default mirrors must not be merged in"
 
 
 def test_compiler_environment_concretizes(tmp_path: Path) -> None:

@@ -124,10 +124,10 @@ def test_buildcache_and_publish_options_produce_the_documented_mirrors(
 ) -> None:
     plan = _plan(tmp_path, toolchain="trixie", **options)
     environment = yaml.safe_load(plan.context_files()["spack.yaml"].content)
-    assert set(environment["spack"]["mirrors"]) == mirrors
+    assert set(environment["spack"]["mirrors:"]) == mirrors
     assert f"--use-buildcache {use_buildcache} " in plan.context_files()["build-spack.sh"].content
     if "slurm-factory-remote" in mirrors:
-        assert environment["spack"]["mirrors"]["slurm-factory-remote"]["signed"] is True
+        assert environment["spack"]["mirrors:"]["slurm-factory-remote"]["signed"] is True
         assert "buildcache keys --install --trust" in plan.context_files()["build-spack.sh"].content
 
 
@@ -155,8 +155,8 @@ def test_publishing_to_the_local_mirror_mounts_it_writable(tmp_path: Path) -> No
 def test_hierarchy_and_gpu_change_modules_and_view(tmp_path: Path) -> None:
     flat = yaml.safe_load(_environment_text(tmp_path))["spack"]
     tree = yaml.safe_load(_environment_text(tmp_path, enable_hierarchy=True, gpu=True))["spack"]
-    assert flat["modules"]["default"]["lmod"]["hierarchy"] == []
-    assert tree["modules"]["default"]["lmod"]["hierarchy"] == ["mpi"]
+    assert flat["modules"]["default"]["lmod"]["hierarchy:"] == []
+    assert tree["modules"]["default"]["lmod"]["hierarchy:"] == ["mpi"]
     assert tree["modules"]["default"]["lmod"]["core_compilers"] == ["gcc@14.2.0"]
     assert "exclude" not in flat["view"]["default"]
     assert tree["view"]["default"]["exclude"] == ["cuda", "rocm-smi-lib"]
@@ -176,7 +176,7 @@ def test_compiler_version_installs_that_gcc_from_the_buildcache_and_requires_it(
     compiler = yaml.safe_load(files["compiler/spack.yaml"].content)["spack"]
     assert compiler["specs"] == ["gcc@13.4.0 languages=c,c++,fortran +binutils"]
     assert compiler["view"]["default"]["root"] == "/opt/slurm-factory/spack/compiler"
-    assert set(compiler["mirrors"]) == {"slurm-factory-local"}
+    assert set(compiler["mirrors:"]) == {"slurm-factory-local"}
     script = files["build-spack.sh"].content
     assert 'spack -e "$ENV_DIR/compiler" install --jobs "$JOBS" --use-buildcache only' in script
     assert script.index("stage compiler") < script.index("stage concretize")

@@ -122,7 +122,8 @@ def use_buildcache(request: BuildRequest) -> str:
 def _modules(request: BuildRequest) -> dict[str, Any]:
     lmod: dict[str, Any] = {
         "core_compilers": [Spec(compiler_spec(request))],
-        "hierarchy": ["mpi"] if request.enable_hierarchy else [],
+        # "hierarchy:" replaces Spack's default list ([mpi]) instead of merging with it: flat must mean flat.
+        "hierarchy:": ["mpi"] if request.enable_hierarchy else [],
         "hash_length": 0,
         "exclude_implicits": True,
         "all": {"autoload": "direct"},
@@ -169,7 +170,8 @@ def environment(request: BuildRequest) -> dict[str, Any]:
             },
             "packages": _packages(request, pins),
             "config": _config(pins, request.no_cache),
-            "mirrors": mirrors(request),
+            # "mirrors:" replaces Spack's default mirrors: only what the request names is read or written.
+            "mirrors:": mirrors(request),
             "view": {"default": view},
             "modules": _modules(request),
         }
@@ -260,7 +262,7 @@ def _gcc_environment(
                 "gcc": {"externals": [_gcc_external(toolchain.spack.compiler, "/usr")], "buildable": True},
             },
             "config": _config(pins, no_cache),
-            "mirrors": mirrors,
+            "mirrors:": mirrors,
             "view": {"default": view},
         }
     }
