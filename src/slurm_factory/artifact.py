@@ -105,6 +105,12 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
             "compiler": (meta.get("compiler.txt") or "").strip(),
         },
         "engine": request.engine.value,
+        # The compiler Spack built everything with (the OS GCC, or the --compiler-version GCC from the buildcache).
+        "spack_compiler": (
+            f"gcc@{request.compiler_version or request.toolchain.spack.compiler}"
+            if request.engine is Engine.SPACK
+            else None
+        ),
         "gpu": request.gpu,
         "build_prefix": str(plan.container.install_prefix),
         "configure_options": _lines(meta.get("configure-options.txt")),

@@ -517,3 +517,18 @@ def test_modulefile_sets_paths_and_slurm_root_and_does_not_force_slurm_conf(unpa
     )
     assert guarded, text
     assert text.count('setenv("SLURM_CONF"') == 1
+
+
+def test_spack_manifest_records_the_compiler_spack_used(tmp_path: Path) -> None:
+    settings = Settings(project_name="manifest", home=tmp_path)
+    os_gcc = make_plan(make_request(slurm_version="24.11.5", toolchain="rockylinux8"), settings)
+    own_gcc = make_plan(
+        make_request(
+            slurm_version="24.11.5", toolchain="rockylinux8", compiler_version="13.4.0", use_local_buildcache=True
+        ),
+        settings,
+    )
+    native = make_plan(make_request(slurm_version="24.11.5", toolchain="trixie", engine="native"), settings)
+    assert build_manifest(os_gcc, {})["spack_compiler"] == "gcc@8.5.0"
+    assert build_manifest(own_gcc, {})["spack_compiler"] == "gcc@13.4.0"
+    assert build_manifest(native, {})["spack_compiler"] is None
