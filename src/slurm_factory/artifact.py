@@ -30,6 +30,8 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
 # zlib level 6: within a few percent of level 9 in size at a fraction of the time.
 GZIP_LEVEL = 6
+# What describes one particular tarball and must go when it is replaced.
+STALE_SIDECARS = (".asc", ".verify.json")
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ def write_artifact(plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dic
     """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars."""
     root = plan.artifact_root
     generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
+    for stale in STALE_SIDECARS:  # a signature or report of the previous tarball must not sit beside the new one
+        sidecar(plan.artifact_path, stale).unlink(missing_ok=True)
     with (
         atomic_writer(plan.artifact_path) as stream,
         tarfile.open(tree_tar, mode="r|") as source,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -528,6 +529,13 @@ def _show_report(path: Path | None, json_output: bool) -> None:
     VerificationReport.from_json(data).print_summary(stdout)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
-    """Entry point of the console script and `python -m slurm_factory`."""
+    """Entry point of the console script and `python -m slurm_factory`. SIGTERM and SIGHUP (CI cancellation,
+    `timeout`, a closed terminal) unwind like Ctrl-C, so containers, networks and keyrings are removed."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     app()

@@ -94,7 +94,13 @@ class Settings(BaseModel):
 
     def ensure_dirs(self) -> None:
         for directory in self.cache_dirs():
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigurationError(
+                    f"cannot create {directory}: {error.strerror}",
+                    hint="set SLURM_FACTORY_HOME to a writable directory",
+                ) from None
 
 
 def load_settings(project_name: str | None = None) -> Settings:

@@ -24,7 +24,7 @@ import docker.types
 import requests.exceptions
 from docker.models.containers import Container
 
-from slurm_factory.exceptions import DockerError
+from slurm_factory.exceptions import ConfigurationError, DockerError
 from slurm_factory.plan.model import Mount, PlanFile
 
 PROJECT_LABEL = "org.slurm-factory.project"
@@ -146,7 +146,12 @@ class DockerSession:
             with tarfile.open(fileobj=context, mode="w") as archive:
                 _add_plan_files(archive, {PurePosixPath("Dockerfile"): PlanFile(dockerfile), **(context_files or {})})
                 for name, host_path in sorted((context_paths or {}).items()):
-                    archive.add(host_path, arcname=name, filter=_without_git)
+                    try:
+                        archive.add(host_path, arcname=name, filter=_without_git)
+                    except OSError as error:
+                        raise ConfigurationError(
+                            f"cannot read {error.filename} for the image build: {error.strerror}"
+                        ) from None
             context.seek(0)
             try:
                 stream = self.client.api.build(

@@ -70,7 +70,7 @@ def private_key_from(value: str | None, use_environment: bool = True) -> SecretB
     """The private key from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PRIVATE_KEY`."""
     if value is not None:
         return decode_private_key(value)
-    env_value = os.environ.get(PRIVATE_KEY_ENV) if use_environment else None
+    env_value = _take_from_environment(PRIVATE_KEY_ENV) if use_environment else None
     return decode_private_key(env_value, PRIVATE_KEY_ENV) if env_value else None
 
 
@@ -78,5 +78,10 @@ def passphrase_from(value: str | None, use_environment: bool = True) -> SecretSt
     """The passphrase from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
     if value is not None:
         return SecretStr(value)
-    env_value = os.environ.get(PASSPHRASE_ENV) if use_environment else None
+    env_value = _take_from_environment(PASSPHRASE_ENV) if use_environment else None
     return SecretStr(env_value) if env_value else None
+
+
+def _take_from_environment(name: str) -> str | None:
+    """Read a secret from the environment and remove it there, so no child process (gpg, its agent) inherits it."""
+    return os.environ.pop(name, None)

@@ -7,6 +7,7 @@ The mirror uses Spack's layout, so the same cache serves both engines and offlin
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ def _download(url: str, destination: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, destination.open("wb") as out:
             shutil.copyfileobj(response, out, _CHUNK)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise BuildError(
             f"cannot download the Slurm source from {url}: {error}",
             hint="on an air-gapped machine pass --slurm-source PATH with the release tarball",

@@ -75,16 +75,16 @@ def _concretize(environment: Path) -> dict[str, Any]:
     return {"seconds": seconds, "specs": list(lock["concrete_specs"].values()), "output": done.stdout}
 
 
-def _spack_config(environment: Path, section: str) -> dict[str, Any]:
-    """The merged configuration Spack itself sees for the environment (defaults included)."""
+def _spack_config(environment: Path, path: str) -> Any:
+    """A configuration value as Spack itself resolves it for the environment (defaults and overrides applied)."""
     done = subprocess.run(
-        [f"{SPACK_ROOT}/bin/spack", "-e", str(environment), "config", "get", section],
+        [f"{SPACK_ROOT}/bin/spack", "-e", str(environment), "python", "-c",
+         f"import json, spack.config; print(json.dumps(spack.config.get({path!r})))"],
         capture_output=True,
         text=True,
         check=True,
-    )
-    loaded: dict[str, Any] = yaml.safe_load(done.stdout)
-    return loaded
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _slurm_case(tmp_path: Path, toolchain: str, **options: Any) -> dict[str, Any]:
@@ -116,9 +116,9 @@ def test_slurm_environment_concretizes_with_our_overlay(
     assert parameters["nvml"] is variant.get("gpu", False)
     assert parameters["rsmi"] is variant.get("gpu", False)
     assert len(_named(result, "pmix")) == 1, "slurm and openmpi must share one pmix"
-    modules = _spack_config(result["environment"], "modules")["modules"]["default"]["lmod"]
-    assert modules["hierarchy"] == (["mpi"] if variant.get("enable_hierarchy") else [])
-    mirrors = _spack_config(result["environment"], "mirrors")["mirrors"]
+    hierarchy = _spack_config(result["environment"], "modules:default:lmod:hierarchy")
+    assert hierarchy == (["mpi"] if variant.get("enable_hierarchy") else [])
+    mirrors = _spack_config(result["environment"], "mirrors")
     assert set(mirrors) == {"slurm-factory-sources"}, "Spack's default mirrors must not be merged in"
 
 

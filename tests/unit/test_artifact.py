@@ -510,13 +510,14 @@ def test_modulefile_sets_paths_and_slurm_root_and_does_not_force_slurm_conf(unpa
     assert 'prepend_path("PATH", pathJoin(root, "sbin"))' in text
     assert 'prepend_path("MANPATH", pathJoin(root, "share/man"))' in text
     assert "LD_LIBRARY_PATH" not in text
-    # SLURM_CONF only when not already set and a site slurm.conf exists (configless otherwise).
+    # SLURM_CONF only where a site slurm.conf exists (configless otherwise), a value set before loading kept, and
+    # pushenv so that unloading restores what was there.
     guarded = re.search(
-        r'if os\.getenv\("SLURM_CONF"\) == nil and isFile\(site_conf\) then\s+setenv\("SLURM_CONF", site_conf\)\s+end',
+        r'if isFile\(site_conf\) then\s+pushenv\("SLURM_CONF", os\.getenv\("SLURM_CONF"\) or site_conf\)\s+end',
         text,
     )
     assert guarded, text
-    assert text.count('setenv("SLURM_CONF"') == 1
+    assert 'setenv("SLURM_CONF"' not in text
 
 
 def test_spack_manifest_records_the_compiler_spack_used(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
 from slurm_factory.config import Settings
+from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import layout, native, spack
 from slurm_factory.plan.artifact_files import render_artifact_files, render_compiler_artifact_files
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
@@ -183,12 +184,15 @@ def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
 def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path]:
     """Write the rendered build context into `directory` (for inspection, or to build by hand)."""
     written = []
-    for relative, plan_file in sorted(plan.context_files().items()):
-        target = directory / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(plan_file.content, encoding="utf-8")
-        target.chmod(plan_file.mode)
-        written.append(target)
+    try:
+        for relative, plan_file in sorted(plan.context_files().items()):
+            target = directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(plan_file.content, encoding="utf-8")
+            target.chmod(plan_file.mode)
+            written.append(target)
+    except OSError as error:
+        raise ConfigurationError(f"--plan-dir {directory}: cannot write {error.filename}: {error.strerror}") from None
     return written
 
 

@@ -127,7 +127,9 @@ def _modules(request: BuildRequest) -> dict[str, Any]:
         "hash_length": 0,
         "exclude_implicits": True,
         "all": {"autoload": "direct"},
-        "slurm": {"environment": {"prepend_path": {"PATH": "{prefix}/sbin"}}},
+        # The view's path, not {prefix}: Spack applies these after mapping paths onto the view, and only view
+        # paths are rewritten to the unpacked root by the build script.
+        "slurm": {"environment": {"prepend_path": {"PATH": str(layout.SPACK_VIEW / "sbin")}}},
         "projections": {"all": "{name}/{version}"},
     }
     return {

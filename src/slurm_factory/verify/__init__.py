@@ -8,12 +8,14 @@ the artifact (`<name>.verify.json`) and the sidecar manifest records the outcome
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from slurm_factory.artifact import sidecar, write_text_atomically
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
-from slurm_factory.exceptions import ConfigurationError, VerificationError
+from slurm_factory.exceptions import ConfigurationError, DockerError, VerificationError
 from slurm_factory.plan.model import ImageSpec
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.signing import verify_signature
@@ -21,7 +23,7 @@ from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, open_artifact
 from slurm_factory.verify.containers import check_cluster, check_relocated
 from slurm_factory.verify.images import VerifyImages, verify_images
-from slurm_factory.verify.report import VerificationReport, check
+from slurm_factory.verify.report import CheckResult, VerificationReport, check
 
 __all__ = ["VerificationReport", "verify_artifact"]
 
@@ -89,6 +91,26 @@ def _signature_check(artifact: ArtifactUnderTest, public_key: Path, report: Veri
             result.fail(f"{signature.name} does not verify with {public_key.name}", [detail])
 
 
+def _container_checks(
+    report: VerificationReport,
+    setup_name: str,
+    checks: Callable[[ArtifactUnderTest, DockerSession, VerifyImages, VerificationReport], None],
+    artifact: ArtifactUnderTest,
+    session: DockerSession,
+    images: VerifyImages,
+) -> None:
+    """Run container checks; a Docker failure while setting them up is a failed check in the report, not a crash
+    that leaves no report."""
+    started = time.monotonic()
+    try:
+        checks(artifact, session, images, report)
+    except DockerError as error:
+        seconds = round(time.monotonic() - started, 3)
+        report.checks.append(
+            CheckResult(setup_name, False, seconds, "the check containers could not run", [str(error)])
+        )
+
+
 def verify_artifact(
     tarball: Path,
     settings: Settings | None = None,
@@ -118,9 +140,9 @@ def verify_artifact(
             result.ok(f"{images.runtime.reference}, {images.cluster.reference}")
         if report.checks[-1].passed:  # the images exist: the container checks can run
             monitor.stage("verify: relocated")
-            check_relocated(artifact, session, images, report)
+            _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
             monitor.stage("verify: cluster")
-            check_cluster(artifact, session, images, report)
+            _container_checks(report, "cluster: setup", check_cluster, artifact, session, images)
     path = report_path(artifact.path)
     report.write(path)
     _mark_manifest(artifact, report, path)

@@ -56,6 +56,8 @@ is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 : > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
+    # Object files (crtbegin.o, ...) and static binaries have no dynamic section: nothing to relocate.
+    patchelf --print-rpath "$file" >/dev/null 2>&1 || continue
     dir=$(dirname "$file")
     runpath=""
     for libdir in lib64 lib; do

@@ -53,10 +53,12 @@ cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
 rm -rf "$PREFIX/.spack"
 mkdir -p "$PREFIX/modules/spack"
 cp -a /opt/slurm-factory/spack/modules/. "$PREFIX/modules/spack/"
-# Spack's module files name the view; make each compute the tree's root from its own location instead.
+# Spack's module files name the view and (hierarchy) the module root; make each compute the tree's root from its
+# own location instead.
 find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
     -e '1i local slurm_factory_root = myFileName():match("^(.*)/modules/spack/")' \
-    -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g'
+    -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g' \
+    -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
 find "$PREFIX" -name '*.la' -delete
 
 stage relocate
@@ -65,6 +67,8 @@ is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 : > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
+    # Object files (crtbegin.o, ...) and static binaries have no dynamic section: nothing to relocate.
+    patchelf --print-rpath "$file" >/dev/null 2>&1 || continue
     dir=$(dirname "$file")
     runpath=""
     for libdir in lib/slurm lib lib64; do

@@ -21,7 +21,9 @@ prepend_path("PKG_CONFIG_PATH", pathJoin(root, "lib/pkgconfig"))
 prepend_path("CPATH", pathJoin(root, "include"))
 prepend_path("LIBRARY_PATH", pathJoin(root, "lib"))
 
+-- pushenv keeps a SLURM_CONF set before loading and restores it on unload; without one, the tree's own
+-- etc/slurm.conf is used when it exists (configless clusters have none and keep finding their controller).
 local site_conf = pathJoin(root, "etc/slurm.conf")
-if os.getenv("SLURM_CONF") == nil and isFile(site_conf) then
-    setenv("SLURM_CONF", site_conf)
+if isFile(site_conf) then
+    pushenv("SLURM_CONF", os.getenv("SLURM_CONF") or site_conf)
 end
