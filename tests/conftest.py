@@ -68,3 +68,13 @@ def slurm_source_tarball() -> Path:
             pytest.fail("SLURM_FACTORY_TEST_SLURM_SOURCE does not name the Slurm 24.11.5 tarball")
         pytest.skip("SLURM_FACTORY_TEST_SLURM_SOURCE unset; scripts/run-tests prepares the Slurm source")
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the e2e, verification and Spack tests measured (build times, sizes): reported, not asserted."""
+    from tests.e2e.helpers import MEASUREMENTS
+
+    if MEASUREMENTS:
+        terminalreporter.section("measured")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
