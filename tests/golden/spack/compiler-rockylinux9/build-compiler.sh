@@ -12,9 +12,12 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
 
+# On a failed install, every failing package's build log and config.log go to the metadata (copied to the host's
+# log directory) and to the output.
 collect_failure_logs() {
     mkdir -p "$META_DIR/failure"
-    find /tmp/spack-stage -name spack-build-out.txt -o -name config.log 2>/dev/null | while IFS= read -r log; do
+    { find /tmp/spack-stage \( -name spack-build-out.txt -o -name config.log \) 2>/dev/null || true; } |
+    while IFS= read -r log; do
         name=$(echo "$log" | sed -e 's|^/tmp/spack-stage/||' -e 's|/|__|g')
         cp "$log" "$META_DIR/failure/$name"
         printf '\n==> %s (last 40 lines)\n' "$log"

@@ -17,7 +17,8 @@ fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
 # log directory) and to the output.
 collect_failure_logs() {
     mkdir -p "$META_DIR/failure"
-    find /tmp/spack-stage -name spack-build-out.txt -o -name config.log 2>/dev/null | while IFS= read -r log; do
+    { find /tmp/spack-stage \( -name spack-build-out.txt -o -name config.log \) 2>/dev/null || true; } |
+    while IFS= read -r log; do
         name=$(echo "$log" | sed -e 's|^/tmp/spack-stage/||' -e 's|/|__|g')
         cp "$log" "$META_DIR/failure/$name"
         printf '\n==> %s (last 40 lines)\n' "$log"
