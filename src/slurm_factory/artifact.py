@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
-from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
 from slurm_factory.request import BuildRequest, Engine
 from slurm_factory.source import sha256_of
 
@@ -65,6 +65,18 @@ def _packages(tsv: str | None) -> list[dict[str, str]]:
         name, version, *_ = [*line.split("\t"), ""]
         packages.append({"name": name, "version": version})
     return packages
+
+
+def build_paths(plan: BuildPlan) -> list[str]:
+    """Every container path a relocated tree must not name: the install prefix and, for Spack, the view, the
+    install tree and the module roots that Spack writes into text files it copies or relocates."""
+    paths = [str(plan.container.install_prefix)]
+    if plan.request.engine is Engine.SPACK:
+        paths += [
+            str(path)
+            for path in (layout.SPACK_VIEW, layout.SPACK_INSTALL_TREE, layout.SPACK_MODULES, layout.SPACK_COMPILER_VIEW)
+        ]
+    return paths
 
 
 def _runtime_packages(request: BuildRequest, dependencies: list[dict[str, str]]) -> list[str]:
@@ -115,6 +127,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         ),
         "gpu": request.gpu,
         "build_prefix": str(plan.container.install_prefix),
+        "build_paths": build_paths(plan),
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
         "runtime_packages": _runtime_packages(request, dependencies),

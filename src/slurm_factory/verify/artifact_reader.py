@@ -33,6 +33,11 @@ class ArtifactUnderTest:
         return str(self.manifest["build_prefix"])
 
     @property
+    def build_paths(self) -> list[str]:
+        """Container paths no file of the relocated tree may name (older manifests: just the build prefix)."""
+        return [str(path) for path in self.manifest.get("build_paths") or [self.build_prefix]]
+
+    @property
     def gpu(self) -> bool:
         return bool(self.manifest.get("gpu"))
 

@@ -73,7 +73,7 @@ def _elf_facts(path: str, data: bytes) -> ElfFacts | None:
 
 def collect_tree_facts(artifact: ArtifactUnderTest) -> TreeFacts:
     facts = TreeFacts()
-    prefix = artifact.build_prefix.encode()
+    build_paths = [path.encode() for path in artifact.build_paths]
     for member, stream in artifact.members():
         relative = PurePosixPath(*PurePosixPath(member.name).parts[1:])
         name = relative.name
@@ -88,8 +88,10 @@ def collect_tree_facts(artifact: ArtifactUnderTest) -> TreeFacts:
             elf = _elf_facts(str(relative), data)
             if elf is not None:
                 facts.elf_files.append(elf)
-        elif prefix in data and str(relative) != MANIFEST_NAME:
-            facts.prefix_in_text.append(str(relative))
+        elif str(relative) != MANIFEST_NAME:
+            named = [path.decode() for path in build_paths if path in data]
+            if named:
+                facts.prefix_in_text.append(f"{relative}: {', '.join(named)}")
     return facts
 
 
@@ -130,7 +132,9 @@ def check_no_vendor_libraries(facts: TreeFacts, recorder: CheckRecorder) -> None
 
 def check_no_prefix_in_text(artifact: ArtifactUnderTest, facts: TreeFacts, recorder: CheckRecorder) -> None:
     if facts.prefix_in_text:
-        recorder.fail(f"text files name the build prefix {artifact.build_prefix}", facts.prefix_in_text)
+        recorder.fail(
+            "text files name build-container paths that do not exist where the tree is unpacked", facts.prefix_in_text
+        )
     else:
         recorder.ok("no text file names the build prefix")
 
