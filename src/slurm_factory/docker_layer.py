@@ -8,7 +8,9 @@ error or Ctrl-C. Builds and containers use the host network (no default bridge e
 from __future__ import annotations
 
 import io
+import os
 import re
+import socket
 import tarfile
 import tempfile
 import uuid
@@ -30,6 +32,9 @@ from slurm_factory.plan.model import Mount, PlanFile
 PROJECT_LABEL = "org.slurm-factory.project"
 ROLE_LABEL = "org.slurm-factory.role"
 BUILD_ID_LABEL = "org.slurm-factory.build-id"
+# `<host>:<pid>` of the slurm-factory process that owns a container: `clean` never removes one whose owner still
+# runs, even between the build's exit and the copy-out of its results.
+OWNER_LABEL = "org.slurm-factory.owner"
 NETWORK_MODE = "host"
 STOPPED_STATES = frozenset({"created", "exited", "dead"})
 
@@ -200,7 +205,7 @@ class DockerSession:
                 image,
                 command=list(command),
                 name=name,
-                labels=self.labels(role, **(labels or {})),
+                labels=self.labels(role, **{OWNER_LABEL: _owner(), **(labels or {})}),
                 environment=environment or {},
                 mounts=docker_mounts,
                 hostname=hostname,
@@ -244,11 +249,14 @@ class DockerSession:
         report = CleanReport()
         try:
             for container in self.client.containers.list(all=True, filters=self._project_filter()):
-                if container.status in STOPPED_STATES:
+                owner = container.labels.get(OWNER_LABEL, "")
+                if container.status not in STOPPED_STATES:
+                    report.kept.append(f"container {container.name} ({container.status})")
+                elif _owner_alive(owner):
+                    report.kept.append(f"container {container.name} ({container.status}, in use by {owner})")
+                else:
                     container.remove(v=True)
                     report.containers.append(str(container.name))
-                else:
-                    report.kept.append(f"container {container.name} ({container.status})")
             for network in self.client.networks.list(filters=self._project_filter()):
                 network.reload()
                 if network.attrs.get("Containers"):
@@ -378,6 +386,24 @@ class RunningContainer:
                 if extracted is not None:
                     files[PurePosixPath(member.name).name] = extracted.read().decode(errors="replace")
         return files
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the owning slurm-factory process (on this host) still runs; other hosts' owners cannot be checked."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _missed_tail(emitted: list[bytes], final: list[bytes]) -> list[bytes]:

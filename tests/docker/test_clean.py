@@ -8,6 +8,7 @@ the `foreign` fixture, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from docker.models.containers import Container
 from typer.testing import CliRunner
 
 from slurm_factory.cli import app
-from slurm_factory.docker_layer import PROJECT_LABEL, DockerSession
+from slurm_factory.docker_layer import OWNER_LABEL, PROJECT_LABEL, DockerSession
 
 pytestmark = pytest.mark.docker
 
@@ -231,3 +232,27 @@ def test_cli_clean_on_an_unreachable_engine_exits_1(project_cleanup: str, monkey
     assert result.exit_code == 1, result.output
     assert "cannot reach the Docker engine" in result.output
     assert "Traceback" not in result.output
+
+
+def test_clean_keeps_an_exited_container_whose_owner_process_still_runs(
+    project_cleanup: str, docker_client: docker.DockerClient
+) -> None:
+    # A build container that has exited but whose results are still being copied out belongs to a running build.
+    session = DockerSession(project_cleanup)
+    with session.container(BASE_IMAGE, ["true"], role="build") as build:
+        build.start()
+        assert build.stream_output(lambda line: None) == 0
+        report = DockerSession(project_cleanup).clean()
+        assert report.containers == []
+        assert any(build.name in kept and "in use by" in kept for kept in report.kept)
+        assert _status(docker_client, docker_client.containers.get(build.id)) == "exited"
+
+
+def test_clean_removes_an_exited_container_whose_owner_is_gone(
+    project_cleanup: str, docker_client: docker.DockerClient
+) -> None:
+    labels = {**_labels(project_cleanup), OWNER_LABEL: f"{socket.gethostname()}:999999999"}
+    orphan = _exited(docker_client, f"{project_cleanup}-orphan", labels)
+    report = DockerSession(project_cleanup).clean()
+    assert report.containers == [orphan.name]
+    assert _status(docker_client, orphan) is None
