@@ -105,10 +105,10 @@ class BuildResult:
 def _refuse_unavailable(request: BuildRequest) -> None:
     """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
     unavailable = {
-        "--publish-url s3:// (tarballs)": request.engine is Engine.NATIVE
-        and (request.publish_url or "").startswith("s3://"),
-        "--publish with the Spack engine (signed buildcache push)": request.engine is Engine.SPACK
-        and request.publish is not PublishMode.NONE,
+        "--publish-url s3:// for tarballs (native engine, or --publish all)": (request.publish_url or "").startswith(
+            "s3://"
+        )
+        and (request.engine is Engine.NATIVE or request.publish is PublishMode.ALL),
     }
     for option, used in unavailable.items():
         if used:
@@ -208,7 +208,7 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            output = container.run_build(plan, session, monitor, Path(scratch))
+            output = container.run_build(plan, session, monitor, Path(scratch), _container_secrets(request, signer))
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
@@ -219,6 +219,13 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         if signer is not None:
             _sign_and_publish(result, artifact, signer, settings)
     return result
+
+
+def _container_secrets(request: BuildRequest, signer: SigningKey | None) -> dict[str, bytes] | None:
+    """The Spack engine signs its buildcache push inside the container; the native engine signs on the host."""
+    if signer is None or request.engine is not Engine.SPACK or request.publish is PublishMode.NONE:
+        return None
+    return signer.secret_files()
 
 
 def _signing_key(request: BuildRequest) -> SigningKey:
@@ -247,7 +254,12 @@ def _sign_and_publish(result: BuildResult, artifact: Artifact, signer: SigningKe
     result.signature = signer.sign_detached(artifact.path)
     result.public_key = signer.export_public_key(settings.builds_dir)
     request = result.plan.request
-    if request.publish is not PublishMode.NONE:
+    # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
+    # buildcache inside the container and adds the tarball only for `all` (SPEC.md).
+    tarball_published = request.publish is PublishMode.ALL or (
+        request.engine is Engine.NATIVE and request.publish is PublishMode.SLURM
+    )
+    if tarball_published:
         published = Artifact(artifact.path, artifact.sha256, artifact.size, result.manifest)
         publication = publish_artifact(
             published, result.signature, result.public_key, request.publish_url or settings.buildcache_dir.as_uri()
@@ -321,11 +333,6 @@ def build_compiler(
         spack_source=spack_source,
         base_image=base_image,
     )
-    if request.signing_key is not None:
-        raise NotAvailableError(
-            "signed buildcache pushes (--signing-key with build-compiler) are not available in this version yet",
-            hint="build-compiler without --signing-key pushes an unsigned compiler to the local buildcache",
-        )
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
     if plan_dir is not None:
@@ -336,13 +343,18 @@ def build_compiler(
     settings.ensure_dirs()
     started = time.monotonic()
     result.log_path = plan.log_path
-    with BuildMonitor(plan.log_path, display or SilentDisplay()) as monitor:
+    with ExitStack() as stack:
+        monitor = stack.enter_context(BuildMonitor(plan.log_path, display or SilentDisplay()))
         monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
+        secrets = None
+        if request.signing_key is not None:  # checked (probe signature) before any container starts
+            signer = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
+            secrets = stack.enter_context(signer).secret_files()
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            output = container.run_build(plan, session, monitor, Path(scratch))
+            output = container.run_build(plan, session, monitor, Path(scratch), secrets)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))
         monitor.close()

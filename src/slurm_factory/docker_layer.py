@@ -13,6 +13,7 @@ import re
 import socket
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,7 +217,7 @@ class DockerSession:
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"creating container from {image}", error) from None
         try:
-            yield RunningContainer(created)
+            yield RunningContainer(created, self.client.api)
         finally:
             try:
                 created.remove(force=True, v=True)
@@ -291,8 +292,9 @@ class DockerSession:
 class RunningContainer:
     """A created container: copy files in, start it, stream its output, wait, copy files out."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, api: docker.APIClient) -> None:
         self._container = container
+        self._api = api
 
     @property
     def name(self) -> str:
@@ -334,15 +336,11 @@ class RunningContainer:
 
     def stream_output(self, on_line: LineSink) -> int:
         """Follow stdout+stderr line by line until the container exits; return its exit code."""
-        pending = b""
-        emitted: list[bytes] = []
+        splitter = _LineSplitter(on_line)
         try:
             for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                emitted = [*emitted[-49:], *lines]
-                for line in lines:
-                    on_line(line.decode(errors="replace").rstrip("\r"))
+                splitter.feed(chunk)
+            emitted = splitter.emitted
             status = int(self._container.wait()["StatusCode"])
             # dockerd 20.10 can end a followed stream before the last log entry: take it from the final logs.
             final = self._container.logs(stdout=True, stderr=True, tail=50).split(b"\n")
@@ -351,6 +349,46 @@ class RunningContainer:
             return status
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"following container {self.name}", error) from None
+
+    def exec_streaming(
+        self, command: list[str] | tuple[str, ...], on_line: LineSink, environment: dict[str, str] | None = None
+    ) -> int:
+        """Run a command in the running container, streaming its output line by line; return its exit code."""
+        api = self._api
+        splitter = _LineSplitter(on_line)
+        try:
+            exec_id = api.exec_create(self.id, list(command), environment=environment, stdout=True, stderr=True)["Id"]
+            for chunk in api.exec_start(exec_id, stream=True):
+                splitter.feed(chunk)
+            splitter.flush()
+            return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"running {command[0]} in {self.name}", error) from None
+
+    def write_secret(self, path: PurePosixPath, data: bytes) -> None:
+        """Write `data` to `path` (mode 0600) through the standard input of a command in the container: a secret never
+        appears in argv, the environment, an image layer or a docker-cp'd archive. `path` should be on a tmpfs."""
+        api = self._api
+        try:
+            exec_id = api.exec_create(self.id, ["dd", f"of={path}", "status=none"], stdin=True, stdout=True,
+                                      stderr=True)["Id"]  # fmt: skip
+            connection = api.exec_start(exec_id, socket=True)
+            raw: Any = getattr(connection, "_sock", connection)
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+            while raw.recv(4096):
+                pass
+            raw.close()
+            deadline = time.monotonic() + 30
+            while (state := api.exec_inspect(exec_id))["Running"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except (*DOCKER_FAILURES, OSError) as error:
+            raise _docker_failure(f"handing a secret file to {self.name}", error) from None
+        if state["ExitCode"] != 0:
+            raise DockerError(f"writing {path} in {self.name} failed (exit {state['ExitCode']})")
+        code, output = self.run(["chmod", "600", str(path)])
+        if code != 0:
+            raise DockerError(f"chmod of {path} in {self.name} failed: {output.strip()}")
 
     def run(
         self, command: list[str], user: str | None = None, environment: dict[str, str] | None = None
@@ -386,6 +424,27 @@ class RunningContainer:
                 if extracted is not None:
                     files[PurePosixPath(member.name).name] = extracted.read().decode(errors="replace")
         return files
+
+
+class _LineSplitter:
+    """Turns a byte stream into complete lines for a sink; remembers the last lines it emitted."""
+
+    def __init__(self, on_line: LineSink) -> None:
+        self._on_line = on_line
+        self._pending = b""
+        self.emitted: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        self.emitted = [*self.emitted[-49:], *lines]
+        for line in lines:
+            self._on_line(line.decode(errors="replace").rstrip("\r"))
+
+    def flush(self) -> None:
+        if self._pending:
+            self._on_line(self._pending.decode(errors="replace").rstrip("\r"))
+            self._pending = b""
 
 
 def _owner() -> str:

@@ -27,6 +27,9 @@ logging.getLogger("gnupg").setLevel(logging.WARNING)
 
 _PROBE = b"slurm-factory signing probe\n"
 _GPG_ERR_BAD_PASSPHRASE = 11
+# Names of the secret files on a build container's tmpfs (see templates/spack/_signing.sh.j2).
+SECRET_KEY_FILE = "signing-key.asc"
+SECRET_PASSPHRASE_FILE = "passphrase"
 
 
 def remove_keyring(home: Path) -> None:
@@ -178,6 +181,24 @@ class SigningKey:
             raise SigningError(f"signing {path.name} failed: {getattr(result, 'status', 'gpg error')}")
         os.replace(partial, signature)
         return signature
+
+    def export_secret_key(self) -> bytes:
+        """The armored secret key, for a Spack buildcache push inside a build container (delivered there only
+        through a tmpfs file written via standard input). gpg keeps it protected by the same passphrase."""
+        armored = self.gpg.export_keys(
+            self.fingerprint, secret=True, armor=True, passphrase=self._passphrase_text(), expect_passphrase=False
+        )
+        if not armored or "PRIVATE KEY" not in armored:
+            raise SigningError(f"exporting the secret key {self.key_id} for the buildcache push failed")
+        return str(armored).encode()
+
+    def secret_files(self) -> dict[str, bytes]:
+        """What a build container needs to sign a buildcache push: the key and, if any, its passphrase."""
+        files = {SECRET_KEY_FILE: self.export_secret_key()}
+        passphrase = self._passphrase_text()
+        if passphrase:
+            files[SECRET_PASSPHRASE_FILE] = passphrase.encode()
+        return files
 
     def export_public_key(self, directory: Path) -> Path:
         """`<directory>/<KEYID>.pub.asc`: the public key consumers pin (`gpg --import`, Spack `keys --install`)."""

@@ -313,16 +313,15 @@ def test_default_spack_engine_dry_run_prints_dockerfile_environment_and_script()
     assert "FROM debian:trixie AS toolchain" in result.stdout
 
 
-def test_spack_engine_publish_is_refused_as_not_available_yet() -> None:
+def test_spack_engine_publish_plan_imports_the_key_from_the_tmpfs_and_pushes_signed() -> None:
     result = _invoke(
         "build-slurm", "--toolchain", "trixie", "--publish", "slurm", "--signing-key", "0x1234ABCD", "--dry-run"
     )
 
-    assert result.exit_code == EXIT_USAGE
-    errors = _error_lines(result)
-    assert len(errors) == 1, result.stderr
-    assert "Spack engine" in errors[0]
-    assert "not available" in errors[0]
+    assert result.exit_code == 0, result.stderr
+    assert 'spack gpg trust "$SECRETS/signing-key.asc"' in result.stdout
+    assert "SECRETS=/run/slurm-factory-secrets" in result.stdout
+    assert '--key "$SLURM_FACTORY_SIGNING_KEY" --update-index --only package slurm-factory-publish' in result.stdout
 
 
 def test_dry_run_prints_dockerfile_build_script_and_artifact_path(tmp_path: Path) -> None:
@@ -573,16 +572,16 @@ def test_build_compiler_dry_run_shows_image_environment_script_and_modulefile(tm
     assert written == {"Dockerfile", "spack.yaml", "build-compiler.sh", "artifact/modules/gcc/13.4.0.lua"}
 
 
-def test_build_compiler_signed_push_is_refused_as_not_available_yet() -> None:
+def test_build_compiler_signed_push_plan_uses_the_key_on_the_tmpfs() -> None:
     result = _invoke(
-        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x1234ABCD"
-    )
+        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x1234ABCD",
+        "--publish-url", "file:///srv/mirror", "--dry-run",
+    )  # fmt: skip
 
-    assert result.exit_code == EXIT_USAGE
-    errors = _error_lines(result)
-    assert len(errors) == 1
-    assert "signed buildcache pushes" in errors[0]
-    assert "not available" in errors[0]
+    assert result.exit_code == 0, result.stderr
+    assert 'spack gpg trust "$SECRETS/signing-key.asc"' in result.stdout
+    assert 'buildcache push --key "$SLURM_FACTORY_SIGNING_KEY" --update-index slurm-factory-publish' in result.stdout
+    assert "--unsigned" not in result.stdout
 
 
 def test_build_slurm_with_a_compiler_missing_from_the_local_buildcache_names_the_command_that_makes_it(

@@ -621,3 +621,31 @@ def test_secrets_from_path_file_or_environment_print_no_warning(keys: Keys, pass
     result = _build(*args, env=env)
     assert result.exit_code == 0, result.output
     assert _warnings(result) == []
+
+
+def test_secret_files_for_a_build_container_carry_a_key_that_signs_with_the_passphrase_file(
+    keys: Keys, private_tmp: Path
+) -> None:
+    """What a Spack container gets: the armored secret key and the passphrase file; gpg signs with exactly that,
+    configured as the container's templates/spack/_signing.sh.j2 configures it."""
+    key = keys.protected
+    with SigningKey(key.long_id, decode_private_key(key.armored_secret), key.secret_passphrase()) as signer:
+        files = signer.secret_files()
+    assert set(files) == {"signing-key.asc", "passphrase"}
+    assert files["passphrase"] == str(key.passphrase).encode()
+    assert b"BEGIN PGP PRIVATE KEY BLOCK" in files["signing-key.asc"]
+    home = private_tmp / "container-gnupg"
+    home.mkdir(mode=0o700)
+    for name, data in files.items():
+        (private_tmp / name).write_bytes(data)
+    (home / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+    (home / "gpg.conf").write_text(f"pinentry-mode loopback\npassphrase-file {private_tmp / 'passphrase'}\n")
+    data = private_tmp / "data"
+    data.write_bytes(b"buildcache blob\n")
+    try:
+        _run(["gpg", "--homedir", str(home), "--batch", "--import", str(private_tmp / "signing-key.asc")])
+        _run(["gpg", "--homedir", str(home), "--batch", "--local-user", key.fingerprint, "--armor",
+              "--detach-sign", str(data)])  # fmt: skip
+        assert _gpg_verify(key.public_file, data.with_name("data.asc"), data).returncode == 0
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)

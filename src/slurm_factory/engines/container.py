@@ -10,8 +10,12 @@ from pathlib import Path
 
 from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
 from slurm_factory.exceptions import BuildError, DockerError
-from slurm_factory.plan import BuildPlan, CompilerPlan
+from slurm_factory.plan import BuildPlan, CompilerPlan, layout
 from slurm_factory.progress import BuildMonitor
+
+IDLE_COMMAND = ("sleep", "infinity")
+# Memory-backed, private to root, never part of the container's writable layer.
+SECRETS_TMPFS = "size=4m,mode=0700"
 
 
 @dataclass(frozen=True)
@@ -23,23 +27,38 @@ class EngineOutput:
 
 
 def run_build(
-    plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor, scratch: Path
+    plan: BuildPlan | CompilerPlan,
+    session: DockerSession,
+    monitor: BuildMonitor,
+    scratch: Path,
+    secrets: dict[str, bytes] | None = None,
 ) -> EngineOutput:
-    """Run the build container; on success copy the install prefix and the metadata out, then remove it."""
+    """Run the build container; on success copy the install prefix and the metadata out, then remove it.
+
+    With `secrets` (file name → content, e.g. the signing key for a buildcache push) the container idles on a
+    tmpfs (layout.SECRETS), the secrets are written there through a command's standard input, and only then
+    does the build script run (as an exec). Nothing secret reaches argv, the environment or an image layer."""
     spec = plan.container
     ensure_host_dirs(spec.mounts)
     with session.container(
         plan.image.reference,
-        spec.command,
+        IDLE_COMMAND if secrets else spec.command,
         role="build",
         mounts=spec.mounts,
         environment=spec.environment,
         labels={BUILD_ID_LABEL: plan.build_id},
+        extra={"tmpfs": {str(layout.SECRETS): SECRETS_TMPFS}} if secrets else None,
     ) as container:
         monitor.note(f"build container {container.name} from {plan.image.reference}")
         container.put_files(spec.files)
         container.start()
-        exit_code = container.stream_output(monitor.output)
+        if secrets:
+            for name, data in secrets.items():
+                container.write_secret(layout.SECRETS / name, data)
+            monitor.note(f"{len(secrets)} secret file(s) on the container's tmpfs {layout.SECRETS}")
+            exit_code = container.exec_streaming(spec.command, monitor.output)
+        else:
+            exit_code = container.stream_output(monitor.output)
         if exit_code != 0:
             kept = _keep_failure_logs(container, plan)
             raise BuildError(

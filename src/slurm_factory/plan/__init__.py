@@ -77,11 +77,14 @@ def inputs_id(
     return _digest(json.dumps(inputs, sort_keys=True))[:16]
 
 
-def _container_environment(settings: Settings, no_cache: bool) -> dict[str, str]:
-    """Build parallelism, and `--no-cache` switching ccache off (the scripts read both)."""
+def _container_environment(settings: Settings, no_cache: bool, signing_key: str | None = None) -> dict[str, str]:
+    """Build parallelism, `--no-cache` switching ccache off, and the id (never the key) a buildcache push signs
+    with — the scripts read all three."""
     environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
     if no_cache:
         environment["CCACHE_DISABLE"] = "1"
+    if signing_key is not None:
+        environment["SLURM_FACTORY_SIGNING_KEY"] = signing_key
     return environment
 
 
@@ -155,7 +158,9 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     container = ContainerSpec(
         command=("bash", str(layout.PLAN / spack.BUILD_SCRIPT)),
         mounts=_spack_mounts(settings, buildcache_writable=publishes_locally),
-        environment=_container_environment(settings, request.no_cache),
+        environment=_container_environment(
+            settings, request.no_cache, request.signing_key if request.publish is not PublishMode.NONE else None
+        ),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,
@@ -215,7 +220,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     container = ContainerSpec(
         command=("bash", str(layout.PLAN / spack.COMPILER_SCRIPT)),
         mounts=_spack_mounts(settings, buildcache_writable=request.publish_url is None),
-        environment=_container_environment(settings, request.no_cache),
+        environment=_container_environment(settings, request.no_cache, request.signing_key),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,

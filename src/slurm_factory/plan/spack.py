@@ -19,6 +19,7 @@ from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
 from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode
+from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE
 
 BUILD_SCRIPT = "build-spack.sh"
 COMPILER_SCRIPT = "build-compiler.sh"
@@ -215,6 +216,10 @@ def render_dockerfile(toolchain: Toolchain, base_image: str, spack_source: str |
     )
 
 
+def _secret_names() -> dict[str, Any]:
+    return {"secrets_dir": layout.SECRETS, "key_file": SECRET_KEY_FILE, "passphrase_file": SECRET_PASSPHRASE_FILE}
+
+
 def render_build_script(request: BuildRequest) -> PlanFile:
     prefix = layout.install_prefix(request.artifact_root)
     publish = request.publish is not PublishMode.NONE
@@ -234,6 +239,7 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         fresh=request.no_cache,
         publish_mirror=PUBLISH_MIRROR if publish else None,
         compiler_environment=COMPILER_ENVIRONMENT if request.compiler_version else None,
+        **_secret_names(),
         compiler_view=layout.SPACK_COMPILER_VIEW,
         push_only={PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}.get(request.publish),
         remote_buildcache=request.buildcache_url is not None,
@@ -318,5 +324,6 @@ def render_compiler_script(request: CompilerRequest) -> PlanFile:
         fresh=request.no_cache,
         publish_mirror=PUBLISH_MIRROR,
         signed=request.signing_key is not None,
+        **_secret_names(),
     )
     return PlanFile(script, mode=0o755)
