@@ -26,6 +26,7 @@ from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
     DEFAULT_SLURM_VERSION,
     BuildRequest,
+    CompilerRequest,
     Engine,
     PublishMode,
     make_compiler_request,
@@ -102,13 +103,13 @@ class BuildResult:
         }
 
 
-def _refuse_unavailable(request: BuildRequest) -> None:
+def _refuse_unavailable(request: BuildRequest | CompilerRequest) -> None:
     """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
+    buildcache_url = request.buildcache_url if isinstance(request, BuildRequest) else None
     unavailable = {
-        "--publish-url s3:// for tarballs (native engine, or --publish all)": (request.publish_url or "").startswith(
-            "s3://"
-        )
-        and (request.engine is Engine.NATIVE or request.publish is PublishMode.ALL),
+        # S3 needs credentials handed to the container as files on its tmpfs (and boto3 beside Spack): not yet.
+        "--publish-url s3://": (request.publish_url or "").startswith("s3://"),
+        "--buildcache-url s3://": (buildcache_url or "").startswith("s3://"),
     }
     for option, used in unavailable.items():
         if used:
@@ -333,6 +334,7 @@ def build_compiler(
         spack_source=spack_source,
         base_image=base_image,
     )
+    _refuse_unavailable(request)
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
     if plan_dir is not None:

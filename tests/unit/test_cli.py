@@ -623,3 +623,21 @@ def test_no_command_shows_help_with_the_commands() -> None:
 
     for command in ("build-slurm", "build-compiler", "clean", "list", "verify"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--publish", "slurm", "--signing-key", "0x1234ABCD", "--publish-url", "s3://bucket/slurm"],
+        ["--buildcache", "all", "--buildcache-url", "s3://bucket/cache"],
+    ],
+    ids=["publish", "buildcache"],
+)
+def test_s3_mirrors_are_refused_as_not_available_yet(options: list[str]) -> None:
+    result = _invoke("build-slurm", "--toolchain", "trixie", *options, "--dry-run")
+
+    assert result.exit_code == EXIT_USAGE
+    errors = _error_lines(result)
+    assert len(errors) == 1, result.stderr
+    assert "s3://" in errors[0]
+    assert "not available" in errors[0]
