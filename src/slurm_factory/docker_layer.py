@@ -355,12 +355,17 @@ class RunningContainer:
     ) -> int:
         """Run a command in the running container, streaming its output line by line; return its exit code."""
         api = self._api
-        splitter = _LineSplitter(on_line)
+        # One splitter per stream: a partial stdout line and a stderr line must never merge into one line.
+        stdout, stderr = _LineSplitter(on_line), _LineSplitter(on_line)
         try:
             exec_id = api.exec_create(self.id, list(command), environment=environment, stdout=True, stderr=True)["Id"]
-            for chunk in api.exec_start(exec_id, stream=True):
-                splitter.feed(chunk)
-            splitter.flush()
+            for out_chunk, err_chunk in api.exec_start(exec_id, stream=True, demux=True):
+                if out_chunk:
+                    stdout.feed(out_chunk)
+                if err_chunk:
+                    stderr.feed(err_chunk)
+            stdout.flush()
+            stderr.flush()
             return int(api.exec_inspect(exec_id)["ExitCode"] or 0)
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"running {command[0]} in {self.name}", error) from None
