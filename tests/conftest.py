@@ -13,7 +13,6 @@ import docker.errors
 import pytest
 
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import PROJECT_LABEL
 
 BASE_IMAGE = "debian:trixie"
 
@@ -50,13 +49,11 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture
 def project_cleanup(docker_client: docker.DockerClient, settings: Settings) -> Iterator[str]:
-    """A unique project name whose containers and images are removed after the test, whatever happened."""
+    """A unique project name whose containers, networks and images are removed after the test, whatever happened."""
+    from tests.e2e.helpers import remove_project
+
     yield settings.project_name
-    label = {"label": f"{PROJECT_LABEL}={settings.project_name}"}
-    for container in docker_client.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for image in docker_client.images.list(filters=label):
-        docker_client.images.remove(image.id, force=True)
+    remove_project(docker_client, settings.project_name)
 
 
 def slurm_source_tarball() -> Path:

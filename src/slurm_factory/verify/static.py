@@ -40,7 +40,6 @@ _ELF_MAGIC = b"\x7fELF"
 class ElfFacts:
     path: str
     runpaths: list[str]
-    needed: list[str]
 
 
 @dataclass
@@ -59,16 +58,13 @@ def _elf_facts(path: str, data: bytes) -> ElfFacts | None:
     except ELFError:
         return None
     runpaths: list[str] = []
-    needed: list[str] = []
     for section in elf.iter_sections():
         if not isinstance(section, DynamicSection):
             continue
         for tag in section.iter_tags():
             if tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
                 runpaths.extend(str(getattr(tag, "runpath", None) or getattr(tag, "rpath", "")).split(":"))
-            elif tag.entry.d_tag == "DT_NEEDED":
-                needed.append(str(getattr(tag, "needed", "")))
-    return ElfFacts(path, [entry for entry in runpaths if entry], needed)
+    return ElfFacts(path, [entry for entry in runpaths if entry])
 
 
 def collect_tree_facts(artifact: ArtifactUnderTest) -> TreeFacts:
