@@ -23,6 +23,12 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("SLURM_FACTORY_HOME", str(tmp_path / "sf-home"))
     for name in ("IF_PROJECT_NAME", "SPACK_JOBS", "SLURM_FACTORY_GPG_PRIVATE_KEY", "SLURM_FACTORY_GPG_PASSPHRASE"):
         monkeypatch.delenv(name, raising=False)
+    # No developer AWS profile, key or endpoint; boto3 never asks an instance metadata service from a test.
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws" / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws" / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture

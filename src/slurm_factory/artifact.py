@@ -23,6 +23,7 @@ from typing import IO, Any
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
 from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
+from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import BuildRequest, Engine
 from slurm_factory.source import sha256_of
 
@@ -159,7 +160,8 @@ def build_compiler_manifest(
         "engine": "spack",
         "build_prefix": str(plan.container.install_prefix),
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
-        "pushed_to": request.publish_url or "local buildcache (~/.slurm-factory/spack-buildcache)",
+        "pushed_to": ["local buildcache (~/.slurm-factory/spack-buildcache)"]
+        + ([str(request.publish_url)] if compiler_publishes_elsewhere(request) else []),
         "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
         "tool": {"name": "slurm-factory", "version": __version__},
     }

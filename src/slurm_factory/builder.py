@@ -19,19 +19,21 @@ from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.engines import container
-from slurm_factory.exceptions import ConfigurationError, NotAvailableError, VerificationError
+from slurm_factory.engines.container import SecretHandout
+from slurm_factory.exceptions import ConfigurationError, VerificationError
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
+from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
     DEFAULT_SLURM_VERSION,
     BuildRequest,
-    CompilerRequest,
     Engine,
     PublishMode,
     make_compiler_request,
     make_request,
 )
+from slurm_factory.s3 import S3Access, S3Url, is_s3_url
 from slurm_factory.signing import SigningKey
 from slurm_factory.source import ensure_source
 from slurm_factory.verify import verify_artifact
@@ -103,22 +105,6 @@ class BuildResult:
         }
 
 
-def _refuse_unavailable(request: BuildRequest | CompilerRequest) -> None:
-    """Options of the contract whose implementation has not landed fail loudly instead of doing nothing."""
-    buildcache_url = request.buildcache_url if isinstance(request, BuildRequest) else None
-    unavailable = {
-        # S3 needs credentials handed to the container as files on its tmpfs (and boto3 beside Spack): not yet.
-        "--publish-url s3://": (request.publish_url or "").startswith("s3://"),
-        "--buildcache-url s3://": (buildcache_url or "").startswith("s3://"),
-    }
-    for option, used in unavailable.items():
-        if used:
-            raise NotAvailableError(
-                f"{option} is not available in this version of slurm-factory yet",
-                hint="leave the option out for now; it lands with its own issue",
-            )
-
-
 def build(
     slurm_version: str = DEFAULT_SLURM_VERSION,
     toolchain: str = "noble",
@@ -141,6 +127,7 @@ def build(
     base_image: str | None = None,
     buildcache_url: str | None = None,
     publish_url: str | None = None,
+    s3_endpoint_url: str | None = None,
     dry_run: bool = False,
     plan_dir: Path | None = None,
     display: Display | None = None,
@@ -167,8 +154,8 @@ def build(
         base_image=base_image,
         buildcache_url=buildcache_url,
         publish_url=publish_url,
+        s3_endpoint_url=s3_endpoint_url,
     )
-    _refuse_unavailable(request)
     plan = make_plan(request, settings)
     result = BuildResult(plan=plan)
     if plan_dir is not None:
@@ -205,11 +192,13 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url)
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            output = container.run_build(plan, session, monitor, Path(scratch), _container_secrets(request, signer))
+            handout = _build_handout(request, signer, s3) if request.engine is Engine.SPACK else None
+            output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
@@ -218,15 +207,39 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         if request.verify:
             _verify(result, artifact, settings, display, session)
         if signer is not None:
-            _sign_and_publish(result, artifact, signer, settings)
+            _sign_and_publish(result, artifact, signer, settings, s3)
     return result
 
 
-def _container_secrets(request: BuildRequest, signer: SigningKey | None) -> dict[str, bytes] | None:
-    """The Spack engine signs its buildcache push inside the container; the native engine signs on the host."""
-    if signer is None or request.engine is not Engine.SPACK or request.publish is PublishMode.NONE:
+def _s3_access(
+    stack: ExitStack, endpoint: str | None, publish_url: str | None, read_url: str | None = None
+) -> S3Access | None:
+    """Host-side S3 access when a mirror is s3://: a publish needs credentials the bucket accepts (checked now,
+    before any container starts); a read may be anonymous (public buildcaches)."""
+    if not is_s3_url(publish_url) and not is_s3_url(read_url):
         return None
-    return signer.secret_files()
+    publishes = is_s3_url(publish_url)
+    purpose = "--publish-url" if publishes else "--buildcache-url"
+    access = stack.enter_context(S3Access(endpoint, required=publishes, purpose=purpose))
+    if publishes and publish_url is not None:
+        access.probe(S3Url.parse(publish_url))
+    return access
+
+
+def _credential_files(access: S3Access | None, url: str | None) -> dict[str, bytes]:
+    return access.credential_files() if access is not None and is_s3_url(url) else {}
+
+
+def _build_handout(request: BuildRequest, signer: SigningKey | None, s3: S3Access | None) -> SecretHandout:
+    """The Spack engine reads an s3:// buildcache during the build and signs its push inside the container."""
+
+    def publish_secrets() -> dict[str, bytes]:
+        if request.publish is PublishMode.NONE:
+            return {}
+        key = signer.secret_files() if signer is not None else {}
+        return {**key, **_credential_files(s3, request.publish_url)}
+
+    return SecretHandout(build=lambda: _credential_files(s3, request.buildcache_url), publish=publish_secrets)
 
 
 def _signing_key(request: BuildRequest) -> SigningKey:
@@ -249,7 +262,9 @@ def _ensure_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSessi
     )
 
 
-def _sign_and_publish(result: BuildResult, artifact: Artifact, signer: SigningKey, settings: Settings) -> None:
+def _sign_and_publish(
+    result: BuildResult, artifact: Artifact, signer: SigningKey, settings: Settings, s3: S3Access | None
+) -> None:
     """Sign the tarball (`.asc`) and export the public key beside it; publish when asked."""
     started = time.monotonic()
     result.signature = signer.sign_detached(artifact.path)
@@ -263,7 +278,7 @@ def _sign_and_publish(result: BuildResult, artifact: Artifact, signer: SigningKe
     if tarball_published:
         published = Artifact(artifact.path, artifact.sha256, artifact.size, result.manifest)
         publication = publish_artifact(
-            published, result.signature, result.public_key, request.publish_url or settings.buildcache_dir.as_uri()
+            published, result.signature, result.public_key, request.publish_url or settings.buildcache_dir.as_uri(), s3
         )
         result.publication = publication.to_json()
     result.durations["sign+publish"] = round(time.monotonic() - started, 3)
@@ -315,6 +330,7 @@ def build_compiler(
     *,
     spack_source: str | None = None,
     base_image: str | None = None,
+    s3_endpoint_url: str | None = None,
     dry_run: bool = False,
     plan_dir: Path | None = None,
     display: Display | None = None,
@@ -333,8 +349,8 @@ def build_compiler(
         publish_url=publish_url,
         spack_source=spack_source,
         base_image=base_image,
+        s3_endpoint_url=s3_endpoint_url,
     )
-    _refuse_unavailable(request)
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
     if plan_dir is not None:
@@ -348,15 +364,23 @@ def build_compiler(
     with ExitStack() as stack:
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display or SilentDisplay()))
         monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
-        secrets = None
+        signer = None
         if request.signing_key is not None:  # checked (probe signature) before any container starts
-            signer = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
-            secrets = stack.enter_context(signer).secret_files()
+            key = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
+            signer = stack.enter_context(key)
+        elsewhere = compiler_publishes_elsewhere(request)
+        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
+
+        def publish_secrets() -> dict[str, bytes]:
+            key_files = signer.secret_files() if signer is not None else {}
+            return {**key_files, **_credential_files(s3, request.publish_url)}
+
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            output = container.run_build(plan, session, monitor, Path(scratch), secrets)
+            handout = SecretHandout(publish=publish_secrets)
+            output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))
         monitor.close()

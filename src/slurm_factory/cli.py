@@ -194,7 +194,17 @@ PassphraseFileOption = Annotated[
 ]
 PublishUrlOption = Annotated[
     str | None,
-    typer.Option("--publish-url", help="Where to publish: file:// path (default: the local binary mirror), s3://."),
+    typer.Option(
+        "--publish-url", help="Where to publish: a file:// path or directory (default: the local binary mirror), s3://."
+    ),
+]
+S3EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-endpoint-url",
+        help="Endpoint of an S3-compatible store (MinIO, Ceph RGW) for s3:// mirrors. Env: AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL. Credentials: AWS_PROFILE, ~/.aws/credentials or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
 SpackSourceOption = Annotated[
@@ -248,6 +258,7 @@ def build_slurm_command(
         str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
     ] = None,
     publish_url: PublishUrlOption = None,
+    s3_endpoint_url: S3EndpointOption = None,
     dry_run: DryRunOption = False,
     plan_dir: PlanDirOption = None,
     json_output: JsonOption = False,
@@ -276,6 +287,7 @@ def build_slurm_command(
         base_image=base_image,
         buildcache_url=buildcache_url,
         publish_url=publish_url,
+        s3_endpoint_url=s3_endpoint_url,
         dry_run=dry_run,
         plan_dir=plan_dir,
         display=_display(json_output),
@@ -329,10 +341,21 @@ def _print_plan(plan: BuildPlan) -> None:
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
-    stdout.out(f"# log      {plan.log_path}", highlight=False)
-    for mount in plan.container.mounts:
-        stdout.out(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}", highlight=False)
+    _print_container(plan)
     _print_context_files(plan.context_files())
+
+
+def _print_container(plan: BuildPlan | CompilerPlan) -> None:
+    """The build container's log, mounts, environment (no secret is ever in it) and steps."""
+    spec = plan.container
+    stdout.out(f"# log      {plan.log_path}", highlight=False)
+    for mount in spec.mounts:
+        stdout.out(f"# mount    {mount.host} -> {mount.container}{' (ro)' if mount.read_only else ''}", highlight=False)
+    for name, value in spec.environment.items():
+        stdout.out(f"# env      {name}={value}", highlight=False)
+    for command in (spec.command, spec.publish_command):
+        if command is not None:
+            stdout.out(f"# run      {' '.join(command)}", highlight=False)
 
 
 def _print_context_files(files: dict[str, PlanFile]) -> None:
@@ -353,6 +376,7 @@ def build_compiler_command(
     gpg_passphrase: PassphraseOption = None,
     gpg_passphrase_file: PassphraseFileOption = None,
     publish_url: PublishUrlOption = None,
+    s3_endpoint_url: S3EndpointOption = None,
     spack_source: SpackSourceOption = None,
     base_image: BaseImageOption = None,
     dry_run: DryRunOption = False,
@@ -374,6 +398,7 @@ def build_compiler_command(
         settings=_settings(),
         spack_source=spack_source,
         base_image=base_image,
+        s3_endpoint_url=s3_endpoint_url,
         dry_run=dry_run,
         plan_dir=plan_dir,
         display=_display(json_output),
@@ -384,7 +409,9 @@ def build_compiler_command(
         _print_compiler_plan(result.plan)
     else:
         stdout.print(f"[green]built[/] {result.artifact}", highlight=False)
-        stdout.print(f"  sha256 {result.sha256}  pushed to {result.manifest.get('pushed_to')}", highlight=False)
+        stdout.print(
+            f"  sha256 {result.sha256}  pushed to {', '.join(result.manifest.get('pushed_to', []))}", highlight=False
+        )
         stdout.print(f"  log    {result.log_path}", highlight=False, markup=False)
 
 
@@ -395,6 +422,7 @@ def _print_compiler_plan(plan: CompilerPlan) -> None:
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
+    _print_container(plan)
     _print_context_files(plan.context_files())
 
 

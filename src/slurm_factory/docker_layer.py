@@ -395,6 +395,12 @@ class RunningContainer:
         if code != 0:
             raise DockerError(f"chmod of {path} in {self.name} failed: {output.strip()}")
 
+    def clear_directory(self, directory: PurePosixPath) -> None:
+        """Delete everything below `directory` (e.g. the secrets tmpfs once a step is done with them)."""
+        code, output = self.run(["find", str(directory), "-mindepth", "1", "-delete"])
+        if code != 0:
+            raise DockerError(f"clearing {directory} in {self.name} failed: {output.strip()}")
+
     def run(
         self, command: list[str], user: str | None = None, environment: dict[str, str] | None = None
     ) -> tuple[int, str]:

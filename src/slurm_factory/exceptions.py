@@ -37,10 +37,6 @@ class SourceChecksumError(ConfigurationError):
     """A Slurm source tarball does not match the release's known sha256; nothing was compiled."""
 
 
-class NotAvailableError(ConfigurationError):
-    """The option is part of the contract but its implementation has not landed in this version."""
-
-
 class DockerError(SlurmFactoryError):
     """The Docker engine is unreachable or a Docker operation failed (exit 1)."""
 

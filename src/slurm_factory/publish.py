@@ -1,86 +1,191 @@
-"""Publishing native artifacts: tarball, `.asc`, `.sha256` and manifest into `<mirror>/<toolchain>/<series>/`.
+"""Publishing tarball artifacts: tarball, `.asc`, `.sha256` and manifest into `<mirror>/<toolchain>/<series>/`.
 
-Every file lands atomically (temporary name, then rename), the signer's public key under `keys/`, and `index.json`
-at the mirror's root lists what is there. Publishing the same artifact twice changes nothing.
+A mirror is a local directory (`file://`) or an S3 prefix (`s3://`); both are one `MirrorStore`. Every file lands
+atomically (a local file under a temporary name, then renamed; an S3 object by one PUT), the signer's public key
+under `keys/`, and `index.json` at the mirror's root lists what is there. Publishing the same artifact twice
+changes nothing: a file whose sha256 is already there is not written again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from slurm_factory.artifact import Artifact, write_text_atomically
+from slurm_factory.artifact import Artifact, atomic_writer, write_text_atomically
 from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.s3 import S3Access, S3Error, S3Url
 from slurm_factory.source import sha256_of
 
 INDEX_NAME = "index.json"
 INDEX_SCHEMA = 1
+# S3 object metadata that records a published file's sha256 (so a republish can compare without downloading).
+SHA256_METADATA = "sha256"
 
 
 @dataclass
 class Publication:
-    """Where an artifact and its companions were published."""
+    """Where an artifact and its companions were published (paths or s3:// URLs)."""
 
-    root: Path
-    files: list[Path] = field(default_factory=list)
-    public_key: Path | None = None
-    index: Path | None = None
+    root: str
+    files: list[str] = field(default_factory=list)
+    public_key: str | None = None
+    index: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "root": str(self.root),
-            "files": [str(path) for path in self.files],
-            "public_key": str(self.public_key) if self.public_key else None,
-            "index": str(self.index) if self.index else None,
-        }
+        return {"root": self.root, "files": self.files, "public_key": self.public_key, "index": self.index}
+
+
+class MirrorStore(Protocol):
+    """Where published files go, addressed by paths relative to the mirror's root."""
+
+    root: str
+
+    def location(self, relative: str) -> str: ...
+
+    def read(self, relative: str) -> bytes | None: ...
+
+    def holds(self, relative: str, sha256: str, size: int) -> bool: ...
+
+    def put_file(self, relative: str, source: Path, sha256: str) -> None: ...
+
+    def put_text(self, relative: str, text: str) -> None: ...
 
 
 def mirror_directory(publish_url: str) -> Path:
-    """The local directory of a `file://` URL (the only kind the native engine publishes to)."""
+    """The local directory of a `file://` URL."""
     parsed = urlparse(publish_url)
     if parsed.scheme != "file":
-        raise ConfigurationError(f"--publish-url {publish_url}: the native engine publishes to file:// mirrors only")
+        raise ConfigurationError(f"--publish-url {publish_url}: not a file:// URL")
     return Path(unquote(parsed.path))
 
 
-def _same_file(source: Path, target: Path) -> bool:
-    return (
-        target.is_file() and target.stat().st_size == source.stat().st_size and sha256_of(target) == sha256_of(source)
-    )
+class LocalMirror:
+    """A mirror in a local directory; files are renamed into place, world-readable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.root = str(directory)
+
+    def location(self, relative: str) -> str:
+        return str(self.directory / relative)
+
+    def read(self, relative: str) -> bytes | None:
+        path = self.directory / relative
+        return path.read_bytes() if path.is_file() else None
+
+    def holds(self, relative: str, sha256: str, size: int) -> bool:
+        target = self.directory / relative
+        return target.is_file() and target.stat().st_size == size and sha256_of(target) == sha256
+
+    def put_file(self, relative: str, source: Path, sha256: str) -> None:
+        with atomic_writer(self.directory / relative) as stream, source.open("rb") as data:
+            shutil.copyfileobj(data, stream)
+
+    def put_text(self, relative: str, text: str) -> None:
+        write_text_atomically(self.directory / relative, text)
 
 
-def _copy_atomically(source: Path, directory: Path) -> Path:
-    target = directory / source.name
-    if _same_file(source, target):
-        return target
-    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{source.name}.", dir=directory)
-    os.close(descriptor)
-    temporary = Path(temporary_name)
-    try:
-        shutil.copyfile(source, temporary)
-        temporary.chmod(0o644)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return target
+class S3Mirror:
+    """A mirror under an S3 prefix. One PUT makes an object appear whole; its sha256 travels as object metadata."""
+
+    def __init__(self, url: S3Url, access: S3Access) -> None:
+        self.url = url
+        self.root = url.url()
+        self._client = access.client()
+
+    def location(self, relative: str) -> str:
+        return self.url.url(relative)
+
+    def _failure(self, action: str, relative: str, error: Exception) -> S3Error:
+        return S3Error(f"{action} {self.location(relative)} failed: {error}")
+
+    def read(self, relative: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.get_object(Bucket=self.url.bucket, Key=self.url.key(relative))
+            return bytes(response["Body"].read())
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+                return None
+            raise self._failure("reading", relative, error) from None
+        except BotoCoreError as error:
+            raise self._failure("reading", relative, error) from None
+
+    def holds(self, relative: str, sha256: str, size: int) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self._client.head_object(Bucket=self.url.bucket, Key=self.url.key(relative))
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise self._failure("checking", relative, error) from None
+        except BotoCoreError as error:
+            raise self._failure("checking", relative, error) from None
+        metadata = head.get("Metadata", {})
+        return bool(head.get("ContentLength") == size and metadata.get(SHA256_METADATA) == sha256)
+
+    def _put(self, relative: str, body: bytes | Any, sha256: str, content_type: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.put_object(
+                Bucket=self.url.bucket,
+                Key=self.url.key(relative),
+                Body=body,
+                ContentType=content_type,
+                Metadata={SHA256_METADATA: sha256},
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise self._failure("uploading", relative, error) from None
+
+    def put_file(self, relative: str, source: Path, sha256: str) -> None:
+        with source.open("rb") as body:
+            self._put(relative, body, sha256, _content_type(source.name))
+
+    def put_text(self, relative: str, text: str) -> None:
+        data = text.encode()
+        self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative))
 
 
-def _read_index(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def _content_type(name: str) -> str:
+    if name.endswith(".tar.gz"):
+        return "application/gzip"
+    if name.endswith(".json"):
+        return "application/json"
+    return "text/plain"
+
+
+def open_mirror(publish_url: str, s3: S3Access | None = None) -> MirrorStore:
+    """The store behind a `file://` or `s3://` publish URL."""
+    scheme = urlparse(publish_url).scheme
+    if scheme == "file":
+        return LocalMirror(mirror_directory(publish_url))
+    if scheme == "s3":
+        if s3 is None:
+            raise ConfigurationError(f"--publish-url {publish_url}: publishing to S3 needs S3 credentials")
+        return S3Mirror(S3Url.parse(publish_url), s3)
+    raise ConfigurationError(f"--publish-url {publish_url}: tarballs are published to file:// or s3:// mirrors only")
+
+
+def _parse_index(store: MirrorStore) -> dict[str, Any]:
+    raw = store.read(INDEX_NAME)
+    where = store.location(INDEX_NAME)
+    if raw is None:
         return {"schema": INDEX_SCHEMA, "artifacts": []}
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(raw)
     except ValueError:
-        raise ConfigurationError(f"{path} is not valid JSON; refusing to overwrite a mirror index") from None
+        raise ConfigurationError(f"{where} is not valid JSON; refusing to overwrite a mirror index") from None
     if not isinstance(loaded, dict) or not isinstance(loaded.get("artifacts"), list):
-        raise ConfigurationError(f"{path} is not a slurm-factory mirror index")
+        raise ConfigurationError(f"{where} is not a slurm-factory mirror index")
     return loaded
 
 
@@ -100,39 +205,46 @@ def _index_entry(artifact: Artifact, relative: str, signature: str | None, key: 
     }
 
 
-def _update_index(root: Path, entry: dict[str, Any]) -> Path:
-    path = root / INDEX_NAME
-    index = _read_index(path)
-    entries = [existing for existing in index["artifacts"] if existing.get("path") != entry["path"]]
+def _without_time(entry: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in entry.items() if name != "published_at"}
+
+
+def _update_index(store: MirrorStore, index: dict[str, Any], entry: dict[str, Any]) -> str:
     previous = next((e for e in index["artifacts"] if e.get("path") == entry["path"]), None)
-    if previous is not None and {k: v for k, v in previous.items() if k != "published_at"} == {
-        k: v for k, v in entry.items() if k != "published_at"
-    }:
-        return path  # the same artifact again: the index already says so
-    index["artifacts"] = sorted([*entries, entry], key=lambda e: str(e["path"]))
-    write_text_atomically(path, json.dumps(index, indent=2) + "\n")
-    return path
+    if previous is not None and _without_time(previous) == _without_time(entry):
+        return store.location(INDEX_NAME)  # the same artifact again: the index already says so
+    others = [existing for existing in index["artifacts"] if existing.get("path") != entry["path"]]
+    index["artifacts"] = sorted([*others, entry], key=lambda e: str(e["path"]))
+    store.put_text(INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    return store.location(INDEX_NAME)
+
+
+def _put_unless_there(store: MirrorStore, relative: str, source: Path) -> str:
+    digest = sha256_of(source)
+    if not store.holds(relative, digest, source.stat().st_size):
+        store.put_file(relative, source, digest)
+    return store.location(relative)
 
 
 def publish_artifact(
-    artifact: Artifact, signature: Path | None, public_key: Path | None, publish_url: str
+    artifact: Artifact,
+    signature: Path | None,
+    public_key: Path | None,
+    publish_url: str,
+    s3: S3Access | None = None,
 ) -> Publication:
-    """Publish a native artifact and its companions into a file:// mirror."""
-    root = mirror_directory(publish_url)
-    _read_index(root / INDEX_NAME)  # a mirror whose index we cannot update gets nothing at all
+    """Publish an artifact and its companions into a file:// or s3:// mirror."""
+    store = open_mirror(publish_url, s3)
+    index = _parse_index(store)  # a mirror whose index we cannot update gets nothing at all
     manifest = artifact.manifest
-    directory = root / manifest["toolchain"]["name"] / manifest["slurm"]["series"]
-    directory.mkdir(parents=True, exist_ok=True)
-    publication = Publication(root=root)
+    directory = f"{manifest['toolchain']['name']}/{manifest['slurm']['series']}"
     companions = [artifact.path, artifact.checksum_path, artifact.manifest_path, *([signature] if signature else [])]
-    publication.files = [_copy_atomically(path, directory) for path in companions]
-    key_relative = None
-    if public_key is not None:
-        keys = root / "keys"
-        keys.mkdir(parents=True, exist_ok=True)
-        publication.public_key = _copy_atomically(public_key, keys)
-        key_relative = str(publication.public_key.relative_to(root))
-    relative = str((directory / artifact.path.name).relative_to(root))
-    signature_relative = str((directory / signature.name).relative_to(root)) if signature else None
-    publication.index = _update_index(root, _index_entry(artifact, relative, signature_relative, key_relative))
+    publication = Publication(root=store.root)
+    publication.files = [_put_unless_there(store, f"{directory}/{path.name}", path) for path in companions]
+    key_relative = f"keys/{public_key.name}" if public_key is not None else None
+    if public_key is not None and key_relative is not None:
+        publication.public_key = _put_unless_there(store, key_relative, public_key)
+    signature_relative = f"{directory}/{signature.name}" if signature else None
+    entry = _index_entry(artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative)
+    publication.index = _update_index(store, index, entry)
     return publication

@@ -52,6 +52,8 @@ _IMAGE_REFERENCE = re.compile(
     r"(?:@sha256:[0-9a-f]{64})?"  # @digest
 )
 SOURCE_SCHEMES = ("http", "https", "file")
+# The endpoint of an S3-compatible store (MinIO, Ceph RGW, ...): the option, else the AWS SDKs' own variables.
+S3_ENDPOINT_ENVIRONMENT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 BUILDCACHE_SCHEMES = ("file", "s3", "http", "https")
 PUBLISH_SCHEMES = ("file", "s3")
 
@@ -80,6 +82,7 @@ class BuildRequest(BaseModel):
     base_image: str
     buildcache_url: str | None = None
     publish_url: str | None = None
+    s3_endpoint_url: str | None = None
 
     @property
     def flavor(self) -> str:
@@ -179,6 +182,47 @@ def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bo
     return value
 
 
+def file_url_path(url: str | None) -> Path | None:
+    """The local path of a `file://` URL (percent-decoded); None for any other URL."""
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+
+
+def _check_publish_url(value: str | None) -> str | None:
+    return _check_url(value, "--publish-url", PUBLISH_SCHEMES, allow_path=True) if value is not None else None
+
+
+def _check_buildcache_url(value: str) -> str:
+    url = _check_url(value, "--buildcache-url", BUILDCACHE_SCHEMES, allow_path=True)
+    directory = file_url_path(url)
+    if directory is not None and not directory.is_dir():
+        raise ConfigurationError(f"--buildcache-url {value!r}: no such directory {directory}")
+    return url
+
+
+def _s3_endpoint(value: str | None, urls: tuple[str | None, ...]) -> str | None:
+    """The S3 endpoint for the request's s3:// mirrors: `--s3-endpoint-url`, else AWS_ENDPOINT_URL_S3 /
+    AWS_ENDPOINT_URL; None means AWS itself."""
+    uses_s3 = any(url is not None and urlparse(url).scheme == "s3" for url in urls)
+    if value is not None and not uses_s3:
+        raise ConfigurationError("--s3-endpoint-url is given but no mirror is an s3:// URL")
+    if not uses_s3:
+        return None
+    option = "--s3-endpoint-url"
+    if value is None:
+        option, value = next(
+            ((name, os.environ[name]) for name in S3_ENDPOINT_ENVIRONMENT if os.environ.get(name)), (option, None)
+        )
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigurationError(f"{option} {value!r}: use http(s)://host[:port] of the S3-compatible endpoint")
+    return value.rstrip("/")
+
+
 def _check_base_image(value: str) -> str:
     if not _IMAGE_REFERENCE.fullmatch(value):
         raise ConfigurationError(
@@ -261,6 +305,7 @@ def make_request(
     base_image: str | None = None,
     buildcache_url: str | None = None,
     publish_url: str | None = None,
+    s3_endpoint_url: str | None = None,
 ) -> BuildRequest:
     """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option."""
     release = resolve_release(slurm_version)
@@ -316,16 +361,9 @@ def make_request(
         slurm_source=_check_source(slurm_source) if slurm_source is not None else None,
         spack_source=_check_spack_source(spack_source, chosen_engine) if spack_source is not None else None,
         base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
-        buildcache_url=(
-            _check_url(buildcache_url, "--buildcache-url", BUILDCACHE_SCHEMES, allow_path=True)
-            if buildcache_url is not None
-            else None
-        ),
-        publish_url=(
-            _check_url(publish_url, "--publish-url", PUBLISH_SCHEMES, allow_path=True)
-            if publish_url is not None
-            else None
-        ),
+        buildcache_url=_check_buildcache_url(buildcache_url) if buildcache_url is not None else None,
+        publish_url=_check_publish_url(publish_url),
+        s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (buildcache_url, publish_url)),
     )
 
 
@@ -342,6 +380,7 @@ class CompilerRequest(BaseModel):
     gpg_private_key: SecretBytes | None = None
     gpg_passphrase: SecretStr | None = None
     publish_url: str | None = None
+    s3_endpoint_url: str | None = None
     spack_source: str | None = None
     base_image: str
 
@@ -366,6 +405,7 @@ def make_compiler_request(
     publish_url: str | None = None,
     spack_source: str | None = None,
     base_image: str | None = None,
+    s3_endpoint_url: str | None = None,
 ) -> CompilerRequest:
     """Validate `build-compiler` options; the same rules (and messages) as `build-slurm` where they overlap."""
     version = check_gcc_version(compiler_version)
@@ -374,6 +414,11 @@ def make_compiler_request(
     key_id = _normalize_key_id(signing_key) if signing_key is not None else None
     private_key = private_key_from(gpg_private_key, use_environment=key_id is not None)
     passphrase = passphrase_from(gpg_passphrase, use_environment=key_id is not None)
+    if publish_mode in (PublishMode.SLURM, PublishMode.DEPS):
+        raise ConfigurationError(
+            f"build-compiler --publish {publish_mode.value}: a compiler is published with its dependencies or not "
+            "at all; valid values: none (the local buildcache only), all",
+        )
     _check_signing(publish_mode, key_id, private_key, passphrase)
     if publish_url is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish all")
@@ -385,11 +430,8 @@ def make_compiler_request(
         signing_key=key_id,
         gpg_private_key=private_key,
         gpg_passphrase=passphrase,
-        publish_url=(
-            _check_url(publish_url, "--publish-url", PUBLISH_SCHEMES, allow_path=True)
-            if publish_url is not None
-            else None
-        ),
+        publish_url=_check_publish_url(publish_url),
+        s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (publish_url,)),
         spack_source=_check_spack_source(spack_source, Engine.SPACK) if spack_source is not None else None,
         base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from slurm_factory import __version__, cli
@@ -48,6 +49,7 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "base_image": None,
     "buildcache_url": None,
     "publish_url": None,
+    "s3_endpoint_url": None,
     "dry_run": False,
     "plan_dir": None,
 }
@@ -134,6 +136,9 @@ OPTION_CASES = [
     ),
     pytest.param(["--buildcache-url", "s3://bucket/cache"], "buildcache_url", "s3://bucket/cache", id="buildcache-url"),
     pytest.param(["--publish-url", "file:///srv/mirror"], "publish_url", "file:///srv/mirror", id="publish-url"),
+    pytest.param(
+        ["--s3-endpoint-url", "http://127.0.0.1:9000"], "s3_endpoint_url", "http://127.0.0.1:9000", id="s3-endpoint"
+    ),
     pytest.param(["--dry-run"], "dry_run", True, id="dry-run"),
     pytest.param(["--plan-dir", "{tmp}/context"], "plan_dir", Path("{tmp}/context"), id="plan-dir"),
 ]
@@ -567,9 +572,15 @@ def test_build_compiler_dry_run_shows_image_environment_script_and_modulefile(tm
     assert "GCC 13.4.0 for rockylinux8" in result.stdout
     assert "gcc-13.4.0-rockylinux8-compiler.tar.gz" in result.stdout
     assert '- "gcc@13.4.0 languages=c,c++,fortran +binutils"' in result.stdout
-    assert "buildcache push --unsigned --update-index slurm-factory-publish" in result.stdout
+    assert "buildcache push --unsigned --update-index slurm-factory-local" in result.stdout
     written = {p.relative_to(tmp_path / "ctx").as_posix() for p in (tmp_path / "ctx").rglob("*") if p.is_file()}
-    assert written == {"Dockerfile", "spack.yaml", "build-compiler.sh", "artifact/modules/gcc/13.4.0.lua"}
+    assert written == {
+        "Dockerfile",
+        "spack.yaml",
+        "build-compiler.sh",
+        "publish-compiler.sh",
+        "artifact/modules/gcc/13.4.0.lua",
+    }
 
 
 def test_build_compiler_signed_push_plan_uses_the_key_on_the_tmpfs() -> None:
@@ -625,19 +636,33 @@ def test_no_command_shows_help_with_the_commands() -> None:
         assert command in result.output
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        ["--publish", "slurm", "--signing-key", "0x1234ABCD", "--publish-url", "s3://bucket/slurm"],
-        ["--buildcache", "all", "--buildcache-url", "s3://bucket/cache"],
-    ],
-    ids=["publish", "buildcache"],
-)
-def test_s3_mirrors_are_refused_as_not_available_yet(options: list[str]) -> None:
-    result = _invoke("build-slurm", "--toolchain", "trixie", *options, "--dry-run")
+def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from_and_no_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-that-must-not-show-0123456789")
+    result = _invoke(
+        "build-slurm", "--toolchain", "trixie", "--buildcache", "deps", "--buildcache-url", "s3://cache/spack",
+        "--publish", "all", "--signing-key", "0x1234ABCD", "--publish-url", "s3://site/slurm",
+        "--s3-endpoint-url", "http://127.0.0.1:9000", "--dry-run", "--plan-dir", str(tmp_path / "ctx"),
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    environment = yaml.safe_load((tmp_path / "ctx" / "spack.yaml").read_text())
+    mirrors = environment["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-remote"]["url"] == "s3://cache/spack"
+    assert mirrors["slurm-factory-publish"]["url"] == "s3://site/slurm"
+    assert {m.get("endpoint_url") for m in mirrors.values() if m["url"].startswith("s3://")} == {
+        "http://127.0.0.1:9000"
+    }
+    assert "# env      AWS_SHARED_CREDENTIALS_FILE=/run/slurm-factory-secrets/aws-credentials" in result.stdout
+    assert "# run      bash /opt/slurm-factory/plan/publish-spack.sh" in result.stdout
+    assert "secret-that-must-not-show" not in result.output and "AKIAEXAMPLEKEYID0001" not in result.output
+
+
+def test_s3_endpoint_without_an_s3_mirror_is_a_usage_error() -> None:
+    result = _invoke("build-slurm", "--toolchain", "trixie", "--s3-endpoint-url", "http://127.0.0.1:9000")
 
     assert result.exit_code == EXIT_USAGE
-    errors = _error_lines(result)
-    assert len(errors) == 1, result.stderr
-    assert "s3://" in errors[0]
-    assert "not available" in errors[0]
+    [error] = _error_lines(result)
+    assert "--s3-endpoint-url" in error and "s3://" in error

@@ -117,10 +117,10 @@ def test_publish_writes_the_artifact_its_sidecars_and_the_key_in_the_mirror_layo
     for published, source in expected.items():
         assert published.is_file(), published
         assert published.read_bytes() == source.read_bytes(), published
-    assert sorted(publication.files) == sorted(p for p in expected if p.parent == series)
-    assert publication.public_key == mirror / "keys" / KEY_NAME
-    assert publication.index == mirror / INDEX_NAME
-    assert publication.root == mirror
+    assert sorted(publication.files) == sorted(str(p) for p in expected if p.parent == series)
+    assert publication.public_key == str(mirror / "keys" / KEY_NAME)
+    assert publication.index == str(mirror / INDEX_NAME)
+    assert publication.root == str(mirror)
     assert json.loads(json.dumps(publication.to_json()))["index"] == str(mirror / INDEX_NAME)
     assert hashlib.sha256((series / name).read_bytes()).hexdigest() == built.artifact.sha256
 

@@ -485,8 +485,19 @@ def test_dot_relative_buildcache_url_path_becomes_an_absolute_file_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "mirror").mkdir()
     request = make_request(buildcache="deps", buildcache_url="./mirror")
     assert request.buildcache_url == f"file://{tmp_path.resolve() / 'mirror'}"
+
+
+def test_a_file_buildcache_url_must_name_an_existing_directory(tmp_path: Path) -> None:
+    (tmp_path / "mirror").mkdir()
+    url = (tmp_path / "mirror").as_uri()
+    assert make_request(buildcache="all", buildcache_url=url).buildcache_url == url
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(buildcache="all", buildcache_url=(tmp_path / "missing").as_uri())
+    assert raised.value.exit_code == EXIT_USAGE
+    assert "--buildcache-url" in raised.value.message and "no such directory" in raised.value.message
 
 
 @pytest.mark.parametrize("url", ["s3://bucket/prefix", "file:///srv/mirror"])
@@ -494,9 +505,7 @@ def test_publish_url_is_kept_when_already_a_supported_url(url: str) -> None:
     assert make_request(publish="deps", signing_key=KEY_ID, publish_url=url).publish_url == url
 
 
-@pytest.mark.parametrize(
-    "url", ["s3://bucket/prefix", "file:///srv/mirror", "https://cache.example.org/mirror", "http://10.0.0.1/m"]
-)
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "https://cache.example.org/mirror", "http://10.0.0.1/m"])
 def test_buildcache_url_is_kept_when_already_a_supported_url(url: str) -> None:
     assert make_request(buildcache="all", buildcache_url=url).buildcache_url == url
 

@@ -136,7 +136,8 @@ def test_buildcache_and_publish_options_produce_the_documented_mirrors(
 )
 def test_publish_modes_push_the_documented_part_of_the_stack(tmp_path: Path, publish: str, only: str) -> None:
     script = _plan(tmp_path, toolchain="trixie", publish=publish, signing_key="0x1234ABCD").context_files()
-    push = next(line for line in script["build-spack.sh"].content.splitlines() if "buildcache push" in line)
+    assert "buildcache push" not in script["build-spack.sh"].content  # the key is not there while packages build
+    push = next(line for line in script["publish-spack.sh"].content.splitlines() if "buildcache push" in line)
     assert push.endswith(f"--update-index{only} slurm-factory-publish")
     assert '--key "$SLURM_FACTORY_SIGNING_KEY"' in push
 
@@ -219,7 +220,10 @@ def test_compiler_build_context_matches_golden_files(toolchain: str, tmp_path: P
     files = make_compiler_plan(request, Settings(project_name="golden", home=tmp_path)).context_files()
     _compare(
         GOLDEN / f"compiler-{toolchain}",
-        {name: files[name].content for name in ("Dockerfile", "build-compiler.sh", "spack.yaml")},
+        {
+            name: files[name].content
+            for name in ("Dockerfile", "build-compiler.sh", "publish-compiler.sh", "spack.yaml")
+        },
     )
 
 

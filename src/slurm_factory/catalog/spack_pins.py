@@ -24,6 +24,7 @@ class SpackPins(BaseModel):
     spack: GitPin
     packages: GitPin
     clingo: str
+    boto3: str
     target: str
     padded_length: int
 

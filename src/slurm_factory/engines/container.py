@@ -5,6 +5,7 @@ The engines differ only in what the plan holds (image, script, environment); thi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,43 +27,62 @@ class EngineOutput:
     meta: dict[str, str]
 
 
+def _no_secrets() -> dict[str, bytes]:
+    return {}
+
+
+@dataclass(frozen=True)
+class SecretHandout:
+    """Secret files (name → content) for the build container's tmpfs, made for each step just before it runs:
+    `build` before the build script (e.g. credentials to read an s3:// buildcache), `publish` before the push
+    (the signing key, credentials to write). Made late, temporary credentials are fresh; handed over per step,
+    the signing key is not in the container while packages build."""
+
+    build: Callable[[], dict[str, bytes]] = _no_secrets
+    publish: Callable[[], dict[str, bytes]] = _no_secrets
+
+
 def run_build(
     plan: BuildPlan | CompilerPlan,
     session: DockerSession,
     monitor: BuildMonitor,
     scratch: Path,
-    secrets: dict[str, bytes] | None = None,
+    handout: SecretHandout | None = None,
 ) -> EngineOutput:
-    """Run the build container; on success copy the install prefix and the metadata out, then remove it.
+    """Run the build container (then its publish step, if the plan has one); on success copy the install prefix
+    and the metadata out, then remove the container.
 
-    With `secrets` (file name → content, e.g. the signing key for a buildcache push) the container idles on a
-    tmpfs (layout.SECRETS), the secrets are written there through a command's standard input, and only then
-    does the build script run (as an exec). Nothing secret reaches argv, the environment or an image layer."""
+    With a handout or a publish step the container idles on a tmpfs (layout.SECRETS) and each step runs as an exec:
+    its secrets are written there through a command's standard input first and removed when it ends. Nothing
+    secret reaches argv, the environment or an image layer."""
     spec = plan.container
+    stepped = handout is not None or spec.publish_command is not None
+    handout = handout or SecretHandout()
     ensure_host_dirs(spec.mounts)
     with session.container(
         plan.image.reference,
-        IDLE_COMMAND if secrets else spec.command,
+        IDLE_COMMAND if stepped else spec.command,
         role="build",
         mounts=spec.mounts,
         environment=spec.environment,
         labels={BUILD_ID_LABEL: plan.build_id},
-        extra={"tmpfs": {str(layout.SECRETS): SECRETS_TMPFS}} if secrets else None,
+        extra={"tmpfs": {str(layout.SECRETS): SECRETS_TMPFS}} if stepped else None,
     ) as container:
         monitor.note(f"build container {container.name} from {plan.image.reference}")
         container.put_files(spec.files)
         container.start()
-        if secrets:
-            for name, data in secrets.items():
-                container.write_secret(layout.SECRETS / name, data)
-            monitor.note(f"{len(secrets)} secret file(s) on the container's tmpfs {layout.SECRETS}")
-            exit_code = container.exec_streaming(spec.command, monitor.output)
-        else:
+        step = "build"
+        if not stepped:
             exit_code = container.stream_output(monitor.output)
+        else:
+            exit_code = _run_step(container, spec.command, handout.build, monitor)
+            if exit_code == 0 and spec.publish_command is not None:
+                step = "publish step"
+                exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
         if exit_code != 0:
             kept = _keep_failure_logs(container, plan)
             raise BuildError(
-                f"the build of {plan.artifact_root} failed (exit code {exit_code})",
+                f"the {step} of {plan.artifact_root} failed (exit code {exit_code})",
                 log_path=plan.log_path,
                 tail=monitor.tail(15),
                 hint=f"the failing packages' build logs are in {kept}" if kept else None,
@@ -73,6 +93,25 @@ def run_build(
             container.copy_out(spec.install_prefix, destination)
         meta = container.read_text_files(spec.meta_dir)
     return EngineOutput(tree_tar=tree_tar, meta=meta)
+
+
+def _run_step(
+    container: RunningContainer,
+    command: tuple[str, ...],
+    secrets: Callable[[], dict[str, bytes]],
+    monitor: BuildMonitor,
+) -> int:
+    """One step as a streamed exec, with its secrets on the tmpfs only while it runs."""
+    files = secrets()
+    for name, data in files.items():
+        container.write_secret(layout.SECRETS / name, data)
+    if files:
+        monitor.note(f"{len(files)} secret file(s) on the container's tmpfs {layout.SECRETS} for {command[-1]}")
+    try:
+        return container.exec_streaming(command, monitor.output)
+    finally:
+        if files:
+            container.clear_directory(layout.SECRETS)
 
 
 def _keep_failure_logs(container: RunningContainer, plan: BuildPlan | CompilerPlan) -> Path | None:

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slurm_factory import __version__
+from slurm_factory import __version__, s3
 from slurm_factory.catalog import Toolchain
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import layout, native, spack
 from slurm_factory.plan.artifact_files import render_artifact_files, render_compiler_artifact_files
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.request import BuildRequest, CompilerRequest, Engine, PublishMode
+from slurm_factory.request import BuildRequest, CompilerRequest, Engine, PublishMode, file_url_path
 from slurm_factory.source import sha256_of
 
 __all__ = [
@@ -77,25 +77,48 @@ def inputs_id(
     return _digest(json.dumps(inputs, sort_keys=True))[:16]
 
 
-def _container_environment(settings: Settings, no_cache: bool, signing_key: str | None = None) -> dict[str, str]:
-    """Build parallelism, `--no-cache` switching ccache off, and the id (never the key) a buildcache push signs
-    with — the scripts read all three."""
+def _container_environment(
+    settings: Settings, no_cache: bool, signing_key: str | None = None, uses_s3: bool = False
+) -> dict[str, str]:
+    """Build parallelism, `--no-cache` switching ccache off, the id (never the key) a buildcache push signs with,
+    and where boto3 finds the S3 credentials files that are written to the tmpfs (paths, never the secrets)."""
     environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
     if no_cache:
         environment["CCACHE_DISABLE"] = "1"
     if signing_key is not None:
         environment["SLURM_FACTORY_SIGNING_KEY"] = signing_key
+    if uses_s3:
+        environment.update(
+            AWS_SHARED_CREDENTIALS_FILE=str(layout.SECRETS / s3.CREDENTIALS_FILE),
+            AWS_CONFIG_FILE=str(layout.SECRETS / s3.CONFIG_FILE),
+            # The host resolved the credentials (instance roles included); the container asks no metadata service.
+            AWS_EC2_METADATA_DISABLED="true",
+        )
     return environment
 
 
-def _spack_mounts(settings: Settings, buildcache_writable: bool) -> tuple[Mount, ...]:
-    """Spack's caches at stable container paths; the local binary mirror is writable only when pushed to."""
-    return (
+def _spack_mounts(
+    settings: Settings, buildcache_writable: bool, publish_url: str | None, buildcache_url: str | None = None
+) -> tuple[Mount, ...]:
+    """Spack's caches at stable container paths; the local binary mirror is writable only when pushed to; other
+    file:// mirrors at fixed paths (the publish target writable, a read mirror read-only)."""
+    mounts = [
         Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
         Mount(settings.ccache_dir, layout.CCACHE),
         Mount(settings.binary_index_dir, layout.BINARY_INDEX),
         Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=not buildcache_writable),
-    )
+    ]
+    publish_directory = file_url_path(publish_url)
+    if publish_directory is not None:
+        mounts.append(Mount(publish_directory, layout.PUBLISH_MIRROR))
+    read_directory = file_url_path(buildcache_url)
+    if read_directory is not None:
+        mounts.append(Mount(read_directory, layout.REMOTE_BUILDCACHE, read_only=True))
+    return tuple(mounts)
+
+
+def _script_command(name: str) -> tuple[str, ...]:
+    return ("bash", str(layout.PLAN / name))
 
 
 def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
@@ -105,7 +128,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     artifact_files = render_artifact_files(request)
     identity = build_id(request, dockerfile, {native.BUILD_SCRIPT: script, **artifact_files})
     container = ContainerSpec(
-        command=("bash", str(script_path)),
+        command=_script_command(native.BUILD_SCRIPT),
         mounts=(
             Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
             Mount(settings.ccache_dir, layout.CCACHE),
@@ -147,6 +170,9 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
         **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo().items()},
     }
+    publish_script = spack.render_publish_script(request)
+    if publish_script is not None:
+        plan_files[layout.PLAN / spack.PUBLISH_SCRIPT] = publish_script
     if request.compiler_version is not None:
         compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
         plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
@@ -154,16 +180,25 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     identity = build_id(
         request, dockerfile, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
     )
-    publishes_locally = request.publish is not PublishMode.NONE and request.publish_url is None
+    publishes = request.publish is not PublishMode.NONE
     container = ContainerSpec(
-        command=("bash", str(layout.PLAN / spack.BUILD_SCRIPT)),
-        mounts=_spack_mounts(settings, buildcache_writable=publishes_locally),
+        command=_script_command(spack.BUILD_SCRIPT),
+        mounts=_spack_mounts(
+            settings,
+            buildcache_writable=publishes and request.publish_url is None,
+            publish_url=request.publish_url if publishes else None,
+            buildcache_url=request.buildcache_url,
+        ),
         environment=_container_environment(
-            settings, request.no_cache, request.signing_key if request.publish is not PublishMode.NONE else None
+            settings,
+            request.no_cache,
+            request.signing_key if publishes else None,
+            uses_s3=s3.is_s3_url(request.publish_url) or s3.is_s3_url(request.buildcache_url),
         ),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,
+        publish_command=_script_command(spack.PUBLISH_SCRIPT) if publishes else None,
     )
     image = image_spec(
         request.toolchain.name, "spack", dockerfile, settings.project_name, (context_paths, source_identity)
@@ -207,6 +242,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
     plan_files = {
         layout.PLAN / spack.COMPILER_SCRIPT: spack.render_compiler_script(request),
+        layout.PLAN / spack.COMPILER_PUBLISH_SCRIPT: spack.render_compiler_publish_script(request),
         layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_compiler_environment(request),
     }
     artifact_files = render_compiler_artifact_files(request)
@@ -217,13 +253,19 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         dockerfile,
         {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
     )
+    elsewhere = spack.compiler_publishes_elsewhere(request)
     container = ContainerSpec(
-        command=("bash", str(layout.PLAN / spack.COMPILER_SCRIPT)),
-        mounts=_spack_mounts(settings, buildcache_writable=request.publish_url is None),
-        environment=_container_environment(settings, request.no_cache, request.signing_key),
+        command=_script_command(spack.COMPILER_SCRIPT),
+        mounts=_spack_mounts(
+            settings, buildcache_writable=True, publish_url=request.publish_url if elsewhere else None
+        ),
+        environment=_container_environment(
+            settings, request.no_cache, request.signing_key, uses_s3=elsewhere and s3.is_s3_url(request.publish_url)
+        ),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,
+        publish_command=_script_command(spack.COMPILER_PUBLISH_SCRIPT),
     )
     return CompilerPlan(
         request=request,

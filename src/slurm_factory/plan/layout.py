@@ -26,6 +26,9 @@ def install_prefix(artifact_root: str) -> PurePosixPath:
 
 
 BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/buildcache")
+# Host directories of file:// mirrors other than the local buildcache (--publish-url, --buildcache-url).
+PUBLISH_MIRROR = PurePosixPath("/var/cache/slurm-factory/publish-mirror")
+REMOTE_BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/remote-buildcache")
 BINARY_INDEX = PurePosixPath("/var/cache/slurm-factory/binary_index")
 SECRETS = PurePosixPath("/run/slurm-factory-secrets")
 

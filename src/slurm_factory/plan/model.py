@@ -45,7 +45,8 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """How the build container runs: command, mounts, environment and what comes out of it."""
+    """How the build container runs: command, mounts, environment and what comes out of it. `publish_command`, when
+    set, runs in the same container after a successful build (the signing key is handed over only for it)."""
 
     command: tuple[str, ...]
     mounts: tuple[Mount, ...]
@@ -53,6 +54,7 @@ class ContainerSpec:
     install_prefix: PurePosixPath
     meta_dir: PurePosixPath
     files: dict[PurePosixPath, PlanFile] = field(default_factory=dict)
+    publish_command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,14 @@ from slurm_factory.plan import layout
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
 from slurm_factory.plan.templating import render
-from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode
+from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode, file_url_path
+from slurm_factory.s3 import is_s3_url
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE
 
 BUILD_SCRIPT = "build-spack.sh"
+PUBLISH_SCRIPT = "publish-spack.sh"
 COMPILER_SCRIPT = "build-compiler.sh"
+COMPILER_PUBLISH_SCRIPT = "publish-compiler.sh"
 COMPILER_ENVIRONMENT = "compiler"
 ENVIRONMENT_FILE = "spack.yaml"
 REPO_NAMESPACE = "slurm_factory"
@@ -77,11 +80,22 @@ def _packages(request: BuildRequest, pins: SpackPins) -> dict[str, Any]:
     }
 
 
-def _mirror(url: str, *, binary: bool, source: bool, signed: bool | None = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"url": url, "binary": binary, "source": source}
+def _mirror(
+    url: str, *, binary: bool, source: bool, signed: bool | None = None, endpoint: str | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": url}
+    if endpoint is not None and is_s3_url(url):
+        entry["endpoint_url"] = endpoint  # an S3-compatible store; credentials come from files, never from here
+    entry.update(binary=binary, source=source)
     if signed is not None:
         entry["signed"] = signed
     return entry
+
+
+def container_mirror_url(url: str, mount: PurePosixPath) -> str:
+    """A `file://` mirror is bind-mounted at a fixed container path (see plan.mirror_mounts); other URLs are used
+    as they are."""
+    return f"file://{mount}" if file_url_path(url) is not None else url
 
 
 def mirrors(request: BuildRequest) -> dict[str, Any]:
@@ -98,15 +112,26 @@ def mirrors(request: BuildRequest) -> dict[str, Any]:
             f"file://{layout.BUILDCACHE}", binary=True, source=False, signed=False
         )
     if request.buildcache_url is not None:
-        entries[REMOTE_BUILDCACHE_MIRROR] = _mirror(request.buildcache_url, binary=True, source=False, signed=True)
+        remote = container_mirror_url(request.buildcache_url, layout.REMOTE_BUILDCACHE)
+        entries[REMOTE_BUILDCACHE_MIRROR] = _mirror(
+            remote, binary=True, source=False, signed=True, endpoint=request.s3_endpoint_url
+        )
     if request.publish is not PublishMode.NONE:
-        entries[PUBLISH_MIRROR] = _mirror(publish_target(request), binary=True, source=False, signed=True)
+        entries[PUBLISH_MIRROR] = _mirror(
+            publish_target(request.publish_url),
+            binary=True,
+            source=False,
+            signed=True,
+            endpoint=request.s3_endpoint_url,
+        )
     return entries
 
 
-def publish_target(request: BuildRequest) -> str:
+def publish_target(publish_url: str | None) -> str:
     """Inside the container the default (local) mirror is the mounted ~/.slurm-factory/spack-buildcache."""
-    return request.publish_url or f"file://{layout.BUILDCACHE}"
+    if publish_url is None:
+        return f"file://{layout.BUILDCACHE}"
+    return container_mirror_url(publish_url, layout.PUBLISH_MIRROR)
 
 
 def use_buildcache(request: BuildRequest) -> str:
@@ -221,29 +246,50 @@ def _secret_names() -> dict[str, Any]:
 
 
 def render_build_script(request: BuildRequest) -> PlanFile:
-    prefix = layout.install_prefix(request.artifact_root)
-    publish = request.publish is not PublishMode.NONE
     script = render(
         f"spack/{BUILD_SCRIPT}.j2",
+        **_step_names(layout.install_prefix(request.artifact_root)),
         slurm=request.slurm,
         toolchain=request.toolchain,
         gpu=request.gpu,
-        prefix=prefix,
-        spack_root=layout.SPACK_ROOT,
-        environment_dir=layout.PLAN,
         view=layout.SPACK_VIEW,
         modules=layout.SPACK_MODULES,
-        meta_dir=layout.META_DIR,
-        ccache_dir=layout.CCACHE,
         use_buildcache=use_buildcache(request),
         fresh=request.no_cache,
-        publish_mirror=PUBLISH_MIRROR if publish else None,
         compiler_environment=COMPILER_ENVIRONMENT if request.compiler_version else None,
-        **_secret_names(),
         compiler_view=layout.SPACK_COMPILER_VIEW,
-        push_only={PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}.get(request.publish),
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
+    )
+    return PlanFile(script, mode=0o755)
+
+
+def _step_names(prefix: PurePosixPath) -> dict[str, Any]:
+    """What every in-container Spack step (build or publish) needs to find the environment and its outputs."""
+    return {
+        "prefix": prefix,
+        "spack_root": layout.SPACK_ROOT,
+        "environment_dir": layout.PLAN,
+        "meta_dir": layout.META_DIR,
+        "ccache_dir": layout.CCACHE,
+    }
+
+
+_PUSH_ONLY = {PublishMode.SLURM: "package", PublishMode.DEPS: "dependencies"}
+_PUSHED = {PublishMode.SLURM: "Slurm", PublishMode.DEPS: "Slurm's dependencies", PublishMode.ALL: "Slurm and its stack"}
+
+
+def render_publish_script(request: BuildRequest) -> PlanFile | None:
+    """The signed push, a step of its own so the key reaches the container only after the build."""
+    if request.publish is PublishMode.NONE:
+        return None
+    script = render(
+        f"spack/{PUBLISH_SCRIPT}.j2",
+        **_step_names(layout.install_prefix(request.artifact_root)),
+        **_secret_names(),
+        what=_PUSHED[request.publish],
+        publish_mirror=PUBLISH_MIRROR,
+        push_only=_PUSH_ONLY.get(request.publish),
     )
     return PlanFile(script, mode=0o755)
 
@@ -276,13 +322,27 @@ def _gcc_environment(
     }
 
 
+def compiler_publishes_elsewhere(request: CompilerRequest) -> bool:
+    """`build-compiler` always pushes to the local buildcache; `--publish all --publish-url URL` pushes there too."""
+    return request.publish is PublishMode.ALL and request.publish_url is not None
+
+
 def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
     """The environment `build-compiler` installs and pushes."""
-    push_url = request.publish_url or f"file://{layout.BUILDCACHE}"
     mirrors = {
         SOURCES_MIRROR: _mirror(f"file://{layout.SOURCE_MIRROR}", binary=False, source=True),
-        PUBLISH_MIRROR: _mirror(push_url, binary=True, source=False, signed=request.signing_key is not None),
+        LOCAL_BUILDCACHE_MIRROR: _mirror(
+            f"file://{layout.BUILDCACHE}", binary=True, source=False, signed=request.signing_key is not None
+        ),
     }
+    if compiler_publishes_elsewhere(request):
+        mirrors[PUBLISH_MIRROR] = _mirror(
+            publish_target(request.publish_url),
+            binary=True,
+            source=False,
+            signed=True,
+            endpoint=request.s3_endpoint_url,
+        )
     view = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
     return _gcc_environment(request.gcc_version, request.toolchain, request.no_cache, mirrors, view)
 
@@ -312,18 +372,24 @@ def render_compiler_environment(request: CompilerRequest) -> PlanFile:
 def render_compiler_script(request: CompilerRequest) -> PlanFile:
     script = render(
         f"spack/{COMPILER_SCRIPT}.j2",
+        **_step_names(layout.install_prefix(request.artifact_root)),
         gcc_version=request.gcc_version,
         toolchain=request.toolchain,
-        prefix=layout.install_prefix(request.artifact_root),
-        spack_root=layout.SPACK_ROOT,
-        environment_dir=layout.PLAN,
         view=layout.SPACK_VIEW,
-        meta_dir=layout.META_DIR,
-        ccache_dir=layout.CCACHE,
         use_buildcache="never" if request.no_cache else "auto",
         fresh=request.no_cache,
-        publish_mirror=PUBLISH_MIRROR,
-        signed=request.signing_key is not None,
+    )
+    return PlanFile(script, mode=0o755)
+
+
+def render_compiler_publish_script(request: CompilerRequest) -> PlanFile:
+    script = render(
+        f"spack/{COMPILER_PUBLISH_SCRIPT}.j2",
+        **_step_names(layout.install_prefix(request.artifact_root)),
         **_secret_names(),
+        gcc_version=request.gcc_version,
+        local_mirror=LOCAL_BUILDCACHE_MIRROR,
+        publish_mirror=PUBLISH_MIRROR if compiler_publishes_elsewhere(request) else None,
+        signed=request.signing_key is not None,
     )
     return PlanFile(script, mode=0o755)

@@ -13,6 +13,10 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
 
+export CCACHE_DIR=/var/cache/slurm-factory/ccache
+# shellcheck disable=SC1091
+. /opt/spack/share/spack/setup-env.sh
+
 # On a failed install, every failing package's build log and config.log go to the metadata (copied to the host's
 # log directory) and to the output.
 collect_failure_logs() {
@@ -29,9 +33,6 @@ collect_failure_logs() {
 stage spack-setup
 rm -rf "$META_DIR" "$PREFIX"
 mkdir -p "$META_DIR"
-export CCACHE_DIR=/var/cache/slurm-factory/ccache
-# shellcheck disable=SC1091
-. /opt/spack/share/spack/setup-env.sh
 spack --version
 
 stage concretize

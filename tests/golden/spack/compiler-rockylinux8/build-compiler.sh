@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # slurm-factory build-compiler: GCC 13.4.0 for Rocky Linux 8 (rockylinux8), built by the OS compiler with Spack,
-# pushed to the binary mirror `slurm-factory-publish` (so `build-slurm --compiler-version 13.4.0` can install it)
-# and assembled into a relocatable compiler tarball at /opt/slurm-factory-build/gcc-13.4.0-rockylinux8.
+# assembled into a relocatable compiler tarball at /opt/slurm-factory-build/gcc-13.4.0-rockylinux8; publish-compiler.sh then pushes it to the binary
+# mirror (so `build-slurm --compiler-version 13.4.0` can install it).
 set -euo pipefail
 
 ENV_DIR=/opt/slurm-factory/plan
@@ -11,6 +11,10 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+
+export CCACHE_DIR=/var/cache/slurm-factory/ccache
+# shellcheck disable=SC1091
+. /opt/spack/share/spack/setup-env.sh
 
 # On a failed install, every failing package's build log and config.log go to the metadata (copied to the host's
 # log directory) and to the output.
@@ -28,9 +32,6 @@ collect_failure_logs() {
 stage spack-setup
 rm -rf "$META_DIR" "$PREFIX"
 mkdir -p "$META_DIR"
-export CCACHE_DIR=/var/cache/slurm-factory/ccache
-# shellcheck disable=SC1091
-. /opt/spack/share/spack/setup-env.sh
 spack --version
 
 stage concretize
@@ -42,9 +43,6 @@ if ! spack -e "$ENV_DIR" install --jobs "$JOBS" --use-buildcache auto --fail-fas
     collect_failure_logs
     fail "spack install failed; the failing packages' logs are above and in the build log directory"
 fi
-
-stage push
-spack -e "$ENV_DIR" buildcache push --unsigned --update-index slurm-factory-publish
 
 stage assemble
 spack -e "$ENV_DIR" env view regenerate

@@ -1,0 +1,215 @@
+"""S3 mirrors: where an `s3://` URL points, and the credentials a publish or a buildcache read uses.
+
+Credentials are found on the host by boto3's own chain (environment, `AWS_PROFILE`, `~/.aws/*`, SSO, instance
+roles), checked against the bucket before any container starts, and frozen again at each use so that refreshable
+(temporary) credentials are fresh when hours of building end in a push. The host uploads native artifacts itself;
+a Spack build container gets them as an AWS shared-credentials file and config file on its tmpfs, which Spack's
+boto3 reads through `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE` (paths, not secrets). Secret values are held
+as `SecretStr` and never formatted into messages; secrets read from the environment are removed from it, so no
+child process inherits them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import SecretStr
+
+from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
+
+# Names of the credential files on a build container's tmpfs (layout.SECRETS).
+CREDENTIALS_FILE = "aws-credentials"
+CONFIG_FILE = "aws-config"
+_PROFILE = "default"
+_SECRET_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_INSTALL_HINT = "install slurm-factory with S3 support: pip install 'slurm-factory[s3]'"
+_CREDENTIALS_HINT = (
+    "set AWS_PROFILE (a profile in ~/.aws/credentials or ~/.aws/config), or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY; S3-compatible stores also need --s3-endpoint-url"
+)
+
+
+class S3Error(SlurmFactoryError):
+    """An S3 operation failed after the request was accepted (exit 1)."""
+
+
+@dataclass(frozen=True)
+class S3Url:
+    """`s3://bucket/prefix`: a bucket and a key prefix without leading or trailing slashes."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Url:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ConfigurationError(f"{url!r} is not an s3://bucket/prefix URL")
+        return cls(parsed.netloc, parsed.path.strip("/"))
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def url(self, relative: str = "") -> str:
+        key = self.key(relative) if relative else self.prefix
+        return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+
+
+def is_s3_url(url: str | None) -> bool:
+    return url is not None and urlparse(url).scheme == "s3"
+
+
+def _boto3() -> Any:
+    try:
+        import boto3
+    except ImportError:
+        raise ConfigurationError("s3:// mirrors need boto3, which is not installed", hint=_INSTALL_HINT) from None
+    return boto3
+
+
+def _ini(sections: dict[str, str]) -> bytes:
+    """One `[default]` profile in AWS's INI format, written by configparser (values are checked to be one line)."""
+    parser = configparser.RawConfigParser()
+    parser.add_section(_PROFILE)
+    for name, value in sections.items():
+        if "\n" in value or "\r" in value:
+            raise ConfigurationError(f"S3 credentials: {name} contains a line break")
+        parser.set(_PROFILE, name, value)
+    buffer = io.StringIO()
+    parser.write(buffer)
+    return buffer.getvalue().encode()
+
+
+@dataclass(frozen=True)
+class FrozenCredentials:
+    """One snapshot of the credentials: what a boto3 client or a credentials file needs."""
+
+    access_key_id: str
+    secret_access_key: SecretStr
+    session_token: SecretStr | None
+
+    def client_arguments(self) -> dict[str, str]:
+        arguments = {
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key.get_secret_value(),
+        }
+        if self.session_token is not None:
+            arguments["aws_session_token"] = self.session_token.get_secret_value()
+        return arguments
+
+
+class S3Access:
+    """The host's access to S3 for one request. Use as a context manager: `__enter__` finds the credentials (and
+    fails with exit 2 when a publish has none), `probe()` checks a bucket before any container starts."""
+
+    def __init__(self, endpoint_url: str | None, *, required: bool, purpose: str) -> None:
+        self.endpoint_url = endpoint_url
+        self.required = required
+        self.purpose = purpose
+        self._boto3: Any = None
+        self._session: Any = None
+        self._credentials: Any = None
+        self.region: str | None = None
+
+    def __enter__(self) -> S3Access:
+        self._boto3 = _boto3()
+        from_environment = bool(os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        try:
+            self._session = self._boto3.Session()
+            self._credentials = self._session.get_credentials()
+        except Exception as error:  # botocore raises many kinds (profile not found, partial credentials, SSO)
+            raise ConfigurationError(
+                f"{self.purpose}: cannot load S3 credentials: {type(error).__name__}", hint=_CREDENTIALS_HINT
+            ) from None
+        if self._credentials is None and self.required:
+            raise ConfigurationError(f"{self.purpose}: no S3 credentials found", hint=_CREDENTIALS_HINT)
+        self.region = self._session.region_name
+        if from_environment and self._credentials is not None:
+            self._credentials = self._credentials.get_frozen_credentials()
+            for name in _SECRET_ENVIRONMENT:
+                os.environ.pop(name, None)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._credentials = None
+        self._session = None
+
+    @property
+    def has_credentials(self) -> bool:
+        return self._credentials is not None
+
+    def freeze(self) -> FrozenCredentials | None:
+        """The credentials now (refreshed by botocore when they are temporary and about to expire)."""
+        if self._credentials is None:
+            return None
+        frozen = (
+            self._credentials.get_frozen_credentials()
+            if hasattr(self._credentials, "get_frozen_credentials")
+            else self._credentials
+        )
+        token = getattr(frozen, "token", None)
+        return FrozenCredentials(
+            access_key_id=str(frozen.access_key),
+            secret_access_key=SecretStr(str(frozen.secret_key)),
+            session_token=SecretStr(str(token)) if token else None,
+        )
+
+    def client(self) -> Any:
+        """A boto3 S3 client with the frozen credentials (anonymous when there are none)."""
+        if self._boto3 is None:
+            raise RuntimeError("S3Access used outside its `with` block")
+        arguments: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region_name": self.region}
+        frozen = self.freeze()
+        if frozen is None:
+            from botocore import UNSIGNED
+            from botocore.config import Config
+
+            arguments["config"] = Config(signature_version=UNSIGNED)
+        else:
+            arguments.update(frozen.client_arguments())
+        return self._session.client("s3", **arguments)
+
+    def probe(self, url: S3Url) -> None:
+        """The bucket exists and these credentials may use it: checked before hours of building depend on it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client().head_bucket(Bucket=url.bucket)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigurationError(f"{self.purpose} {url.url()}: no such bucket") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise ConfigurationError(
+                    f"{self.purpose} {url.url()}: the S3 credentials are refused for bucket {url.bucket} ({code})",
+                    hint=_CREDENTIALS_HINT,
+                ) from None
+            raise ConfigurationError(f"{self.purpose} {url.url()}: the bucket cannot be used ({code})") from None
+        except BotoCoreError as error:
+            where = self.endpoint_url or "AWS"
+            raise ConfigurationError(
+                f"{self.purpose} {url.url()}: cannot reach the S3 endpoint {where}: {type(error).__name__}",
+                hint="check --s3-endpoint-url (or AWS_ENDPOINT_URL_S3) and the network",
+            ) from None
+
+    def credential_files(self) -> dict[str, bytes]:
+        """AWS shared-credentials and config files for a build container's tmpfs (nothing when anonymous)."""
+        frozen = self.freeze()
+        if frozen is None:
+            return {}
+        credentials = {
+            "aws_access_key_id": frozen.access_key_id,
+            "aws_secret_access_key": frozen.secret_access_key.get_secret_value(),
+        }
+        if frozen.session_token is not None:
+            credentials["aws_session_token"] = frozen.session_token.get_secret_value()
+        config = {"region": self.region} if self.region else {}
+        return {CREDENTIALS_FILE: _ini(credentials), CONFIG_FILE: _ini(config)}
