@@ -13,6 +13,7 @@ import docker.errors
 import pytest
 
 from slurm_factory.config import Settings
+from tests.s3server import S3Server, running_s3_server
 
 BASE_IMAGE = "debian:trixie"
 
@@ -81,3 +82,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured")
         for line in MEASUREMENTS:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 endpoint on 127.0.0.1 that checks signatures (moto's server), for the whole session."""
+    with running_s3_server(tmp_path_factory.mktemp("s3-server") / "moto.log") as server:
+        yield server

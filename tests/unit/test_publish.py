@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 
 from slurm_factory.artifact import Artifact, manifest_text
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
-from slurm_factory.publish import INDEX_NAME, mirror_directory, publish_artifact
+from slurm_factory.publish import INDEX_NAME, S3Mirror, mirror_directory, publish_artifact
+from slurm_factory.s3 import S3Access, S3Error
+from tests.s3server import S3Server
 
 KEY_NAME = "0123456789ABCDEF.pub.asc"
 OLD_MTIME_NS = 1_000_000_000 * 1_000_000_000  # 2001-09-09: no publish in this run can produce it
@@ -262,3 +265,102 @@ def test_publish_to_the_file_url_of_a_directory_with_a_space_lands_in_that_direc
     _publish(built, mirror)
     assert (mirror / INDEX_NAME).is_file()
     assert not (tmp_path / "my%20mirror").exists()
+
+
+# --- s3:// mirrors, against a real S3 endpoint (moto's server, signatures checked) ----------------------------------
+
+
+@pytest.fixture
+def s3_access(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> Iterator[S3Access]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+    with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
+        yield access
+
+
+def test_publish_to_s3_uploads_the_documented_layout_with_sha256_metadata(
+    built: Built, s3_server: S3Server, s3_access: S3Access
+) -> None:
+    bucket = s3_server.new_bucket()
+    publication = publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}/site", s3_access)
+    name = built.artifact.path.name
+    objects = s3_server.objects(bucket)
+    expected = {
+        f"site/trixie/24.11/{name}": built.artifact.path.read_bytes(),
+        f"site/trixie/24.11/{name}.sha256": built.artifact.checksum_path.read_bytes(),
+        f"site/trixie/24.11/{name}.manifest.json": built.artifact.manifest_path.read_bytes(),
+        f"site/trixie/24.11/{name}.asc": built.signature.read_bytes(),
+        f"site/keys/{KEY_NAME}": built.public_key.read_bytes(),
+    }
+    assert {key: objects[key] for key in expected} == expected
+    assert set(objects) == {*expected, "site/index.json"}
+    [entry] = json.loads(objects["site/index.json"])["artifacts"]
+    assert entry["path"] == f"trixie/24.11/{name}" and entry["sha256"] == built.artifact.sha256
+    assert entry["public_key"] == f"keys/{KEY_NAME}"
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"site/trixie/24.11/{name}")
+    assert head["Metadata"] == {"sha256": built.artifact.sha256}
+    assert publication.root == f"s3://{bucket}/site"
+    assert publication.index == f"s3://{bucket}/site/index.json"
+    assert f"s3://{bucket}/site/trixie/24.11/{name}" in publication.files
+
+
+def test_publishing_the_same_artifact_to_s3_twice_uploads_nothing_the_second_time(
+    built: Built, s3_server: S3Server, s3_access: S3Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_server.new_bucket()
+    url = f"s3://{bucket}"
+    publish_artifact(built.artifact, built.signature, built.public_key, url, s3_access)
+    before = s3_server.objects(bucket)
+    uploads: list[str] = []
+    real_put = S3Mirror._put
+
+    def counting_put(self: S3Mirror, relative: str, *args: Any) -> None:
+        uploads.append(relative)
+        real_put(self, relative, *args)
+
+    monkeypatch.setattr(S3Mirror, "_put", counting_put)
+    publish_artifact(built.artifact, built.signature, built.public_key, url, s3_access)
+    assert uploads == []
+    assert s3_server.objects(bucket) == before
+
+
+def test_a_rebuilt_artifact_replaces_its_s3_objects_and_its_single_index_entry(
+    tmp_path: Path, s3_server: S3Server, s3_access: S3Access
+) -> None:
+    bucket = s3_server.new_bucket()
+    first = _make_artifact(tmp_path / "one", payload=b"first build\n")
+    second = _make_artifact(tmp_path / "two", payload=b"second build, other bytes\n")
+    for built in (first, second):
+        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", s3_access)
+    objects = s3_server.objects(bucket)
+    assert objects[f"trixie/24.11/{second.artifact.path.name}"] == second.artifact.path.read_bytes()
+    [entry] = json.loads(objects["index.json"])["artifacts"]
+    assert entry["sha256"] == second.artifact.sha256
+
+
+def test_a_corrupt_s3_index_is_refused_and_nothing_is_uploaded(
+    built: Built, s3_server: S3Server, s3_access: S3Access
+) -> None:
+    bucket = s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="m/index.json", Body=b"{ not json")
+    with pytest.raises(ConfigurationError) as raised:
+        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}/m", s3_access)
+    assert raised.value.message == f"s3://{bucket}/m/index.json is not valid JSON; refusing to overwrite a mirror index"
+    assert s3_server.objects(bucket) == {"m/index.json": b"{ not json"}
+
+
+def test_a_mirror_refusing_the_credentials_is_a_failure_naming_the_object(
+    built: Built, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_server.new_bucket()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-secret-the-server-does-not-know")
+    with (
+        S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as wrong,
+        pytest.raises(S3Error) as raised,
+    ):
+        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", wrong)
+    assert raised.value.exit_code == 1
+    assert f"s3://{bucket}/index.json" in raised.value.message
+    assert "a-secret-the-server-does-not-know" not in raised.value.message
+    assert s3_server.objects(bucket) == {}

@@ -611,3 +611,23 @@ def test_spack_source_accepts_a_checkout_a_tarball_and_a_url(tmp_path: Path) -> 
     ):
         request = make_request(slurm_version="24.11.5", toolchain="trixie", spack_source=source)
         assert request.spack_source == expected
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9000", "ftp://store.example.org", "http://"])
+def test_s3_endpoint_must_be_an_http_url(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(buildcache="all", buildcache_url="s3://cache", s3_endpoint_url=endpoint)
+    assert raised.value.exit_code == EXIT_USAGE
+    assert raised.value.message.startswith(f"--s3-endpoint-url {endpoint!r}")
+
+
+def test_a_bad_s3_endpoint_in_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "store:9000")
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(buildcache="all", buildcache_url="s3://cache")
+    assert raised.value.message.startswith("AWS_ENDPOINT_URL_S3 'store:9000'")
+
+
+def test_an_s3_endpoint_variable_is_ignored_without_an_s3_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url at all")
+    assert make_request().s3_endpoint_url is None

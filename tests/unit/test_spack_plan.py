@@ -247,3 +247,91 @@ def test_cached_compiler_is_found_in_the_v3_buildcache_layout(tmp_path: Path) ->
     (manifests / "gcc-10.5.0-abcdefabcdefabcdefabcdefabcdefab.spec.manifest.json").write_text("{}")
     assert len(cached_specs(tmp_path, "gcc", "10.5.0")) == 1
     assert cached_specs(tmp_path, "gcc", "13.4.0") == []
+
+
+def _mount(plan: Any, container_path: str) -> Any:
+    return next((m for m in plan.container.mounts if str(m.container) == container_path), None)
+
+
+def test_a_file_publish_url_is_mounted_writable_and_pushed_to_at_its_container_path(tmp_path: Path) -> None:
+    target = tmp_path / "site mirror"
+    plan = _plan(tmp_path, toolchain="trixie", publish="all", signing_key="0x1234ABCD", publish_url=target.as_uri())
+    mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-publish"]["url"] == "file:///var/cache/slurm-factory/publish-mirror"
+    mount = _mount(plan, "/var/cache/slurm-factory/publish-mirror")
+    assert mount is not None and mount.host == target and mount.read_only is False
+    assert _mount(plan, "/var/cache/slurm-factory/buildcache").read_only is True  # the local cache is not the target
+
+
+def test_a_file_buildcache_url_is_mounted_read_only(tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    plan = _plan(tmp_path, toolchain="trixie", buildcache="all", buildcache_url=(tmp_path / "cache").as_uri())
+    mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-remote"]["url"] == "file:///var/cache/slurm-factory/remote-buildcache"
+    mount = _mount(plan, "/var/cache/slurm-factory/remote-buildcache")
+    assert mount is not None and mount.host == tmp_path / "cache" and mount.read_only is True
+    assert _mount(plan, "/var/cache/slurm-factory/publish-mirror") is None
+
+
+def test_s3_mirrors_carry_the_endpoint_and_the_container_finds_credentials_files_not_keys(tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path, toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack", publish="slurm",
+        signing_key="0x1234ABCD", publish_url="s3://site/slurm", s3_endpoint_url="http://127.0.0.1:9000/",
+    )  # fmt: skip
+    mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-publish"] == {
+        "url": "s3://site/slurm", "endpoint_url": "http://127.0.0.1:9000", "binary": True, "source": False,
+        "signed": True,
+    }  # fmt: skip
+    assert mirrors["slurm-factory-remote"]["endpoint_url"] == "http://127.0.0.1:9000"
+    assert "endpoint_url" not in mirrors["slurm-factory-sources"]
+    environment = plan.container.environment
+    assert environment["AWS_SHARED_CREDENTIALS_FILE"] == "/run/slurm-factory-secrets/aws-credentials"
+    assert environment["AWS_CONFIG_FILE"] == "/run/slurm-factory-secrets/aws-config"
+    assert environment["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert not [name for name in environment if name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    assert plan.container.publish_command == ("bash", "/opt/slurm-factory/plan/publish-spack.sh")
+
+
+def test_s3_endpoint_comes_from_the_aws_sdk_variable_when_no_option_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://rgw.example.org")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.org:7480")
+    plan = _plan(tmp_path, toolchain="trixie", buildcache="all", buildcache_url="s3://cache")
+    mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-remote"]["endpoint_url"] == "https://s3.example.org:7480"
+    aws = _plan(tmp_path, toolchain="trixie", buildcache="all", buildcache_url="https://cache.example.org/spack")
+    assert "AWS_CONFIG_FILE" not in aws.container.environment
+
+
+def test_without_publish_there_is_no_publish_step(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, toolchain="trixie")
+    assert plan.container.publish_command is None
+    assert "publish-spack.sh" not in plan.context_files()
+
+
+def test_build_compiler_fills_the_local_buildcache_and_with_publish_all_the_given_mirror(tmp_path: Path) -> None:
+    settings = Settings(project_name="golden", home=tmp_path)
+    request = make_compiler_request(
+        compiler_version="13.4.0", toolchain="rockylinux8", publish="all", signing_key="0x1234ABCD",
+        publish_url="s3://site/compilers", s3_endpoint_url="http://127.0.0.1:9000",
+    )  # fmt: skip
+    plan = make_compiler_plan(request, settings)
+    files = plan.context_files()
+    pushes = [line for line in files["publish-compiler.sh"].content.splitlines() if "buildcache push" in line]
+    assert [line.split()[-1] for line in pushes] == ["slurm-factory-local", "slurm-factory-publish"]
+    assert all('--key "$SLURM_FACTORY_SIGNING_KEY"' in line for line in pushes)
+    mirrors = yaml.safe_load(files["spack.yaml"].content)["spack"]["mirrors:"]
+    assert mirrors["slurm-factory-publish"]["url"] == "s3://site/compilers"
+    assert mirrors["slurm-factory-local"]["signed"] is True
+    assert plan.container.environment["AWS_CONFIG_FILE"] == "/run/slurm-factory-secrets/aws-config"
+    assert _mount(plan, "/var/cache/slurm-factory/buildcache").read_only is False
+
+
+@pytest.mark.parametrize("publish", ["slurm", "deps"])
+def test_build_compiler_refuses_partial_publish_modes(publish: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        make_compiler_request(compiler_version="13.4.0", toolchain="noble", publish=publish, signing_key="0x1234ABCD")
+    assert raised.value.exit_code == 2
+    assert f"--publish {publish}" in raised.value.message and "none" in raised.value.message
