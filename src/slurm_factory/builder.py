@@ -189,10 +189,11 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
     with ExitStack() as stack:
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build {plan.build_id}: Slurm {request.slurm.version} for {request.toolchain.name}")
-        monitor.stage("source")
-        ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
+        # Keys and buckets are checked first: cheap, and nothing long may start with a publish that will fail.
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url)
+        monitor.stage("source")
+        ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
@@ -230,16 +231,18 @@ def _credential_files(access: S3Access | None, url: str | None) -> dict[str, byt
     return access.credential_files() if access is not None and is_s3_url(url) else {}
 
 
+def _push_secrets(signer: SigningKey | None, s3: S3Access | None, publish_url: str | None) -> dict[str, bytes]:
+    """What a signed buildcache push inside a container needs: the key (and passphrase), credentials to write."""
+    key = signer.secret_files() if signer is not None else {}
+    return {**key, **_credential_files(s3, publish_url)}
+
+
 def _build_handout(request: BuildRequest, signer: SigningKey | None, s3: S3Access | None) -> SecretHandout:
     """The Spack engine reads an s3:// buildcache during the build and signs its push inside the container."""
-
-    def publish_secrets() -> dict[str, bytes]:
-        if request.publish is PublishMode.NONE:
-            return {}
-        key = signer.secret_files() if signer is not None else {}
-        return {**key, **_credential_files(s3, request.publish_url)}
-
-    return SecretHandout(build=lambda: _credential_files(s3, request.buildcache_url), publish=publish_secrets)
+    return SecretHandout(
+        build=lambda: _credential_files(s3, request.buildcache_url),
+        publish=lambda: _push_secrets(signer, s3, request.publish_url),
+    )
 
 
 def _signing_key(request: BuildRequest) -> SigningKey:
@@ -370,16 +373,11 @@ def build_compiler(
             signer = stack.enter_context(key)
         elsewhere = compiler_publishes_elsewhere(request)
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
-
-        def publish_secrets() -> dict[str, bytes]:
-            key_files = signer.secret_files() if signer is not None else {}
-            return {**key_files, **_credential_files(s3, request.publish_url)}
-
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
-            handout = SecretHandout(publish=publish_secrets)
+            handout = SecretHandout(publish=lambda: _push_secrets(signer, s3, request.publish_url))
             output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))

@@ -212,4 +212,7 @@ class S3Access:
         if frozen.session_token is not None:
             credentials["aws_session_token"] = frozen.session_token.get_secret_value()
         config = {"region": self.region} if self.region else {}
+        if self.endpoint_url is not None:
+            # Spack hands a mirror's endpoint_url to boto3, but not to an `aws` CLI it may find on PATH.
+            config["endpoint_url"] = self.endpoint_url
         return {CREDENTIALS_FILE: _ini(credentials), CONFIG_FILE: _ini(config)}

@@ -36,15 +36,25 @@ class Build:
         return Path(self.result["artifact"])
 
 
-def cli_environment(home: Path, project: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_FACTORY_GPG")}
-    return {**env, "SLURM_FACTORY_HOME": str(home), "IF_PROJECT_NAME": project, "SPACK_JOBS": "2"}
+def cli_environment(home: Path, project: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The CLI's environment: no GPG secret and no AWS setting of the machine, plus what a test adds."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_FACTORY_GPG", "AWS_"))}
+    return {
+        **env,
+        "SLURM_FACTORY_HOME": str(home),
+        "IF_PROJECT_NAME": project,
+        "SPACK_JOBS": "2",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **(extra or {}),
+    }
 
 
-def run_cli(home: Path, project: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    home: Path, project: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "slurm_factory", *args],
-        env=cli_environment(home, project),
+        env=cli_environment(home, project, env),
         capture_output=True,
         text=True,
         timeout=3600,
@@ -52,7 +62,7 @@ def run_cli(home: Path, project: str, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def native_build(home: Path, project: str, source: Path, *extra: str) -> Build:
+def native_build(home: Path, project: str, source: Path, *extra: str, env: dict[str, str] | None = None) -> Build:
     started = time.monotonic()
     done = run_cli(
         home,
@@ -68,6 +78,7 @@ def native_build(home: Path, project: str, source: Path, *extra: str) -> Build:
         str(source),
         "--json",
         *extra,
+        env=env,
     )
     seconds = time.monotonic() - started
     assert done.returncode == 0, f"build failed:\n{done.stderr[-4000:]}\n{done.stdout[-4000:]}"
@@ -156,11 +167,13 @@ def make_throwaway_key(directory: Path) -> ThrowawayKey:
 
 
 class SecretScanner:
-    """Counts appearances of the passphrase and of any 16-byte slice of the private key (armored body or binary)."""
+    """Counts appearances of the passphrase, of any 16-byte slice of the private key (armored body or binary) and of
+    any other secret given whole (an S3 secret access key)."""
 
     WIDTH = 16
 
-    def __init__(self, key: ThrowawayKey) -> None:
+    def __init__(self, key: ThrowawayKey, others: tuple[str, ...] = ()) -> None:
+        self.others = tuple(secret.encode() for secret in others)
         body = "".join(
             line
             for line in key.armored_secret.splitlines()
@@ -175,7 +188,7 @@ class SecretScanner:
 
     def count(self, haystack: bytes) -> int:
         slices = sum(1 for i in range(len(haystack) - self.WIDTH + 1) if haystack[i : i + self.WIDTH] in self.windows)
-        return slices + haystack.count(self.passphrase)
+        return slices + haystack.count(self.passphrase) + sum(haystack.count(secret) for secret in self.others)
 
 
 class LeakWatch:

@@ -136,3 +136,37 @@ def test_slurm_with_a_compiler_version_concretizes_with_that_gcc(tmp_path: Path)
     result = _slurm_case(tmp_path, "trixie", compiler_version="13.4.0", use_local_buildcache=True)
     report_measurement(f"concretize slurm with gcc@13.4.0 on trixie: {result['seconds']:.0f}s")
     assert {spec.get("version") for spec in _named(result, "gcc")} == {"13.4.0"}
+
+
+MIRRORS_AS_SPACK_SEES_THEM = """
+import json
+from spack.mirrors.mirror import MirrorCollection
+mirrors = MirrorCollection(binary=True)
+seen = {name: [m.push_url, m.fetch_url, m.get_endpoint_url("push"), m.signed] for name, m in mirrors.items()}
+print(json.dumps(seen))
+"""
+
+
+def test_s3_mirrors_as_generated_are_read_by_spack_with_their_endpoint(tmp_path: Path) -> None:
+    request = make_request(
+        slurm_version="24.11.5", toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack",
+        publish="slurm", signing_key="0x1234ABCD", publish_url="s3://site/slurm",
+        s3_endpoint_url="http://127.0.0.1:9000",
+    )  # fmt: skip
+    plan_dir = tmp_path / "plan"
+    write_plan_dir(make_plan(request, Settings(project_name="mirrors", home=tmp_path / "home")), plan_dir)
+    environment = _host_environment(plan_dir, tmp_path / "scratch")
+    script = tmp_path / "mirrors.py"
+    script.write_text(MIRRORS_AS_SPACK_SEES_THEM)
+    done = subprocess.run(
+        [f"{SPACK_ROOT}/bin/spack", "-e", str(environment), "python", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    mirrors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert mirrors == {
+        "slurm-factory-remote": ["s3://cache/spack", "s3://cache/spack", "http://127.0.0.1:9000", True],
+        "slurm-factory-publish": ["s3://site/slurm", "s3://site/slurm", "http://127.0.0.1:9000", True],
+    }

@@ -324,7 +324,7 @@ def test_spack_engine_publish_plan_imports_the_key_from_the_tmpfs_and_pushes_sig
     )
 
     assert result.exit_code == 0, result.stderr
-    assert 'spack gpg trust "$SECRETS/signing-key.asc"' in result.stdout
+    assert 'spack -e "$ENV_DIR" gpg trust "$SECRETS/signing-key.asc"' in result.stdout
     assert "SECRETS=/run/slurm-factory-secrets" in result.stdout
     assert '--key "$SLURM_FACTORY_SIGNING_KEY" --update-index --only package slurm-factory-publish' in result.stdout
 
@@ -590,7 +590,7 @@ def test_build_compiler_signed_push_plan_uses_the_key_on_the_tmpfs() -> None:
     )  # fmt: skip
 
     assert result.exit_code == 0, result.stderr
-    assert 'spack gpg trust "$SECRETS/signing-key.asc"' in result.stdout
+    assert 'spack -e "$ENV_DIR" gpg trust "$SECRETS/signing-key.asc"' in result.stdout
     assert 'buildcache push --key "$SLURM_FACTORY_SIGNING_KEY" --update-index slurm-factory-publish' in result.stdout
     assert "--unsigned" not in result.stdout
 

@@ -122,6 +122,9 @@ def test_credential_files_are_what_boto3_reads_for_a_container(
     with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
         files = access.credential_files()
     assert set(files) == {CREDENTIALS_FILE, CONFIG_FILE}
+    config = configparser.RawConfigParser()
+    config.read_string(files[CONFIG_FILE].decode())
+    assert dict(config["default"]) == {"region": "eu-west-3", "endpoint_url": s3_server.endpoint}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / CREDENTIALS_FILE))

@@ -117,14 +117,13 @@ def mirrors(request: BuildRequest) -> dict[str, Any]:
             remote, binary=True, source=False, signed=True, endpoint=request.s3_endpoint_url
         )
     if request.publish is not PublishMode.NONE:
-        entries[PUBLISH_MIRROR] = _mirror(
-            publish_target(request.publish_url),
-            binary=True,
-            source=False,
-            signed=True,
-            endpoint=request.s3_endpoint_url,
-        )
+        entries[PUBLISH_MIRROR] = _publish_mirror(request.publish_url, request.s3_endpoint_url)
     return entries
+
+
+def _publish_mirror(publish_url: str | None, endpoint: str | None) -> dict[str, Any]:
+    """The mirror a signed push writes to."""
+    return _mirror(publish_target(publish_url), binary=True, source=False, signed=True, endpoint=endpoint)
 
 
 def publish_target(publish_url: str | None) -> str:
@@ -178,6 +177,13 @@ def _config(pins: SpackPins, no_cache: bool) -> dict[str, Any]:
     }
 
 
+def _bootstrap() -> dict[str, Any]:
+    """GnuPG (signing, signature checks of signed mirrors) and patchelf are found through Spack's bootstrap code,
+    which refuses to look at all when bootstrapping is disabled; enabled with no sources, it finds the image's
+    programs and can never download anything."""
+    return {"enable": True, "sources:": []}
+
+
 def _builtin_repo() -> str:
     return str(layout.SPACK_PACKAGES / "repos" / "spack_repo" / "builtin")
 
@@ -198,6 +204,7 @@ def environment(request: BuildRequest) -> dict[str, Any]:
             },
             "packages": _packages(request, pins),
             "config": _config(pins, request.no_cache),
+            "bootstrap": _bootstrap(),
             # "mirrors:" replaces Spack's default mirrors: only what the request names is read or written.
             "mirrors:": mirrors(request),
             "view": {"default": view},
@@ -316,6 +323,7 @@ def _gcc_environment(
                 "gcc": {"externals": [_gcc_external(toolchain.spack.compiler, "/usr")], "buildable": True},
             },
             "config": _config(pins, no_cache),
+            "bootstrap": _bootstrap(),
             "mirrors:": mirrors,
             "view": {"default": view},
         }
@@ -336,13 +344,7 @@ def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
         ),
     }
     if compiler_publishes_elsewhere(request):
-        mirrors[PUBLISH_MIRROR] = _mirror(
-            publish_target(request.publish_url),
-            binary=True,
-            source=False,
-            signed=True,
-            endpoint=request.s3_endpoint_url,
-        )
+        mirrors[PUBLISH_MIRROR] = _publish_mirror(request.publish_url, request.s3_endpoint_url)
     view = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
     return _gcc_environment(request.gcc_version, request.toolchain, request.no_cache, mirrors, view)
 
