@@ -71,7 +71,7 @@ def builds(
         report_measurement(f"verification during build {durations.get('verify', 0.0):.0f}s (images built cold)")
         report_measurement(
             f"sign + publish: file:// {cold_durations.get('sign+publish', 0.0):.1f}s, "
-            f"s3:// {durations.get('sign+publish', 0.0):.1f}s (with the bucket probe before the build)"
+            f"s3:// {durations.get('sign+publish', 0.0):.1f}s (the bucket was probed before the build)"
         )
         report_measurement(f"tarball {cold.artifact.stat().st_size / 1e6:.1f} MB")
         credentials = Path(aws["AWS_SHARED_CREDENTIALS_FILE"])
