@@ -49,6 +49,26 @@ class S3Server:
         listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
         return {item["Key"]: client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read() for item in listed}
 
+    def user_limited_to(self, bucket: str, prefix: str) -> tuple[str, str]:
+        """A new IAM user who may write, read and delete only under `prefix` (a shared store's usual grant)."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+        name = f"limited-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=name)
+        objects = {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                   "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"}  # fmt: skip
+        listing = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+                   "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}}  # fmt: skip
+        policy = {"Version": "2012-10-17", "Statement": [objects, listing]}
+        iam.put_user_policy(UserName=name, PolicyName="prefix", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
     def write_credentials(self, directory: Path, secret: str | None = None) -> dict[str, str]:
         """An AWS shared-credentials file and config file; the environment that points boto3 at them."""
         directory.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
-from slurm_factory.exceptions import ConfigurationError, VerificationError
+from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
@@ -189,9 +189,9 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
     with ExitStack() as stack:
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build {plan.build_id}: Slurm {request.slurm.version} for {request.toolchain.name}")
-        # Keys and buckets are checked first: cheap, and nothing long may start with a publish that will fail.
+        # Buckets and keys are checked first: cheap, and nothing long may start with a publish that will fail.
+        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
-        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url)
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
         session = DockerSession(settings.project_name)
@@ -203,6 +203,7 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
+        _raise_publish_failure(output, artifact)
         monitor.close()
         _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
         if request.verify:
@@ -213,18 +214,37 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
 
 
 def _s3_access(
-    stack: ExitStack, endpoint: str | None, publish_url: str | None, read_url: str | None = None
+    stack: ExitStack,
+    endpoint: str | None,
+    publish_url: str | None,
+    read_url: str | None = None,
+    engine: Engine = Engine.SPACK,
 ) -> S3Access | None:
     """Host-side S3 access when a mirror is s3://: a publish needs credentials the bucket accepts (checked now,
-    before any container starts); a read may be anonymous (public buildcaches)."""
+    before any container starts; a Spack push also lists the mirror to update its index); a read may be anonymous
+    (public buildcaches)."""
     if not is_s3_url(publish_url) and not is_s3_url(read_url):
         return None
     publishes = is_s3_url(publish_url)
     purpose = "--publish-url" if publishes else "--buildcache-url"
     access = stack.enter_context(S3Access(endpoint, required=publishes, purpose=purpose))
     if publishes and publish_url is not None:
-        access.probe(S3Url.parse(publish_url))
+        access.probe(S3Url.parse(publish_url), lists=engine is Engine.SPACK)
     return access
+
+
+def _raise_publish_failure(output: container.EngineOutput, artifact: Artifact) -> None:
+    """A push that failed after the build: the artifact is kept, the failure still ends the run (exit 1)."""
+    error = output.publish_error
+    if error is None:
+        return
+    raise BuildError(
+        error.message,
+        log_path=error.log_path,
+        tail=error.tail,
+        hint=f"the artifact was kept: {artifact.path}; fix the mirror and build again (the buildcache is reused "
+        "with --buildcache all)",
+    )
 
 
 def _credential_files(access: S3Access | None, url: str | None) -> dict[str, bytes]:
@@ -367,12 +387,12 @@ def build_compiler(
     with ExitStack() as stack:
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display or SilentDisplay()))
         monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
+        elsewhere = compiler_publishes_elsewhere(request)
+        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
         signer = None
         if request.signing_key is not None:  # checked (probe signature) before any container starts
             key = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
             signer = stack.enter_context(key)
-        elsewhere = compiler_publishes_elsewhere(request)
-        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
         session = DockerSession(settings.project_name)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
@@ -382,6 +402,7 @@ def build_compiler(
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))
         monitor.close()
+        _raise_publish_failure(output, artifact)
     result.artifact, result.sha256, result.size = artifact.path, artifact.sha256, artifact.size
     result.manifest = artifact.manifest
     result.durations = {**monitor.durations, "total": round(time.monotonic() - started, 3)}

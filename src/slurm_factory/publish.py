@@ -241,8 +241,9 @@ def publish_artifact(
     companions = [artifact.path, artifact.checksum_path, artifact.manifest_path, *([signature] if signature else [])]
     publication = Publication(root=store.root)
     publication.files = [_put_unless_there(store, f"{directory}/{path.name}", path) for path in companions]
-    key_relative = f"keys/{public_key.name}" if public_key is not None else None
-    if public_key is not None and key_relative is not None:
+    key_relative = None
+    if public_key is not None:
+        key_relative = f"keys/{public_key.name}"
         publication.public_key = _put_unless_there(store, key_relative, public_key)
     signature_relative = f"{directory}/{signature.name}" if signature else None
     entry = _index_entry(artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative)

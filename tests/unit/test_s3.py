@@ -49,20 +49,59 @@ def test_a_publish_without_any_credentials_fails_with_a_hint_before_anything_run
 
 def test_a_read_without_credentials_is_anonymous() -> None:
     with S3Access(None, required=False, purpose="--buildcache-url") as access:
-        assert not access.has_credentials
         assert access.credential_files() == {}
+        assert access.freeze() is None
 
 
-def test_credentials_from_the_environment_are_removed_from_it_and_still_sign(
+def test_credentials_from_the_environment_sign_and_a_second_build_finds_them_again(
     monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
 ) -> None:
     bucket = s3_server.new_bucket()
     _keys_in_environment(monkeypatch, s3_server)
+    for attempt in ("first", "second"):  # two builds in one Python process
+        with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
+            access.probe(S3Url.parse(f"s3://{bucket}/slurm"))
+            access.client().put_object(Bucket=bucket, Key=f"slurm/{attempt}", Body=b"x")
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == s3_server.secret_access_key
+    assert s3_server.objects(bucket) == {"slurm/first": b"x", "slurm/second": b"x"}  # the probe cleaned up
+
+
+def test_credentials_limited_to_the_publish_prefix_pass_the_probe_and_others_are_refused(
+    monkeypatch: pytest.MonkeyPatch, s3_server: S3Server
+) -> None:
+    bucket = s3_server.new_bucket()
+    key_id, secret = s3_server.user_limited_to(bucket, "site/slurm")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
-        assert "AWS_SECRET_ACCESS_KEY" not in os.environ and "AWS_ACCESS_KEY_ID" not in os.environ
-        access.probe(S3Url.parse(f"s3://{bucket}/slurm"))
-        access.client().put_object(Bucket=bucket, Key="slurm/probe", Body=b"x")
-    assert s3_server.objects(bucket) == {"slurm/probe": b"x"}
+        access.probe(S3Url.parse(f"s3://{bucket}/site/slurm"), lists=True)
+        with pytest.raises(ConfigurationError) as raised:
+            access.probe(S3Url.parse(f"s3://{bucket}/elsewhere"))
+    assert "the S3 credentials are refused" in raised.value.message
+
+
+def test_an_endpoint_named_only_by_the_aws_profile_reaches_the_container_config(
+    monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.new_bucket()
+    files = s3_server.write_credentials(tmp_path / "aws")
+    config = Path(files["AWS_CONFIG_FILE"])
+    config.write_text(config.read_text() + f"endpoint_url = {s3_server.endpoint}\n")
+    for name, value in files.items():
+        monkeypatch.setenv(name, value)
+    with S3Access(None, required=True, purpose="--publish-url") as access:
+        access.probe(S3Url.parse(f"s3://{bucket}"))  # the host's boto3 reaches the profile's endpoint
+        container_config = access.credential_files()[CONFIG_FILE].decode()
+    assert f"endpoint_url = {s3_server.endpoint}" in container_config
+
+
+def test_aws_endpoints_are_not_written_for_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE000000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    with S3Access(None, required=True, purpose="--publish-url") as access:
+        assert access.endpoint_url is None
+        assert "endpoint_url" not in access.credential_files()[CONFIG_FILE].decode()
 
 
 def test_credentials_from_a_named_profile_are_used(
@@ -150,7 +189,6 @@ def test_a_session_token_travels_in_the_credentials_file(monkeypatch: pytest.Mon
         "aws_secret_access_key": "temporary-secret",
         "aws_session_token": "session-token-value",
     }
-    assert "AWS_SESSION_TOKEN" not in os.environ
 
 
 def test_without_boto3_an_s3_mirror_is_a_usage_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

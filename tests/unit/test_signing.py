@@ -649,3 +649,35 @@ def test_secret_files_for_a_build_container_carry_a_key_that_signs_with_the_pass
         assert _gpg_verify(key.public_file, data.with_name("data.asc"), data).returncode == 0
     finally:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+
+
+def test_gpg_and_its_agent_never_inherit_a_secret_variable(keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's environment keeps its secrets (a second build finds them); gpg's processes get none of them."""
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-for-the-agent-test-0123",
+        "AWS_SESSION_TOKEN": "aws-token-for-the-agent-test-4567",
+        "SLURM_FACTORY_GPG_PASSPHRASE": "gpg-passphrase-for-the-agent-test",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    key = keys.protected
+    with SigningKey(key.long_id, decode_private_key(key.armored_secret), key.secret_passphrase()) as signer:
+        home = signer.gpg.gnupghome
+        children = [entry for entry in Path("/proc").iterdir() if entry.name.isdigit() and _names(entry, home)]
+        assert children, "the probe signature should have started gpg-agent for the temporary keyring"
+        environments = b"".join(_read(entry / "environ") for entry in children)
+    assert b"GNUPGHOME" in environments or b"PATH=" in environments  # the environments were readable
+    for value in secrets.values():
+        assert value.encode() not in environments
+    assert {name: os.environ[name] for name in secrets} == secrets
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _names(process: Path, home: str) -> bool:
+    return int(process.name) != os.getpid() and home.encode() in _read(process / "cmdline")

@@ -335,3 +335,26 @@ def test_build_compiler_refuses_partial_publish_modes(publish: str) -> None:
         make_compiler_request(compiler_version="13.4.0", toolchain="noble", publish=publish, signing_key="0x1234ABCD")
     assert raised.value.exit_code == 2
     assert f"--publish {publish}" in raised.value.message and "none" in raised.value.message
+
+
+def test_a_publish_url_naming_the_local_buildcache_is_the_default_target(tmp_path: Path) -> None:
+    settings = Settings(project_name="golden", home=tmp_path)
+    local = settings.buildcache_dir.as_uri()
+    plan = make_plan(
+        make_request(slurm_version="24.11.5", toolchain="trixie", publish="slurm", signing_key="0x1234ABCD",
+                     publish_url=local),
+        settings,
+    )  # fmt: skip
+    assert _mount(plan, "/var/cache/slurm-factory/publish-mirror") is None
+    assert _mount(plan, "/var/cache/slurm-factory/buildcache").read_only is False
+    compiler = make_compiler_plan(
+        make_compiler_request(compiler_version="13.4.0", toolchain="trixie", publish="all",
+                              signing_key="0x1234ABCD", publish_url=local),
+        settings,
+    )  # fmt: skip
+    pushes = [
+        line
+        for line in compiler.context_files()["publish-compiler.sh"].content.splitlines()
+        if "buildcache push" in line
+    ]
+    assert [line.split()[-1] for line in pushes] == ["slurm-factory-local"]

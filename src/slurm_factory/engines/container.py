@@ -21,10 +21,12 @@ SECRETS_TMPFS = "size=4m,mode=0700"
 
 @dataclass(frozen=True)
 class EngineOutput:
-    """The installed tree as a tar stream from the container, and the build's metadata files by name."""
+    """The installed tree as a tar stream from the container, and the build's metadata files by name. A failed
+    publish step does not throw the build away: the tree is there and `publish_error` says what failed."""
 
     tree_tar: Path
     meta: dict[str, str]
+    publish_error: BuildError | None = None
 
 
 def _no_secrets() -> dict[str, bytes]:
@@ -49,8 +51,8 @@ def run_build(
     scratch: Path,
     handout: SecretHandout | None = None,
 ) -> EngineOutput:
-    """Run the build container (then its publish step, if the plan has one); on success copy the install prefix
-    and the metadata out, then remove the container.
+    """Run the build container; on success copy the install prefix and the metadata out, then run the plan's
+    publish step (if any) and remove the container.
 
     With a handout or a publish step the container idles on a tmpfs (layout.SECRETS) and each step runs as an exec:
     its secrets are written there through a command's standard input first and removed when it ends. Nothing
@@ -71,28 +73,35 @@ def run_build(
         monitor.note(f"build container {container.name} from {plan.image.reference}")
         container.put_files(spec.files)
         container.start()
-        step = "build"
-        if not stepped:
-            exit_code = container.stream_output(monitor.output)
-        else:
+        if stepped:
             exit_code = _run_step(container, spec.command, handout.build, monitor)
-            if exit_code == 0 and spec.publish_command is not None:
-                step = "publish step"
-                exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
+        else:
+            exit_code = container.stream_output(monitor.output)
         if exit_code != 0:
-            kept = _keep_failure_logs(container, plan)
-            raise BuildError(
-                f"the {step} of {plan.artifact_root} failed (exit code {exit_code})",
-                log_path=plan.log_path,
-                tail=monitor.tail(15),
-                hint=f"the failing packages' build logs are in {kept}" if kept else None,
-            )
+            raise _step_failure(container, plan, monitor, "build", exit_code)
         monitor.stage("collect")
         tree_tar = scratch / "tree.tar"
         with tree_tar.open("wb") as destination:
             container.copy_out(spec.install_prefix, destination)
         meta = container.read_text_files(spec.meta_dir)
-    return EngineOutput(tree_tar=tree_tar, meta=meta)
+        publish_error = None
+        if spec.publish_command is not None:
+            exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
+            if exit_code != 0:
+                publish_error = _step_failure(container, plan, monitor, "publish step", exit_code)
+    return EngineOutput(tree_tar=tree_tar, meta=meta, publish_error=publish_error)
+
+
+def _step_failure(
+    container: RunningContainer, plan: BuildPlan | CompilerPlan, monitor: BuildMonitor, step: str, exit_code: int
+) -> BuildError:
+    kept = _keep_failure_logs(container, plan)
+    return BuildError(
+        f"the {step} of {plan.artifact_root} failed (exit code {exit_code})",
+        log_path=plan.log_path,
+        tail=monitor.tail(15),
+        hint=f"the failing packages' build logs are in {kept}" if kept else None,
+    )
 
 
 def _run_step(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from slurm_factory import __version__, s3
 from slurm_factory.catalog import Toolchain
@@ -161,7 +161,19 @@ def spack_source_context(source: str | None) -> tuple[str | None, dict[str, Path
     return "tarball", {"spack-source.tar.gz": path}, f"tarball:{sha256_of(path)}"
 
 
+_Request = TypeVar("_Request", BuildRequest, CompilerRequest)
+
+
+def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
+    """`--publish-url` naming the local buildcache is the default target: one mount and one push, not two."""
+    directory = file_url_path(request.publish_url)
+    if directory is not None and directory.resolve() == settings.buildcache_dir.resolve():
+        return request.model_copy(update={"publish_url": None})
+    return request
+
+
 def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+    request = _local_mirror_as_default(request, settings)
     source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
     dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
     script = spack.render_build_script(request)
@@ -238,6 +250,7 @@ def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path
 
 def make_compiler_plan(request: CompilerRequest, settings: Settings) -> CompilerPlan:
     """`build-compiler`: the Spack toolchain image of that OS, a GCC environment, a push to the binary mirror."""
+    request = _local_mirror_as_default(request, settings)
     source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
     dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
     plan_files = {
