@@ -3,14 +3,18 @@
 A mirror is a local directory (`file://`) or an S3 prefix (`s3://`); both are one `MirrorStore`. Every file lands
 atomically (a local file under a temporary name, then renamed; an S3 object by one PUT), the signer's public key
 under `keys/`, and `index.json` at the mirror's root lists what is there. Publishing the same artifact twice
-changes nothing: a file whose sha256 is already there is not written again.
+changes nothing: a file whose sha256 is already there is not written again. Two publishers at once lose no index
+entry: the index is replaced only if it is still the version that was read (an ETag condition on S3, a lock on
+the directory locally), else it is read and merged again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from slurm_factory.artifact import Artifact, atomic_writer, write_text_atomically
-from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
 from slurm_factory.s3 import S3Access, S3Error, S3Url
 from slurm_factory.source import sha256_of
 
@@ -48,13 +52,24 @@ class MirrorStore(Protocol):
 
     def location(self, relative: str) -> str: ...
 
-    def read(self, relative: str) -> bytes | None: ...
-
     def holds(self, relative: str, sha256: str, size: int) -> bool: ...
 
     def put_file(self, relative: str, source: Path, sha256: str) -> None: ...
 
-    def put_text(self, relative: str, text: str) -> None: ...
+    def read_versioned(self, relative: str) -> tuple[bytes | None, str | None]:
+        """The content and a version token (None when absent) for `put_text_if`."""
+        ...
+
+    def put_text_if(self, relative: str, text: str, version: str | None) -> bool:
+        """Write only if the file is still at `version` (absent for None); False when someone else wrote it."""
+        ...
+
+
+INDEX_ATTEMPTS = 8
+
+
+class PublishError(SlurmFactoryError):
+    """A publish could not complete after the build (exit 1)."""
 
 
 def mirror_directory(publish_url: str) -> Path:
@@ -75,10 +90,6 @@ class LocalMirror:
     def location(self, relative: str) -> str:
         return str(self.directory / relative)
 
-    def read(self, relative: str) -> bytes | None:
-        path = self.directory / relative
-        return path.read_bytes() if path.is_file() else None
-
     def holds(self, relative: str, sha256: str, size: int) -> bool:
         target = self.directory / relative
         return target.is_file() and target.stat().st_size == size and sha256_of(target) == sha256
@@ -87,8 +98,31 @@ class LocalMirror:
         with atomic_writer(self.directory / relative) as stream, source.open("rb") as data:
             shutil.copyfileobj(data, stream)
 
-    def put_text(self, relative: str, text: str) -> None:
-        write_text_atomically(self.directory / relative, text)
+    def read_versioned(self, relative: str) -> tuple[bytes | None, str | None]:
+        path = self.directory / relative
+        try:
+            with path.open("rb") as stream:
+                return stream.read(), self._version(os.fstat(stream.fileno()))
+        except FileNotFoundError:
+            return None, None
+
+    @staticmethod
+    def _version(status: os.stat_result) -> str:
+        return f"{status.st_ino}:{status.st_mtime_ns}:{status.st_size}"
+
+    def put_text_if(self, relative: str, text: str, version: str | None) -> bool:
+        path = self.directory / relative
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # publishers on this host, or sharing this NFS/Lustre directory
+            current = self._version(path.stat()) if path.exists() else None
+            if current != version:
+                return False
+            write_text_atomically(path, text)
+            return True
+        finally:
+            os.close(descriptor)  # releases the lock
 
 
 class S3Mirror:
@@ -104,19 +138,6 @@ class S3Mirror:
 
     def _failure(self, action: str, relative: str, error: Exception) -> S3Error:
         return S3Error(f"{action} {self.location(relative)} failed: {error}")
-
-    def read(self, relative: str) -> bytes | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self._client.get_object(Bucket=self.url.bucket, Key=self.url.key(relative))
-            return bytes(response["Body"].read())
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
-                return None
-            raise self._failure("reading", relative, error) from None
-        except BotoCoreError as error:
-            raise self._failure("reading", relative, error) from None
 
     def holds(self, relative: str, sha256: str, size: int) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -150,9 +171,42 @@ class S3Mirror:
         with source.open("rb") as body:
             self._put(relative, body, sha256, _content_type(source.name))
 
-    def put_text(self, relative: str, text: str) -> None:
+    def read_versioned(self, relative: str) -> tuple[bytes | None, str | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client.get_object(Bucket=self.url.bucket, Key=self.url.key(relative))
+            return bytes(response["Body"].read()), str(response["ETag"])
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+                return None, None
+            raise self._failure("reading", relative, error) from None
+        except BotoCoreError as error:
+            raise self._failure("reading", relative, error) from None
+
+    def put_text_if(self, relative: str, text: str, version: str | None) -> bool:
+        """A conditional PUT: `If-Match: <etag>` to replace, `If-None-Match: *` to create."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         data = text.encode()
-        self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative))
+        condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
+        try:
+            self._client.put_object(
+                Bucket=self.url.bucket,
+                Key=self.url.key(relative),
+                Body=data,
+                ContentType=_content_type(relative),
+                Metadata={SHA256_METADATA: hashlib.sha256(data).hexdigest()},
+                **condition,
+            )
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code"))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise self._failure("uploading", relative, error) from None
+        except BotoCoreError as error:
+            raise self._failure("uploading", relative, error) from None
+        return True
 
 
 def _content_type(name: str) -> str:
@@ -175,18 +229,18 @@ def open_mirror(publish_url: str, s3: S3Access | None = None) -> MirrorStore:
     raise ConfigurationError(f"--publish-url {publish_url}: tarballs are published to file:// or s3:// mirrors only")
 
 
-def _parse_index(store: MirrorStore) -> dict[str, Any]:
-    raw = store.read(INDEX_NAME)
+def _read_index(store: MirrorStore) -> tuple[dict[str, Any], str | None]:
+    raw, version = store.read_versioned(INDEX_NAME)
     where = store.location(INDEX_NAME)
     if raw is None:
-        return {"schema": INDEX_SCHEMA, "artifacts": []}
+        return {"schema": INDEX_SCHEMA, "artifacts": []}, None
     try:
         loaded = json.loads(raw)
     except ValueError:
         raise ConfigurationError(f"{where} is not valid JSON; refusing to overwrite a mirror index") from None
     if not isinstance(loaded, dict) or not isinstance(loaded.get("artifacts"), list):
         raise ConfigurationError(f"{where} is not a slurm-factory mirror index")
-    return loaded
+    return loaded, version
 
 
 def _index_entry(artifact: Artifact, relative: str, signature: str | None, key: str | None) -> dict[str, Any]:
@@ -209,14 +263,26 @@ def _without_time(entry: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in entry.items() if name != "published_at"}
 
 
-def _update_index(store: MirrorStore, index: dict[str, Any], entry: dict[str, Any]) -> str:
+def _with_entry(index: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The index with `entry` in it, or None when it already says exactly that."""
     previous = next((e for e in index["artifacts"] if e.get("path") == entry["path"]), None)
     if previous is not None and _without_time(previous) == _without_time(entry):
-        return store.location(INDEX_NAME)  # the same artifact again: the index already says so
+        return None
     others = [existing for existing in index["artifacts"] if existing.get("path") != entry["path"]]
-    index["artifacts"] = sorted([*others, entry], key=lambda e: str(e["path"]))
-    store.put_text(INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    return store.location(INDEX_NAME)
+    return {**index, "artifacts": sorted([*others, entry], key=lambda e: str(e["path"]))}
+
+
+def _update_index(store: MirrorStore, entry: dict[str, Any]) -> str:
+    """Add the entry to the index as it is now; if another publisher replaced it meanwhile, merge again."""
+    for _ in range(INDEX_ATTEMPTS):
+        index, version = _read_index(store)
+        updated = _with_entry(index, entry)
+        if updated is None or store.put_text_if(INDEX_NAME, json.dumps(updated, indent=2) + "\n", version):
+            return store.location(INDEX_NAME)
+    raise PublishError(
+        f"{store.location(INDEX_NAME)} changed {INDEX_ATTEMPTS} times while this publish merged into it",
+        hint="other publishers are writing to this mirror; publish again",
+    )
 
 
 def _put_unless_there(store: MirrorStore, relative: str, source: Path) -> str:
@@ -235,7 +301,7 @@ def publish_artifact(
 ) -> Publication:
     """Publish an artifact and its companions into a file:// or s3:// mirror."""
     store = open_mirror(publish_url, s3)
-    index = _parse_index(store)  # a mirror whose index we cannot update gets nothing at all
+    _read_index(store)  # a mirror whose index we cannot update gets nothing at all
     manifest = artifact.manifest
     directory = f"{manifest['toolchain']['name']}/{manifest['slurm']['series']}"
     companions = [artifact.path, artifact.checksum_path, artifact.manifest_path, *([signature] if signature else [])]
@@ -247,5 +313,5 @@ def publish_artifact(
         publication.public_key = _put_unless_there(store, key_relative, public_key)
     signature_relative = f"{directory}/{signature.name}" if signature else None
     entry = _index_entry(artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative)
-    publication.index = _update_index(store, index, entry)
+    publication.index = _update_index(store, entry)
     return publication

@@ -17,7 +17,14 @@ import pytest
 
 from slurm_factory.artifact import Artifact, manifest_text
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
-from slurm_factory.publish import INDEX_NAME, S3Mirror, mirror_directory, publish_artifact
+from slurm_factory.publish import (
+    INDEX_NAME,
+    LocalMirror,
+    PublishError,
+    S3Mirror,
+    mirror_directory,
+    publish_artifact,
+)
 from slurm_factory.s3 import S3Access, S3Error
 from tests.s3server import S3Server
 
@@ -364,3 +371,70 @@ def test_a_mirror_refusing_the_credentials_is_a_failure_naming_the_object(
     assert f"s3://{bucket}/index.json" in raised.value.message
     assert "a-secret-the-server-does-not-know" not in raised.value.message
     assert s3_server.objects(bucket) == {}
+
+
+# --- two publishers at once: no index entry is lost -----------------------------------------------------------------
+
+
+def _publish_another_while_reading(
+    monkeypatch: pytest.MonkeyPatch, store_class: type, other: Built, url: str, s3: S3Access | None = None
+) -> None:
+    """The first time this publish reads the index, another publish of `other` runs to completion."""
+    real_read = store_class.read_versioned
+    raced: list[bool] = []
+
+    def read_then_race(self: Any, relative: str) -> tuple[bytes | None, str | None]:
+        result = real_read(self, relative)
+        if relative == INDEX_NAME and len(raced) == 1:  # after the early check, before the merge
+            raced.append(True)
+            monkeypatch.setattr(store_class, "read_versioned", real_read)
+            publish_artifact(other.artifact, other.signature, other.public_key, url, s3)
+        elif relative == INDEX_NAME:
+            raced.append(False)
+        return result
+
+    monkeypatch.setattr(store_class, "read_versioned", read_then_race)
+
+
+def _series_paths(index: dict[str, Any]) -> list[str]:
+    return [entry["path"] for entry in index["artifacts"]]
+
+
+def test_a_publish_racing_another_into_a_local_mirror_keeps_both_index_entries(
+    tmp_path: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = _make_artifact(tmp_path / "mine")
+    other = _make_artifact(tmp_path / "other", version="25.11.7", series="25.11")
+    _publish_another_while_reading(monkeypatch, LocalMirror, other, mirror.as_uri())
+    _publish(mine, mirror)
+    assert _series_paths(_index(mirror)) == [
+        "trixie/24.11/slurm-24.11-trixie-software.tar.gz",
+        "trixie/25.11/slurm-25.11-trixie-software.tar.gz",
+    ]
+    assert _hidden(mirror) == []
+
+
+def test_a_publish_racing_another_into_an_s3_mirror_keeps_both_index_entries(
+    tmp_path: Path, s3_server: S3Server, s3_access: S3Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_server.new_bucket()
+    url = f"s3://{bucket}/m"
+    mine = _make_artifact(tmp_path / "mine")
+    other = _make_artifact(tmp_path / "other", version="25.11.7", series="25.11")
+    _publish_another_while_reading(monkeypatch, S3Mirror, other, url, s3_access)
+    publish_artifact(mine.artifact, mine.signature, mine.public_key, url, s3_access)
+    index = json.loads(s3_server.objects(bucket)["m/index.json"])
+    assert _series_paths(index) == [
+        "trixie/24.11/slurm-24.11-trixie-software.tar.gz",
+        "trixie/25.11/slurm-25.11-trixie-software.tar.gz",
+    ]
+
+
+def test_a_mirror_whose_index_keeps_changing_is_a_publish_failure(
+    built: Built, mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalMirror, "put_text_if", lambda self, relative, text, version: False)
+    with pytest.raises(PublishError) as raised:
+        _publish(built, mirror)
+    assert raised.value.exit_code == 1
+    assert raised.value.message == f"{mirror / INDEX_NAME} changed 8 times while this publish merged into it"
