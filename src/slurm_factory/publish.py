@@ -125,6 +125,14 @@ class LocalMirror:
             os.close(descriptor)  # releases the lock
 
 
+class _ConditionFailed(Exception):
+    """The object is no longer at the version the condition named."""
+
+
+class _ConditionalPutUnsupported(Exception):
+    """The store does not implement conditional PUTs."""
+
+
 class S3Mirror:
     """A mirror under an S3 prefix. One PUT makes an object appear whole; its sha256 travels as object metadata."""
 
@@ -153,7 +161,7 @@ class S3Mirror:
         metadata = head.get("Metadata", {})
         return bool(head.get("ContentLength") == size and metadata.get(SHA256_METADATA) == sha256)
 
-    def _put(self, relative: str, body: bytes | Any, sha256: str, content_type: str) -> None:
+    def _put(self, relative: str, body: bytes | Any, sha256: str, content_type: str, **condition: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -163,8 +171,16 @@ class S3Mirror:
                 Body=body,
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
+                **condition,
             )
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code"))
+            if condition and code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise _ConditionFailed from None
+            if condition and code in ("NotImplemented", "501"):
+                raise _ConditionalPutUnsupported from None
+            raise self._failure("uploading", relative, error) from None
+        except BotoCoreError as error:
             raise self._failure("uploading", relative, error) from None
 
     def put_file(self, relative: str, source: Path, sha256: str) -> None:
@@ -186,26 +202,16 @@ class S3Mirror:
 
     def put_text_if(self, relative: str, text: str, version: str | None) -> bool:
         """A conditional PUT: `If-Match: <etag>` to replace, `If-None-Match: *` to create."""
-        from botocore.exceptions import BotoCoreError, ClientError
 
         data = text.encode()
         condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
         try:
-            self._client.put_object(
-                Bucket=self.url.bucket,
-                Key=self.url.key(relative),
-                Body=data,
-                ContentType=_content_type(relative),
-                Metadata={SHA256_METADATA: hashlib.sha256(data).hexdigest()},
-                **condition,
-            )
-        except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code"))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise self._failure("uploading", relative, error) from None
-        except BotoCoreError as error:
-            raise self._failure("uploading", relative, error) from None
+            self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative), **condition)
+        except _ConditionalPutUnsupported:
+            # An S3-compatible store without conditional writes: the last writer wins, as it always did there.
+            self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative))
+        except _ConditionFailed:
+            return False
         return True
 
 

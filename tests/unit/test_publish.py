@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from slurm_factory.artifact import Artifact, manifest_text
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
@@ -438,3 +439,31 @@ def test_a_mirror_whose_index_keeps_changing_is_a_publish_failure(
         _publish(built, mirror)
     assert raised.value.exit_code == 1
     assert raised.value.message == f"{mirror / INDEX_NAME} changed 8 times while this publish merged into it"
+
+
+def test_an_s3_store_without_conditional_writes_still_gets_its_index(
+    built: Built, s3_server: S3Server, s3_access: S3Access, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older S3-compatible stores answer 501 NotImplemented to If-Match / If-None-Match: the last writer wins there."""
+    bucket = s3_server.new_bucket()
+    refused: list[str] = []
+    real_client = s3_access.client
+
+    def client_without_conditions() -> Any:
+        client = real_client()
+        real_put = client.put_object
+
+        def put_object(**arguments: Any) -> Any:
+            if "IfMatch" in arguments or "IfNoneMatch" in arguments:
+                refused.append(arguments["Key"])
+                raise ClientError({"Error": {"Code": "NotImplemented", "Message": "no conditions"}}, "PutObject")
+            return real_put(**arguments)
+
+        client.put_object = put_object
+        return client
+
+    monkeypatch.setattr(s3_access, "client", client_without_conditions)
+    publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", s3_access)
+    assert refused == ["index.json"]
+    [entry] = json.loads(s3_server.objects(bucket)["index.json"])["artifacts"]
+    assert entry["sha256"] == built.artifact.sha256
