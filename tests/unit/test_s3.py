@@ -7,11 +7,13 @@ from __future__ import annotations
 import builtins
 import configparser
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.credentials import RefreshableCredentials
 
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 from slurm_factory.s3 import CONFIG_FILE, CREDENTIALS_FILE, S3Access, S3Url, is_s3_url
@@ -204,3 +206,23 @@ def test_without_boto3_an_s3_mirror_is_a_usage_error_naming_the_extra(monkeypatc
         pass
     assert raised.value.exit_code == EXIT_USAGE
     assert raised.value.hint is not None and "slurm-factory[s3]" in raised.value.hint
+
+
+def test_temporary_credentials_are_refreshed_for_each_handover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials from SSO or an assumed role expire; each step's files are made from a fresh snapshot."""
+    issued: list[str] = []
+
+    def refresh() -> dict[str, str]:
+        issued.append(f"ASIATEMPORARY{len(issued):07d}")
+        expiry = datetime.now(UTC) + timedelta(minutes=5)  # inside botocore's refresh window: refreshed every time
+        return {"access_key": issued[-1], "secret_key": "s", "token": "t", "expiry_time": expiry.isoformat()}
+
+    refreshable = RefreshableCredentials.create_from_metadata(refresh(), refresh, "assume-role")
+    monkeypatch.setattr(boto3.Session, "get_credentials", lambda self: refreshable)
+    with S3Access(None, required=True, purpose="--publish-url") as access:
+        keys = []
+        for _ in range(2):
+            parser = configparser.RawConfigParser()
+            parser.read_string(access.credential_files()[CREDENTIALS_FILE].decode())
+            keys.append(parser["default"]["aws_access_key_id"])
+    assert keys[0] != keys[1] and keys == issued[-2:]
