@@ -14,9 +14,10 @@ import docker
 import pytest
 
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.exceptions import VerificationError
 from slurm_factory.verify import verify_artifact
+from slurm_factory.verify.images import MPI_BUILD_ROLE
 from tests.e2e.helpers import ARTIFACT, Build, repack, report_measurement, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -137,3 +138,15 @@ def test_verify_leaves_no_containers_or_networks_behind(build: Build, docker_cli
     label: dict[str, Any] = {"label": f"{PROJECT_LABEL}={build.project}"}
     assert docker_client.containers.list(all=True, filters=label) == []
     assert docker_client.networks.list(filters=label) == []
+
+
+def test_the_mpi_build_stage_left_behind_by_the_cluster_image_carries_the_project_label(
+    build: Build, docker_client: docker.DockerClient
+) -> None:
+    """The classic builder keeps a multi-stage build's intermediate stage as an untagged image: labelled,
+    `clean --full` removes it with the rest of the project."""
+    stages = docker_client.images.list(
+        filters={"label": [f"{PROJECT_LABEL}={build.project}", f"{ROLE_LABEL}={MPI_BUILD_ROLE}"]}
+    )
+    assert stages, "no labelled MPI build stage image"
+    assert all(not image.tags for image in stages)

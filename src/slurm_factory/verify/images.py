@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
 
+from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.plan.model import ImageSpec, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
@@ -14,6 +15,7 @@ from slurm_factory.verify.artifact_reader import ArtifactUnderTest
 # Files the verification containers run, shipped as package data (templates/verify/).
 NODE_FILES = ("ldd-check.sh", "node-start.sh", "module-check.sh")
 CHECK_DIR = PurePosixPath("/verify")
+MPI_BUILD_ROLE = "verify-mpi-build"
 
 
 def verify_file(name: str) -> str:
@@ -45,6 +47,8 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str) -> VerifyImage
     hello = verify_file("mpi-hello.c")
     cluster_dockerfile = render(
         "verify/cluster.Dockerfile.j2",
+        # The build stage's image stays behind as an untagged image: labelled, `clean --full` finds it.
+        stage_labels={PROJECT_LABEL: project_name, ROLE_LABEL: MPI_BUILD_ROLE},
         toolchain=toolchain,
         verify=verify,
         base_image=artifact.base_image,
