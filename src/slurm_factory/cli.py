@@ -211,6 +211,19 @@ SpackSourceOption = Annotated[
     str | None,
     typer.Option("--spack-source", help="Local Spack checkout, release tarball or URL instead of cloning Spack."),
 ]
+SpackPackagesSourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--spack-packages-source",
+        help="Local spack-packages checkout, tarball or URL instead of fetching the pinned commit.",
+    ),
+]
+PythonWheelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--python-wheels", help="Directory of wheels (clingo, boto3 and their dependencies) for Spack's Python."
+    ),
+]
 BaseImageOption = Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")]
 PlanDirOption = Annotated[
@@ -253,6 +266,8 @@ def build_slurm_command(
         str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
     ] = None,
     spack_source: SpackSourceOption = None,
+    spack_packages_source: SpackPackagesSourceOption = None,
+    python_wheels: PythonWheelsOption = None,
     base_image: BaseImageOption = None,
     buildcache_url: Annotated[
         str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
@@ -284,6 +299,8 @@ def build_slurm_command(
         engine=engine.value,
         slurm_source=slurm_source,
         spack_source=spack_source,
+        spack_packages_source=spack_packages_source,
+        python_wheels=str(python_wheels) if python_wheels is not None else None,
         base_image=base_image,
         buildcache_url=buildcache_url,
         publish_url=publish_url,
@@ -378,6 +395,8 @@ def build_compiler_command(
     publish_url: PublishUrlOption = None,
     s3_endpoint_url: S3EndpointOption = None,
     spack_source: SpackSourceOption = None,
+    spack_packages_source: SpackPackagesSourceOption = None,
+    python_wheels: PythonWheelsOption = None,
     base_image: BaseImageOption = None,
     dry_run: DryRunOption = False,
     plan_dir: PlanDirOption = None,
@@ -397,6 +416,8 @@ def build_compiler_command(
         publish_url=publish_url,
         settings=_settings(),
         spack_source=spack_source,
+        spack_packages_source=spack_packages_source,
+        python_wheels=str(python_wheels) if python_wheels is not None else None,
         base_image=base_image,
         s3_endpoint_url=s3_endpoint_url,
         dry_run=dry_run,

@@ -80,6 +80,8 @@ class BuildRequest(BaseModel):
     use_local_buildcache: bool = False
     slurm_source: str | None = None
     spack_source: str | None = None
+    spack_packages_source: str | None = None
+    python_wheels: str | None = None
     base_image: str
     buildcache_url: str | None = None
     publish_url: str | None = None
@@ -142,25 +144,59 @@ def _check_source(value: str) -> str:
     return str(path.resolve())
 
 
-def _check_spack_source(value: str, engine: Engine) -> str:
-    """A Spack checkout (directory), a release tarball, or an http(s) URL of one — for air-gapped sites."""
+def _check_tree_source(value: str, option: str, engine: Engine, marker: str, what: str) -> str:
+    """A checkout (a directory holding `marker`), a .tar.gz of one, or an http(s) URL of one — for sites that
+    cannot clone from GitHub."""
     if engine is not Engine.SPACK:
-        raise ConfigurationError("--spack-source needs the Spack engine; the native engine does not use Spack")
+        raise ConfigurationError(f"{option} needs the Spack engine; the native engine does not use Spack")
     parsed = urlparse(value)
     if parsed.scheme in ("http", "https") and parsed.netloc:
         return value
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ConfigurationError(
-            f"--spack-source {value!r}: unsupported scheme {parsed.scheme!r}; use a directory, a .tar.gz or http(s)://"
+            f"{option} {value!r}: unsupported scheme {parsed.scheme!r}; use a directory, a .tar.gz or http(s)://"
         )
     path = Path(value).expanduser().resolve()
     if path.is_dir():
-        if not (path / "bin" / "spack").is_file():
-            raise ConfigurationError(f"--spack-source {value!r}: the directory is not a Spack checkout (no bin/spack)")
+        if not (path / marker).is_file():
+            raise ConfigurationError(f"{option} {value!r}: the directory is not {what} (no {marker})")
         return str(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         return str(path)
-    raise ConfigurationError(f"--spack-source {value!r}: no such directory or .tar.gz file")
+    raise ConfigurationError(f"{option} {value!r}: no such directory or .tar.gz file")
+
+
+def _check_spack_source(value: str, engine: Engine) -> str:
+    return _check_tree_source(value, "--spack-source", engine, "bin/spack", "a Spack checkout")
+
+
+def _check_spack_packages_source(value: str, engine: Engine) -> str:
+    return _check_tree_source(
+        value, "--spack-packages-source", engine, "repos/spack_repo/builtin/repo.yaml", "a spack-packages checkout"
+    )
+
+
+# What the Python that runs Spack needs (see catalog/data/spack.yaml); a --python-wheels directory must have them.
+REQUIRED_WHEELS = ("clingo", "boto3")
+
+
+def _check_python_wheels(value: str, engine: Engine) -> str:
+    """A directory of wheels (`pip download`) for the Python that runs Spack, so the image needs no PyPI."""
+    if engine is not Engine.SPACK:
+        raise ConfigurationError("--python-wheels needs the Spack engine; the native engine does not use Spack")
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigurationError(f"--python-wheels {value!r}: no such directory")
+    present = {wheel.name.split("-")[0].lower() for wheel in path.glob("*.whl")}
+    missing = [name for name in REQUIRED_WHEELS if name not in present]
+    if missing:
+        raise ConfigurationError(
+            f"--python-wheels {value!r}: no wheel of {', '.join(missing)} in it",
+            hint="fill it with `pip download --only-binary=:all: --python-version X.Y -d DIR "
+            + " ".join(REQUIRED_WHEELS)
+            + "` for the toolchain's Python",
+        )
+    return str(path)
 
 
 def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
@@ -303,6 +339,8 @@ def make_request(
     use_local_buildcache: bool = False,
     slurm_source: str | None = None,
     spack_source: str | None = None,
+    spack_packages_source: str | None = None,
+    python_wheels: str | None = None,
     base_image: str | None = None,
     buildcache_url: str | None = None,
     publish_url: str | None = None,
@@ -361,6 +399,12 @@ def make_request(
         use_local_buildcache=use_local_buildcache,
         slurm_source=_check_source(slurm_source) if slurm_source is not None else None,
         spack_source=_check_spack_source(spack_source, chosen_engine) if spack_source is not None else None,
+        spack_packages_source=(
+            _check_spack_packages_source(spack_packages_source, chosen_engine)
+            if spack_packages_source is not None
+            else None
+        ),
+        python_wheels=_check_python_wheels(python_wheels, chosen_engine) if python_wheels is not None else None,
         base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
         buildcache_url=_check_buildcache_url(buildcache_url) if buildcache_url is not None else None,
         publish_url=_check_publish_url(publish_url),
@@ -383,6 +427,8 @@ class CompilerRequest(BaseModel):
     publish_url: str | None = None
     s3_endpoint_url: str | None = None
     spack_source: str | None = None
+    spack_packages_source: str | None = None
+    python_wheels: str | None = None
     base_image: str
 
     @property
@@ -405,6 +451,8 @@ def make_compiler_request(
     gpg_passphrase: str | None = None,
     publish_url: str | None = None,
     spack_source: str | None = None,
+    spack_packages_source: str | None = None,
+    python_wheels: str | None = None,
     base_image: str | None = None,
     s3_endpoint_url: str | None = None,
 ) -> CompilerRequest:
@@ -434,5 +482,11 @@ def make_compiler_request(
         publish_url=_check_publish_url(publish_url),
         s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (publish_url,)),
         spack_source=_check_spack_source(spack_source, Engine.SPACK) if spack_source is not None else None,
+        spack_packages_source=(
+            _check_spack_packages_source(spack_packages_source, Engine.SPACK)
+            if spack_packages_source is not None
+            else None
+        ),
+        python_wheels=_check_python_wheels(python_wheels, Engine.SPACK) if python_wheels is not None else None,
         base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
     )

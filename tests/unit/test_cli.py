@@ -46,6 +46,8 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "engine": "spack",
     "slurm_source": None,
     "spack_source": None,
+    "spack_packages_source": None,
+    "python_wheels": None,
     "base_image": None,
     "buildcache_url": None,
     "publish_url": None,
@@ -128,6 +130,13 @@ OPTION_CASES = [
         id="slurm-source",
     ),
     pytest.param(["--spack-source", "/srv/spack-v1.1.0"], "spack_source", "/srv/spack-v1.1.0", id="spack-source"),
+    pytest.param(
+        ["--spack-packages-source", "/srv/spack-packages"],
+        "spack_packages_source",
+        "/srv/spack-packages",
+        id="spack-packages-source",
+    ),
+    pytest.param(["--python-wheels", "/srv/wheels"], "python_wheels", "/srv/wheels", id="python-wheels"),
     pytest.param(
         ["--base-image", "registry.example.org:5000/debian:trixie"],
         "base_image",

@@ -631,3 +631,60 @@ def test_a_bad_s3_endpoint_in_the_environment_names_the_variable(monkeypatch: py
 def test_an_s3_endpoint_variable_is_ignored_without_an_s3_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url at all")
     assert make_request().s3_endpoint_url is None
+
+
+def _packages_checkout(root: Path) -> Path:
+    (root / "repos" / "spack_repo" / "builtin").mkdir(parents=True)
+    (root / "repos" / "spack_repo" / "builtin" / "repo.yaml").write_text("repo:\n  namespace: builtin\n")
+    return root
+
+
+def _wheels(root: Path, *names: str) -> Path:
+    root.mkdir(parents=True)
+    for name in names:
+        (root / name).write_bytes(b"wheel")
+    return root
+
+
+def test_spack_packages_source_accepts_a_checkout_a_tarball_or_a_url(tmp_path: Path) -> None:
+    checkout = _packages_checkout(tmp_path / "spack-packages")
+    assert make_request(spack_packages_source=str(checkout)).spack_packages_source == str(checkout)
+    tarball = tmp_path / "spack-packages.tar.gz"
+    tarball.write_bytes(b"tar")
+    assert make_request(spack_packages_source=str(tarball)).spack_packages_source == str(tarball)
+    url = "https://mirror.example.org/spack-packages-119680a.tar.gz"
+    assert make_request(spack_packages_source=url).spack_packages_source == url
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("spack_packages_source", "is not a spack-packages checkout (no repos/spack_repo/builtin/repo.yaml)"),
+        ("python_wheels", "no wheel of clingo, boto3 in it"),
+    ],
+)
+def test_air_gapped_inputs_that_are_not_what_they_claim_are_refused(tmp_path: Path, option: str, message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(**{option: str(tmp_path / "empty")})
+    assert raised.value.exit_code == EXIT_USAGE
+    assert message in raised.value.message
+
+
+def test_python_wheels_need_clingo_and_boto3_and_name_what_is_missing(tmp_path: Path) -> None:
+    partial = _wheels(tmp_path / "partial", "clingo-5.8.3-cp313-cp313-manylinux_2_28_x86_64.whl")
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(python_wheels=str(partial))
+    assert "no wheel of boto3" in raised.value.message
+    assert raised.value.hint is not None and "pip download" in raised.value.hint
+    complete = _wheels(tmp_path / "complete", "clingo-5.8.3-cp313-cp313-manylinux_2_28_x86_64.whl",
+                       "boto3-1.44.8-py3-none-any.whl")  # fmt: skip
+    assert make_request(python_wheels=str(complete)).python_wheels == str(complete)
+
+
+@pytest.mark.parametrize("option", ["spack_packages_source", "python_wheels"])
+def test_air_gapped_spack_inputs_need_the_spack_engine(tmp_path: Path, option: str) -> None:
+    _packages_checkout(tmp_path / "source")
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(engine="native", toolchain="trixie", **{option: str(tmp_path / "source")})
+    assert "needs the Spack engine" in raised.value.message

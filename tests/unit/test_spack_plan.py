@@ -358,3 +358,59 @@ def test_a_publish_url_naming_the_local_buildcache_is_the_default_target(tmp_pat
         if "buildcache push" in line
     ]
     assert [line.split()[-1] for line in pushes] == ["slurm-factory-local"]
+
+
+def _air_gapped_inputs(root: Path) -> dict[str, str]:
+    spack_checkout = root / "spack"
+    (spack_checkout / "bin").mkdir(parents=True)
+    (spack_checkout / "bin" / "spack").write_text("#!/bin/sh\n")
+    packages = root / "spack-packages" / "repos" / "spack_repo" / "builtin"
+    packages.mkdir(parents=True)
+    (packages / "repo.yaml").write_text("repo:\n  namespace: builtin\n")
+    wheels = root / "wheels"
+    wheels.mkdir()
+    for name in ("clingo-5.8.3-cp313-cp313-manylinux_2_28_x86_64.whl", "boto3-1.44.8-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"wheel")
+    return {
+        "spack_source": str(spack_checkout),
+        "spack_packages_source": str(root / "spack-packages"),
+        "python_wheels": str(wheels),
+    }
+
+
+def test_air_gapped_toolchain_image_fetches_nothing(tmp_path: Path) -> None:
+    inputs = _air_gapped_inputs(tmp_path / "inputs")
+    plan = _plan(tmp_path, toolchain="trixie", **inputs)
+    dockerfile = plan.image.dockerfile
+    assert (
+        "git clone" not in dockerfile and "git -C" not in dockerfile and "curl" not in dockerfile.split("AS spack")[1]
+    )
+    assert "COPY spack-source/ /opt/spack/" in dockerfile
+    assert "COPY spack-packages-source/ /opt/spack-packages/" in dockerfile
+    assert "--no-index --find-links /tmp/slurm-factory-wheels 'clingo>=5.8,<5.9' 'boto3>=1.34,<2'" in dockerfile
+    assert {name: str(path) for name, path in plan.image.context_paths.items()} == {
+        "spack-source": inputs["spack_source"],
+        "spack-packages-source": inputs["spack_packages_source"],
+        "python-wheels": inputs["python_wheels"],
+    }
+
+
+def test_a_changed_local_spack_packages_checkout_gets_a_new_toolchain_image(tmp_path: Path) -> None:
+    inputs = _air_gapped_inputs(tmp_path / "inputs")
+    first = _plan(tmp_path, toolchain="trixie", **inputs).image.tag
+    assert _plan(tmp_path, toolchain="trixie", **inputs).image.tag == first
+    package = Path(inputs["spack_packages_source"]) / "repos" / "spack_repo" / "builtin" / "packages" / "munge"
+    package.mkdir(parents=True)
+    (package / "package.py").write_text("# a newer munge recipe\n")
+    assert _plan(tmp_path, toolchain="trixie", **inputs).image.tag != first
+
+
+def test_packages_from_a_tarball_or_a_url_are_unpacked_into_place(tmp_path: Path) -> None:
+    tarball = tmp_path / "packages.tar.gz"
+    tarball.write_bytes(b"tar")
+    from_tarball = _plan(tmp_path, toolchain="trixie", spack_packages_source=str(tarball)).image
+    assert "ADD spack-packages-source.tar.gz /opt/spack-packages-source/" in from_tarball.dockerfile
+    assert from_tarball.context_paths == {"spack-packages-source.tar.gz": tarball}
+    url = "https://mirror.example.org/spack-packages.tar.gz"
+    from_url = _plan(tmp_path, toolchain="trixie", spack_packages_source=url).image.dockerfile
+    assert f"curl -fsSL '{url}' | tar -xz --strip-components=1 -C /opt/spack-packages" in from_url

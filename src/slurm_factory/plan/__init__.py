@@ -14,9 +14,9 @@ from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import layout, native, spack
 from slurm_factory.plan.artifact_files import render_artifact_files, render_compiler_artifact_files
+from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
 from slurm_factory.request import BuildRequest, CompilerRequest, Engine, PublishMode, file_url_path
-from slurm_factory.source import sha256_of
 
 __all__ = [
     "BuildPlan",
@@ -150,18 +150,11 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     )
 
 
-def spack_source_context(source: str | None) -> tuple[str | None, dict[str, Path], str]:
-    """How the Dockerfile gets Spack: cloned (None), a context directory, a context tarball, or a URL; plus the
-    context paths and an identity for the image tag."""
-    if source is None or source.startswith(("http://", "https://")):
-        return source, {}, source or ""
-    path = Path(source)
-    if path.is_dir():
-        return "directory", {"spack-source": path}, f"directory:{path}"
-    return "tarball", {"spack-source.tar.gz": path}, f"tarball:{sha256_of(path)}"
-
-
 _Request = TypeVar("_Request", BuildRequest, CompilerRequest)
+
+
+def _image_inputs(request: BuildRequest | CompilerRequest) -> ImageInputs:
+    return image_inputs(request.spack_source, request.spack_packages_source, request.python_wheels)
 
 
 def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
@@ -174,8 +167,8 @@ def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
 
 def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     request = _local_mirror_as_default(request, settings)
-    source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
-    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
+    inputs = _image_inputs(request)
+    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, inputs)
     script = spack.render_build_script(request)
     plan_files = {
         layout.PLAN / spack.BUILD_SCRIPT: script,
@@ -213,7 +206,7 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         publish_command=_script_command(spack.PUBLISH_SCRIPT) if publishes else None,
     )
     image = image_spec(
-        request.toolchain.name, "spack", dockerfile, settings.project_name, (context_paths, source_identity)
+        request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
     )
     return BuildPlan(
         request=request,
@@ -251,8 +244,8 @@ def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path
 def make_compiler_plan(request: CompilerRequest, settings: Settings) -> CompilerPlan:
     """`build-compiler`: the Spack toolchain image of that OS, a GCC environment, a push to the binary mirror."""
     request = _local_mirror_as_default(request, settings)
-    source_kind, context_paths, source_identity = spack_source_context(request.spack_source)
-    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, source_kind)
+    inputs = _image_inputs(request)
+    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, inputs)
     plan_files = {
         layout.PLAN / spack.COMPILER_SCRIPT: spack.render_compiler_script(request),
         layout.PLAN / spack.COMPILER_PUBLISH_SCRIPT: spack.render_compiler_publish_script(request),
@@ -284,7 +277,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         request=request,
         build_id=identity,
         image=image_spec(
-            request.toolchain.name, "spack", dockerfile, settings.project_name, (context_paths, source_identity)
+            request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
         ),
         container=container,
         artifact_files=artifact_files,

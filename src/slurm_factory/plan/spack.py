@@ -15,6 +15,7 @@ from slurm_factory.catalog import Toolchain, load_releases
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
 from slurm_factory.plan import layout
+from slurm_factory.plan.image_inputs import PACKAGES_CONTEXT, SPACK_CONTEXT, WHEELS_CONTEXT, ImageInputs
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
 from slurm_factory.plan.templating import render
@@ -233,7 +234,7 @@ def image_packages(toolchain: Toolchain) -> list[str]:
     return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages]))
 
 
-def render_dockerfile(toolchain: Toolchain, base_image: str, spack_source: str | None) -> str:
+def render_dockerfile(toolchain: Toolchain, base_image: str, inputs: ImageInputs) -> str:
     """The Spack toolchain image; shared by Slurm builds and `build-compiler` of the same toolchain."""
     return render(
         "dockerfile/spack.Dockerfile.j2",
@@ -244,7 +245,8 @@ def render_dockerfile(toolchain: Toolchain, base_image: str, spack_source: str |
         spack_root=layout.SPACK_ROOT,
         spack_packages=layout.SPACK_PACKAGES,
         spack_python=layout.SPACK_PYTHON,
-        spack_source=spack_source,
+        inputs=inputs,
+        contexts={"spack": SPACK_CONTEXT, "packages": PACKAGES_CONTEXT, "wheels": WHEELS_CONTEXT},
     )
 
 
