@@ -89,3 +89,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 endpoint on 127.0.0.1 that checks signatures (moto's server), for the whole session."""
     with running_s3_server(tmp_path_factory.mktemp("s3-server") / "moto.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def public_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3 endpoint that answers unsigned requests too, like a public buildcache bucket."""
+    with running_s3_server(tmp_path_factory.mktemp("s3-public") / "moto.log", authenticated=False) as server:
+        yield server

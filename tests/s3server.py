@@ -102,10 +102,13 @@ def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_s3_server(log: Path) -> Iterator[S3Server]:
+def running_s3_server(log: Path, *, authenticated: bool = True) -> Iterator[S3Server]:
+    """With `authenticated`, every request after the bootstrap must be signed with the user's key; without, the
+    server answers anyone (a public mirror)."""
     port = _free_port()
     environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-    environment["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_BOOTSTRAP_REQUESTS)
+    if authenticated:
+        environment["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_BOOTSTRAP_REQUESTS)
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

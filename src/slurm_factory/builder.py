@@ -262,9 +262,12 @@ def _push_secrets(signer: SigningKey | None, s3: S3Access | None, publish_url: s
 
 
 def _build_handout(request: BuildRequest, signer: SigningKey | None, s3: S3Access | None) -> SecretHandout:
-    """The Spack engine reads an s3:// buildcache during the build and signs its push inside the container."""
+    """The Spack engine reads an s3:// buildcache during the build (with credentials only if it is not public) and
+    signs its push inside the container."""
+    read_url = request.buildcache_url
+    public = s3 is None or not is_s3_url(read_url) or s3.reads_anonymously(S3Url.parse(str(read_url)))
     return SecretHandout(
-        build=lambda: _credential_files(s3, request.buildcache_url),
+        build=(lambda: {}) if public else (lambda: _credential_files(s3, read_url)),
         publish=lambda: _push_secrets(signer, s3, request.publish_url),
     )
 

@@ -28,6 +28,8 @@ from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
 CREDENTIALS_FILE = "aws-credentials"
 CONFIG_FILE = "aws-config"
 _PROFILE = "default"
+# Every Spack 1.x binary mirror has it at its root.
+SPACK_LAYOUT = "v3/layout.json"
 # A probe object written (and, where allowed, deleted) under a publish prefix before anything is built.
 PROBE_NAME = ".slurm-factory-write-probe"
 for _logger in ("boto3", "botocore", "s3transfer", "urllib3"):
@@ -162,12 +164,12 @@ class S3Access:
             session_token=SecretStr(str(token)) if token else None,
         )
 
-    def client(self) -> Any:
-        """A boto3 S3 client with the frozen credentials (anonymous when there are none)."""
+    def client(self, *, anonymous: bool = False) -> Any:
+        """A boto3 S3 client with the frozen credentials (anonymous when there are none, or when asked)."""
         if self._session is None:
             raise RuntimeError("S3Access used outside its `with` block")
         arguments: dict[str, Any] = {"endpoint_url": self.endpoint_url, "region_name": self.region}
-        frozen = self.freeze()
+        frozen = None if anonymous else self.freeze()
         if frozen is None:
             from botocore import UNSIGNED
             from botocore.config import Config
@@ -199,6 +201,17 @@ class S3Access:
             ) from None
         with contextlib.suppress(BotoCoreError, ClientError):  # a publish-only identity may not delete: harmless
             client.delete_object(Bucket=url.bucket, Key=probe)
+
+    def reads_anonymously(self, url: S3Url) -> bool:
+        """Whether a Spack mirror there is public (its `v3/layout.json` answers an unsigned request): then a build
+        that only reads it gets no credentials at all."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client(anonymous=True).head_object(Bucket=url.bucket, Key=url.key(SPACK_LAYOUT))
+        except (BotoCoreError, ClientError):
+            return False
+        return True
 
     def _refusal(self, url: S3Url, code: str) -> ConfigurationError:
         if code in ("404", "NoSuchBucket"):

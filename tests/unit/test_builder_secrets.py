@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from slurm_factory.builder import _build_handout
 from slurm_factory.request import make_request
-from slurm_factory.s3 import CONFIG_FILE, CREDENTIALS_FILE, S3Access
+from slurm_factory.s3 import CONFIG_FILE, CREDENTIALS_FILE, S3Access, S3Url
 from slurm_factory.secrets import decode_private_key
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE, SigningKey
 from tests.e2e.helpers import ThrowawayKey, make_throwaway_key
@@ -62,3 +62,35 @@ def test_an_s3_publish_gets_credentials_and_the_key_for_the_publish_step_only(
     handout = _build_handout(request, signer, access)
     assert handout.build() == {}
     assert set(handout.publish()) == {SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE, CREDENTIALS_FILE, CONFIG_FILE}
+
+
+def _spack_mirror(server: S3Server, acl: str = "private") -> str:
+    bucket = server.new_bucket()
+    server.client().put_object(Bucket=bucket, Key="spack/v3/layout.json", Body=b'{"signing": "gpg"}', ACL=acl)
+    return f"s3://{bucket}/spack"
+
+
+def test_a_public_s3_buildcache_is_read_without_any_credentials_in_the_container(
+    public_s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = _spack_mirror(public_s3_server, acl="public-read")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", public_s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", public_s3_server.secret_access_key)
+    request = make_request(toolchain="trixie", buildcache="all", buildcache_url=mirror)
+    with S3Access(public_s3_server.endpoint, required=False, purpose="--buildcache-url") as opened:
+        assert opened.reads_anonymously(S3Url.parse(mirror))
+        assert _build_handout(request, None, opened).build() == {}
+
+
+@pytest.mark.parametrize("server", ["s3_server", "public_s3_server"])
+def test_a_private_s3_buildcache_gets_the_credentials_for_the_build(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: S3Server = request.getfixturevalue(server)
+    mirror = _spack_mirror(store)  # private objects, on a server that checks signatures and on one that does not
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_access_key)
+    build = make_request(toolchain="trixie", buildcache="all", buildcache_url=mirror)
+    with S3Access(store.endpoint, required=False, purpose="--buildcache-url") as opened:
+        assert not opened.reads_anonymously(S3Url.parse(mirror))
+        assert set(_build_handout(build, None, opened).build()) == {CREDENTIALS_FILE, CONFIG_FILE}
