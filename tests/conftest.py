@@ -13,6 +13,7 @@ import docker.errors
 import pytest
 
 from slurm_factory.config import Settings
+from slurm_factory.s3 import S3Access
 from tests.s3server import S3Server, running_s3_server
 
 BASE_IMAGE = "debian:trixie"
@@ -96,3 +97,12 @@ def public_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     """An S3 endpoint that answers unsigned requests too, like a public buildcache bucket."""
     with running_s3_server(tmp_path_factory.mktemp("s3-public") / "moto.log", authenticated=False) as server:
         yield server
+
+
+@pytest.fixture
+def s3_access(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> Iterator[S3Access]:
+    """Host-side access to the test S3 server with its user's key (from the environment, as a site sets it)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+    with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
+        yield access

@@ -30,22 +30,14 @@ def signer(throwaway: ThrowawayKey) -> Iterator[SigningKey]:
         yield key
 
 
-@pytest.fixture
-def access(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> Iterator[S3Access]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
-    with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as opened:
-        yield opened
-
-
 def test_an_s3_buildcache_read_gets_credentials_for_the_build_and_the_key_only_for_the_publish(
-    signer: SigningKey, access: S3Access, tmp_path: Path, throwaway: ThrowawayKey
+    signer: SigningKey, s3_access: S3Access, tmp_path: Path, throwaway: ThrowawayKey
 ) -> None:
     request = make_request(
         toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack", publish="slurm",
         signing_key=throwaway.fingerprint, publish_url=(tmp_path / "mirror").as_uri(),
     )  # fmt: skip
-    handout = _build_handout(request, signer, access)
+    handout = _build_handout(request, signer, s3_access)
     assert set(handout.build()) == {CREDENTIALS_FILE, CONFIG_FILE}
     publish = handout.publish()
     assert set(publish) == {SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE}  # a file:// push needs no credentials
@@ -54,12 +46,12 @@ def test_an_s3_buildcache_read_gets_credentials_for_the_build_and_the_key_only_f
 
 
 def test_an_s3_publish_gets_credentials_and_the_key_for_the_publish_step_only(
-    signer: SigningKey, access: S3Access, throwaway: ThrowawayKey
+    signer: SigningKey, s3_access: S3Access, throwaway: ThrowawayKey
 ) -> None:
     request = make_request(
         toolchain="trixie", publish="all", signing_key=throwaway.fingerprint, publish_url="s3://site/spack"
     )
-    handout = _build_handout(request, signer, access)
+    handout = _build_handout(request, signer, s3_access)
     assert handout.build() == {}
     assert set(handout.publish()) == {SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE, CREDENTIALS_FILE, CONFIG_FILE}
 

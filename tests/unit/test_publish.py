@@ -8,7 +8,6 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,14 +275,6 @@ def test_publish_to_the_file_url_of_a_directory_with_a_space_lands_in_that_direc
 
 
 # --- s3:// mirrors, against a real S3 endpoint (moto's server, signatures checked) ----------------------------------
-
-
-@pytest.fixture
-def s3_access(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> Iterator[S3Access]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
-    with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
-        yield access
 
 
 def test_publish_to_s3_uploads_the_documented_layout_with_sha256_metadata(
