@@ -118,15 +118,14 @@ class S3Access:
         self.endpoint_url = endpoint_url
         self.required = required
         self.purpose = purpose
-        self._boto3: Any = None
         self._session: Any = None
         self._credentials: Any = None
         self.region: str | None = None
 
     def __enter__(self) -> S3Access:
-        self._boto3 = _boto3()
+        boto3 = _boto3()
         try:
-            self._session = self._boto3.Session()
+            self._session = boto3.Session()
             self._credentials = self._session.get_credentials()
         except Exception as error:  # botocore raises many kinds (profile not found, partial credentials, SSO)
             raise ConfigurationError(
