@@ -50,6 +50,21 @@ mkdir -p "$PREFIX"
 cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
 rm -rf "$PREFIX/.spack"
 find "$PREFIX" -name '*.la' -delete
+VIEW_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
+stage relocate-text
+# pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
+# view find it on PATH (the modulefile puts <root>/bin there). Anything else that names the view is reported by
+# `--verify`'s static check.
+for view_path in "${VIEW_PATHS[@]}"; do
+    while IFS= read -r -d '' file; do
+        relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
+        sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
+    done < <(grep -rlZF --include='*.pc' "$view_path" "$PREFIX" || true)
+    while IFS= read -r -d '' file; do
+        sed -i -e "1s|^#! *$view_path/bin/\([^ ]*\)\$|#!/usr/bin/env \1|" \
+               -e "1s|^#! *$view_path/bin/\([^ ]*\) \(.*\)\$|#!/usr/bin/env -S \1 \2|" "$file"
+    done < <(grep -rlZ "^#! *$view_path/bin/" "$PREFIX" || true)
+done
 
 stage relocate
 # Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
