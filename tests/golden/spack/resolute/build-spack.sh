@@ -71,11 +71,11 @@ for view_path in "${VIEW_PATHS[@]}"; do
     while IFS= read -r -d '' file; do
         relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
         sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
-    done < <(grep -rlZF --include='*.pc' "$view_path" "$PREFIX" || true)
+    done < <(grep -rlIZF --include='*.pc' "$view_path" "$PREFIX" || true)
     while IFS= read -r -d '' file; do
         sed -i -e "1s|^#! *$view_path/bin/\([^ ]*\)\$|#!/usr/bin/env \1|" \
                -e "1s|^#! *$view_path/bin/\([^ ]*\) \(.*\)\$|#!/usr/bin/env -S \1 \2|" "$file"
-    done < <(grep -rlZ "^#! *$view_path/bin/" "$PREFIX" || true)
+    done < <(grep -rlIZ "^#! *$view_path/bin/" "$PREFIX" || true)
 done
 
 stage relocate
