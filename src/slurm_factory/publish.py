@@ -19,10 +19,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from slurm_factory.artifact import Artifact, atomic_writer, write_text_atomically
 from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
+from slurm_factory.request import file_url_path
 from slurm_factory.s3 import S3Access, S3Error, S3Url
 from slurm_factory.source import sha256_of
 
@@ -74,10 +75,10 @@ class PublishError(SlurmFactoryError):
 
 def mirror_directory(publish_url: str) -> Path:
     """The local directory of a `file://` URL."""
-    parsed = urlparse(publish_url)
-    if parsed.scheme != "file":
+    directory = file_url_path(publish_url)
+    if directory is None:
         raise ConfigurationError(f"--publish-url {publish_url}: not a file:// URL")
-    return Path(unquote(parsed.path))
+    return directory
 
 
 class LocalMirror:
@@ -204,12 +205,13 @@ class S3Mirror:
         """A conditional PUT: `If-Match: <etag>` to replace, `If-None-Match: *` to create."""
 
         data = text.encode()
+        digest, content_type = hashlib.sha256(data).hexdigest(), _content_type(relative)
         condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
         try:
-            self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative), **condition)
+            self._put(relative, data, digest, content_type, **condition)
         except _ConditionalPutUnsupported:
             # An S3-compatible store without conditional writes: the last writer wins, as it always did there.
-            self._put(relative, data, hashlib.sha256(data).hexdigest(), _content_type(relative))
+            self._put(relative, data, digest, content_type)
         except _ConditionFailed:
             return False
         return True
