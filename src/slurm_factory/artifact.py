@@ -26,6 +26,7 @@ from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import BuildRequest, Engine
 from slurm_factory.source import sha256_of
+from slurm_factory.spack_lock import run_time_closure
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -80,12 +81,27 @@ def build_paths(plan: BuildPlan) -> list[str]:
     return paths
 
 
-def _runtime_packages(request: BuildRequest, dependencies: list[dict[str, str]]) -> list[str]:
-    """What a host needs installed: the packages the tree links against, plus (native engine) the OS packages it
-    loads at run time without linking (munge's daemon, libpmix dlopened by mpi_pmix)."""
+def _os_externals(meta: dict[str, str]) -> list[dict[str, Any]]:
+    """What a Spack build took from the toolchain OS (`--os-packages`), as its detection step recorded it."""
+    text = meta.get("os-externals.json")
+    loaded = json.loads(text) if text else []
+    return loaded if isinstance(loaded, list) else []
+
+
+def _runtime_packages(
+    request: BuildRequest, dependencies: list[dict[str, str]], meta: dict[str, str], externals: list[dict[str, Any]]
+) -> list[str]:
+    """What a host needs installed: the packages the tree links against, plus the OS packages it loads at run time
+    without linking (munge's daemon, libpmix dlopened by mpi_pmix): for the native engine the toolchain's list, for
+    the Spack engine the runtime packages of every OS-supplied library in Slurm's link/run closure."""
     linked = {dependency["name"] for dependency in dependencies}
     if request.engine is Engine.NATIVE:
         linked |= set(request.toolchain.native.runtime_packages)
+    else:
+        closure = run_time_closure(meta.get("spack.lock"), "slurm")
+        for external in externals:
+            if external.get("name") in closure:
+                linked |= set(external.get("runtime_packages", []))
     return sorted(linked)
 
 
@@ -103,6 +119,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
     """What was built, from what, how and against which dependency versions."""
     request = plan.request
     dependencies = _packages(meta.get("runtime-packages.tsv"))
+    externals = _os_externals(meta)
     return {
         "schema": MANIFEST_SCHEMA,
         "artifact": request.artifact_filename,
@@ -127,11 +144,14 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
             else None
         ),
         "gpu": request.gpu,
+        # What the Spack engine took from the toolchain OS: the mode and each package with its OS version.
+        "os_packages": request.os_packages.value if request.engine is Engine.SPACK else None,
+        "os_externals": externals,
         "build_prefix": str(plan.container.install_prefix),
         "build_paths": build_paths(plan),
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
-        "runtime_packages": _runtime_packages(request, dependencies),
+        "runtime_packages": _runtime_packages(request, dependencies, meta, externals),
         "spack_specs": _lines(meta.get("spack-specs.txt")),
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),

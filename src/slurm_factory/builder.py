@@ -130,6 +130,8 @@ def build(
     buildcache_url: str | None = None,
     publish_url: str | None = None,
     s3_endpoint_url: str | None = None,
+    os_packages: str | None = None,
+    spack_packages: str | None = None,
     dry_run: bool = False,
     plan_dir: Path | None = None,
     display: Display | None = None,
@@ -159,6 +161,8 @@ def build(
         buildcache_url=buildcache_url,
         publish_url=publish_url,
         s3_endpoint_url=s3_endpoint_url,
+        os_packages=os_packages,
+        spack_packages=spack_packages,
     )
     plan = make_plan(request, settings)
     result = BuildResult(plan=plan)

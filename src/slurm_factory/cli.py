@@ -23,6 +23,7 @@ from rich.text import Text
 from slurm_factory import __version__
 from slurm_factory.builder import BuildResult, build, build_compiler
 from slurm_factory.catalog import load_releases, load_toolchains
+from slurm_factory.catalog.os_packages import OsPackagesMode
 from slurm_factory.config import Settings, load_settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.exceptions import (
@@ -33,6 +34,7 @@ from slurm_factory.exceptions import (
     VerificationError,
 )
 from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+from slurm_factory.plan.spack import request_os_externals
 from slurm_factory.progress import Display, RichDisplay, SilentDisplay
 from slurm_factory.request import DEFAULT_SLURM_VERSION, BuildcacheMode, Engine, PublishMode
 from slurm_factory.secrets import read_passphrase_file
@@ -274,6 +276,25 @@ def build_slurm_command(
     ] = None,
     publish_url: PublishUrlOption = None,
     s3_endpoint_url: S3EndpointOption = None,
+    os_packages: Annotated[
+        OsPackagesMode | None,
+        typer.Option(
+            "--os-packages",
+            help="Spack engine: what the toolchain OS supplies. build: build-only tools (every linked library built "
+            "by Spack); all: every dependency the OS packages (the artifact needs the runtime packages its manifest "
+            "lists); none: only the compiler.",
+            case_sensitive=False,
+            show_default="build",
+        ),
+    ] = None,
+    spack_packages: Annotated[
+        Path | None,
+        typer.Option(
+            "--spack-packages",
+            help="Spack engine: a site packages.yaml (its MPI, UCX, libfabric as externals; preferred versions and "
+            "variants) merged over the generated one.",
+        ),
+    ] = None,
     dry_run: DryRunOption = False,
     plan_dir: PlanDirOption = None,
     json_output: JsonOption = False,
@@ -305,6 +326,8 @@ def build_slurm_command(
         buildcache_url=buildcache_url,
         publish_url=publish_url,
         s3_endpoint_url=s3_endpoint_url,
+        os_packages=os_packages.value if os_packages is not None else None,
+        spack_packages=str(spack_packages) if spack_packages is not None else None,
         dry_run=dry_run,
         plan_dir=plan_dir,
         display=_display(json_output),
@@ -358,8 +381,27 @@ def _print_plan(plan: BuildPlan) -> None:
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
+    if request.engine is Engine.SPACK:
+        _print_os_externals(plan)
     _print_container(plan)
     _print_context_files(plan.context_files())
+
+
+def _print_os_externals(plan: BuildPlan) -> None:
+    """Which Spack packages the toolchain OS supplies (`--os-packages`, minus what a site file decides)."""
+    request = plan.request
+    externals = request_os_externals(request)
+    stdout.out(
+        f"# os       --os-packages {request.os_packages.value}: {len(externals)} Spack packages from the OS "
+        "(versions detected in the build container)",
+        highlight=False,
+    )
+    for kind in ("build", "library", "gpu"):
+        names = [f"{e.name} ({' '.join(e.os_packages)})" for e in externals if e.kind == kind]
+        if names:
+            stdout.out(f"# external {kind}: {', '.join(names)}", highlight=False)
+    if request.spack_packages is not None:
+        stdout.out(f"# site     {request.spack_packages}: {', '.join(request.site_packages)}", highlight=False)
 
 
 def _print_container(plan: BuildPlan | CompilerPlan) -> None:

@@ -11,17 +11,19 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
 from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
 from slurm_factory.catalog.compilers import check_gcc_version
+from slurm_factory.catalog.os_packages import OsPackagesMode
 from slurm_factory.catalog.toolchains import get_toolchain
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
+from slurm_factory.site_packages import load_site_packages
 
 DEFAULT_SLURM_VERSION = "25.11"
 _E = TypeVar("_E", bound=StrEnum)
@@ -86,6 +88,9 @@ class BuildRequest(BaseModel):
     buildcache_url: str | None = None
     publish_url: str | None = None
     s3_endpoint_url: str | None = None
+    os_packages: OsPackagesMode = OsPackagesMode.BUILD
+    spack_packages: str | None = None
+    site_packages: dict[str, Any] = {}
 
     @property
     def flavor(self) -> str:
@@ -304,6 +309,30 @@ def _check_engine_options(
         )
 
 
+def _os_packages_mode(value: str | OsPackagesMode | None, engine: Engine) -> OsPackagesMode:
+    """The Spack engine's default is `build`; the native engine always builds against the OS, so the option is
+    refused for it rather than accepted and ignored."""
+    if value is None:
+        return OsPackagesMode.ALL if engine is Engine.NATIVE else OsPackagesMode.BUILD
+    if engine is Engine.NATIVE:
+        raise ConfigurationError(
+            "--os-packages needs the Spack engine; the native engine always builds against the OS's packages",
+            hint="drop the option or use --engine spack",
+        )
+    return _choice(OsPackagesMode, value, "--os-packages")
+
+
+def _site_packages(value: str | None, engine: Engine) -> tuple[str | None, dict[str, Any]]:
+    if value is None:
+        return None, {}
+    if engine is not Engine.SPACK:
+        raise ConfigurationError(
+            "--spack-packages needs the Spack engine; the native engine does not use Spack",
+            hint="drop the option or use --engine spack",
+        )
+    return load_site_packages(value)
+
+
 def _check_signing(
     publish: PublishMode,
     signing_key: str | None,
@@ -345,6 +374,8 @@ def make_request(
     buildcache_url: str | None = None,
     publish_url: str | None = None,
     s3_endpoint_url: str | None = None,
+    os_packages: str | OsPackagesMode | None = None,
+    spack_packages: str | None = None,
 ) -> BuildRequest:
     """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option."""
     release = resolve_release(slurm_version)
@@ -381,6 +412,8 @@ def make_request(
         raise ConfigurationError("--buildcache-url is given but nothing reads a buildcache; add --buildcache deps|all")
     if publish_url is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish slurm|deps|all")
+    os_packages_mode = _os_packages_mode(os_packages, chosen_engine)
+    site_file, site_packages = _site_packages(spack_packages, chosen_engine)
 
     return BuildRequest(
         slurm=release,
@@ -409,6 +442,9 @@ def make_request(
         buildcache_url=_check_buildcache_url(buildcache_url) if buildcache_url is not None else None,
         publish_url=_check_publish_url(publish_url),
         s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (buildcache_url, publish_url)),
+        os_packages=os_packages_mode,
+        spack_packages=site_file,
+        site_packages=site_packages,
     )
 
 

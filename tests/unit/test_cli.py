@@ -52,6 +52,8 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "buildcache_url": None,
     "publish_url": None,
     "s3_endpoint_url": None,
+    "os_packages": None,
+    "spack_packages": None,
     "dry_run": False,
     "plan_dir": None,
 }
@@ -148,6 +150,9 @@ OPTION_CASES = [
     pytest.param(
         ["--s3-endpoint-url", "http://127.0.0.1:9000"], "s3_endpoint_url", "http://127.0.0.1:9000", id="s3-endpoint"
     ),
+    pytest.param(["--os-packages", "all"], "os_packages", "all", id="os-packages"),
+    pytest.param(["--os-packages", "NONE"], "os_packages", "none", id="os-packages-case-insensitive"),
+    pytest.param(["--spack-packages", "/srv/site.yaml"], "spack_packages", "/srv/site.yaml", id="spack-packages"),
     pytest.param(["--dry-run"], "dry_run", True, id="dry-run"),
     pytest.param(["--plan-dir", "{tmp}/context"], "plan_dir", Path("{tmp}/context"), id="plan-dir"),
 ]

@@ -40,14 +40,23 @@ def _compare(directory: Path, rendered: dict[str, str]) -> None:
         assert content == (directory / name).read_text(encoding="utf-8"), f"{directory.name}/{name} differs"
 
 
-@pytest.mark.parametrize(
-    ("toolchain", "gpu", "hierarchy"), list(itertools.product(toolchain_names(), (False, True), (False, True)))
-)
-def test_spack_build_context_matches_golden_files(toolchain: str, gpu: bool, hierarchy: bool, tmp_path: Path) -> None:
-    plan = _plan(tmp_path, toolchain=toolchain, gpu=gpu, enable_hierarchy=hierarchy)
+GOLDEN_CASES = [
+    *itertools.product(toolchain_names(), (False, True), (False, True), ("build",)),
+    *itertools.product(toolchain_names(), (False,), (False,), ("none", "all")),
+    *itertools.product(toolchain_names(), (True,), (False,), ("all",)),
+]
+
+
+@pytest.mark.parametrize(("toolchain", "gpu", "hierarchy", "os_packages"), GOLDEN_CASES)
+def test_spack_build_context_matches_golden_files(
+    toolchain: str, gpu: bool, hierarchy: bool, os_packages: str, tmp_path: Path
+) -> None:
+    plan = _plan(tmp_path, toolchain=toolchain, gpu=gpu, enable_hierarchy=hierarchy, os_packages=os_packages)
     files = plan.context_files()
-    name = f"{toolchain}{'-gpu' if gpu else ''}{'-hierarchy' if hierarchy else ''}"
-    _compare(GOLDEN / name, {file: files[file].content for file in GOLDEN_FILES})
+    mode = "" if os_packages == "build" else f"-os-{os_packages}"
+    name = f"{toolchain}{'-gpu' if gpu else ''}{'-hierarchy' if hierarchy else ''}{mode}"
+    golden = [file for file in (*GOLDEN_FILES, spack.OS_EXTERNALS_PLAN) if file in files]
+    _compare(GOLDEN / name, {file: files[file].content for file in golden})
 
 
 def test_overlay_repository_matches_golden_files(tmp_path: Path) -> None:
@@ -159,8 +168,8 @@ def test_hierarchy_and_gpu_change_modules_and_view(tmp_path: Path) -> None:
     assert flat["modules"]["default"]["lmod"]["hierarchy:"] == []
     assert tree["modules"]["default"]["lmod"]["hierarchy:"] == ["mpi"]
     assert tree["modules"]["default"]["lmod"]["core_compilers"] == ["gcc@14.2.0"]
-    assert "exclude" not in flat["view"]["default"]
-    assert tree["view"]["default"]["exclude"] == ["cuda", "rocm-smi-lib"]
+    assert flat["view"]["default"]["exclude"] == ["gcc-runtime"]
+    assert tree["view"]["default"]["exclude"] == ["cuda", "rocm-smi-lib", "gcc-runtime"]
     assert tree["specs"][0].endswith("+nvml +rsmi")
 
 
@@ -230,8 +239,10 @@ def test_compiler_build_context_matches_golden_files(toolchain: str, tmp_path: P
 def test_compiler_uses_the_same_toolchain_image_as_slurm_builds(tmp_path: Path) -> None:
     settings = Settings(project_name="golden", home=tmp_path)
     compiler = make_compiler_plan(make_compiler_request(compiler_version="13.4.0", toolchain="jammy"), settings)
-    slurm = _plan(tmp_path, toolchain="jammy")
+    # GCC takes nothing from the OS (its hash must be the one `--compiler-version` installs): the `none` image.
+    slurm = _plan(tmp_path, toolchain="jammy", os_packages="none")
     assert compiler.image.reference == slurm.image.reference
+    assert compiler.image.reference != _plan(tmp_path, toolchain="jammy").image.reference
 
 
 def test_compiler_version_without_a_buildcache_is_refused() -> None:

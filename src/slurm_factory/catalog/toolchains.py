@@ -39,11 +39,13 @@ class PackageFamily(_Frozen):
 
 
 class SpackToolchain(_Frozen):
-    """The OS compiler as Spack sees it (registered as an external) and the Python that runs Spack."""
+    """The OS compiler as Spack sees it (registered as an external), the Python that runs Spack, and where this OS
+    names the packages that supply Spack packages differently from its family (`--os-packages`)."""
 
     compiler: str
     python: str
     python_packages: tuple[str, ...]
+    os_packages: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
 class NativeToolchain(_Frozen):

@@ -168,11 +168,14 @@ def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
 def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     request = _local_mirror_as_default(request, settings)
     inputs = _image_inputs(request)
-    dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, inputs)
+    dockerfile = spack.render_dockerfile(
+        request.toolchain, request.base_image, inputs, request.os_packages, request.gpu
+    )
     script = spack.render_build_script(request)
     plan_files = {
         layout.PLAN / spack.BUILD_SCRIPT: script,
         layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
+        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_os_externals(request).items()},
         **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo().items()},
     }
     publish_script = spack.render_publish_script(request)

@@ -7,21 +7,24 @@ The environment follows the request: GPU variants, Lmod flat or hierarchical mod
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Any
 
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain, load_releases
 from slurm_factory.catalog.compilers import load_gcc_catalog
+from slurm_factory.catalog.os_packages import OsExternal, OsPackagesMode, os_externals
 from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
 from slurm_factory.plan import layout
 from slurm_factory.plan.image_inputs import PACKAGES_CONTEXT, SPACK_CONTEXT, WHEELS_CONTEXT, ImageInputs
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.spack_yaml import Spec, dump_spack_yaml
-from slurm_factory.plan.templating import render
+from slurm_factory.plan.templating import read_template, render
 from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode, file_url_path
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE
+from slurm_factory.site_packages import overrides_os
 
 BUILD_SCRIPT = "build-spack.sh"
 PUBLISH_SCRIPT = "publish-spack.sh"
@@ -29,6 +32,11 @@ COMPILER_SCRIPT = "build-compiler.sh"
 COMPILER_PUBLISH_SCRIPT = "publish-compiler.sh"
 COMPILER_ENVIRONMENT = "compiler"
 ENVIRONMENT_FILE = "spack.yaml"
+# --os-packages: what the environment takes from the toolchain OS (plan data), the script that detects it in the
+# build container, and the file it writes, which spack.yaml includes.
+OS_EXTERNALS_PLAN = "os-externals.json"
+DETECT_EXTERNALS_SCRIPT = "detect_externals.py"
+EXTERNALS_FILE = "externals.yaml"
 REPO_NAMESPACE = "slurm_factory"
 OVERLAY_PACKAGE = PurePosixPath("spack_repo", REPO_NAMESPACE, "packages", "slurm", "package.py")
 OVERLAY_REPO_FILE = PurePosixPath("spack_repo", REPO_NAMESPACE, "repo.yaml")
@@ -41,6 +49,9 @@ SLURM_VARIANTS = "+pmix +hwloc +restd +cgroup +pam +lua +mariadb +readline sysco
 GPU_VARIANTS = "+nvml +rsmi"
 # Vendor GPU stacks are build dependencies of the GPU plugins only; they never enter the artifact.
 GPU_VIEW_EXCLUDES = ("cuda", "rocm-smi-lib")
+# Built with the OS compiler, the compiler's runtime libraries (libstdc++, libgcc_s, libgfortran, ...) are the
+# OS's own: the host has them, the artifact does not ship a second copy. A --compiler-version GCC's are shipped.
+OS_RUNTIME = ("gcc-runtime",)
 
 
 def compiler_spec(request: BuildRequest) -> str:
@@ -59,25 +70,82 @@ def _gcc_external(version: str, prefix: str) -> dict[str, Any]:
     }
 
 
+def _mpi_spec(request: BuildRequest) -> Spec:
+    """Open MPI built by Spack with Slurm support; an MPI that is already there (the OS's under `--os-packages
+    all`, or one the site's file configures) is what it is, so then any `mpi` provider the configuration allows."""
+    from_os = any(external.name == "openmpi" for external in request_os_externals(request))
+    site = request.site_packages
+    from_site = "mpi" in site or "externals" in (site.get("openmpi") or {})
+    return Spec("mpi") if from_os or from_site else Spec("openmpi schedulers=slurm")
+
+
 def _specs(request: BuildRequest) -> list[Spec]:
     slurm = f"slurm@{request.slurm.tag} {SLURM_VARIANTS}" + (f" {GPU_VARIANTS}" if request.gpu else "")
-    return [Spec(slurm), Spec("openmpi schedulers=slurm"), Spec("pmix")]
+    return [Spec(slurm), _mpi_spec(request), Spec("pmix")]
+
+
+def request_os_externals(request: BuildRequest) -> tuple[OsExternal, ...]:
+    """What this build takes from the toolchain OS: the `--os-packages` mode's list for the toolchain, minus the
+    packages the site's `--spack-packages` file decides itself (its own externals, or built by Spack)."""
+    return tuple(
+        external
+        for external in os_externals(request.toolchain, request.os_packages, request.gpu)
+        if not overrides_os(request.site_packages.get(external.name) or {})
+    )
+
+
+def _quoted(value: Any) -> Any:
+    """Every string of a site file becomes a `Spec`, written double-quoted: spec strings such as `pmix@5:` are
+    unsafe unquoted, and a quoted prefix or variant value means the same to Spack."""
+    if isinstance(value, str):
+        return Spec(value)
+    if isinstance(value, list):
+        return [_quoted(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _quoted(item) for key, item in value.items()}
+    return value
+
+
+def _merge_site_packages(generated: dict[str, Any], site: dict[str, Any]) -> dict[str, Any]:
+    """The site's packages.yaml merged over the generated one, per package and key: the site's value wins."""
+    merged = dict(generated)
+    for name, entry in site.items():
+        merged[name] = {**merged.get(name, {}), **_quoted(entry)}
+    return merged
 
 
 def _packages(request: BuildRequest, pins: SpackPins) -> dict[str, Any]:
     """The compiler for everything: the OS GCC, or the `--compiler-version` GCC that the build script installs from
-    the buildcache into a fixed view before concretizing (so it is an external here, never built in this env)."""
+    the buildcache into a fixed view before concretizing (so it is an external here, never built in this env).
+    Packages taken from the OS, and the virtuals they provide, are not buildable: their externals (the versions the
+    image really has) come from the included externals file the build container writes before concretizing."""
     compiler = Spec(compiler_spec(request))
     if request.compiler_version is None:
         gcc = _gcc_external(request.toolchain.spack.compiler, "/usr")
     else:
         gcc = _gcc_external(request.compiler_version, str(layout.SPACK_COMPILER_VIEW))
-    return {
+    packages: dict[str, Any] = {
         "all": {"require": [Spec(f"target={pins.target}")]},
         "c": {"require": [compiler]},
         "cxx": {"require": [compiler]},
         "fortran": {"require": [compiler]},
         "gcc": {"externals": [gcc], "buildable": False},
+    }
+    for external in request_os_externals(request):
+        for name in (external.name, *external.provides):
+            packages[name] = {"buildable": False}
+    return _merge_site_packages(packages, request.site_packages)
+
+
+def os_externals_plan(request: BuildRequest) -> dict[str, Any]:
+    """The detection step's input: which Spack packages come from which OS packages, and where they live."""
+    return {
+        "family": request.toolchain.family,
+        "mode": request.os_packages.value,
+        "externals": [
+            {"name": e.name, "kind": e.kind, "os_packages": list(e.os_packages), "prefix": e.prefix, "detect": e.detect}
+            for e in request_os_externals(request)
+        ],
     }
 
 
@@ -193,10 +261,15 @@ def environment(request: BuildRequest) -> dict[str, Any]:
     """The Spack environment (spack.yaml) as data."""
     pins = load_spack_pins()
     view: dict[str, Any] = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
-    if request.gpu:
-        view["exclude"] = [Spec(name) for name in GPU_VIEW_EXCLUDES]
+    excluded = [*(GPU_VIEW_EXCLUDES if request.gpu else ()), *(() if request.compiler_version else OS_RUNTIME)]
+    if excluded:
+        view["exclude"] = [Spec(name) for name in excluded]
+    # The externals the build container detects before concretizing (optional: the detection step itself runs
+    # with this environment loaded, before the file exists).
+    include = [{"path": EXTERNALS_FILE, "optional": True}] if request_os_externals(request) else []
     return {
         "spack": {
+            **({"include": include} if include else {}),
             "specs": _specs(request),
             "concretizer": {"unify": True, "reuse": not request.no_cache},
             "repos": {
@@ -222,6 +295,16 @@ def render_environment(request: BuildRequest) -> PlanFile:
     return PlanFile(header + dump_spack_yaml(environment(request)))
 
 
+def render_os_externals(request: BuildRequest) -> dict[str, PlanFile]:
+    """The detection step's input and script, when the build takes anything from the OS."""
+    if not request_os_externals(request):
+        return {}
+    return {
+        OS_EXTERNALS_PLAN: PlanFile(json.dumps(os_externals_plan(request), indent=2) + "\n"),
+        DETECT_EXTERNALS_SCRIPT: PlanFile(read_template(f"spack/{DETECT_EXTERNALS_SCRIPT}")),
+    }
+
+
 def render_overlay_repo() -> dict[str, PlanFile]:
     """Our package repository: `slurm` extending the builtin recipe with every catalog release and our fixes."""
     return {
@@ -230,17 +313,29 @@ def render_overlay_repo() -> dict[str, PlanFile]:
     }
 
 
-def image_packages(toolchain: Toolchain) -> list[str]:
-    return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages]))
+def image_packages(
+    toolchain: Toolchain, os_packages: OsPackagesMode = OsPackagesMode.NONE, gpu: bool = False
+) -> list[str]:
+    """What the image installs: the family's tools for Spack, the Python that runs it and the OS packages of the
+    `--os-packages` mode (all of them, whatever a site file overrides, so one image serves every site)."""
+    supplied = [package for external in os_externals(toolchain, os_packages, gpu) for package in external.os_packages]
+    return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages, *supplied]))
 
 
-def render_dockerfile(toolchain: Toolchain, base_image: str, inputs: ImageInputs) -> str:
-    """The Spack toolchain image; shared by Slurm builds and `build-compiler` of the same toolchain."""
+def render_dockerfile(
+    toolchain: Toolchain,
+    base_image: str,
+    inputs: ImageInputs,
+    os_packages: OsPackagesMode = OsPackagesMode.NONE,
+    gpu: bool = False,
+) -> str:
+    """The Spack toolchain image; shared by Slurm builds and `build-compiler` of the same toolchain (which takes
+    nothing from the OS, so its image is the `none` one)."""
     return render(
         "dockerfile/spack.Dockerfile.j2",
         toolchain=toolchain,
         base_image=base_image,
-        packages=image_packages(toolchain),
+        packages=image_packages(toolchain, os_packages, gpu),
         pins=load_spack_pins(),
         spack_root=layout.SPACK_ROOT,
         spack_packages=layout.SPACK_PACKAGES,
@@ -267,6 +362,10 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         fresh=request.no_cache,
         compiler_environment=COMPILER_ENVIRONMENT if request.compiler_version else None,
         compiler_view=layout.SPACK_COMPILER_VIEW,
+        os_externals=bool(request_os_externals(request)),
+        os_externals_plan=OS_EXTERNALS_PLAN,
+        detect_script=DETECT_EXTERNALS_SCRIPT,
+        externals_file=EXTERNALS_FILE,
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 from typing import Any
 
 import jinja2
@@ -18,6 +19,11 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+def read_template(name: str) -> str:
+    """A file shipped beside the templates that is used as it is (e.g. a Python script run in the container)."""
+    return resources.files("slurm_factory").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def render(template: str, **context: Any) -> str:

@@ -167,8 +167,8 @@ def check_cluster(
                         f"nodes not idle after {IDLE_TIMEOUT:.0f}s (sinfo: {states.strip() or 'no answer'})",
                         _daemon_log_tails(nodes),
                     )
-        if report.failures:
-            return
+        if result.failed:
+            return  # jobs need the daemons; an earlier stage's failure does not stop the job checks
         controller = nodes[CONTROLLER]
         _check_srun(report, controller, artifact)
         _check_sbatch(report, controller, artifact)

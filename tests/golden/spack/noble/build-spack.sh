@@ -35,6 +35,11 @@ rm -rf "$META_DIR" "$PREFIX"
 mkdir -p "$META_DIR"
 spack --version
 
+stage externals
+# The packages taken from the toolchain OS (--os-packages), registered with the versions this image really has.
+spack -e "$ENV_DIR" python "$ENV_DIR/detect_externals.py" "$ENV_DIR/os-externals.json" \
+    "$ENV_DIR/externals.yaml" "$META_DIR/os-externals.json"
+
 stage concretize
 spack -e "$ENV_DIR" concretize --force
 cp "$ENV_DIR/spack.lock" "$META_DIR/spack.lock"
@@ -55,10 +60,13 @@ cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
 rm -rf "$PREFIX/.spack"
 mkdir -p "$PREFIX/modules/spack"
 cp -a /opt/slurm-factory/spack/modules/. "$PREFIX/modules/spack/"
+# The index maps hashes to module paths in this container; only `spack module ... loads` reads it.
+rm -f "$PREFIX/modules/spack/module-index.yaml"
 # Spack's module files name the view and (hierarchy) the module root; make each compute the tree's root from its
-# own location instead.
+# own location instead. Their "Configure options" line names the install tree: the manifest records the options.
 find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
     -e '1i local slurm_factory_root = myFileName():match("^(.*)/modules/spack/")' \
+    -e '/^whatis(\[\[Configure options : /d' \
     -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g' \
     -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
 find "$PREFIX" -name '*.la' -delete
@@ -122,6 +130,7 @@ while IFS= read -r library; do
 done < "$META_DIR/system-libraries.txt" | sort -u > "$META_DIR/runtime-packages.tsv"
 (cd "$PREFIX/lib/slurm" && ls -1 *.so) > "$META_DIR/plugins.txt"
 "$PREFIX/sbin/slurmd" -V > "$META_DIR/slurmd-version.txt"
+tr ' ' '\n' < "$(spack -e "$ENV_DIR" location -i slurm)/.spack/spack-configure-args.txt" > "$META_DIR/configure-options.txt"
 spack -e "$ENV_DIR" find --format '{name}	{version}	{/hash:7}' > "$META_DIR/spack-packages.tsv"
 spack -e "$ENV_DIR" find --format '{name}@{version}{variants} {/hash:7}' > "$META_DIR/spack-specs.txt"
 stage done

@@ -6,8 +6,9 @@ from spack.package import *
 
 class Slurm(BuiltinSlurm):
     """The builtin Slurm recipe, extended rather than copied: every release slurm-factory knows (with SchedMD's
-    sha256), cgroup/v2 with +cgroup, a lua variant, Slurm 26.05's configure (no --with-http-parser),
-    $ORIGIN-relative RPATHs for Slurm's own libraries, and PMI2 plus pam_slurm_adopt installed."""
+    sha256), cgroup/v2 with +cgroup, a lua variant, the curl plugins, Slurm 26.05's configure (no
+    --with-http-parser), $ORIGIN-relative RPATHs for Slurm's own libraries, and PMI2 plus pam_slurm_adopt
+    installed."""
 
     version("23-11-0-1", sha256="3780773a80b73ea2edb4353318b4220188f4eda92c31ab3a2bdd3a4fdec76be9")
     version("23-11-1-1", sha256="31506df24c6d24e0ea0329cac1395ab9b645bbde1518f5c469f7711df5e22c11")
@@ -75,11 +76,17 @@ class Slurm(BuiltinSlurm):
     def configure_args(self):
         args = super().configure_args()
         spec = self.spec
+        # Slurm builds its curl plugins (acct_gather_profile/influxdb, jobcomp/elasticsearch) only for a bare
+        # --with-libcurl: with a prefix its configure finds libcurl and still turns them off. curl-config is on PATH
+        # (a dependency's bin/, or the OS's for an external curl).
+        args = ["--with-libcurl" if arg.startswith("--with-libcurl=") else arg for arg in args]
         if spec.satisfies("@26-05:"):
             args = [arg for arg in args if not arg.startswith("--with-http-parser")]
         if spec.satisfies("+pam"):
             # The builtin recipe points pam_dir at linux-pam's own prefix; the module belongs to Slurm's.
             args = [arg for arg in args if not arg.startswith("--with-pam_dir")]
+            # configure refuses a --with-pam_dir that does not exist yet.
+            mkdirp(self.prefix.lib.security)
             args += ["--enable-pam", f"--with-pam_dir={self.prefix.lib.security}"]
         if spec.satisfies("+cgroup"):
             args.append("--enable-cgroupv2")
@@ -90,5 +97,4 @@ class Slurm(BuiltinSlurm):
     def install(self, spec, prefix):
         super().install(spec, prefix)
         if spec.satisfies("+pam"):
-            mkdirp(prefix.lib.security)
             make("-C", "contribs/pam_slurm_adopt", "install")
