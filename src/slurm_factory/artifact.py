@@ -147,6 +147,10 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         # What the Spack engine took from the toolchain OS: the mode and each package with its OS version.
         "os_packages": request.os_packages.value if request.engine is Engine.SPACK else None,
         "os_externals": externals,
+        # Spack's Lmod tree under modules/spack (the artifact's own modulefile is modules/slurm either way).
+        "spack_modules": (
+            ("hierarchy" if request.enable_hierarchy else "flat") if request.engine is Engine.SPACK else None
+        ),
         "build_prefix": str(plan.container.install_prefix),
         "build_paths": build_paths(plan),
         "configure_options": _lines(meta.get("configure-options.txt")),

@@ -4,7 +4,9 @@ our overlay package repository. Skipped, with the reason, when no checkout is co
 Set up as in ../shared/FACTS.md: Spack v1.1.0 with the builtin packages of spack-packages releases/v2025.11 in its
 site configuration, bootstrap disabled, mirrors emptied, and SPACK_PYTHON naming a Python that has clingo. Only the
 container paths of the environment (repository, install tree, caches, mirrors, view, module roots) are rewritten
-for the host; specs, packages, compilers and every other setting are checked as generated.
+for the host; specs, packages, compilers and every other setting are checked as generated. The environments are
+made with `--os-packages none`: a toolchain OS's packages are only in its image, where test_spack_build.py
+concretizes the other modes.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def _spack_config(environment: Path, path: str) -> Any:
 
 
 def _slurm_case(tmp_path: Path, toolchain: str, **options: Any) -> dict[str, Any]:
-    request = make_request(slurm_version="24.11.5", toolchain=toolchain, **options)
+    # On this host nothing is taken from the OS: the toolchain's OS packages are only in its image (tests/spack/
+    # test_spack_build.py concretizes --os-packages build and all there).
+    request = make_request(slurm_version="24.11.5", toolchain=toolchain, os_packages="none", **options)
     plan_dir = tmp_path / "plan"
     write_plan_dir(make_plan(request, Settings(project_name="concretize", home=tmp_path / "home")), plan_dir)
     environment = _host_environment(plan_dir, tmp_path / "scratch")
@@ -151,7 +155,7 @@ def test_s3_mirrors_as_generated_are_read_by_spack_with_their_endpoint(tmp_path:
     request = make_request(
         slurm_version="24.11.5", toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack",
         publish="slurm", signing_key="0x1234ABCD", publish_url="s3://site/slurm",
-        s3_endpoint_url="http://127.0.0.1:9000",
+        s3_endpoint_url="http://127.0.0.1:9000", os_packages="none",
     )  # fmt: skip
     plan_dir = tmp_path / "plan"
     write_plan_dir(make_plan(request, Settings(project_name="mirrors", home=tmp_path / "home")), plan_dir)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,40 +28,20 @@ from slurm_factory.engines.container import run_build
 from slurm_factory.plan import PlanFile, layout, make_plan
 from slurm_factory.plan.spack_yaml import dump_spack_yaml
 from slurm_factory.progress import BuildMonitor, SilentDisplay
-from slurm_factory.request import REQUIRED_WHEELS, make_request
+from slurm_factory.request import make_request
 from slurm_factory.s3 import S3Access
 from slurm_factory.secrets import decode_private_key
 from slurm_factory.signing import SigningKey
 from tests.e2e.helpers import make_throwaway_key, remove_project, report_measurement
 from tests.s3server import S3Server
+from tests.spack.inputs import NO_SPACK_REASON, PACKAGES_SOURCE, SPACK_SOURCE, wheels_for_trixie
 
-SPACK_SOURCE = os.environ.get("SLURM_FACTORY_TEST_SPACK_SOURCE")
-PACKAGES_SOURCE = os.environ.get("SLURM_FACTORY_TEST_SPACK_PACKAGES_SOURCE")
 DATA = Path(__file__).parent
 pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
-    pytest.mark.skipif(
-        not (SPACK_SOURCE and PACKAGES_SOURCE),
-        reason="SLURM_FACTORY_TEST_SPACK_SOURCE / SLURM_FACTORY_TEST_SPACK_PACKAGES_SOURCE unset: no Spack to build "
-        "the toolchain image from",
-    ),
+    pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
 ]
-# Debian 13's Python, which runs Spack in the trixie toolchain image.
-TRIXIE_PYTHON = "3.13"
-
-
-def _wheels_for_trixie(directory: Path) -> Path:
-    pins = yaml.safe_load((Path(__file__).parents[2] / "src/slurm_factory/catalog/data/spack.yaml").read_text())
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-         "--python-version", TRIXIE_PYTHON, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-         "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any",
-         "-d", str(directory), *(pins[name] for name in REQUIRED_WHEELS)],
-        check=True,
-        timeout=600,
-    )  # fmt: skip
-    return directory
 
 
 def _stand_in_files(plan: Any) -> dict[PurePosixPath, PlanFile]:
@@ -96,7 +73,7 @@ def test_the_generated_slurm_environment_concretizes_inside_the_toolchain_image(
     settings = Settings(project_name="sf-test-spack-concretize", home=tmp_path / "home", jobs=2)
     request = make_request(
         slurm_version="24.11.5", toolchain="trixie", spack_source=SPACK_SOURCE, spack_packages_source=PACKAGES_SOURCE,
-        python_wheels=str(_wheels_for_trixie(tmp_path / "wheels")),
+        python_wheels=str(wheels_for_trixie(tmp_path / "wheels")),
     )  # fmt: skip
     plan = _with_script(make_plan(request, settings), "concretize.sh")
     settings.ensure_dirs()
@@ -125,7 +102,7 @@ def test_the_generated_publish_step_pushes_signed_to_s3_from_the_real_toolchain_
         slurm_version="24.11.5", toolchain="trixie", publish="slurm", signing_key=key.fingerprint,
         gpg_private_key=f"@{key.key_file}", publish_url=f"s3://{bucket}/spack", s3_endpoint_url=s3_server.endpoint,
         spack_source=SPACK_SOURCE, spack_packages_source=PACKAGES_SOURCE,
-        python_wheels=str(_wheels_for_trixie(tmp_path / "wheels")),
+        python_wheels=str(wheels_for_trixie(tmp_path / "wheels")),
     )  # fmt: skip
     plan = make_plan(request, settings)
     stand_in = _with_script(plan, "stand-in-build.sh", _stand_in_files(plan))

@@ -42,6 +42,12 @@ class ArtifactUnderTest:
         return bool(self.manifest.get("gpu"))
 
     @property
+    def spack_modules(self) -> str | None:
+        """`flat` or `hierarchy`: the Spack engine's Lmod tree under modules/spack (None: no such tree)."""
+        tree = self.manifest.get("spack_modules")
+        return tree if tree in ("flat", "hierarchy") else None
+
+    @property
     def series(self) -> str:
         return str(self.manifest["slurm"]["series"])
 

@@ -227,15 +227,28 @@ def _check_mpi_plugins(report: VerificationReport, node: RunningContainer, artif
 
 
 def _check_modulefile(report: VerificationReport, node: RunningContainer, artifact: ArtifactUnderTest) -> None:
+    """The artifact's own modulefile; for a Spack artifact also Spack's Lmod tree, flat or (hierarchy) loaded
+    through the MPI provider's module, which must open the MPI level inside the relocated tree."""
     with check(report, "cluster: Lmod modulefile") as result:
         root = _root(artifact)
         lmod_init = artifact.toolchain.packages.verify.lmod_init
-        code, output = node.run(["bash", str(CHECK_DIR / "module-check.sh"), lmod_init, str(root)])
+        tree = artifact.spack_modules
+        command = ["bash", str(CHECK_DIR / "module-check.sh"), lmod_init, str(root), *([tree] if tree else [])]
+        code, output = node.run(command)
         expected = [f"SLURM_ROOT={root}", f"sinfo={root}/bin/sinfo", f"slurmd={root}/sbin/slurmd"]
-        if code == 0 and all(line in output.splitlines() for line in expected):
-            result.ok(f"module load slurm puts {root}/bin and sbin on PATH")
+        if tree is not None:
+            expected += [f"spack_sinfo={root}/bin/sinfo", f"spack_slurmd={root}/sbin/slurmd"]
+        if tree == "hierarchy":
+            expected.append("mpi_level=opened")
+        missing = [line for line in expected if line not in output.splitlines()]
+        if code == 0 and not missing:
+            spack_tree = f"; Spack's {tree} Lmod tree too" if tree else ""
+            result.ok(f"module load slurm puts {root}/bin and sbin on PATH{spack_tree}")
         else:
-            result.fail("module load slurm did not set up the relocated tree", output.splitlines()[-10:])
+            result.fail(
+                "module load slurm did not set up the relocated tree",
+                [*(f"expected {line}" for line in missing), *output.splitlines()[-10:]],
+            )
 
 
 def _check_two_nodes(report: VerificationReport, node: RunningContainer, artifact: ArtifactUnderTest) -> None:

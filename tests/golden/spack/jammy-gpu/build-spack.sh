@@ -69,7 +69,8 @@ find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
     -e '/^whatis(\[\[Configure options : /d' \
     -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g' \
     -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
-find "$PREFIX" -name '*.la' -delete
+# libtool archives name the install tree; static archives are not what a runtime tree links (Slurm's are shared).
+find "$PREFIX" \( -name '*.la' -o -name '*.a' \) -delete
 VIEW_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
 stage relocate-text
 # pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
