@@ -18,33 +18,20 @@ from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
 from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
 from slurm_factory.catalog.compilers import check_gcc_version
-from slurm_factory.catalog.os_packages import OsPackagesMode
 from slurm_factory.catalog.toolchains import get_toolchain
+
+# Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
+from slurm_factory.choices import DEFAULT_SLURM_VERSION as DEFAULT_SLURM_VERSION
+from slurm_factory.choices import BuildcacheMode as BuildcacheMode
+from slurm_factory.choices import Engine as Engine
+from slurm_factory.choices import OsPackagesMode as OsPackagesMode
+from slurm_factory.choices import PublishMode as PublishMode
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
 from slurm_factory.site_packages import load_site_packages
 
-DEFAULT_SLURM_VERSION = "25.11"
 _E = TypeVar("_E", bound=StrEnum)
-
-
-class Engine(StrEnum):
-    SPACK = "spack"
-    NATIVE = "native"
-
-
-class BuildcacheMode(StrEnum):
-    NONE = "none"
-    DEPS = "deps"
-    ALL = "all"
-
-
-class PublishMode(StrEnum):
-    NONE = "none"
-    SLURM = "slurm"
-    DEPS = "deps"
-    ALL = "all"
 
 
 _KEY_ID = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from slurm_factory import __version__, cli
+from slurm_factory import __version__, builder, cli
 from slurm_factory.builder import BuildResult
-from slurm_factory.catalog import load_toolchains
+from slurm_factory.catalog import load_releases, load_toolchains
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.config import Settings, load_settings
 from slurm_factory.exceptions import EXIT_USAGE
@@ -100,7 +102,7 @@ class _BuildRecorder:
 def recorder(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> _BuildRecorder:
     plan = make_plan(make_request(slurm_version="24.11.5", toolchain="trixie", engine="native"), settings)
     recording = _BuildRecorder(BuildResult(plan=plan))
-    monkeypatch.setattr(cli, "build", recording)
+    monkeypatch.setattr(builder, "build", recording)
     return recording
 
 
@@ -675,3 +677,44 @@ def test_s3_endpoint_without_an_s3_mirror_is_a_usage_error() -> None:
     assert result.exit_code == EXIT_USAGE
     [error] = _error_lines(result)
     assert "--s3-endpoint-url" in error and "s3://" in error
+
+
+# --- start-up: --help and completion load nothing heavy -------------------------------------------------------------
+
+_HEAVY_MODULES = ("docker", "pydantic", "elftools", "jinja2", "yaml", "gnupg", "slurm_factory.builder")
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["build-slurm", "--help"], ["verify", "--help"]])
+def test_help_imports_none_of_the_heavy_modules(arguments: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from slurm_factory.cli import app\n"
+        "try:\n"
+        f"    app({arguments!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {_HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "Usage: " in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("slurm-factory build-slurm --toolchain ro", ["rockylinux10", "rockylinux9", "rockylinux8"]),
+        ("slurm-factory build-compiler --toolchain tri", ["trixie"]),
+        ("slurm-factory build-slurm --slurm-version 24.11.", None),
+    ],
+)
+def test_shell_completion_suggests_toolchains_and_releases(words: str, expected: list[str] | None) -> None:
+    environment = {**os.environ, "_SLURM_FACTORY_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+    program = "from slurm_factory.cli import app\napp(prog_name='slurm-factory')"
+    done = subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True, text=True)
+    suggestions = done.stdout.split()
+    if expected is not None:
+        assert suggestions == expected
+    else:
+        releases = [release.version for release in load_releases() if release.version.startswith("24.11.")]
+        assert sorted(suggestions) == sorted(set(releases))
