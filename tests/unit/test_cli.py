@@ -118,7 +118,7 @@ OPTION_CASES = [
     pytest.param(["--buildcache", "ALL"], "buildcache", "all", id="buildcache-case-insensitive"),
     pytest.param(["--publish", "slurm"], "publish", "slurm", id="publish"),
     pytest.param(["--enable-hierarchy"], "enable_hierarchy", True, id="enable-hierarchy"),
-    pytest.param(["--signing-key", "0x1234ABCD"], "signing_key", "0x1234ABCD", id="signing-key"),
+    pytest.param(["--signing-key", "0x5EED1234ABCD5678"], "signing_key", "0x5EED1234ABCD5678", id="signing-key"),
     pytest.param(["--gpg-private-key", "@/keys/signing.asc"], "gpg_private_key", "@/keys/signing.asc", id="gpg-key"),
     pytest.param(["--gpg-passphrase", "pass-on-argv"], "gpg_passphrase", "pass-on-argv", id="gpg-passphrase"),
     pytest.param(
@@ -197,7 +197,7 @@ def test_all_options_together_reach_build(recorder: _BuildRecorder, tmp_path: Pa
         "--gpu",
         "--no-cache",
         "--signing-key",
-        "0xABCD1234",
+        "0xABCD12345EED0000",
         "--publish",
         "all",
         "--dry-run",
@@ -213,7 +213,7 @@ def test_all_options_together_reach_build(recorder: _BuildRecorder, tmp_path: Pa
         "slurm_version": "24.11.5",
         "gpu": True,
         "no_cache": True,
-        "signing_key": "0xABCD1234",
+        "signing_key": "0xABCD12345EED0000",
         "publish": "all",
         "dry_run": True,
         "plan_dir": tmp_path / "ctx",
@@ -336,7 +336,7 @@ def test_default_spack_engine_dry_run_prints_dockerfile_environment_and_script()
 
 def test_spack_engine_publish_plan_imports_the_key_from_the_tmpfs_and_pushes_signed() -> None:
     result = _invoke(
-        "build-slurm", "--toolchain", "trixie", "--publish", "slurm", "--signing-key", "0x1234ABCD", "--dry-run"
+        "build-slurm", "--toolchain", "trixie", "--publish", "slurm", "--signing-key", "0x5EED1234ABCD5678", "--dry-run"
     )
 
     assert result.exit_code == 0, result.stderr
@@ -430,7 +430,7 @@ def test_secret_on_the_command_line_prints_exactly_one_warning_and_not_the_secre
         "--gpg-passphrase",
         "hunter2-TOPSECRET",
         "--signing-key",
-        "0x1234ABCD",
+        "0x5EED1234ABCD5678",
         "--engine",
         "native",
         "--toolchain",
@@ -451,7 +451,7 @@ def test_passphrase_file_prints_no_warning(tmp_path: Path) -> None:
     passphrase.write_text("hunter2-TOPSECRET\n", encoding="utf-8")
 
     result = _invoke(
-        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x1234ABCD", "--gpg-passphrase-file", str(passphrase)
+        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x5EED1234ABCD5678", "--gpg-passphrase-file", str(passphrase)
     )
 
     assert "warning:" not in result.stderr
@@ -466,7 +466,7 @@ def test_passphrase_and_passphrase_file_together_are_a_usage_error(tmp_path: Pat
         "build-slurm",
         *NATIVE_TRIXIE,
         "--signing-key",
-        "0x1234ABCD",
+        "0x5EED1234ABCD5678",
         "--gpg-passphrase",
         "secret",
         "--gpg-passphrase-file",
@@ -601,7 +601,7 @@ def test_build_compiler_dry_run_shows_image_environment_script_and_modulefile(tm
 
 def test_build_compiler_signed_push_plan_uses_the_key_on_the_tmpfs() -> None:
     result = _invoke(
-        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x1234ABCD",
+        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x5EED1234ABCD5678",
         "--publish-url", "file:///srv/mirror", "--dry-run",
     )  # fmt: skip
 
@@ -655,7 +655,7 @@ def test_no_command_shows_help_with_the_commands() -> None:
 def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from(tmp_path: Path) -> None:
     result = _invoke(
         "build-slurm", "--toolchain", "trixie", "--buildcache", "deps", "--buildcache-url", "s3://cache/spack",
-        "--publish", "all", "--signing-key", "0x1234ABCD", "--publish-url", "s3://site/slurm",
+        "--publish", "all", "--signing-key", "0x5EED1234ABCD5678", "--publish-url", "s3://site/slurm",
         "--s3-endpoint-url", "http://127.0.0.1:9000", "--dry-run", "--plan-dir", str(tmp_path / "ctx"),
     )  # fmt: skip
 
