@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from slurm_factory.builder import BuildResult
     from slurm_factory.config import Settings
     from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+    from slurm_factory.preflight import Preflight
     from slurm_factory.progress import Display
 
 stdout = Console(soft_wrap=True)
@@ -107,7 +109,7 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
             _print_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            stderr.print("interrupted; containers of this run were removed")
+            stderr.print(_interrupted_message(), highlight=False, markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as error:
             if state.verbose:
@@ -117,6 +119,13 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
+
+
+def _interrupted_message() -> str:
+    """Only a run that started containers says they were removed (they are, by their context managers)."""
+    docker_layer = sys.modules.get("slurm_factory.docker_layer")
+    started = docker_layer.DockerSession.containers_created if docker_layer is not None else 0
+    return f"interrupted; the {started} container(s) of this run were removed" if started else "interrupted"
 
 
 def _version_callback(value: bool) -> None:
@@ -386,6 +395,8 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
         _print_plan(result.plan)
         if result.plan_dir:
             stdout.print(f"build context written to {result.plan_dir}")
+        if result.preflight is not None:
+            _print_preflight(result.preflight)
         return
     if result.plan_dir:
         stderr.print(f"build context written to {result.plan_dir}")
@@ -405,6 +416,16 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
             markup=False,
         )
     stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.durations.items()))
+
+
+def _print_preflight(preflight: Preflight) -> None:
+    """Last, where it stays on screen: what was checked, then what the build would do."""
+    stdout.rule("preflight")
+    for check in preflight.checks:
+        stdout.out(f"ok  {check.subject}: {check.finding}", highlight=False)
+    width = max(len(name) for name in preflight.summary)
+    for name, value in preflight.summary.items():
+        stdout.out(f"{name:<{width}}  {value}", highlight=False)
 
 
 def _megabytes(size: int) -> str:

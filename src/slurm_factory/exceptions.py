@@ -60,9 +60,9 @@ class VerificationError(SlurmFactoryError):
         self.report_path = report_path
 
 
-def quoted(value: object, limit: int = 80) -> str:
+def quoted(value: object, limit: int = 200) -> str:
     """User input echoed in an error message: quoted, and shortened so that a 5,000-character path stays one line."""
     text = repr(value)
     if len(text) <= limit:
         return text
-    return f"{text[: limit - 24]}…{text[-12:]} ({len(text) - 2} characters)"
+    return f"{text[: limit - 40]}…{text[-24:]} ({len(text) - 2} characters)"

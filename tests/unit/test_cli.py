@@ -380,15 +380,17 @@ def test_dry_run_creates_no_cache_directories(tmp_path: Path) -> None:
     assert not (tmp_path / "sf-home").exists()
 
 
-def test_dry_run_prints_the_slurm_source_path_verbatim(tmp_path: Path) -> None:
+def test_dry_run_checks_the_source_sha256_and_names_the_path_verbatim(tmp_path: Path) -> None:
     source = tmp_path / "[old]" / "slurm-24.11.5.tar.bz2"
     source.parent.mkdir()
-    source.write_bytes(b"not checked in a dry run")
+    source.write_bytes(b"the wrong tarball: refused by the preflight of --dry-run")
 
     result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run", "--slurm-source", str(source))
 
-    assert result.exit_code == 0, result.output
-    assert f"# source   {source.resolve()} " in result.stdout
+    assert result.exit_code == EXIT_USAGE, result.output
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith(f"error: --slurm-source '{source.resolve()}': sha256 ")
+    assert "does not match Slurm 24.11.5" in first_line
 
 
 def test_plan_dir_with_dry_run_writes_the_build_context(tmp_path: Path) -> None:

@@ -73,7 +73,6 @@ class Toolchain(_Frozen):
     family: Literal["apt", "dnf"]
     gcc: str
     glibc: str
-    apt_mirror: str | None = None
     repositories: tuple[str, ...] = ()
     gpu_repositories: tuple[str, ...] = ()
     epel: bool = False
