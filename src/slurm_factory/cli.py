@@ -31,6 +31,7 @@ from slurm_factory.choices import (
 )
 from slurm_factory.exceptions import (
     EXIT_FAILURE,
+    EXIT_USAGE,
     BuildError,
     ConfigurationError,
     SlurmFactoryError,
@@ -141,8 +142,8 @@ def _global_options(
         str | None,
         typer.Option(
             "--project-name",
-            envvar="IF_PROJECT_NAME",
-            help="Namespace (label and name prefix) of every Docker resource this tool creates.",
+            # IF_PROJECT_NAME is read by the settings themselves, so an error names where the value came from.
+            help="Namespace (label and name prefix) of every Docker resource this tool creates. Env: IF_PROJECT_NAME.",
             show_default="slurm-factory",
         ),
     ] = None,
@@ -710,4 +711,31 @@ def main() -> None:
     `timeout`, a closed terminal) unwind like Ctrl-C, so containers, networks and keyrings are removed."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    app()
+    try:
+        code = app(prog_name="slurm-factory", standalone_mode=False)
+    except _CLICK_ERROR as error:
+        sys.exit(_usage_error(error))
+    except typer.Abort:  # Ctrl-C while click itself was parsing or prompting
+        stderr.print("interrupted", highlight=False, markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# click's UsageError and ClickException, whichever click typer uses (its own copy in newer releases).
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+_CLICK_ERROR: type[Exception] = typer.BadParameter.__mro__[2]
+
+
+def _usage_error(error: Any) -> int:
+    """click's errors as one line like ours (`error: Invalid value for '--engine': ...`), a usage error with the
+    command's `--help` as the hint; no arguments at all prints the help."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        stdout.out(error.format_message(), highlight=False)
+        return EXIT_USAGE
+    stderr.print(Text("error: ", style="bold red") + Text(error.format_message()), highlight=False)
+    if not isinstance(error, _USAGE_ERROR):
+        return int(error.exit_code)
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        stderr.print(Text("hint: ", style="dim") + Text(f"see `{context.command_path} --help`"), highlight=False)
+    return EXIT_USAGE
