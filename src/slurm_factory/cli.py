@@ -715,7 +715,7 @@ def main() -> None:
         code = app(prog_name="slurm-factory", standalone_mode=False)
     except _CLICK_ERROR as error:
         sys.exit(_usage_error(error))
-    except typer.Abort:  # Ctrl-C while click itself was parsing or prompting
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C before a command ran (parsing, imports) or while prompting
         stderr.print("interrupted", highlight=False, markup=False)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,9 +7,11 @@ Everything runs in one home and one project: two interrupted signed builds, then
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -45,11 +47,12 @@ def _leftovers(client: docker.DockerClient, project: str, home: Path, tmp: Path)
     }
 
 
-def _wait_for_compile(process: subprocess.Popen[str], log_dir: Path, deadline: float) -> None:
-    """Until the build container runs configure (its output reaches the build log)."""
+def _wait_for_compile(process: subprocess.Popen[str], log_dir: Path, deadline: float, started: float) -> None:
+    """Until the build container runs configure (its output reaches this build's log, which the build truncated
+    when it started: the same request writes the same log)."""
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the build ended before the fault: {process.communicate()}"
-        logs = list(log_dir.glob("*.log")) if log_dir.is_dir() else []
+        logs = [log for log in log_dir.glob("*.log") if log.stat().st_mtime >= started] if log_dir.is_dir() else []
         if any(COMPILE_MARKER in log.read_text(encoding="utf-8", errors="replace") for log in logs):
             return
         time.sleep(1)
@@ -59,9 +62,10 @@ def _wait_for_compile(process: subprocess.Popen[str], log_dir: Path, deadline: f
 def _interrupt_mid_compile(
     command: list[str], environment: dict[str, str], home: Path, signal_number: signal.Signals
 ) -> tuple[int, str]:
+    started = time.time()
     process = subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for_compile(process, home / "logs", time.monotonic() + 900)
+        _wait_for_compile(process, home / "logs", time.monotonic() + 900, started)
         interrupted = time.monotonic()
         process.send_signal(signal_number)
         _, stderr = process.communicate(timeout=120)
@@ -81,9 +85,10 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
     """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
     build publishing to a file:// mirror; then the same request in the same home builds to the end."""
     source = slurm_source_tarball()
-    home, tmp, mirror = tmp_path / "home", tmp_path / "tmp", tmp_path / "mirror"
-    tmp.mkdir()
-    key = make_throwaway_key(tmp_path / "key")
+    home, mirror = tmp_path / "home", tmp_path / "mirror"
+    # gpg-agent's socket lives in the temporary GnuPG home: its path must stay under the 108-byte socket limit.
+    tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
+    key = make_throwaway_key(tmp_path)
     key_arguments = ["--signing-key", key.fingerprint, "--gpg-private-key", f"@{key.key_file}",
                      "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
     project = f"sf-fault-{uuid.uuid4().hex[:8]}"
@@ -112,3 +117,4 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
         assert _leftovers(docker_client, project, home, tmp)["containers"] == []
     finally:
         remove_project(docker_client, project)
+        shutil.rmtree(tmp, ignore_errors=True)
