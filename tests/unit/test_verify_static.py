@@ -16,7 +16,7 @@ import pytest
 
 from slurm_factory.catalog.plugins import expected_plugins
 from slurm_factory.verify import static
-from slurm_factory.verify.artifact_reader import open_artifact
+from slurm_factory.verify.artifact_reader import open_artifact, scan_tarball
 from slurm_factory.verify.report import CheckRecorder
 
 ROOT = "slurm-24.11.5-trixie"
@@ -56,7 +56,7 @@ def _artifact(tmp_path: Path, files: dict[str, bytes], manifest: dict[str, Any] 
 
 
 def _run(check: Any, artifact_path: Path, *with_artifact: bool) -> CheckRecorder:
-    artifact = open_artifact(artifact_path)
+    artifact = open_artifact(scan_tarball(artifact_path))
     facts = static.collect_tree_facts(artifact)
     recorder = CheckRecorder("static")
     if with_artifact:

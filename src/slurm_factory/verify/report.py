@@ -24,6 +24,9 @@ class CheckResult:
     seconds: float
     summary: str
     evidence: list[str] = field(default_factory=list)
+    # A stage that could not start (Docker unreachable, an unsafe tarball): not passed, and not a failure of the
+    # artifact either; `summary` says why.
+    not_run: bool = False
 
 
 @dataclass
@@ -39,7 +42,14 @@ class VerificationReport:
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [check for check in self.checks if not check.passed]
+        return [check for check in self.checks if not check.passed and not check.not_run]
+
+    @property
+    def not_run(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.not_run]
+
+    def mark_not_run(self, names: tuple[str, ...], reason: str) -> None:
+        self.checks.extend(CheckResult(name, False, 0.0, f"not run: {reason}", not_run=True) for name in names)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,7 +75,9 @@ class VerificationReport:
         for column in ("check", "result", "seconds", "details"):
             table.add_column(column)
         for check in self.checks:
-            result = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+            result = (
+                "[green]pass[/]" if check.passed else "[yellow]not run[/]" if check.not_run else "[bold red]FAIL[/]"
+            )
             details = check.summary if check.passed else "\n".join([check.summary, *check.evidence[:12]])
             table.add_row(check.name, result, f"{check.seconds:.1f}", details)
         console.print(table)
