@@ -136,14 +136,14 @@ BAD_INPUTS = [
         "absolute-member",
         _with_members(Member(f"/{ROOT}/bin/x", b"x")),
         EXIT_FAILURE,
-        REPORTED + f"static: members — 1 unsafe members: /{ROOT}/bin/x: absolute path",
+        REPORTED + f"static: members — 1 unsafe member: /{ROOT}/bin/x: absolute path",
         True,
     ),
     BadInput(
         "hard-link",
         _with_members(Member(f"{ROOT}/x", kind=b"1", link="/etc/shadow")),
         EXIT_FAILURE,
-        REPORTED + f"static: members — 1 unsafe members: {ROOT}/x: hard link to /etc/shadow",
+        REPORTED + f"static: members — 1 unsafe member: {ROOT}/x: hard link to /etc/shadow",
         True,
     ),
 ]

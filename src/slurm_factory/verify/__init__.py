@@ -107,7 +107,8 @@ def _trusted_shape(tarball: ScannedTarball, report: VerificationReport) -> Artif
             result.ok(f"{scan.members} members, {scan.total_bytes} bytes, all plain files, directories and symlinks "
                       f"inside {scan.root}/")  # fmt: skip
         else:
-            result.fail(f"{len(scan.findings)} unsafe members: {scan.findings[0]}", scan.shown_findings())
+            count = len(scan.findings)
+            result.fail(f"{count} unsafe member{'' if count == 1 else 's'}: {scan.findings[0]}", scan.shown_findings())
     if not scan.safe:
         report.mark_not_run((MANIFEST_CHECK,), f"the tarball is unsafe (see {MEMBERS_CHECK})")
         return None
