@@ -232,3 +232,20 @@ def test_without_docker_a_statically_clean_artifact_is_not_verified_in_one_line(
         f"error: {ARTIFACT_NAME} is not verified: images, relocated, cluster not run: cannot reach the Docker engine"
     )
     assert (tmp_path / f"{ARTIFACT_NAME}.verify.json").is_file()
+
+
+def test_a_symlink_planted_where_the_report_and_sidecar_go_is_replaced_not_followed(tmp_path: Path) -> None:
+    artifact = write_artifact(tmp_path, [Member(f"{ROOT}/bin/x", b"x", mode=0o4755)])
+    victim = tmp_path / "victim.json"
+    victim.write_text('{"secret": "kept"}\n')
+    for suffix in (".verify.json", ".manifest.json"):
+        (tmp_path / f"{ARTIFACT_NAME}{suffix}").symlink_to(victim)
+
+    result = _invoke("verify", str(artifact))
+
+    assert result.exit_code == EXIT_FAILURE
+    assert victim.read_text() == '{"secret": "kept"}\n'
+    for suffix in (".verify.json", ".manifest.json"):
+        written = tmp_path / f"{ARTIFACT_NAME}{suffix}"
+        assert not written.is_symlink()
+        assert "secret" not in written.read_text()

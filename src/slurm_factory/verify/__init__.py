@@ -71,7 +71,7 @@ def _mark_manifest(tarball: ScannedTarball, report: VerificationReport, path: Pa
     """Record the outcome in the sidecar manifest (the one inside the tarball is immutable)."""
     manifest_path = sidecar(tarball.path, ".manifest.json")
     manifest = dict(fallback)
-    if manifest_path.is_file():
+    if manifest_path.is_file() and not manifest_path.is_symlink():  # never read another file through a planted link
         try:
             loaded = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (ValueError, OSError):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slurm_factory import __version__
+from slurm_factory.artifact import write_text_atomically
 
 
 @dataclass
@@ -68,7 +69,8 @@ class VerificationReport:
         return cls(artifact=data["artifact"], sha256=data["sha256"], started_at=data["started_at"], checks=checks)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        """Atomically: a symlink planted where the report goes is replaced, never followed."""
+        write_text_atomically(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def print_summary(self, console: Console) -> None:
         table = Table(title=f"Verification of {self.artifact}")
