@@ -115,6 +115,9 @@ class CleanReport:
 class DockerSession:
     """A connection to the Docker engine, scoped to one project's labels and names."""
 
+    # Containers this process created (each is removed when its block ends): what an interrupted run reports.
+    containers_created = 0
+
     def __init__(self, project_name: str, client: docker.DockerClient | None = None) -> None:
         self.project_name = project_name
         try:
@@ -222,6 +225,7 @@ class DockerSession:
             )
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"creating container from {image}", error) from None
+        DockerSession.containers_created += 1
         try:
             yield RunningContainer(created, self.client.api)
         finally:
