@@ -6,10 +6,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from slurm_factory.catalog.plugins import expected_plugins
 
@@ -95,3 +99,15 @@ def write_gzip_bomb(directory: Path, gib: int = 1) -> Path:
             stream.write(mib_of_zeros)
         stream.write(gzip.compress(bytes(1024)))
     return path
+
+
+def shared_object(tmp_path: Path, rpath: str) -> bytes:
+    """A real ELF shared object (compiled with gcc) whose RUNPATH is `rpath`."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to make a real ELF file")
+    source = tmp_path / "x.c"
+    source.write_text("int slurm_factory_probe(void) { return 1; }\n")
+    output = tmp_path / "x.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(output), str(source), f"-Wl,-rpath,{rpath}",
+                    "-Wl,--enable-new-dtags"], check=True)  # fmt: skip
+    return output.read_bytes()

@@ -7,6 +7,7 @@ import tarfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,52 +15,39 @@ from slurm_factory.verify import members
 from slurm_factory.verify.members import scan_members
 from tests.unit.tarballs import ROOT, Member, plugin_members, write_artifact, write_gzip_bomb
 
-HOSTILE = [
-    pytest.param([Member(f"/{ROOT}/bin/evil", b"x")], f"/{ROOT}/bin/evil: absolute path", id="absolute-path"),
-    pytest.param([Member(f"{ROOT}/../../x", b"x")], f"{ROOT}/../../x: '..' component", id="dot-dot"),
-    pytest.param([Member("elsewhere/x", b"x")], f"elsewhere/x: outside the root directory {ROOT}/", id="other-root"),
-    pytest.param(
-        [Member(f"{ROOT}/lib/up", kind=tarfile.SYMTYPE, link="../../tmp")],
-        f"{ROOT}/lib/up: symlink to ../../tmp leaves the root",
-        id="symlink-up",
-    ),
-    pytest.param(
-        [Member(f"{ROOT}/etc/shadow", kind=tarfile.SYMTYPE, link="/etc/shadow")],
-        f"{ROOT}/etc/shadow: symlink to /etc/shadow is absolute",
-        id="symlink-absolute",
-    ),
-    pytest.param(
-        [
-            Member(f"{ROOT}/here", kind=tarfile.SYMTYPE, link="."),
-            Member(f"{ROOT}/lib/x", kind=tarfile.SYMTYPE, link="../here/../../etc"),
-        ],
+
+def _in_root(name: str, data: bytes = b"x", **fields: Any) -> Member:
+    return Member(f"{ROOT}/{name}", data, **fields)
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> Member:
+    return Member(f"{ROOT}/{name}", kind=kind, link=target)
+
+
+# (id, the hostile members, the finding that must name them)
+HOSTILE: list[tuple[str, list[Member], str]] = [
+    ("absolute-path", [Member(f"/{ROOT}/bin/evil", b"x")], f"/{ROOT}/bin/evil: absolute path"),
+    ("dot-dot", [_in_root("../../x")], f"{ROOT}/../../x: '..' component"),
+    ("other-root", [Member("elsewhere/x", b"x")], f"elsewhere/x: outside the root directory {ROOT}/"),
+    ("symlink-up", [_link("lib/up", "../../tmp")], f"{ROOT}/lib/up: symlink to ../../tmp leaves the root"),
+    ("symlink-absolute", [_link("etc/pw", "/etc/shadow")], f"{ROOT}/etc/pw: symlink to /etc/shadow is absolute"),
+    (
+        "symlink-via-symlink",
+        [_link("here", "."), _link("lib/x", "../here/../../etc")],
         f"{ROOT}/lib/x: symlink to ../here/../../etc leaves the root",
-        id="symlink-through-symlink",
     ),
-    pytest.param(
-        [Member(f"{ROOT}/a", kind=tarfile.SYMTYPE, link="b"), Member(f"{ROOT}/b", kind=tarfile.SYMTYPE, link="a/c")],
-        f"{ROOT}/a: symlink to b loops",
-        id="symlink-loop",
-    ),
-    pytest.param(
-        [Member(f"{ROOT}/bin/shadow", kind=tarfile.LNKTYPE, link="/etc/shadow")],
-        f"{ROOT}/bin/shadow: hard link to /etc/shadow",
-        id="hard-link-out",
-    ),
-    pytest.param(
-        [Member(f"{ROOT}/bin/a", b"x"), Member(f"{ROOT}/bin/b", kind=tarfile.LNKTYPE, link=f"{ROOT}/bin/a")],
-        f"{ROOT}/bin/b: hard link to {ROOT}/bin/a",
-        id="hard-link-inside",
-    ),
-    pytest.param([Member(f"{ROOT}/dev/sda", kind=tarfile.BLKTYPE)], f"{ROOT}/dev/sda: device file", id="block-device"),
-    pytest.param([Member(f"{ROOT}/dev/mem", kind=tarfile.CHRTYPE)], f"{ROOT}/dev/mem: device file", id="char-device"),
-    pytest.param([Member(f"{ROOT}/run/pipe", kind=tarfile.FIFOTYPE)], f"{ROOT}/run/pipe: FIFO", id="fifo"),
-    pytest.param([Member(f"{ROOT}/bin/su", b"x", mode=0o4755)], f"{ROOT}/bin/su: setuid/setgid mode 4755", id="setuid"),
-    pytest.param([Member(f"{ROOT}/bin/sg", b"x", mode=0o2755)], f"{ROOT}/bin/sg: setuid/setgid mode 2755", id="setgid"),
+    ("symlink-loop", [_link("a", "b"), _link("b", "a/c")], f"{ROOT}/a: symlink to b loops"),
+    ("hard-link-out", [_link("bin/pw", "/etc/shadow", tarfile.LNKTYPE)], f"{ROOT}/bin/pw: hard link to /etc/shadow"),
+    ("hard-link-in", [_in_root("a"), _link("b", f"{ROOT}/a", tarfile.LNKTYPE)], f"{ROOT}/b: hard link to {ROOT}/a"),
+    ("block-device", [_in_root("dev/sda", b"", kind=tarfile.BLKTYPE)], f"{ROOT}/dev/sda: device file"),
+    ("char-device", [_in_root("dev/mem", b"", kind=tarfile.CHRTYPE)], f"{ROOT}/dev/mem: device file"),
+    ("fifo", [_in_root("run/pipe", b"", kind=tarfile.FIFOTYPE)], f"{ROOT}/run/pipe: FIFO"),
+    ("setuid", [_in_root("bin/su", mode=0o4755)], f"{ROOT}/bin/su: setuid/setgid mode 4755"),
+    ("setgid", [_in_root("bin/sg", mode=0o2755)], f"{ROOT}/bin/sg: setuid/setgid mode 2755"),
 ]
 
 
-@pytest.mark.parametrize(("hostile", "finding"), HOSTILE)
+@pytest.mark.parametrize(("hostile", "finding"), [case[1:] for case in HOSTILE], ids=[case[0] for case in HOSTILE])
 def test_each_hostile_member_is_a_finding_naming_it(tmp_path: Path, hostile: list[Member], finding: str) -> None:
     scan = scan_members(write_artifact(tmp_path, [*plugin_members(), *hostile]))
 

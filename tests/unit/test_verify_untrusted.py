@@ -5,8 +5,6 @@ row for every new bad input."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,16 @@ from typer.testing import CliRunner, Result
 
 from slurm_factory import cli
 from slurm_factory.exceptions import EXIT_FAILURE, EXIT_USAGE
-from tests.unit.tarballs import ARTIFACT_NAME, ROOT, Member, manifest, plugin_members, write_artifact
+from slurm_factory.verify import DOCKER_STAGES, MANIFEST_CHECK, MEMBERS_CHECK, STATIC_CHECKS
+from tests.unit.tarballs import (
+    ARTIFACT_NAME,
+    ROOT,
+    Member,
+    manifest,
+    plugin_members,
+    shared_object,
+    write_artifact,
+)
 
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/slurm-factory-test/docker.sock", "DOCKER_CONTEXT": ""}
 
@@ -175,22 +182,14 @@ def test_bad_input_to_verify_is_one_clear_line_with_the_right_exit_code(tmp_path
         assert any(entry["not_run"] for entry in report["checks"]), "nothing runs after an unsafe or bad tarball"
 
 
-def _shared_object(tmp_path: Path) -> bytes:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to make a real ELF file")
-    source = tmp_path / "x.c"
-    source.write_text("int slurm_factory_probe(void) { return 1; }\n")
-    output = tmp_path / "x.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(output), str(source), "-Wl,-rpath,$ORIGIN"], check=True)
-    return output.read_bytes()
-
-
 def test_without_docker_the_report_keeps_signature_and_static_results_and_marks_the_rest_not_run(
     tmp_path: Path,
 ) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    artifact = write_artifact(artifacts, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", _shared_object(tmp_path))])
+    artifact = write_artifact(
+        artifacts, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN"))]
+    )
     key = tmp_path / "key.pub.asc"
     key.write_text("not a key\n")
     (artifacts / f"{ARTIFACT_NAME}.asc").write_text("not a signature\n")
@@ -204,16 +203,9 @@ def test_without_docker_the_report_keeps_signature_and_static_results_and_marks_
     report = json.loads((artifacts / f"{ARTIFACT_NAME}.verify.json").read_text())
     checks = {entry["name"]: entry for entry in report["checks"]}
     assert checks["signature"]["passed"] is False and checks["signature"]["not_run"] is False
-    for name in (
-        "static: members",
-        "manifest",
-        "static: RUNPATH",
-        "static: vendor libraries",
-        "static: build prefix",
-        "static: plugins",
-    ):
+    for name in (MEMBERS_CHECK, MANIFEST_CHECK, *STATIC_CHECKS):
         assert checks[name]["passed"] is True, checks[name]
-    for name in ("images", "relocated", "cluster"):
+    for name in DOCKER_STAGES:
         assert checks[name]["not_run"] is True
         assert checks[name]["summary"].startswith("not run: cannot reach the Docker engine")
     sidecar = json.loads((artifacts / f"{ARTIFACT_NAME}.manifest.json").read_text())
@@ -221,7 +213,9 @@ def test_without_docker_the_report_keeps_signature_and_static_results_and_marks_
 
 
 def test_without_docker_a_statically_clean_artifact_is_not_verified_in_one_line(tmp_path: Path) -> None:
-    artifact = write_artifact(tmp_path, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", _shared_object(tmp_path))])
+    artifact = write_artifact(
+        tmp_path, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN"))]
+    )
 
     result = _invoke("verify", str(artifact))
 
