@@ -2,7 +2,8 @@
 
 Every image, container and volume it creates carries the project label, so two projects never touch each other's
 resources and `clean` finds exactly ours. A container is a context manager that always removes itself, also on
-error or Ctrl-C. Builds and containers use the host network (no default bridge exists on the build machines).
+error or Ctrl-C. Builds and build containers use the host network (no default bridge exists on the build
+machines); containers that run an untrusted artifact's programs get no network (`NO_NETWORK`) or an internal one.
 """
 
 from __future__ import annotations
