@@ -670,7 +670,7 @@ def verify_command(
     """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
     from slurm_factory.verify import report_path, verify_artifact
 
-    signature = tarball.with_name(tarball.name + ".asc")
+    signature = Path(f"{tarball}.asc")  # also for `verify .` or `/`, which have no name
     if public_key is None and signature.is_file() and not json_output:
         stderr.print(
             f"note: {signature.name} is not checked; give --public-key KEY.pub.asc to check it",
