@@ -218,7 +218,7 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
-        session = DockerSession(settings.project_name)
+        session = _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
@@ -235,6 +235,14 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
         if signer is not None:
             _sign_and_publish(result, artifact, signer, settings, s3)
     return result
+
+
+def _docker_session(settings: Settings, monitor: BuildMonitor) -> DockerSession:
+    """The engine, with what a killed run of this project left behind removed first."""
+    session = DockerSession(settings.project_name)
+    for name in session.remove_orphaned_containers():
+        monitor.note(f"removed container {name}, left by a slurm-factory process that is gone")
+    return session
 
 
 def _s3_access(
@@ -425,7 +433,7 @@ def build_compiler(
         if request.signing_key is not None:  # checked (probe signature) before any container starts
             key = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
             signer = stack.enter_context(key)
-        session = DockerSession(settings.project_name)
+        session = _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:

@@ -7,6 +7,7 @@ Everything runs in one home and one project: two interrupted signed builds, then
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_projec
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 EXIT_INTERRUPTED = 130
+TESTENV = Path(__file__).resolve().parents[2] / "scripts" / "testenv"
 COMPILE_MARKER = "checking for"  # configure has started inside the build container
 
 
@@ -117,4 +119,55 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
         assert _leftovers(docker_client, project, home, tmp)["containers"] == []
     finally:
         remove_project(docker_client, project)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _testenv_dockerd_pid() -> int | None:
+    """The engine `scripts/testenv up` started (it keeps its pid), the only one a test may kill and restart."""
+    state = Path(os.environ.get("SLURM_FACTORY_TESTENV_DIR") or Path.home() / ".cache" / "slurm-factory-testenv")
+    pidfile = state / "dockerd.pid"
+    if not pidfile.is_file():
+        return None
+    pid = int(pidfile.read_text().strip())
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def test_a_docker_engine_killed_mid_compile_fails_in_one_line_and_the_next_build_removes_its_container(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    pid = _testenv_dockerd_pid()
+    if pid is None:
+        pytest.skip("the Docker engine was not started by scripts/testenv; a test kills only an engine it started")
+    source = slurm_source_tarball()
+    home, mirror = tmp_path / "home", tmp_path / "mirror"
+    tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
+    key = make_throwaway_key(tmp_path)
+    key_arguments = ["--signing-key", key.fingerprint, "--gpg-private-key", f"@{key.key_file}",
+                     "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
+    project = f"sf-fault-{uuid.uuid4().hex[:8]}"
+    environment = cli_environment(home, project, {"TMPDIR": str(tmp)})
+    command = _build_command(source, key_arguments, mirror)
+    try:
+        started = time.time()
+        process = subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_compile(process, home / "logs", time.monotonic() + 900, started)
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+        restarted = subprocess.run([str(TESTENV), "up", "trixie"], capture_output=True, text=True, timeout=300)
+        assert restarted.returncode == 0, restarted.stderr
+
+        lines = stderr.strip().splitlines()
+        assert process.returncode == 1, stderr
+        assert lines[0].startswith("error: ") and "Docker" in lines[0], stderr
+        assert "Traceback" not in stderr
+        assert sorted(p.name for p in tmp.iterdir()) == []  # no temporary keyring
+        builds = home / "builds"
+        assert not builds.is_dir() or sorted(p.name for p in builds.iterdir()) == []
+
+        # The engine is back with the dead run's container; the next build of the project removes it first.
+        code, stderr = _interrupt_mid_compile(command, environment, home, signal.SIGTERM)
+        assert code == EXIT_INTERRUPTED, stderr
+        assert _leftovers(docker_client, project, home, tmp)["containers"] == []
+    finally:
+        remove_project(docker.from_env(), project)
         shutil.rmtree(tmp, ignore_errors=True)
