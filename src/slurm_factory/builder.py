@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, write_artifact
+from slurm_factory.build_lock import request_lock
 from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
@@ -179,7 +180,9 @@ def build(
         result.preflight = _preflight(plan, checks)
         return result
     settings.ensure_dirs()
-    return _execute(plan, settings, display or SilentDisplay(), result)
+    display = display or SilentDisplay()
+    with request_lock(settings.logs_dir, plan.build_id, display.stage):
+        return _execute(plan, settings, display, result)
 
 
 def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
@@ -424,8 +427,10 @@ def build_compiler(
     settings.ensure_dirs()
     started = time.monotonic()
     result.log_path = plan.log_path
+    display = display or SilentDisplay()
     with ExitStack() as stack:
-        monitor = stack.enter_context(BuildMonitor(plan.log_path, display or SilentDisplay()))
+        stack.enter_context(request_lock(settings.logs_dir, plan.build_id, display.stage))
+        monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
         elsewhere = compiler_publishes_elsewhere(request)
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
