@@ -64,8 +64,8 @@ def _lines(text: str | None) -> list[str]:
 def _packages(tsv: str | None) -> list[dict[str, str]]:
     packages = []
     for line in _lines(tsv):
-        name, version, *_ = [*line.split("\t"), ""]
-        packages.append({"name": name, "version": version})
+        name, version, spack_hash, *_ = [*line.split("\t"), "", ""]
+        packages.append({"name": name, "version": version, **({"hash": spack_hash} if spack_hash else {})})
     return packages
 
 

@@ -24,6 +24,7 @@ from slurm_factory.verify.artifact_reader import ArtifactUnderTest, open_artifac
 from slurm_factory.verify.containers import check_cluster, check_relocated
 from slurm_factory.verify.images import VerifyImages, verify_images
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
+from slurm_factory.verify.sbom_check import check_sbom
 
 __all__ = ["VerificationReport", "verify_artifact"]
 
@@ -131,6 +132,8 @@ def verify_artifact(
         if public_key is not None:
             _signature_check(artifact, public_key, report)
         _static_checks(artifact, report)
+        with check(report, "sbom") as result:
+            check_sbom(artifact, result)
         session = session or DockerSession(settings.project_name)
         images = verify_images(artifact, settings.project_name)
         monitor.stage("verify: images")
