@@ -220,6 +220,7 @@ def _reuse(
     started = time.monotonic()
     request = plan.request
     result.reused = True
+    result.log_path = plan.log_path if plan.log_path.is_file() else None  # the log of the build that made it
     _fill_result(result, artifact, {}, 0.0)
     _link(result, settings)
     with ExitStack() as stack:
