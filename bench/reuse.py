@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from native_build import _run as run_cli  # bench/ is the script's directory: the same CLI runner
+
 REUSE_TARGET_SECONDS = 2.0
-
-
-def _run(home: Path, project: str, *args: str) -> tuple[float, dict[str, Any]]:
-    env = {**os.environ, "SLURM_FACTORY_HOME": str(home), "IF_PROJECT_NAME": project}
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "slurm_factory", *args, "--json"], env=env, capture_output=True, text=True, check=False
-    )
-    seconds = time.monotonic() - started
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed:\n{done.stderr}")
-    return seconds, json.loads(done.stdout)
 
 
 def _cold_seconds(result: dict[str, Any], measured: float) -> float:
@@ -54,9 +41,9 @@ def main() -> None:
              "--slurm-source", str(options.slurm_source)]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="slurm-factory-bench-") as scratch:
         home = options.home or Path(scratch)
-        first, first_result = _run(home, options.project, *build)
+        first, first_result = run_cli(home, options.project, *build)
         cold = _cold_seconds(first_result, first)
-        runs = [_run(home, options.project, *build) for _ in range(options.runs)]
+        runs = [run_cli(home, options.project, *build) for _ in range(options.runs)]
     not_reused = [result for _, result in runs if not result["reused"]]
     median = statistics.median(seconds for seconds, _ in runs)
     print(
