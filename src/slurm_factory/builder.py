@@ -252,8 +252,7 @@ def _link(result: BuildResult, settings: Settings) -> None:
     link = store.link_contract_names(settings.builds_dir, result.stored)
     result.artifact = link
     result.sbom = sidecar(link, SBOM_SUFFIX) if sbom_path(result.stored).is_file() else None
-    if result.signature is not None:
-        result.signature = sidecar(link, ".asc")
+    result.signature = sidecar(link, ".asc") if sidecar(result.stored, ".asc").is_file() else None
 
 
 def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
