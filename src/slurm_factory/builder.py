@@ -25,6 +25,7 @@ from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
+from slurm_factory.preflight import Check, Preflight, local_checks, source_check, summary
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
@@ -35,7 +36,7 @@ from slurm_factory.request import (
     make_compiler_request,
     make_request,
 )
-from slurm_factory.s3 import S3Access, S3Url, is_s3_url
+from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
 from slurm_factory.signing import SigningKey, verify_signature
 from slurm_factory.source import ensure_source
@@ -88,6 +89,7 @@ class BuildResult:
     reused: bool = False
     stored: Path | None = None
     sbom: Path | None = None
+    preflight: Preflight | None = None
 
     @property
     def build_id(self) -> str:
@@ -110,6 +112,7 @@ class BuildResult:
             "verification": self.verification,
             "log": str(self.log_path) if self.log_path else None,
             "plan_dir": str(self.plan_dir) if self.plan_dir else None,
+            "preflight": self.preflight.to_json() if self.preflight else None,
             "dry_run": self.artifact is None,
         }
 
@@ -176,13 +179,26 @@ def build(
     plan = make_plan(request, settings)
     result = BuildResult(plan=plan)
     if plan_dir is not None:
+        plan_dir = Path(plan_dir)
         write_plan_dir(plan, plan_dir)
         result.plan_dir = plan_dir
+    checks = local_checks(request, settings)
+    _require_cached_compiler(request, settings)
     if dry_run:
+        result.preflight = _preflight(plan, checks)
         return result
     settings.ensure_dirs()
-    _require_cached_compiler(request, settings)
     return _execute(plan, settings, display or SilentDisplay(), result)
+
+
+def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
+    """`--dry-run`: what can be checked without contacting anything — the source's sha256, boto3 for s3:// — then
+    what the build would do. The signing key and the bucket are probed when a real build starts."""
+    request = plan.request
+    checks = [*checks, source_check(plan)]
+    if is_s3_url(request.publish_url) or is_s3_url(request.buildcache_url):
+        checks.append(Check("s3", f"boto3 {require_boto3()} is installed"))
+    return Preflight(checks, summary(plan))
 
 
 def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
@@ -485,6 +501,7 @@ def build_compiler(
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
     if plan_dir is not None:
+        plan_dir = Path(plan_dir)
         write_plan_dir(plan, plan_dir)
         result.plan_dir = plan_dir
     if dry_run:

@@ -9,37 +9,43 @@ import functools
 import json
 import logging
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from slurm_factory import __version__, store
-from slurm_factory.builder import BuildResult, build, build_compiler
-from slurm_factory.catalog import load_releases, load_toolchains
-from slurm_factory.catalog.os_packages import OsPackagesMode
-from slurm_factory.config import Settings, load_settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory import __version__
+from slurm_factory.choices import (
+    DEFAULT_SLURM_VERSION,
+    DEFAULT_TOOLCHAIN,
+    BuildcacheMode,
+    Engine,
+    OsPackagesMode,
+    PublishMode,
+)
 from slurm_factory.exceptions import (
     EXIT_FAILURE,
+    EXIT_USAGE,
     BuildError,
     ConfigurationError,
     SlurmFactoryError,
     VerificationError,
 )
-from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
-from slurm_factory.plan.spack import request_os_externals
-from slurm_factory.progress import Display, RichDisplay, SilentDisplay
-from slurm_factory.request import DEFAULT_SLURM_VERSION, BuildcacheMode, Engine, PublishMode
-from slurm_factory.secrets import read_passphrase_file
-from slurm_factory.verify import report_path, verify_artifact
-from slurm_factory.verify.report import VerificationReport
+
+# Everything heavy (pydantic models, the catalog, Docker, ELF parsing) is imported inside the commands that need it,
+# so `--help` and shell completion stay fast.
+if TYPE_CHECKING:
+    from slurm_factory.builder import BuildResult
+    from slurm_factory.config import Settings
+    from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+    from slurm_factory.preflight import Preflight
+    from slurm_factory.progress import Display
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -50,6 +56,7 @@ EXIT_INTERRUPTED = 130
 
 @dataclass
 class _State:
+    project_name: str | None = None
     settings: Settings | None = None
     verbose: bool = False
 
@@ -62,11 +69,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    # Plain help: Rich's help panels cost ~0.1 s of imports and rendering on every `--help`; errors still use Rich.
+    rich_markup_mode=None,
 )
 
 
 def _settings() -> Settings:
-    return state.settings or load_settings()
+    """The settings, loaded on first use (a bad IF_PROJECT_NAME must not break `--help`)."""
+    if state.settings is None:
+        from slurm_factory.config import load_settings
+
+        state.settings = load_settings(state.project_name)
+    return state.settings
 
 
 def _print_error(error: SlurmFactoryError) -> None:
@@ -96,7 +110,7 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
             _print_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            stderr.print("interrupted; containers of this run were removed")
+            stderr.print(_interrupted_message(), highlight=False, markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as error:
             if state.verbose:
@@ -106,6 +120,13 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
+
+
+def _interrupted_message() -> str:
+    """Only a run that started containers says they were removed (they are, by their context managers)."""
+    docker_layer = sys.modules.get("slurm_factory.docker_layer")
+    started = docker_layer.DockerSession.containers_created if docker_layer is not None else 0
+    return f"interrupted; the {started} container(s) of this run were removed" if started else "interrupted"
 
 
 def _version_callback(value: bool) -> None:
@@ -121,8 +142,8 @@ def _global_options(
         str | None,
         typer.Option(
             "--project-name",
-            envvar="IF_PROJECT_NAME",
-            help="Namespace (label and name prefix) of every Docker resource this tool creates.",
+            # IF_PROJECT_NAME is read by the settings themselves, so an error names where the value came from.
+            help="Namespace (label and name prefix) of every Docker resource this tool creates. Env: IF_PROJECT_NAME.",
             show_default="slurm-factory",
         ),
     ] = None,
@@ -132,8 +153,9 @@ def _global_options(
     ] = False,
 ) -> None:
     state.verbose = verbose
+    state.project_name = project_name
+    state.settings = None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    state.settings = load_settings(project_name)
 
 
 def _warn_command_line_secrets(gpg_private_key: str | None, gpg_passphrase: str | None) -> None:
@@ -153,21 +175,47 @@ def _passphrase(gpg_passphrase: str | None, gpg_passphrase_file: Path | None) ->
     if gpg_passphrase is not None and gpg_passphrase_file is not None:
         raise ConfigurationError("--gpg-passphrase and --gpg-passphrase-file are mutually exclusive; give one")
     if gpg_passphrase_file is not None:
+        from slurm_factory.secrets import read_passphrase_file
+
         return read_passphrase_file(str(gpg_passphrase_file))
     return gpg_passphrase
 
 
 def _display(json_output: bool) -> Display:
+    from slurm_factory.progress import RichDisplay, SilentDisplay
+
     if json_output or not stderr.is_terminal:
         return SilentDisplay()
     return RichDisplay(stderr)
 
 
+def _complete_toolchain(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion: the catalog's toolchains, with their OS."""
+    from slurm_factory.catalog import load_toolchains
+
+    return [(name, t.os) for name, t in load_toolchains().items() if name.startswith(incomplete)]
+
+
+def _complete_slurm_version(incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion: every series (newest first, meaning its newest patch) and every exact release."""
+    series = _releases_by_series()
+    choices = [(name, f"newest: {versions[-1]}") for name, versions in reversed(series.items())]
+    choices += [(version, f"release of {name}") for name, versions in series.items() for version in versions]
+    return [(value, text) for value, text in choices if value.startswith(incomplete)]
+
+
 SlurmVersionOption = Annotated[
     str,
-    typer.Option("--slurm-version", help="Series (newest patch) or exact release, e.g. 25.11 or 24.11.5."),
+    typer.Option(
+        "--slurm-version",
+        help="Series (newest patch) or exact release, e.g. 25.11 or 24.11.5.",
+        autocompletion=_complete_slurm_version,
+    ),
 ]
-ToolchainOption = Annotated[str, typer.Option("--toolchain", help="OS toolchain: see `slurm-factory list`.")]
+ToolchainOption = Annotated[
+    str,
+    typer.Option("--toolchain", help="OS toolchain: see `slurm-factory list`.", autocompletion=_complete_toolchain),
+]
 NoCacheOption = Annotated[
     bool, typer.Option("--no-cache", help="Rebuild everything: no Docker layer cache, buildcache or ccache reuse.")
 ]
@@ -237,7 +285,7 @@ PlanDirOption = Annotated[
 @_one_line_errors
 def build_slurm_command(
     slurm_version: SlurmVersionOption = DEFAULT_SLURM_VERSION,
-    toolchain: ToolchainOption = "noble",
+    toolchain: ToolchainOption = DEFAULT_TOOLCHAIN,
     gpu: Annotated[bool, typer.Option("--gpu", help="Build the NVML and RSMI GPU plugins.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Verify relocatability and function.")] = False,
     no_cache: NoCacheOption = False,
@@ -300,6 +348,8 @@ def build_slurm_command(
     json_output: JsonOption = False,
 ) -> None:
     """Build one Slurm version for one toolchain."""
+    from slurm_factory.builder import build
+
     passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
     _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
     result = build(
@@ -346,6 +396,8 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
         _print_plan(result.plan)
         if result.plan_dir:
             stdout.print(f"build context written to {result.plan_dir}")
+        if result.preflight is not None:
+            _print_preflight(result.preflight)
         return
     if result.plan_dir:
         stderr.print(f"build context written to {result.plan_dir}")
@@ -356,6 +408,8 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
     stdout.print(f"  sha256 {result.sha256}  size {_megabytes(result.size or 0)}")
     stdout.print(f"  log    {result.log_path}")
     if result.verification:
+        from slurm_factory.verify import report_path
+
         checks = result.verification["checks"]
         stdout.print(
             f"  verified: {len(checks)} checks passed in {result.verification['seconds']:.0f}s; report "
@@ -366,6 +420,16 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
             markup=False,
         )
     stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.durations.items()))
+
+
+def _print_preflight(preflight: Preflight) -> None:
+    """Last, where it stays on screen: what was checked, then what the build would do."""
+    stdout.rule("preflight")
+    for check in preflight.checks:
+        stdout.out(f"ok  {check.subject}: {check.finding}", highlight=False)
+    width = max(len(name) for name in preflight.summary)
+    for name, value in preflight.summary.items():
+        stdout.out(f"{name:<{width}}  {value}", highlight=False)
 
 
 def _megabytes(size: int) -> str:
@@ -392,6 +456,8 @@ def _print_plan(plan: BuildPlan) -> None:
 
 def _print_os_externals(plan: BuildPlan) -> None:
     """Which Spack packages the toolchain OS supplies (`--os-packages`, minus what a site file decides)."""
+    from slurm_factory.plan.spack import request_os_externals
+
     request = plan.request
     externals = request_os_externals(request)
     stdout.out(
@@ -430,7 +496,7 @@ def _print_context_files(files: dict[str, PlanFile]) -> None:
 @_one_line_errors
 def build_compiler_command(
     compiler_version: Annotated[str, typer.Option("--compiler-version", help="GCC release to build, e.g. 13.4.0.")],
-    toolchain: ToolchainOption = "noble",
+    toolchain: ToolchainOption = DEFAULT_TOOLCHAIN,
     no_cache: NoCacheOption = False,
     publish: PublishOption = PublishMode.NONE,
     signing_key: SigningKeyOption = None,
@@ -448,6 +514,8 @@ def build_compiler_command(
     json_output: JsonOption = False,
 ) -> None:
     """Build a GCC toolchain with Spack and push it to the buildcache (local by default)."""
+    from slurm_factory.builder import build_compiler
+
     passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
     _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
     result = build_compiler(
@@ -507,6 +575,9 @@ def clean_command(
 ) -> None:
     """Remove this project's stopped containers (and with --full its images and volumes), or with --builds old
     artifacts."""
+    from slurm_factory import store
+    from slurm_factory.docker_layer import DockerSession
+
     settings = _settings()
     if builds:
         removed_dirs = store.prune(settings.builds_dir, keep)
@@ -534,6 +605,11 @@ def clean_command(
 @_one_line_errors
 def list_command(json_output: JsonOption = False) -> None:
     """Show toolchains, Slurm releases and the artifacts in builds/."""
+    from rich.table import Table
+
+    from slurm_factory import store
+    from slurm_factory.catalog import load_toolchains
+
     settings = _settings()
     artifacts = store.stored_artifacts(settings.builds_dir)
     keys = store.public_keys(settings.builds_dir)
@@ -579,6 +655,8 @@ def list_command(json_output: JsonOption = False) -> None:
 
 
 def _releases_by_series() -> dict[str, list[str]]:
+    from slurm_factory.catalog import load_releases
+
     by_series: dict[str, list[str]] = {}
     for release in load_releases():
         versions = by_series.setdefault(release.series, [])
@@ -588,6 +666,8 @@ def _releases_by_series() -> dict[str, list[str]]:
 
 
 def _list_json(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    from slurm_factory.catalog import load_releases, load_toolchains
+
     return {
         "toolchains": [t.model_dump(mode="json") for t in load_toolchains().values()],
         "releases": [{"version": r.version, "tag": r.tag, "sha256": r.sha256} for r in load_releases()],
@@ -606,9 +686,11 @@ def verify_command(
     json_output: JsonOption = False,
 ) -> None:
     """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
+    from slurm_factory.verify import report_path, verify_artifact
+
     # builds/<name> links into the store: the report and the manifest's record belong beside the stored file.
     tarball = tarball.resolve() if tarball.is_symlink() else tarball
-    signature = tarball.with_name(tarball.name + ".asc")
+    signature = Path(f"{tarball}.asc")  # also for `verify .` or `/`, which have no name
     if public_key is None and signature.is_file() and not json_output:
         stderr.print(
             f"note: {signature.name} is not checked; give --public-key KEY.pub.asc to check it",
@@ -631,6 +713,8 @@ def _show_report(path: Path | None, json_output: bool) -> None:
     """On failure the report is still the evidence: print it (table, or JSON with --json)."""
     if path is None or not path.is_file():
         return
+    from slurm_factory.verify.report import VerificationReport
+
     data = json.loads(path.read_text(encoding="utf-8"))
     if json_output:
         typer.echo(json.dumps(data, indent=2))
@@ -647,4 +731,31 @@ def main() -> None:
     `timeout`, a closed terminal) unwind like Ctrl-C, so containers, networks and keyrings are removed."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    app()
+    try:
+        code = app(prog_name="slurm-factory", standalone_mode=False)
+    except _CLICK_ERROR as error:
+        sys.exit(_usage_error(error))
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C before a command ran (parsing, imports) or while prompting
+        stderr.print("interrupted", highlight=False, markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# click's UsageError and ClickException, whichever click typer uses (its own copy in newer releases).
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+_CLICK_ERROR: type[Exception] = typer.BadParameter.__mro__[2]
+
+
+def _usage_error(error: Any) -> int:
+    """click's errors as one line like ours (`error: Invalid value for '--engine': ...`), a usage error with the
+    command's `--help` as the hint; no arguments at all prints the help."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        stdout.out(error.format_message(), highlight=False)
+        return EXIT_USAGE
+    stderr.print(Text("error: ", style="bold red") + Text(error.format_message()), highlight=False)
+    if not isinstance(error, _USAGE_ERROR):
+        return int(error.exit_code)
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        stderr.print(Text("hint: ", style="dim") + Text(f"see `{context.command_path} --help`"), highlight=False)
+    return EXIT_USAGE

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.exceptions import ConfigurationError, quoted
 
 DEFAULT_PROJECT_NAME = "slurm-factory"
 PROJECT_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -49,12 +50,26 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=_default_home)
     jobs: int = Field(default_factory=_default_jobs, ge=1)
 
+    def __init__(self, **values: Any) -> None:
+        """Invalid settings raise `ConfigurationError` naming where the value came from, as everything else does."""
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_settings_error(error, values)) from None
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        """A relative home (`SLURM_FACTORY_HOME=relhome`) means relative to where the command runs; Docker bind
+        mounts and the artifact's paths need it absolute."""
+        return Path(os.path.abspath(value.expanduser()))
+
     @field_validator("project_name")
     @classmethod
     def _docker_safe_project_name(cls, value: str) -> str:
         if not PROJECT_NAME_PATTERN.fullmatch(value):
             raise ValueError(
-                "must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 chars"
+                "it must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 chars"
             )
         return value
 
@@ -103,20 +118,24 @@ class Settings(BaseModel):
                 ) from None
 
 
+_SOURCES = {"project_name": ("project_name", "IF_PROJECT_NAME"), "home": ("home", "SLURM_FACTORY_HOME")}
+
+
+def _settings_error(error: ValidationError, values: dict[str, Any]) -> str:
+    """One line: which setting (the argument, or the environment variable it came from) and what is wrong."""
+    detail = error.errors()[0]
+    field = str(detail["loc"][0]) if detail["loc"] else "settings"
+    argument, variable = _SOURCES.get(field, (field, None))
+    source = argument if field in values or variable is None else variable
+    message = str(detail.get("msg", error)).removeprefix("Value error, ")
+    return f"{source} {quoted(detail.get('input'))} is invalid: {message}"
+
+
 def load_settings(project_name: str | None = None) -> Settings:
     """Settings from the environment, with an explicit project name (CLI `--project-name`) taking precedence."""
-    name = project_name if project_name is not None else _default_project_name()
+    if project_name is None:
+        return Settings()
     try:
-        return Settings(project_name=name)
-    except ValueError as error:
-        source = "--project-name" if project_name is not None else "IF_PROJECT_NAME"
-        raise ConfigurationError(f"{source} {name!r} is invalid: {_first_error(error)}") from None
-
-
-def _first_error(error: ValueError) -> str:
-    errors = getattr(error, "errors", None)
-    if callable(errors):
-        details = errors()
-        if details:
-            return str(details[0].get("msg", error))
-    return str(error)
+        return Settings(project_name=project_name)
+    except ConfigurationError as error:
+        raise ConfigurationError(error.message.replace("project_name ", "--project-name ", 1)) from None

@@ -2,7 +2,8 @@
 
 Every image, container and volume it creates carries the project label, so two projects never touch each other's
 resources and `clean` finds exactly ours. A container is a context manager that always removes itself, also on
-error or Ctrl-C. Builds and containers use the host network (no default bridge exists on the build machines).
+error or Ctrl-C. Builds and build containers use the host network (no default bridge exists on the build
+machines); containers that run an untrusted artifact's programs get no network (`NO_NETWORK`) or an internal one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ BUILD_ID_LABEL = "org.slurm-factory.build-id"
 # runs, even between the build's exit and the copy-out of its results.
 OWNER_LABEL = "org.slurm-factory.owner"
 NETWORK_MODE = "host"
+# No network interface but loopback: for containers that run an untrusted artifact's programs and need no peer.
+NO_NETWORK = "none"
+# An internal network has no outside route only when dockerd installs its iptables rules; with --iptables=false the
+# host's bridge address is still a gateway (and the host's own services answer on it). Without an IPv4 address on
+# the bridge there is no gateway at all: the containers reach each other and nothing else.
+_NO_GATEWAY = {"com.docker.network.bridge.inhibit_ipv4": "true"}
 STOPPED_STATES = frozenset({"created", "exited", "dead"})
 
 LineSink = Callable[[str], None]
@@ -108,6 +115,9 @@ class CleanReport:
 
 class DockerSession:
     """A connection to the Docker engine, scoped to one project's labels and names."""
+
+    # Containers this process created (each is removed when its block ends): what an interrupted run reports.
+    containers_created = 0
 
     def __init__(self, project_name: str, client: docker.DockerClient | None = None) -> None:
         self.project_name = project_name
@@ -196,8 +206,8 @@ class DockerSession:
             docker.types.Mount(target=str(m.container), source=str(m.host), type="bind", read_only=m.read_only)
             for m in mounts
         ]
-        if network == NETWORK_MODE:
-            networking: dict[str, Any] = {"network_mode": NETWORK_MODE}
+        if network in (NETWORK_MODE, NO_NETWORK):
+            networking: dict[str, Any] = {"network_mode": network}
         else:  # a user-defined network; the hostname doubles as the DNS alias other containers use
             endpoint = self.client.api.create_endpoint_config(aliases=[hostname] if hostname else None)
             networking = {"network": network, "networking_config": {network: endpoint}}
@@ -216,6 +226,7 @@ class DockerSession:
             )
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"creating container from {image}", error) from None
+        DockerSession.containers_created += 1
         try:
             yield RunningContainer(created, self.client.api)
         finally:
@@ -227,11 +238,13 @@ class DockerSession:
                 raise _docker_failure(f"removing container {name}", error) from None
 
     @contextmanager
-    def network(self, role: str) -> Iterator[str]:
-        """A labelled user-defined bridge network for containers that talk to each other; removed afterwards."""
+    def network(self, role: str, internal: bool = False) -> Iterator[str]:
+        """A labelled user-defined bridge network for containers that talk to each other; removed afterwards.
+        `internal`: between its containers only — no route to the host or beyond."""
         name = f"{self.project_name}-{role}-{uuid.uuid4().hex[:10]}"
+        isolation: dict[str, Any] = {"internal": True, "options": _NO_GATEWAY} if internal else {}
         try:
-            created = self.client.networks.create(name, driver="bridge", labels=self.labels(role))
+            created = self.client.networks.create(name, driver="bridge", labels=self.labels(role), **isolation)
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"creating network {name}", error) from None
         try:

@@ -58,3 +58,11 @@ class VerificationError(SlurmFactoryError):
     def __init__(self, message: str, *, report_path: Path | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.report_path = report_path
+
+
+def quoted(value: object, limit: int = 200) -> str:
+    """User input echoed in an error message: quoted, and shortened so that a 5,000-character path stays one line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}…{text[-24:]} ({len(text) - 2} characters)"

@@ -7,47 +7,37 @@ message names the option and, where there is a fixed set, lists the valid values
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import ParseResult, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
 from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
 from slurm_factory.catalog.compilers import check_gcc_version
-from slurm_factory.catalog.os_packages import OsPackagesMode
 from slurm_factory.catalog.toolchains import get_toolchain
-from slurm_factory.exceptions import ConfigurationError
+
+# Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
+from slurm_factory.choices import DEFAULT_SLURM_VERSION as DEFAULT_SLURM_VERSION
+from slurm_factory.choices import BuildcacheMode as BuildcacheMode
+from slurm_factory.choices import Engine as Engine
+from slurm_factory.choices import OsPackagesMode as OsPackagesMode
+from slurm_factory.choices import PublishMode as PublishMode
+from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
 from slurm_factory.site_packages import load_site_packages
 
-DEFAULT_SLURM_VERSION = "25.11"
 _E = TypeVar("_E", bound=StrEnum)
 
 
-class Engine(StrEnum):
-    SPACK = "spack"
-    NATIVE = "native"
-
-
-class BuildcacheMode(StrEnum):
-    NONE = "none"
-    DEPS = "deps"
-    ALL = "all"
-
-
-class PublishMode(StrEnum):
-    NONE = "none"
-    SLURM = "slurm"
-    DEPS = "deps"
-    ALL = "all"
-
-
-_KEY_ID = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})")
+_KEY_ID = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})")
+_SHORT_KEY_ID = re.compile(r"(?:0[xX])?[0-9A-Fa-f]{8}")
 _IMAGE_REFERENCE = re.compile(
     r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"  # optional registry host[:port]/
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"  # repository path
@@ -116,36 +106,61 @@ def _choice(enum: type[_E], value: str | _E, option: str) -> _E:
         return enum(value)
     except ValueError:
         valid = ", ".join(member.value for member in enum)
-        raise ConfigurationError(f"{option} {value!r} is invalid; valid values: {valid}") from None
+        raise ConfigurationError(f"{option} {quoted(value)} is invalid; valid values: {valid}") from None
 
 
 def _normalize_key_id(value: str) -> str:
     compact = value.replace(" ", "")
+    if _SHORT_KEY_ID.fullmatch(compact):
+        raise ConfigurationError(
+            f"--signing-key {quoted(value)} is a 32-bit short key id: another key with the same id is cheap to make",
+            hint="give the 64-bit long id (0x + 16 hex digits) or the 40-digit fingerprint: gpg --list-keys "
+            "--keyid-format long",
+        )
     if not _KEY_ID.fullmatch(compact):
         raise ConfigurationError(
-            f"--signing-key {value!r} is not a GPG key id; use 0x followed by 8 or 16 hex digits, or a 40-digit "
-            "fingerprint"
+            f"--signing-key {quoted(value)} is not a GPG key id; use 0x followed by 16 hex digits (the long id) "
+            "or the 40-digit fingerprint"
         )
     return compact.removeprefix("0x").removeprefix("0X").upper()
 
 
+def _parse_url(value: str, option: str) -> ParseResult:
+    """`urlparse`, with its ValueError (`http://[::1`) as a one-line ConfigurationError naming the option."""
+    try:
+        parsed = urlparse(value)
+        parsed.port  # noqa: B018 -- parsing the port is what refuses `host:notaport`
+    except ValueError as error:
+        raise ConfigurationError(f"{option} {quoted(value)} is not a valid URL: {error}") from None
+    return parsed
+
+
+def _is_file(path: Path, value: str, option: str) -> bool:
+    try:
+        return path.is_file()
+    except OSError as error:  # a name too long, a loop of symlinks
+        raise ConfigurationError(f"{option} {quoted(value)}: {error.strerror}") from None
+
+
 def _check_source(value: str) -> str:
-    parsed = urlparse(value)
+    parsed = _parse_url(value, "--slurm-source")
     if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter; Linux paths have no scheme
         if parsed.scheme not in SOURCE_SCHEMES:
             raise ConfigurationError(
-                f"--slurm-source {value!r}: unsupported URL scheme {parsed.scheme!r}; use a local path or "
+                f"--slurm-source {quoted(value)}: unsupported URL scheme {parsed.scheme!r}; use a local path or "
                 f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}"
             )
         if parsed.scheme != "file":
+            if not parsed.hostname:
+                raise ConfigurationError(f"--slurm-source {quoted(value)}: the URL names no host")
             return value
         path = Path(unquote(parsed.path))
     else:
         path = Path(value).expanduser()
-    if not path.is_file():
-        raise ConfigurationError(f"--slurm-source {value!r}: no such file")
+    if not _is_file(path, value, "--slurm-source"):
+        raise ConfigurationError(f"--slurm-source {quoted(value)}: no such file")
     if not os.access(path, os.R_OK):
-        raise ConfigurationError(f"--slurm-source {value!r}: file is not readable")
+        raise ConfigurationError(f"--slurm-source {quoted(value)}: file is not readable")
     return str(path.resolve())
 
 
@@ -154,21 +169,21 @@ def _check_tree_source(value: str, option: str, engine: Engine, marker: str, wha
     cannot clone from GitHub."""
     if engine is not Engine.SPACK:
         raise ConfigurationError(f"{option} needs the Spack engine; the native engine does not use Spack")
-    parsed = urlparse(value)
+    parsed = _parse_url(value, option)
     if parsed.scheme in ("http", "https") and parsed.netloc:
         return value
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ConfigurationError(
-            f"{option} {value!r}: unsupported scheme {parsed.scheme!r}; use a directory, a .tar.gz or http(s)://"
+            f"{option} {quoted(value)}: unsupported scheme {parsed.scheme!r}; use a directory, a .tar.gz or http(s)://"
         )
     path = Path(value).expanduser().resolve()
     if path.is_dir():
         if not (path / marker).is_file():
-            raise ConfigurationError(f"{option} {value!r}: the directory is not {what} (no {marker})")
+            raise ConfigurationError(f"{option} {quoted(value)}: the directory is not {what} (no {marker})")
         return str(path)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         return str(path)
-    raise ConfigurationError(f"{option} {value!r}: no such directory or .tar.gz file")
+    raise ConfigurationError(f"{option} {quoted(value)}: no such directory or .tar.gz file")
 
 
 def _check_spack_source(value: str, engine: Engine) -> str:
@@ -191,12 +206,12 @@ def _check_python_wheels(value: str, engine: Engine) -> str:
         raise ConfigurationError("--python-wheels needs the Spack engine; the native engine does not use Spack")
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
-        raise ConfigurationError(f"--python-wheels {value!r}: no such directory")
+        raise ConfigurationError(f"--python-wheels {quoted(value)}: no such directory")
     present = {wheel.name.split("-")[0].lower() for wheel in path.glob("*.whl")}
     missing = [name for name in REQUIRED_WHEELS if name not in present]
     if missing:
         raise ConfigurationError(
-            f"--python-wheels {value!r}: no wheel of {', '.join(missing)} in it",
+            f"--python-wheels {quoted(value)}: no wheel of {', '.join(missing)} in it",
             hint="fill it with `pip download --only-binary=:all: --python-version X.Y -d DIR "
             + " ".join(REQUIRED_WHEELS)
             + "` for the toolchain's Python",
@@ -205,22 +220,23 @@ def _check_python_wheels(value: str, engine: Engine) -> str:
 
 
 def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
-    parsed = urlparse(value)
+    parsed = _parse_url(value, option)
     if not parsed.scheme:
         if allow_path and value.startswith(("/", "~", ".")):
             return Path(value).expanduser().resolve().as_uri()
         raise ConfigurationError(
-            f"{option} {value!r} is not a URL; use {', '.join(s + '://' for s in schemes)}"
+            f"{option} {quoted(value)} is not a URL; use {', '.join(s + '://' for s in schemes)}"
             + (" or an absolute path" if allow_path else "")
         )
     if parsed.scheme not in schemes:
         raise ConfigurationError(
-            f"{option} {value!r}: unsupported scheme {parsed.scheme!r}; valid: {', '.join(s + '://' for s in schemes)}"
+            f"{option} {quoted(value)}: unsupported scheme {parsed.scheme!r}; "
+            f"valid: {', '.join(s + '://' for s in schemes)}"
         )
     if parsed.scheme == "file" and (parsed.netloc or not parsed.path.startswith("/")):
-        raise ConfigurationError(f"{option} {value!r}: a file:// URL needs an absolute path (file:///srv/mirror)")
+        raise ConfigurationError(f"{option} {quoted(value)}: a file:// URL needs an absolute path (file:///srv/mirror)")
     if parsed.scheme != "file" and not parsed.netloc:
-        raise ConfigurationError(f"{option} {value!r}: the URL names no host or bucket")
+        raise ConfigurationError(f"{option} {quoted(value)}: the URL names no host or bucket")
     return value
 
 
@@ -240,7 +256,7 @@ def _check_buildcache_url(value: str) -> str:
     url = _check_url(value, "--buildcache-url", BUILDCACHE_SCHEMES, allow_path=True)
     directory = file_url_path(url)
     if directory is not None and not directory.is_dir():
-        raise ConfigurationError(f"--buildcache-url {value!r}: no such directory {directory}")
+        raise ConfigurationError(f"--buildcache-url {quoted(value)}: no such directory {directory}")
     return url
 
 
@@ -259,16 +275,16 @@ def _s3_endpoint(value: str | None, urls: tuple[str | None, ...]) -> str | None:
         )
     if value is None:
         return None
-    parsed = urlparse(value)
+    parsed = _parse_url(value, option)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigurationError(f"{option} {value!r}: use http(s)://host[:port] of the S3-compatible endpoint")
+        raise ConfigurationError(f"{option} {quoted(value)}: use http(s)://host[:port] of the S3-compatible endpoint")
     return value.rstrip("/")
 
 
 def _check_base_image(value: str) -> str:
     if not _IMAGE_REFERENCE.fullmatch(value):
         raise ConfigurationError(
-            f"--base-image {value!r} is not a Docker image reference (e.g. debian:trixie or "
+            f"--base-image {quoted(value)} is not a Docker image reference (e.g. debian:trixie or "
             "registry.example.org:5000/library/ubuntu:noble)"
         )
     return value
@@ -350,6 +366,44 @@ def _check_signing(
         raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+# The Python API's arguments by kind. The CLI always passes strings; Python callers pass what they have.
+_PATH_ARGUMENTS = frozenset(
+    {"slurm_source", "spack_source", "spack_packages_source", "python_wheels", "spack_packages"}
+)
+_FLAG_ARGUMENTS = frozenset({"gpu", "verify", "no_cache", "enable_hierarchy", "use_local_buildcache"})
+
+
+def _checked_argument(name: str, value: Any) -> Any:
+    """A path may be a `Path`; a flag must be a bool; everything else a string (`slurm_version=24.11`, a float,
+    cannot tell 24.1 from 24.10 and is refused rather than guessed)."""
+    if value is None:
+        return None
+    if name in _PATH_ARGUMENTS and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    expected: type = bool if name in _FLAG_ARGUMENTS else str
+    if not isinstance(value, expected):
+        raise ConfigurationError(
+            f"{name}={quoted(value)}: expected {'True or False' if expected is bool else 'a string'}, "
+            f"not {type(value).__name__}",
+            hint=f"write it as {name}={str(value)!r}" if expected is str and isinstance(value, int | float) else None,
+        )
+    return value
+
+
+def _typed_arguments(make: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Type-check the keyword arguments of a request factory before anything else looks at them."""
+
+    @functools.wraps(make)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        converted = {name: _checked_argument(name, value) for name, value in kwargs.items()}
+        return make(*args, **converted)
+
+    return checked
+
+
+@_typed_arguments
 def make_request(
     *,
     slurm_version: str = DEFAULT_SLURM_VERSION,
@@ -476,6 +530,7 @@ class CompilerRequest(BaseModel):
         return f"{self.artifact_root}-compiler.tar.gz"
 
 
+@_typed_arguments
 def make_compiler_request(
     *,
     compiler_version: str,

@@ -71,6 +71,11 @@ def is_s3_url(url: str | None) -> bool:
     return url is not None and urlparse(url).scheme == "s3"
 
 
+def require_boto3() -> str:
+    """Preflight: boto3 is importable (its version), or a ConfigurationError with the install hint."""
+    return str(_boto3().__version__)
+
+
 def _boto3() -> Any:
     try:
         import boto3

@@ -23,8 +23,9 @@ from pydantic import SecretBytes, SecretStr
 from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
 from slurm_factory.secrets import child_environment
 
-# python-gnupg logs the status lines of every call at DEBUG; keep them (and anything near a secret) out of -v output.
-logging.getLogger("gnupg").setLevel(logging.WARNING)
+# python-gnupg logs the status lines of every call at DEBUG (keep them, and anything near a secret, out of -v output)
+# and a failed signature as a WARNING ("potential problem: FAILURE: sign 67108875") before our own one-line error.
+logging.getLogger("gnupg").setLevel(logging.ERROR)
 
 _PROBE = b"slurm-factory signing probe\n"
 _GPG_ERR_BAD_PASSPHRASE = 11

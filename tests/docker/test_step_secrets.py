@@ -141,7 +141,7 @@ def test_s3_credentials_as_tmpfs_files_let_boto3_in_the_container_push_and_leave
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     request = make_request(
-        toolchain="trixie", publish="slurm", signing_key="0x1234ABCD", publish_url=f"s3://{bucket}/spack"
+        toolchain="trixie", publish="slurm", signing_key="0x5EED1234ABCD5678", publish_url=f"s3://{bucket}/spack"
     )
     environment = make_plan(request, settings).container.environment  # what a Spack build container gets
     with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:

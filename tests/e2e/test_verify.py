@@ -18,11 +18,13 @@ from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.exceptions import VerificationError
 from slurm_factory.verify import verify_artifact
 from slurm_factory.verify.images import MPI_BUILD_ROLE
-from tests.e2e.helpers import ARTIFACT, Build, repack, report_measurement, run_cli
+from tests.e2e.helpers import ARTIFACT, ROOT, Build, repack, report_measurement, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 EXPECTED_CHECKS = {
+    "static: members",
+    "manifest",
     "static: RUNPATH",
     "static: vendor libraries",
     "static: build prefix",
@@ -119,6 +121,18 @@ def test_shipped_nvidia_library_fails_the_vendor_check(build: Build, tmp_path: P
     assert vendor["passed"] is False
     assert vendor["evidence"] == ["lib/libnvidia-ml.so.1"]
     assert checks["cluster: daemons"]["passed"] is True
+
+
+def test_a_symlink_leaving_the_root_fails_the_member_scan_and_nothing_is_unpacked(build: Build, tmp_path: Path) -> None:
+    def add_escaping_symlink(root: Path) -> None:
+        (root / "lib/escape").symlink_to("../../../../etc")
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, add_escaping_symlink))
+    members = checks["static: members"]
+    assert members["passed"] is False
+    assert members["evidence"] == [f"{ROOT}/lib/escape: symlink to ../../../../etc leaves the root"]
+    for stage in ("images", "relocated", "cluster"):
+        assert checks[stage]["not_run"] is True, "an unsafe tarball is never unpacked in a container"
 
 
 def test_example_config_without_plugindir_fails_daemon_start_with_the_log_line(build: Build, tmp_path: Path) -> None:

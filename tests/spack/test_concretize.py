@@ -154,7 +154,7 @@ print(json.dumps(seen))
 def test_s3_mirrors_as_generated_are_read_by_spack_with_their_endpoint(tmp_path: Path) -> None:
     request = make_request(
         slurm_version="24.11.5", toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack",
-        publish="slurm", signing_key="0x1234ABCD", publish_url="s3://site/slurm",
+        publish="slurm", signing_key="0x5EED1234ABCD5678", publish_url="s3://site/slurm",
         s3_endpoint_url="http://127.0.0.1:9000", os_packages="none",
     )  # fmt: skip
     plan_dir = tmp_path / "plan"

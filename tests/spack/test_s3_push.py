@@ -83,7 +83,7 @@ def test_generated_s3_publish_mirror_takes_a_signed_push_that_a_fresh_tree_insta
 ) -> None:
     bucket = s3_server.new_bucket()
     request = make_request(
-        slurm_version="24.11.5", toolchain="trixie", publish="all", signing_key="0x12345678",
+        slurm_version="24.11.5", toolchain="trixie", publish="all", signing_key="0x0123456712345678",
         publish_url=f"s3://{bucket}/spack", s3_endpoint_url=s3_server.endpoint,
     )  # fmt: skip
     plan = make_plan(request, Settings(project_name="s3-push", home=tmp_path / "home"))

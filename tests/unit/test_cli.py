@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from slurm_factory import __version__, cli
+from slurm_factory import __version__, builder, cli
 from slurm_factory.builder import BuildResult
-from slurm_factory.catalog import load_toolchains
+from slurm_factory.catalog import load_releases, load_toolchains
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.config import Settings, load_settings
 from slurm_factory.exceptions import EXIT_USAGE
@@ -101,7 +103,7 @@ class _BuildRecorder:
 def recorder(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> _BuildRecorder:
     plan = make_plan(make_request(slurm_version="24.11.5", toolchain="trixie", engine="native"), settings)
     recording = _BuildRecorder(BuildResult(plan=plan))
-    monkeypatch.setattr(cli, "build", recording)
+    monkeypatch.setattr(builder, "build", recording)
     return recording
 
 
@@ -117,7 +119,7 @@ OPTION_CASES = [
     pytest.param(["--buildcache", "ALL"], "buildcache", "all", id="buildcache-case-insensitive"),
     pytest.param(["--publish", "slurm"], "publish", "slurm", id="publish"),
     pytest.param(["--enable-hierarchy"], "enable_hierarchy", True, id="enable-hierarchy"),
-    pytest.param(["--signing-key", "0x1234ABCD"], "signing_key", "0x1234ABCD", id="signing-key"),
+    pytest.param(["--signing-key", "0x5EED1234ABCD5678"], "signing_key", "0x5EED1234ABCD5678", id="signing-key"),
     pytest.param(["--gpg-private-key", "@/keys/signing.asc"], "gpg_private_key", "@/keys/signing.asc", id="gpg-key"),
     pytest.param(["--gpg-passphrase", "pass-on-argv"], "gpg_passphrase", "pass-on-argv", id="gpg-passphrase"),
     pytest.param(
@@ -196,7 +198,7 @@ def test_all_options_together_reach_build(recorder: _BuildRecorder, tmp_path: Pa
         "--gpu",
         "--no-cache",
         "--signing-key",
-        "0xABCD1234",
+        "0xABCD12345EED0000",
         "--publish",
         "all",
         "--dry-run",
@@ -212,7 +214,7 @@ def test_all_options_together_reach_build(recorder: _BuildRecorder, tmp_path: Pa
         "slurm_version": "24.11.5",
         "gpu": True,
         "no_cache": True,
-        "signing_key": "0xABCD1234",
+        "signing_key": "0xABCD12345EED0000",
         "publish": "all",
         "dry_run": True,
         "plan_dir": tmp_path / "ctx",
@@ -335,7 +337,7 @@ def test_default_spack_engine_dry_run_prints_dockerfile_environment_and_script()
 
 def test_spack_engine_publish_plan_imports_the_key_from_the_tmpfs_and_pushes_signed() -> None:
     result = _invoke(
-        "build-slurm", "--toolchain", "trixie", "--publish", "slurm", "--signing-key", "0x1234ABCD", "--dry-run"
+        "build-slurm", "--toolchain", "trixie", "--publish", "slurm", "--signing-key", "0x5EED1234ABCD5678", "--dry-run"
     )
 
     assert result.exit_code == 0, result.stderr
@@ -379,15 +381,17 @@ def test_dry_run_creates_no_cache_directories(tmp_path: Path) -> None:
     assert not (tmp_path / "sf-home").exists()
 
 
-def test_dry_run_prints_the_slurm_source_path_verbatim(tmp_path: Path) -> None:
+def test_dry_run_checks_the_source_sha256_and_names_the_path_verbatim(tmp_path: Path) -> None:
     source = tmp_path / "[old]" / "slurm-24.11.5.tar.bz2"
     source.parent.mkdir()
-    source.write_bytes(b"not checked in a dry run")
+    source.write_bytes(b"the wrong tarball: refused by the preflight of --dry-run")
 
     result = _invoke("build-slurm", *NATIVE_TRIXIE, "--dry-run", "--slurm-source", str(source))
 
-    assert result.exit_code == 0, result.output
-    assert f"# source   {source.resolve()} " in result.stdout
+    assert result.exit_code == EXIT_USAGE, result.output
+    first_line = result.stderr.splitlines()[0]
+    assert first_line.startswith(f"error: --slurm-source '{source.resolve()}': sha256 ")
+    assert "does not match Slurm 24.11.5" in first_line
 
 
 def test_plan_dir_with_dry_run_writes_the_build_context(tmp_path: Path) -> None:
@@ -429,7 +433,7 @@ def test_secret_on_the_command_line_prints_exactly_one_warning_and_not_the_secre
         "--gpg-passphrase",
         "hunter2-TOPSECRET",
         "--signing-key",
-        "0x1234ABCD",
+        "0x5EED1234ABCD5678",
         "--engine",
         "native",
         "--toolchain",
@@ -450,7 +454,7 @@ def test_passphrase_file_prints_no_warning(tmp_path: Path) -> None:
     passphrase.write_text("hunter2-TOPSECRET\n", encoding="utf-8")
 
     result = _invoke(
-        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x1234ABCD", "--gpg-passphrase-file", str(passphrase)
+        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x5EED1234ABCD5678", "--gpg-passphrase-file", str(passphrase)
     )
 
     assert "warning:" not in result.stderr
@@ -465,7 +469,7 @@ def test_passphrase_and_passphrase_file_together_are_a_usage_error(tmp_path: Pat
         "build-slurm",
         *NATIVE_TRIXIE,
         "--signing-key",
-        "0x1234ABCD",
+        "0x5EED1234ABCD5678",
         "--gpg-passphrase",
         "secret",
         "--gpg-passphrase-file",
@@ -626,7 +630,7 @@ def test_build_compiler_dry_run_shows_image_environment_script_and_modulefile(tm
 
 def test_build_compiler_signed_push_plan_uses_the_key_on_the_tmpfs() -> None:
     result = _invoke(
-        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x1234ABCD",
+        "build-compiler", "--compiler-version", "13.4.0", "--publish", "all", "--signing-key", "0x5EED1234ABCD5678",
         "--publish-url", "file:///srv/mirror", "--dry-run",
     )  # fmt: skip
 
@@ -680,7 +684,7 @@ def test_no_command_shows_help_with_the_commands() -> None:
 def test_s3_mirrors_dry_run_shows_the_endpoint_and_where_credentials_come_from(tmp_path: Path) -> None:
     result = _invoke(
         "build-slurm", "--toolchain", "trixie", "--buildcache", "deps", "--buildcache-url", "s3://cache/spack",
-        "--publish", "all", "--signing-key", "0x1234ABCD", "--publish-url", "s3://site/slurm",
+        "--publish", "all", "--signing-key", "0x5EED1234ABCD5678", "--publish-url", "s3://site/slurm",
         "--s3-endpoint-url", "http://127.0.0.1:9000", "--dry-run", "--plan-dir", str(tmp_path / "ctx"),
     )  # fmt: skip
 
@@ -715,3 +719,44 @@ def test_a_reused_artifact_is_reported_as_reused(recorder: _BuildRecorder, tmp_p
     assert text.exit_code == 0, text.output
     assert text.stdout.startswith("reused ")
     assert json.loads(as_json.stdout)["reused"] is True
+
+
+# --- start-up: --help and completion load nothing heavy -------------------------------------------------------------
+
+_HEAVY_MODULES = ("docker", "pydantic", "elftools", "jinja2", "yaml", "gnupg", "slurm_factory.builder")
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["build-slurm", "--help"], ["verify", "--help"]])
+def test_help_imports_none_of_the_heavy_modules(arguments: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from slurm_factory.cli import app\n"
+        "try:\n"
+        f"    app({arguments!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {_HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "Usage: " in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("slurm-factory build-slurm --toolchain ro", ["rockylinux10", "rockylinux9", "rockylinux8"]),
+        ("slurm-factory build-compiler --toolchain tri", ["trixie"]),
+        ("slurm-factory build-slurm --slurm-version 24.11.", None),
+    ],
+)
+def test_shell_completion_suggests_toolchains_and_releases(words: str, expected: list[str] | None) -> None:
+    environment = {**os.environ, "_SLURM_FACTORY_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+    program = "from slurm_factory.cli import app\napp(prog_name='slurm-factory')"
+    done = subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True, text=True)
+    suggestions = done.stdout.split()
+    if expected is not None:
+        assert suggestions == expected
+    else:
+        releases = [release.version for release in load_releases() if release.version.startswith("24.11.")]
+        assert sorted(suggestions) == sorted(set(releases))

@@ -152,8 +152,39 @@ def test_invalid_spack_jobs_is_a_configuration_error(value: str, monkeypatch: py
 
 
 def test_explicit_jobs_below_one_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match=r"^jobs 0 is invalid: Input should be greater than or equal to 1"):
         Settings(jobs=0)
+
+
+def test_a_bad_project_name_through_the_python_api_is_a_configuration_error_naming_the_argument() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings(project_name="Bad Name")
+    assert raised.value.message.startswith("project_name 'Bad Name' is invalid: it must be lowercase")
+    assert "Value error" not in raised.value.message
+
+
+def test_a_bad_project_name_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IF_PROJECT_NAME", "Bad Name")
+    with pytest.raises(ConfigurationError, match=r"^IF_PROJECT_NAME 'Bad Name' is invalid: it must be lowercase"):
+        load_settings()
+    with pytest.raises(ConfigurationError, match=r"^--project-name 'Also Bad' is invalid"):
+        load_settings("Also Bad")
+
+
+def test_a_relative_home_is_made_absolute_against_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_FACTORY_HOME", "relhome")
+    assert Settings().home == tmp_path / "relhome"
+    assert Settings(home=Path("../other")).home == tmp_path.parent / "other"
+
+
+def test_a_5000_character_project_name_is_echoed_shortened() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings(project_name="X" * 5000)
+    assert len(raised.value.message) < 400
+    assert "(5000 characters)" in raised.value.message
 
 
 # --- cache layout --------------------------------------------------------------------------------------------------

@@ -36,16 +36,16 @@ def test_the_project_name_does_not_change_the_id(settings: Settings, tmp_path: P
     [
         pytest.param(NATIVE, {"verify": True}, id="native-verify"),
         pytest.param(NATIVE, {"no_cache": True}, id="native-no-cache"),
-        pytest.param(NATIVE, {"signing_key": "0x1234ABCD"}, id="native-signing-key"),
-        pytest.param(NATIVE, {"signing_key": "0x1234ABCD", "publish": "slurm"}, id="native-publish"),
+        pytest.param(NATIVE, {"signing_key": "0x0123456789ABCDEF"}, id="native-signing-key"),
+        pytest.param(NATIVE, {"signing_key": "0x0123456789ABCDEF", "publish": "slurm"}, id="native-publish"),
         pytest.param(
             NATIVE,
-            {"signing_key": "0x1234ABCD", "publish": "slurm", "publish_url": "file:///srv/m"},
+            {"signing_key": "0x0123456789ABCDEF", "publish": "slurm", "publish_url": "file:///srv/m"},
             id="native-publish-url",
         ),
         pytest.param(SPACK, {"verify": True}, id="spack-verify"),
         pytest.param(SPACK, {"no_cache": True}, id="spack-no-cache"),
-        pytest.param(SPACK, {"signing_key": "0x1234ABCD", "publish": "all"}, id="spack-publish"),
+        pytest.param(SPACK, {"signing_key": "0x0123456789ABCDEF", "publish": "all"}, id="spack-publish"),
     ],
 )
 def test_options_that_do_not_change_the_artifact_keep_the_id(

@@ -24,7 +24,7 @@ ARMORED_KEY = (
 ARMORED_KEY_B64 = base64.b64encode(ARMORED_KEY.encode()).decode()
 # A binary OpenPGP packet starts with a tag byte whose high bit is set (0x95: old-format secret-key packet).
 BINARY_KEY = bytes([0x95, 0x01, 0xD8]) + b"TOPSECRETbinarykeymaterial" + bytes(range(32))
-KEY_ID = "0xABCD1234"
+KEY_ID = "0xABCD12345EED0000"
 FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
 PASSPHRASE = "correct-horse-battery-staple-TOPSECRET"
 
@@ -86,7 +86,7 @@ BAD_INPUTS = [
     pytest.param({"signing_key": FINGERPRINT[:-1]}, "--signing-key", (), id="fingerprint-39-digits"),
     pytest.param({"signing_key": "0xGHIJKLMN"}, "--signing-key", (), id="key-id-non-hex"),
     pytest.param({"signing_key": ""}, "--signing-key", (), id="key-id-empty"),
-    pytest.param({"signing_key": "0x0xABCD1234"}, "--signing-key", (), id="key-id-double-prefix"),
+    pytest.param({"signing_key": "0x0xABCD12345EED0000"}, "--signing-key", (), id="key-id-double-prefix"),
     pytest.param({**SIGNED, "gpg_private_key": "not base64 !!!"}, "--gpg-private-key", (), id="private-key-not-base64"),
     pytest.param(
         {**SIGNED, "gpg_private_key": base64.b64encode(b"hello world, not a key").decode()},
@@ -213,7 +213,7 @@ BAD_INPUTS = [
         id="base-image-trailing-newline",
     ),
     pytest.param(
-        {"signing_key": "ABCD1234\n"},
+        {"signing_key": "ABCD12345EED0000\n"},
         "--signing-key",
         (),
         id="key-id-trailing-newline",
@@ -346,8 +346,8 @@ def test_base_image_override_is_kept_verbatim(image: str) -> None:
 @pytest.mark.parametrize(
     ("given", "normalised"),
     [
-        ("0xabcd1234", "ABCD1234"),
-        ("ABCD1234", "ABCD1234"),
+        ("0xabcd12345eed0000", "ABCD12345EED0000"),
+        ("ABCD12345EED0000", "ABCD12345EED0000"),
         ("0x0123456789abcdef", "0123456789ABCDEF"),
         (FINGERPRINT.lower(), FINGERPRINT),
         ("0123 4567 89AB CDEF 0123  4567 89AB CDEF 0123 4567", FINGERPRINT),
@@ -358,6 +358,37 @@ def test_signing_key_id_is_normalised(given: str, normalised: str) -> None:
     request = make_request(signing_key=given)
     assert request.signing_key == normalised
     assert request.signs is True
+
+
+@pytest.mark.parametrize("given", ["0xDEADBEEF", "deadbeef", "0X1234abcd"])
+def test_a_32_bit_short_key_id_is_refused_for_being_easy_to_collide(given: str) -> None:
+    with pytest.raises(ConfigurationError, match="32-bit short key id") as raised:
+        make_request(signing_key=given)
+    assert raised.value.hint is not None and "--keyid-format long" in raised.value.hint
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"slurm_version": 24.11}, r"^slurm_version=24\.11: expected a string, not float$"),
+        ({"toolchain": 7}, r"^toolchain=7: expected a string, not int$"),
+        ({"gpu": "yes"}, r"^gpu='yes': expected True or False, not str$"),
+        ({"slurm_source": "http://[::1"}, r"^--slurm-source 'http://\[::1' is not a valid URL"),
+        ({"slurm_source": "http:///nohost.tar.gz"}, r"^--slurm-source 'http:///nohost.tar.gz': the URL names no host$"),
+        ({"slurm_source": "/" + "a" * 5000}, r"^--slurm-source '/a+…a+' \(5001 characters\): File name too long$"),
+        ({"buildcache": "deps", "buildcache_url": "s3://b:x/"}, r"^--buildcache-url 's3://b:x/' is not a valid URL"),
+    ],
+)
+def test_python_api_and_url_mistakes_are_configuration_errors(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make_request(**arguments)
+
+
+def test_a_path_object_is_accepted_where_a_path_is_expected(tmp_path: Path) -> None:
+    tarball = tmp_path / "slurm-24.11.5.tar.gz"
+    tarball.write_bytes(b"checked against the sha256 later, when it is read")
+    request = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native", slurm_source=tarball)
+    assert request.slurm_source == str(tarball)
 
 
 def test_signing_key_with_passphrase_only_uses_the_keyring_key() -> None:

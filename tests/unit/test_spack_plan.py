@@ -125,7 +125,8 @@ def test_every_spec_string_is_a_double_quoted_scalar(tmp_path: Path, options: di
         ({"buildcache": "all", "buildcache_url": "https://cache.example.org/slurm"},
          {"slurm-factory-sources", "slurm-factory-remote"}, "auto"),
         ({"buildcache": "all", "no_cache": True}, {"slurm-factory-sources", "slurm-factory-local"}, "never"),
-        ({"publish": "all", "signing_key": "0x1234ABCD"}, {"slurm-factory-sources", "slurm-factory-publish"}, "never"),
+        ({"publish": "all", "signing_key": "0x5EED1234ABCD5678"},
+         {"slurm-factory-sources", "slurm-factory-publish"}, "never"),
     ],
 )  # fmt: skip
 def test_buildcache_and_publish_options_produce_the_documented_mirrors(
@@ -144,7 +145,7 @@ def test_buildcache_and_publish_options_produce_the_documented_mirrors(
     ("publish", "only"), [("slurm", " --only package"), ("deps", " --only dependencies"), ("all", "")]
 )
 def test_publish_modes_push_the_documented_part_of_the_stack(tmp_path: Path, publish: str, only: str) -> None:
-    script = _plan(tmp_path, toolchain="trixie", publish=publish, signing_key="0x1234ABCD").context_files()
+    script = _plan(tmp_path, toolchain="trixie", publish=publish, signing_key="0x5EED1234ABCD5678").context_files()
     assert "buildcache push" not in script["build-spack.sh"].content  # the key is not there while packages build
     push = next(line for line in script["publish-spack.sh"].content.splitlines() if "buildcache push" in line)
     assert push.endswith(f"--update-index{only} slurm-factory-publish")
@@ -153,7 +154,7 @@ def test_publish_modes_push_the_documented_part_of_the_stack(tmp_path: Path, pub
 
 def test_publishing_to_the_local_mirror_mounts_it_writable(tmp_path: Path) -> None:
     plain = _plan(tmp_path, toolchain="trixie", buildcache="all")
-    publishing = _plan(tmp_path, toolchain="trixie", publish="slurm", signing_key="0x1234ABCD")
+    publishing = _plan(tmp_path, toolchain="trixie", publish="slurm", signing_key="0x5EED1234ABCD5678")
 
     def buildcache_mount(plan: Any) -> Any:
         return next(m for m in plan.container.mounts if str(m.container) == "/var/cache/slurm-factory/buildcache")
@@ -266,7 +267,9 @@ def _mount(plan: Any, container_path: str) -> Any:
 
 def test_a_file_publish_url_is_mounted_writable_and_pushed_to_at_its_container_path(tmp_path: Path) -> None:
     target = tmp_path / "site mirror"
-    plan = _plan(tmp_path, toolchain="trixie", publish="all", signing_key="0x1234ABCD", publish_url=target.as_uri())
+    plan = _plan(
+        tmp_path, toolchain="trixie", publish="all", signing_key="0x5EED1234ABCD5678", publish_url=target.as_uri()
+    )
     mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
     assert mirrors["slurm-factory-publish"]["url"] == "file:///var/cache/slurm-factory/publish-mirror"
     mount = _mount(plan, "/var/cache/slurm-factory/publish-mirror")
@@ -287,7 +290,7 @@ def test_a_file_buildcache_url_is_mounted_read_only(tmp_path: Path) -> None:
 def test_s3_mirrors_carry_the_endpoint_and_the_container_finds_credentials_files_not_keys(tmp_path: Path) -> None:
     plan = _plan(
         tmp_path, toolchain="trixie", buildcache="deps", buildcache_url="s3://cache/spack", publish="slurm",
-        signing_key="0x1234ABCD", publish_url="s3://site/slurm", s3_endpoint_url="http://127.0.0.1:9000/",
+        signing_key="0x5EED1234ABCD5678", publish_url="s3://site/slurm", s3_endpoint_url="http://127.0.0.1:9000/",
     )  # fmt: skip
     mirrors = yaml.safe_load(plan.context_files()["spack.yaml"].content)["spack"]["mirrors:"]
     assert mirrors["slurm-factory-publish"] == {
@@ -325,7 +328,7 @@ def test_without_publish_there_is_no_publish_step(tmp_path: Path) -> None:
 def test_build_compiler_fills_the_local_buildcache_and_with_publish_all_the_given_mirror(tmp_path: Path) -> None:
     settings = Settings(project_name="golden", home=tmp_path)
     request = make_compiler_request(
-        compiler_version="13.4.0", toolchain="rockylinux8", publish="all", signing_key="0x1234ABCD",
+        compiler_version="13.4.0", toolchain="rockylinux8", publish="all", signing_key="0x5EED1234ABCD5678",
         publish_url="s3://site/compilers", s3_endpoint_url="http://127.0.0.1:9000",
     )  # fmt: skip
     plan = make_compiler_plan(request, settings)
@@ -343,7 +346,9 @@ def test_build_compiler_fills_the_local_buildcache_and_with_publish_all_the_give
 @pytest.mark.parametrize("publish", ["slurm", "deps"])
 def test_build_compiler_refuses_partial_publish_modes(publish: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
-        make_compiler_request(compiler_version="13.4.0", toolchain="noble", publish=publish, signing_key="0x1234ABCD")
+        make_compiler_request(
+            compiler_version="13.4.0", toolchain="noble", publish=publish, signing_key="0x5EED1234ABCD5678"
+        )
     assert raised.value.exit_code == 2
     assert f"--publish {publish}" in raised.value.message and "none" in raised.value.message
 
@@ -352,7 +357,7 @@ def test_a_publish_url_naming_the_local_buildcache_is_the_default_target(tmp_pat
     settings = Settings(project_name="golden", home=tmp_path)
     local = settings.buildcache_dir.as_uri()
     plan = make_plan(
-        make_request(slurm_version="24.11.5", toolchain="trixie", publish="slurm", signing_key="0x1234ABCD",
+        make_request(slurm_version="24.11.5", toolchain="trixie", publish="slurm", signing_key="0x5EED1234ABCD5678",
                      publish_url=local),
         settings,
     )  # fmt: skip
@@ -360,7 +365,7 @@ def test_a_publish_url_naming_the_local_buildcache_is_the_default_target(tmp_pat
     assert _mount(plan, "/var/cache/slurm-factory/buildcache").read_only is False
     compiler = make_compiler_plan(
         make_compiler_request(compiler_version="13.4.0", toolchain="trixie", publish="all",
-                              signing_key="0x1234ABCD", publish_url=local),
+                              signing_key="0x5EED1234ABCD5678", publish_url=local),
         settings,
     )  # fmt: skip
     pushes = [

@@ -7,7 +7,6 @@ packages), `none` (only the compiler, which is always external).
 
 from __future__ import annotations
 
-from enum import StrEnum
 from functools import cache
 from typing import Literal
 
@@ -16,17 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slurm_factory.catalog._data import read_data_text
 from slurm_factory.catalog.toolchains import Toolchain
+from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 
 OS_PACKAGES_FILE = "os_packages.yaml"
 DEFAULT_PREFIX = "/usr"
 
 Kind = Literal["build", "library", "gpu"]
-
-
-class OsPackagesMode(StrEnum):
-    NONE = "none"
-    BUILD = "build"
-    ALL = "all"
 
 
 class _Entry(BaseModel):

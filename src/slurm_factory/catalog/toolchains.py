@@ -9,10 +9,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from slurm_factory.catalog._data import read_data_text
+from slurm_factory.choices import DEFAULT_TOOLCHAIN as DEFAULT_TOOLCHAIN
 from slurm_factory.exceptions import ConfigurationError
 
 TOOLCHAINS_FILE = "toolchains.yaml"
-DEFAULT_TOOLCHAIN = "noble"
 
 
 class _Frozen(BaseModel):
@@ -73,7 +73,6 @@ class Toolchain(_Frozen):
     family: Literal["apt", "dnf"]
     gcc: str
     glibc: str
-    apt_mirror: str | None = None
     repositories: tuple[str, ...] = ()
     gpu_repositories: tuple[str, ...] = ()
     epel: bool = False

@@ -322,6 +322,15 @@ def image_packages(
     return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages, *supplied]))
 
 
+def image_components(toolchain: Toolchain, os_packages: OsPackagesMode, gpu: bool) -> list[str]:
+    """apt components the image enables: the GPU ones (Debian's NVML headers are in non-free) only when the OS
+    supplies the GPU libraries. (dnf repositories are enabled by the `repositories` macro.)"""
+    if toolchain.family != "apt":
+        return []
+    supplies_gpu = any(external.kind == "gpu" for external in os_externals(toolchain, os_packages, gpu))
+    return [*toolchain.repositories, *(toolchain.gpu_repositories if supplies_gpu else ())]
+
+
 def render_dockerfile(
     toolchain: Toolchain,
     base_image: str,
@@ -336,6 +345,7 @@ def render_dockerfile(
         toolchain=toolchain,
         base_image=base_image,
         packages=image_packages(toolchain, os_packages, gpu),
+        components=image_components(toolchain, os_packages, gpu),
         pins=load_spack_pins(),
         spack_root=layout.SPACK_ROOT,
         spack_packages=layout.SPACK_PACKAGES,

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from slurm_factory.artifact import sidecar, write_text_atomically
 from slurm_factory.config import Settings
@@ -20,13 +21,19 @@ from slurm_factory.plan.model import ImageSpec
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
-from slurm_factory.verify.artifact_reader import ArtifactUnderTest, open_artifact
+from slurm_factory.verify.artifact_reader import ArtifactUnderTest, ScannedTarball, open_artifact, scan_tarball
 from slurm_factory.verify.containers import check_cluster, check_relocated
 from slurm_factory.verify.images import VerifyImages, verify_images
+from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
 from slurm_factory.verify.sbom_check import check_sbom
 
 __all__ = ["VerificationReport", "verify_artifact"]
+
+MEMBERS_CHECK = "static: members"
+MANIFEST_CHECK = "manifest"
+STATIC_CHECKS = ("static: RUNPATH", "static: vendor libraries", "static: build prefix", "static: plugins")
+DOCKER_STAGES = ("images", "relocated", "cluster")
 
 
 def report_path(artifact: Path) -> Path:
@@ -61,35 +68,59 @@ def _ensure_image(
     )
 
 
-def _mark_manifest(artifact: ArtifactUnderTest, report: VerificationReport, path: Path) -> None:
+def _mark_manifest(tarball: ScannedTarball, report: VerificationReport, path: Path, fallback: dict[str, Any]) -> None:
     """Record the outcome in the sidecar manifest (the one inside the tarball is immutable)."""
-    manifest_path = sidecar(artifact.path, ".manifest.json")
-    manifest = dict(artifact.manifest)
-    if manifest_path.is_file():
+    manifest_path = sidecar(tarball.path, ".manifest.json")
+    manifest = dict(fallback)
+    if manifest_path.is_file() and not manifest_path.is_symlink():  # never read another file through a planted link
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except ValueError:
-            manifest = dict(artifact.manifest)
+            loaded = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            loaded = None
+        manifest = loaded if isinstance(loaded, dict) else manifest
     manifest["verified"] = {
         "passed": report.passed,
         "at": report.started_at,
         "report": path.name,
-        "sha256": artifact.sha256,
+        "sha256": tarball.sha256,
     }
     write_text_atomically(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _signature_check(artifact: ArtifactUnderTest, public_key: Path, report: VerificationReport) -> None:
-    signature = sidecar(artifact.path, ".asc")
+def _signature_check(tarball: Path, public_key: Path, report: VerificationReport) -> None:
+    signature = sidecar(tarball, ".asc")
     with check(report, "signature") as result:
         if not signature.is_file():
             result.fail(f"no detached signature {signature.name} beside the artifact")
             return
-        valid, detail = verify_signature(artifact.path, signature, public_key)
+        valid, detail = verify_signature(tarball, signature, public_key)
         if valid:
             result.ok(detail)
         else:
             result.fail(f"{signature.name} does not verify with {public_key.name}", [detail])
+
+
+def _trusted_shape(tarball: ScannedTarball, report: VerificationReport) -> ArtifactUnderTest | None:
+    """The member scan and the manifest as the first two checks; the artifact only when both pass."""
+    scan = tarball.scan
+    with check(report, MEMBERS_CHECK) as result:
+        if scan.safe:
+            result.ok(f"{scan.members} members, {scan.total_bytes} bytes, all plain files, directories and symlinks "
+                      f"inside {scan.root}/")  # fmt: skip
+        else:
+            count = len(scan.findings)
+            result.fail(f"{count} unsafe member{'' if count == 1 else 's'}: {scan.findings[0]}", scan.shown_findings())
+    if not scan.safe:
+        report.mark_not_run((MANIFEST_CHECK,), f"the tarball is unsafe (see {MEMBERS_CHECK})")
+        return None
+    with check(report, MANIFEST_CHECK) as result:
+        try:
+            artifact = open_artifact(tarball)
+        except ManifestError as error:
+            result.fail(str(error))
+            return None
+        result.ok(f"Slurm {artifact.version} for {artifact.toolchain.name}, built by slurm-factory")
+    return artifact
 
 
 def _container_checks(
@@ -112,6 +143,53 @@ def _container_checks(
         )
 
 
+def _docker_stages(
+    artifact: ArtifactUnderTest,
+    settings: Settings,
+    session: DockerSession | None,
+    monitor: BuildMonitor,
+    report: VerificationReport,
+) -> None:
+    """Images, the relocated container and the cluster; without a Docker engine they are marked not run."""
+    try:
+        session = session or DockerSession(settings.project_name)
+    except DockerError as error:
+        report.mark_not_run(DOCKER_STAGES, str(error))
+        return
+    images = verify_images(artifact, settings.project_name)
+    monitor.stage("verify: images")
+    with check(report, "images") as result:
+        _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
+        _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
+        result.ok(f"{images.runtime.reference}, {images.cluster.reference}")
+    if report.checks[-1].passed:  # the images exist: the container checks can run
+        monitor.stage("verify: relocated")
+        _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
+        monitor.stage("verify: cluster")
+        _container_checks(report, "cluster: setup", check_cluster, artifact, session, images)
+
+
+def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> VerificationError:
+    """One line: the failed checks and the first one's summary, or why stages did not run."""
+    failures = report.failures
+    if failures:
+        names = ", ".join(failed.name for failed in failures)
+        message = f"{report.artifact} failed verification: {names} — {failures[0].summary}"
+    else:
+        names = ", ".join(stage.name for stage in report.not_run)
+        message = f"{report.artifact} is not verified: {names} {report.not_run[0].summary}"
+    return VerificationError(
+        message, report_path=path, hint=f"evidence in {path}; the build log of the checks is {log_path}"
+    )
+
+
+def _write_report(report: VerificationReport, path: Path) -> None:
+    try:
+        report.write(path)
+    except OSError as error:
+        raise ConfigurationError(f"cannot write the verification report {path}: {error.strerror}") from None
+
+
 def verify_artifact(
     tarball: Path,
     settings: Settings | None = None,
@@ -119,41 +197,36 @@ def verify_artifact(
     session: DockerSession | None = None,
     public_key: Path | None = None,
 ) -> VerificationReport:
-    """Run every check on `tarball`; return the report, or raise `VerificationError` carrying its path."""
+    """Run every check on `tarball`; return the report, or raise `VerificationError` carrying its path.
+
+    The tarball is untrusted: its members are scanned and its manifest checked before anything else reads it; an
+    unsafe or malformed one fails verification and nothing of it is unpacked or run."""
     settings = settings or Settings()
     if public_key is not None and not public_key.is_file():
         raise ConfigurationError(f"--public-key {public_key}: no such file")
-    artifact = open_artifact(tarball)
-    report = VerificationReport(artifact.path.name, artifact.sha256)
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.logs_dir / f"verify-{artifact.sha256[:16]}.log"
+    scanned = scan_tarball(tarball)
+    report = VerificationReport(scanned.path.name, scanned.sha256)
+    try:
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create the log directory {settings.logs_dir}: {error.strerror}") from None
+    log_path = settings.logs_dir / f"verify-{scanned.sha256[:16]}.log"
+    artifact = None
     with BuildMonitor(log_path, display or SilentDisplay()) as monitor:
         monitor.stage("verify: static")
         if public_key is not None:
-            _signature_check(artifact, public_key, report)
-        _static_checks(artifact, report)
-        with check(report, "sbom") as result:
-            check_sbom(artifact, result)
-        session = session or DockerSession(settings.project_name)
-        images = verify_images(artifact, settings.project_name)
-        monitor.stage("verify: images")
-        with check(report, "images") as result:
-            _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
-            _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
-            result.ok(f"{images.runtime.reference}, {images.cluster.reference}")
-        if report.checks[-1].passed:  # the images exist: the container checks can run
-            monitor.stage("verify: relocated")
-            _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
-            monitor.stage("verify: cluster")
-            _container_checks(report, "cluster: setup", check_cluster, artifact, session, images)
-    path = report_path(artifact.path)
-    report.write(path)
-    _mark_manifest(artifact, report, path)
+            _signature_check(scanned.path, public_key, report)
+        artifact = _trusted_shape(scanned, report)
+        if artifact is None:
+            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.checks[-1].name}")
+        else:
+            _static_checks(artifact, report)
+            with check(report, "sbom") as result:
+                check_sbom(artifact, result)
+            _docker_stages(artifact, settings, session, monitor, report)
+    path = report_path(scanned.path)
+    _write_report(report, path)
+    _mark_manifest(scanned, report, path, artifact.manifest if artifact else {})
     if not report.passed:
-        failed = ", ".join(check.name for check in report.failures)
-        raise VerificationError(
-            f"{artifact.path.name} failed verification: {failed}",
-            report_path=path,
-            hint=f"evidence in {path}; the build log of the checks is {log_path}",
-        )
+        raise _outcome_error(report, path, log_path)
     return report

@@ -1,8 +1,12 @@
-"""Open an artifact for verification: prove it is a slurm-factory tarball and read its manifest."""
+"""Open an untrusted artifact for verification: check the path, scan its members, read and check its manifest.
+
+Only a path that is not a regular file, or a file that is not a gzip-compressed tar with a top-level manifest.json,
+is a usage error (exit 2): there is nothing to verify. A tarball that is one but is unsafe or malformed is a
+verification that failed (exit 1, with a report) — `verify_artifact` records those findings.
+"""
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +18,8 @@ from slurm_factory.catalog import Toolchain
 from slurm_factory.catalog.toolchains import load_toolchains
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.source import sha256_of
+from slurm_factory.verify.manifest import ManifestError, parse_manifest
+from slurm_factory.verify.members import MemberScan, NotATarball, scan_members, shown
 
 
 @dataclass(frozen=True)
@@ -56,52 +62,59 @@ class ArtifactUnderTest:
         return str(self.manifest["slurm"]["version"])
 
     def members(self) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-        """Stream the tarball's members (with their data for regular files), paths relative to the root."""
+        """Stream the tarball's members (with their data for regular files). Only call this once the member scan
+        found the tarball safe: every member is then within the size caps."""
         with tarfile.open(self.path, mode="r|gz") as archive:
             for member in archive:
                 data = archive.extractfile(member) if member.isfile() else None
                 yield member, data
 
 
+@dataclass(frozen=True)
+class ScannedTarball:
+    """A tarball that is an artifact's shape: its path, sha256 and the member scan (findings included)."""
+
+    path: Path
+    sha256: str
+    scan: MemberScan
+
+
 def _not_an_artifact(path: Path, why: str) -> ConfigurationError:
     return ConfigurationError(
-        f"{path} is not a slurm-factory artifact: {why}",
+        f"{shown(str(path))} is not a slurm-factory artifact: {why}",
         hint="verify takes a tarball from ~/.slurm-factory/builds/ (slurm-<series>-<toolchain>[-gpu]-software.tar.gz)",
     )
 
 
-def _read_manifest(path: Path) -> tuple[str, dict[str, Any]]:
-    roots: set[str] = set()
-    manifest_bytes: bytes | None = None
-    try:
-        with tarfile.open(path, mode="r|gz") as archive:
-            for member in archive:
-                parts = member.name.strip("/").split("/")
-                roots.add(parts[0])
-                if len(parts) == 2 and parts[1] == MANIFEST_NAME and member.isfile():
-                    extracted = archive.extractfile(member)
-                    manifest_bytes = extracted.read() if extracted else None
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise _not_an_artifact(path, f"not a readable gzip-compressed tarball ({error})") from None
-    if len(roots) != 1:
-        raise _not_an_artifact(path, f"expected one top-level directory, found {len(roots)}")
-    if manifest_bytes is None:
-        raise _not_an_artifact(path, f"no {MANIFEST_NAME} in its top-level directory")
-    try:
-        manifest = json.loads(manifest_bytes)
-    except ValueError:
-        raise _not_an_artifact(path, f"{MANIFEST_NAME} is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("tool", {}).get("name") != "slurm-factory":
-        raise _not_an_artifact(path, f"{MANIFEST_NAME} was not written by slurm-factory")
-    return roots.pop(), manifest
-
-
-def open_artifact(path: Path) -> ArtifactUnderTest:
+def _require_regular_file(path: Path) -> None:
+    if path.is_dir():
+        raise _not_an_artifact(path, "it is a directory")
+    if not path.exists():
+        raise ConfigurationError(f"{shown(str(path))}: no such file")
     if not path.is_file():
-        raise ConfigurationError(f"{path}: no such file")
-    root, manifest = _read_manifest(path)
+        raise _not_an_artifact(path, "it is not a regular file")
+
+
+def scan_tarball(path: Path) -> ScannedTarball:
+    """Check that `path` is an artifact-shaped tarball (else `ConfigurationError`, exit 2) and scan its members."""
+    _require_regular_file(path)
+    try:
+        scan = scan_members(path)
+    except NotATarball as error:
+        raise _not_an_artifact(path, f"not a readable gzip-compressed tarball ({error})") from None
+    if scan.manifest is None and not scan.stopped:
+        raise _not_an_artifact(path, f"no {MANIFEST_NAME} in its top-level directory")
+    return ScannedTarball(path, sha256_of(path), scan)
+
+
+def open_artifact(tarball: ScannedTarball) -> ArtifactUnderTest:
+    """The artifact described by the tarball's manifest; `ManifestError` when the manifest is malformed."""
+    scan = tarball.scan
+    if scan.manifest is None or scan.root is None:
+        raise ManifestError(f"no {MANIFEST_NAME} was read before the scan stopped")
+    manifest = parse_manifest(scan.manifest)
     toolchains = load_toolchains()
-    name = manifest.get("toolchain", {}).get("name")
+    name = manifest["toolchain"]["name"]
     if name not in toolchains:
-        raise _not_an_artifact(path, f"its manifest names an unknown toolchain {name!r}")
-    return ArtifactUnderTest(path, root, manifest, sha256_of(path), toolchains[name])
+        raise ManifestError(f"{MANIFEST_NAME}: 'toolchain.name' is an unknown toolchain {name[:40]!r}")
+    return ArtifactUnderTest(tarball.path, scan.root, manifest, tarball.sha256, toolchains[name])

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from slurm_factory.docker_layer import DockerSession, RunningContainer
-from slurm_factory.plan.model import Mount
+from slurm_factory.docker_layer import NO_NETWORK, DockerSession, RunningContainer
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
-from slurm_factory.verify.images import CHECK_DIR, VerifyImages, node_files, verify_file
+from slurm_factory.verify.images import CHECK_DIR, VerifyImages, node_files
 from slurm_factory.verify.report import VerificationReport, check
 
 # Unpacked here, never at the build prefix (/opt/slurm-factory-build/...), so nothing can work by accident.
@@ -30,6 +28,9 @@ IDLE_TIMEOUT = 45.0
 COMMAND_TIMEOUT = "90"
 MPI_HELLO = "/opt/slurm-factory-verify/mpi-hello"
 DAEMON_LOGS = ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log")
+# Docker's embedded DNS (127.0.0.11) answers the node names; it has no upstream on an internal network, so a
+# lookup of anything else must fail fast or the Slurm daemons stall at start.
+DNS_OPTIONS = ["timeout:1", "attempts:1"]
 
 
 def _root(artifact: ArtifactUnderTest) -> PurePosixPath:
@@ -45,7 +46,7 @@ def check_relocated(
     artifact: ArtifactUnderTest, session: DockerSession, images: VerifyImages, report: VerificationReport
 ) -> None:
     """Unpack at another prefix in a runtime-only container; `ldd` must find every library of every ELF file."""
-    with session.container(images.runtime.reference, ["sleep", "infinity"], role="verify") as box:
+    with relocated_container(session, images.runtime.reference) as box:
         _prepare(box, artifact)
         box.start()
         with check(report, "relocated: libraries") as result:
@@ -72,32 +73,45 @@ def check_relocated(
 
 
 @contextmanager
-def _cluster(
-    artifact: ArtifactUnderTest, session: DockerSession, images: VerifyImages
-) -> Iterator[dict[str, RunningContainer]]:
-    """Two containers (n1, n2) on a user-defined network, the artifact and a shared munge key in both."""
-    munge_key = os.urandom(1024)
+def relocated_container(session: DockerSession, image: str) -> Iterator[RunningContainer]:
+    """The relocated stage's container (created, not started): no network at all and no host mount — the tarball
+    is copied in."""
+    with session.container(image, ["sleep", "infinity"], role="verify", network=NO_NETWORK) as box:
+        yield box
+
+
+@contextmanager
+def cluster_nodes(session: DockerSession, image: str) -> Iterator[dict[str, RunningContainer]]:
+    """The cluster stage's containers n1 and n2 (created, not started) on an internal network: they reach each
+    other and nothing else; no host mount."""
     with ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slurm-factory-verify-")))
-        resolv = scratch / "resolv.conf"
-        resolv.write_text(verify_file("resolv.conf"), encoding="utf-8")
-        network = stack.enter_context(session.network("verify"))
+        network = stack.enter_context(session.network("verify", internal=True))
         nodes = {}
         for name in NODES:
-            node = stack.enter_context(
+            nodes[name] = stack.enter_context(
                 session.container(
-                    images.cluster.reference,
+                    image,
                     ["sleep", "infinity"],
                     role=f"verify-{name}",
                     network=network,
                     hostname=name,
-                    mounts=(Mount(resolv, PurePosixPath("/etc/resolv.conf"), read_only=True),),
+                    extra={"dns_opt": DNS_OPTIONS},
                 )
             )
+        yield nodes
+
+
+@contextmanager
+def _cluster(
+    artifact: ArtifactUnderTest, session: DockerSession, images: VerifyImages
+) -> Iterator[dict[str, RunningContainer]]:
+    """Two started nodes with the artifact and a shared munge key in both."""
+    munge_key = os.urandom(1024)
+    with cluster_nodes(session, images.cluster.reference) as nodes:
+        for node in nodes.values():
             _prepare(node, artifact)
             node.put_bytes(CHECK_DIR / "munge.key", munge_key, mode=0o400)
             node.start()
-            nodes[name] = node
         yield nodes
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slurm_factory import __version__
+from slurm_factory.artifact import write_text_atomically
 
 
 @dataclass
@@ -24,6 +25,9 @@ class CheckResult:
     seconds: float
     summary: str
     evidence: list[str] = field(default_factory=list)
+    # A stage that could not start (Docker unreachable, an unsafe tarball): not passed, and not a failure of the
+    # artifact either; `summary` says why.
+    not_run: bool = False
 
 
 @dataclass
@@ -39,7 +43,14 @@ class VerificationReport:
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [check for check in self.checks if not check.passed]
+        return [check for check in self.checks if not check.passed and not check.not_run]
+
+    @property
+    def not_run(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.not_run]
+
+    def mark_not_run(self, names: tuple[str, ...], reason: str) -> None:
+        self.checks.extend(CheckResult(name, False, 0.0, f"not run: {reason}", not_run=True) for name in names)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,14 +69,17 @@ class VerificationReport:
         return cls(artifact=data["artifact"], sha256=data["sha256"], started_at=data["started_at"], checks=checks)
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        """Atomically: a symlink planted where the report goes is replaced, never followed."""
+        write_text_atomically(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def print_summary(self, console: Console) -> None:
         table = Table(title=f"Verification of {self.artifact}")
         for column in ("check", "result", "seconds", "details"):
             table.add_column(column)
         for check in self.checks:
-            result = "[green]pass[/]" if check.passed else "[bold red]FAIL[/]"
+            result = (
+                "[green]pass[/]" if check.passed else "[yellow]not run[/]" if check.not_run else "[bold red]FAIL[/]"
+            )
             details = check.summary if check.passed else "\n".join([check.summary, *check.evidence[:12]])
             table.add_row(check.name, result, f"{check.seconds:.1f}", details)
         console.print(table)

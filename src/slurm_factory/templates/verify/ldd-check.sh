@@ -6,7 +6,8 @@
 set -eu
 tarball=$1 prefix=$2 host_provided=${3:-}
 mkdir -p "$prefix"
-tar -xzf "$tarball" -C "$prefix"
+# Safe to unpack only because verify scanned every member first; never as the tarball's owner or modes.
+tar -xzf "$tarball" -C "$prefix" --no-same-owner --no-same-permissions
 root=$(find "$prefix" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 echo "root $root"
 count=0

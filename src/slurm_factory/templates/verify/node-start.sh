@@ -7,7 +7,8 @@
 set -eu
 tarball=$1 prefix=$2 controller=$3 nodes=$4 role=$5
 mkdir -p "$prefix" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /etc/munge /run/munge
-tar -xzf "$tarball" -C "$prefix"
+# Safe to unpack only because verify scanned every member first; never as the tarball's owner or modes.
+tar -xzf "$tarball" -C "$prefix" --no-same-owner --no-same-permissions
 root=$(find "$prefix" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 conf_dir=/etc/slurm-verify
 "$root/sbin/slurm-factory-setup" --conf-dir "$conf_dir" --unit-dir /tmp/units >/dev/null

@@ -1,0 +1,133 @@
+"""Preflight: what can be known about a build on the host, checked before any container starts.
+
+Every build runs the local checks first (the home, its caches and a `file://` mirror take files). `--dry-run` also
+checks the source's sha256 and that boto3 is there for s3:// mirrors, and ends with a summary of what the build
+would do; the signing key's probe signature and the bucket's probe object come first in a real build.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slurm_factory.config import Settings
+from slurm_factory.exceptions import ConfigurationError, SourceChecksumError, quoted
+from slurm_factory.plan import BuildPlan
+from slurm_factory.request import BuildRequest, Engine, PublishMode, file_url_path
+from slurm_factory.source import sha256_of
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing preflight looked at, and what it found (the failures raise instead)."""
+
+    subject: str
+    finding: str
+
+
+@dataclass
+class Preflight:
+    checks: list[Check] = field(default_factory=list)
+    summary: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [{"subject": c.subject, "finding": c.finding} for c in self.checks], **self.summary}
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def writable_directory(path: Path, subject: str) -> Check:
+    """`path` takes files: a directory we can write (a probe file proves it), or one we can create (a probe
+    directory in its nearest existing ancestor proves that). Nothing is left behind."""
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise ConfigurationError(f"{subject} {quoted(str(path))}: {existing} is a file, not a directory")
+    try:
+        if existing == path:
+            descriptor, probe = tempfile.mkstemp(prefix=".slurm-factory-probe-", dir=path)
+            os.close(descriptor)
+            os.unlink(probe)
+            return Check(subject, f"{path} is writable")
+        os.rmdir(tempfile.mkdtemp(prefix=".slurm-factory-probe-", dir=existing))
+    except OSError as error:
+        raise ConfigurationError(
+            f"{subject} {quoted(str(path))}: cannot write in {existing}: {error.strerror}",
+            hint="choose a directory you can write, or fix its permissions",
+        ) from None
+    return Check(subject, f"{path} will be created in {existing}")
+
+
+def local_checks(request: BuildRequest, settings: Settings) -> list[Check]:
+    """The home and its caches, and a `file://` publish mirror, can take what the build writes."""
+    home = writable_directory(settings.home, "SLURM_FACTORY_HOME")
+    caches = [writable_directory(directory, f"cache {directory.name}/") for directory in settings.cache_dirs()]
+    created = [Path(check.subject.removeprefix("cache ")).name for check in caches if "created" in check.finding]
+    checks = [Check("home", f"{home.finding}; caches {'to create: ' + ', '.join(created) if created else 'writable'}")]
+    mirror = file_url_path(request.publish_url)
+    if mirror is not None:
+        checks.append(writable_directory(mirror, "--publish-url"))
+    return checks
+
+
+def _local_source(origin: str) -> Path | None:
+    path = file_url_path(origin)
+    if path is not None:
+        return path
+    return None if "://" in origin else Path(origin)
+
+
+def source_check(plan: BuildPlan) -> Check:
+    """A local `--slurm-source` must be the release's exact tarball; a cached one is reused; a URL is only
+    fetched (and checked) by the real build."""
+    request = plan.request
+    release = request.slurm
+    local = _local_source(request.slurm_source) if request.slurm_source else None
+    if local is not None:
+        actual = sha256_of(local)
+        if actual != release.sha256:
+            raise SourceChecksumError(
+                f"--slurm-source {quoted(str(local))}: sha256 {actual} does not match Slurm {release.version} "
+                f"({release.sha256}); refusing to build from it",
+                hint=f"use the unmodified SchedMD archive {release.url}",
+            )
+        return Check("source", f"{local} matches Slurm {release.version} (sha256 {release.sha256})")
+    if plan.source_cache_path.is_file() and sha256_of(plan.source_cache_path) == release.sha256:
+        return Check("source", f"cached {plan.source_cache_path} matches (sha256 {release.sha256})")
+    origin = request.slurm_source or release.url
+    return Check("source", f"downloaded from {origin} by the build, then checked against sha256 {release.sha256}")
+
+
+def _publish_summary(request: BuildRequest) -> str:
+    if request.publish is PublishMode.NONE:
+        return "no"
+    target = request.publish_url or "the local buildcache"
+    return f"{request.publish.value} to {target}"
+
+
+def summary(plan: BuildPlan) -> dict[str, str]:
+    """What the build would do, in the words `--dry-run` prints last."""
+    request = plan.request
+    engine = request.engine.value + (
+        f" (--os-packages {request.os_packages.value})" if request.engine is Engine.SPACK else ""
+    )
+    return {
+        "release": f"Slurm {request.slurm.version} ({request.slurm.tag})",
+        "toolchain": f"{request.toolchain.name} ({request.toolchain.os}){', gpu' if request.gpu else ''}",
+        "engine": engine,
+        "image": f"{plan.image.reference} from {request.base_image}",
+        "source": request.slurm_source or request.slurm.url,
+        "artifact": str(plan.artifact_path),
+        "verify": "yes" if request.verify else "no",
+        "sign": f"0x{request.signing_key} (its probe signature runs first in the build)"
+        if request.signing_key
+        else "no",
+        "publish": _publish_summary(request),
+    }

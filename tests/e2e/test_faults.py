@@ -1,0 +1,120 @@
+"""Faults during a real build: SIGTERM mid-compile and Ctrl-C (SIGINT) leave no container, network, temporary
+keyring or partial file behind, and the next build of the same request succeeds.
+
+Everything runs in one home and one project: two interrupted signed builds, then the same request to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import slurm_source_tarball
+from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_project, report_measurement
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+EXIT_INTERRUPTED = 130
+COMPILE_MARKER = "checking for"  # configure has started inside the build container
+
+
+def _build_command(source: Path, key_arguments: list[str], mirror: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "slurm_factory", "build-slurm", "--engine", "native", "--toolchain", "trixie",
+        "--slurm-version", "24.11.5", "--slurm-source", str(source), "--json",
+        *key_arguments, "--publish", "slurm", "--publish-url", mirror.as_uri(),
+    ]  # fmt: skip
+
+
+def _leftovers(client: docker.DockerClient, project: str, home: Path, tmp: Path) -> dict[str, list[str]]:
+    label = {"label": f"org.slurm-factory.project={project}"}
+    builds = home / "builds"
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
+        "networks": [n.name for n in client.networks.list(filters=label)],
+        "keyrings and temporary files": sorted(p.name for p in tmp.iterdir()),
+        "partial files in builds/": sorted(p.name for p in builds.iterdir()) if builds.is_dir() else [],
+    }
+
+
+def _wait_for_compile(process: subprocess.Popen[str], log_dir: Path, deadline: float, started: float) -> None:
+    """Until the build container runs configure (its output reaches this build's log, which the build truncated
+    when it started: the same request writes the same log)."""
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the build ended before the fault: {process.communicate()}"
+        logs = [log for log in log_dir.glob("*.log") if log.stat().st_mtime >= started] if log_dir.is_dir() else []
+        if any(COMPILE_MARKER in log.read_text(encoding="utf-8", errors="replace") for log in logs):
+            return
+        time.sleep(1)
+    pytest.fail("the build did not reach configure in time")
+
+
+def _interrupt_mid_compile(
+    command: list[str], environment: dict[str, str], home: Path, signal_number: signal.Signals
+) -> tuple[int, str]:
+    started = time.time()
+    process = subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_compile(process, home / "logs", time.monotonic() + 900, started)
+        interrupted = time.monotonic()
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=120)
+        report_measurement(
+            f"{signal_number.name} mid-compile: the CLI exited {time.monotonic() - interrupted:.1f}s later"
+        )
+        return process.returncode, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_builds(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
+    build publishing to a file:// mirror; then the same request in the same home builds to the end."""
+    source = slurm_source_tarball()
+    home, mirror = tmp_path / "home", tmp_path / "mirror"
+    # gpg-agent's socket lives in the temporary GnuPG home: its path must stay under the 108-byte socket limit.
+    tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
+    key = make_throwaway_key(tmp_path)
+    key_arguments = ["--signing-key", key.fingerprint, "--gpg-private-key", f"@{key.key_file}",
+                     "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
+    project = f"sf-fault-{uuid.uuid4().hex[:8]}"
+    environment = cli_environment(home, project, {"TMPDIR": str(tmp)})
+    command = _build_command(source, key_arguments, mirror)
+    try:
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            code, stderr = _interrupt_mid_compile(command, environment, home, signal_number)
+
+            assert code == EXIT_INTERRUPTED, stderr
+            assert stderr.strip().splitlines()[-1] == "interrupted; the 1 container(s) of this run were removed"
+            assert "Traceback" not in stderr
+            leftovers = _leftovers(docker_client, project, home, tmp)
+            assert leftovers == {what: [] for what in leftovers}, (signal_number.name, leftovers)
+            assert not mirror.exists() or not any(mirror.iterdir())
+
+        started = time.monotonic()
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=3600)
+        report_measurement(f"the same request after two interrupted builds: {time.monotonic() - started:.0f}s")
+
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout)
+        artifact = Path(result["artifact"])
+        assert artifact.is_file() and result["signature"] is not None
+        assert (mirror / "trixie" / "24.11" / artifact.name).is_file()
+        assert _leftovers(docker_client, project, home, tmp)["containers"] == []
+    finally:
+        remove_project(docker_client, project)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""Artifact-shaped tarballs for verification tests: a valid manifest plus whatever members a test needs, hostile
+ones included (absolute names, links, devices, modes), written member by member as a tar header says."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurm_factory.catalog.plugins import expected_plugins
+
+ROOT = "slurm-24.11.5-trixie"
+PREFIX = f"/opt/slurm-factory-build/{ROOT}"
+SPACK_VIEW = "/opt/slurm-factory/spack/view"
+ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
+
+
+def manifest(**overrides: Any) -> dict[str, Any]:
+    return {
+        "tool": {"name": "slurm-factory"},
+        "toolchain": {"name": "trixie", "base_image": "debian:trixie"},
+        "slurm": {"version": "24.11.5", "series": "24.11"},
+        "build_prefix": PREFIX,
+        "build_paths": [PREFIX, SPACK_VIEW],
+        "gpu": False,
+        **overrides,
+    }
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member: `kind` is a tarfile type (REGTYPE, SYMTYPE, LNKTYPE, CHRTYPE, FIFOTYPE, DIRTYPE)."""
+
+    name: str
+    data: bytes = b""
+    kind: bytes = tarfile.REGTYPE
+    link: str = ""
+    mode: int = 0o644
+
+    def info(self) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(self.name)
+        info.type = self.kind
+        info.linkname = self.link
+        info.mode = self.mode
+        info.size = len(self.data) if self.kind == tarfile.REGTYPE else 0
+        return info
+
+
+def plugin_members() -> list[Member]:
+    return [Member(f"{ROOT}/lib/slurm/{name}", b"plugin") for name in expected_plugins("24.11", gpu=False)]
+
+
+def tar_bytes(members: list[Member]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for member in members:
+            archive.addfile(member.info(), io.BytesIO(member.data))
+    return buffer.getvalue()
+
+
+def _record(member: Member) -> bytes:
+    """A member's header and data as they sit in a tar stream (no end-of-archive blocks)."""
+    padding = -len(member.data) % tarfile.BLOCKSIZE
+    return member.info().tobuf(format=tarfile.GNU_FORMAT) + member.data + bytes(padding)
+
+
+def manifest_member(document: dict[str, Any] | bytes | None = None) -> Member:
+    data = document if isinstance(document, bytes) else json.dumps(document or manifest()).encode()
+    return Member(f"{ROOT}/manifest.json", data)
+
+
+def write_artifact(directory: Path, members: list[Member], document: dict[str, Any] | bytes | None = None) -> Path:
+    """The manifest first (as slurm-factory writes it), then `members`."""
+    path = directory / ARTIFACT_NAME
+    path.write_bytes(gzip.compress(tar_bytes([Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755),
+                                              manifest_member(document), *members])))  # fmt: skip
+    return path
+
+
+def write_gzip_bomb(directory: Path, gib: int = 1) -> Path:
+    """An artifact whose second member declares `gib` GiB of zeros: ~1 MB on disk (concatenated gzip members of
+    one compressed MiB), valid manifest first."""
+    bomb = tarfile.TarInfo(f"{ROOT}/lib/zeros")
+    bomb.size = gib * 1024**3
+    header = b"".join(_record(member) for member in (Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755), manifest_member()))
+    mib_of_zeros = gzip.compress(bytes(1024**2), compresslevel=9)
+    path = directory / ARTIFACT_NAME
+    with path.open("wb") as stream:
+        stream.write(gzip.compress(header + bomb.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(gib * 1024):
+            stream.write(mib_of_zeros)
+        stream.write(gzip.compress(bytes(1024)))
+    return path
+
+
+def shared_object(tmp_path: Path, rpath: str) -> bytes:
+    """A real ELF shared object (compiled with gcc) whose RUNPATH is `rpath`."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to make a real ELF file")
+    source = tmp_path / "x.c"
+    source.write_text("int slurm_factory_probe(void) { return 1; }\n")
+    output = tmp_path / "x.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(output), str(source), f"-Wl,-rpath,{rpath}",
+                    "-Wl,--enable-new-dtags"], check=True)  # fmt: skip
+    return output.read_bytes()
