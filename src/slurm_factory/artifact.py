@@ -33,7 +33,7 @@ MANIFEST_SCHEMA = 1
 # zlib level 6: within a few percent of level 9 in size at a fraction of the time.
 GZIP_LEVEL = 6
 # What describes one particular tarball and must go when it is replaced.
-STALE_SIDECARS = (".asc", ".verify.json")
+STALE_SIDECARS = (".asc", ".verify.json", ".sbom.json", ".sbom.json.asc")
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,8 @@ def _reuse(
     result.reused = True
     result.log_path = plan.log_path if plan.log_path.is_file() else None  # the log of the build that made it
     _fill_result(result, artifact, {}, 0.0)
+    if not sbom_path(artifact.path).is_file():  # stored before SBOMs existed
+        write_sbom(artifact)
     _link(result, settings)
     with ExitStack() as stack:
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
@@ -392,9 +394,7 @@ def _sign_and_publish(
     started = time.monotonic()
     result.public_key = signer.export_public_key(settings.builds_dir)
     result.signature = _signature(artifact.path, signer, result.public_key)
-    sbom = sbom_path(artifact.path)
-    if not sbom.is_file():  # an artifact stored before SBOMs existed gets one now
-        write_sbom(artifact)
+    sbom = sbom_path(artifact.path)  # every build and every reuse wrote it
     sbom_signature = _signature(sbom, signer, result.public_key)
     request = result.plan.request
     # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
