@@ -7,16 +7,16 @@ result into `builds/` atomically — a half-written tarball never carries the fi
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import io
 import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -33,7 +33,7 @@ MANIFEST_SCHEMA = 1
 # zlib level 6: within a few percent of level 9 in size at a fraction of the time.
 GZIP_LEVEL = 6
 # What describes one particular tarball and must go when it is replaced.
-STALE_SIDECARS = (".asc", ".verify.json")
+STALE_SIDECARS = (".asc", ".verify.json", ".sbom.json", ".sbom.json.asc")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ def _lines(text: str | None) -> list[str]:
 def _packages(tsv: str | None) -> list[dict[str, str]]:
     packages = []
     for line in _lines(tsv):
-        name, version, *_ = [*line.split("\t"), ""]
-        packages.append({"name": name, "version": version})
+        name, version, spack_hash, *_ = [*line.split("\t"), "", ""]
+        packages.append({"name": name, "version": version, **({"hash": spack_hash} if spack_hash else {})})
     return packages
 
 
@@ -115,7 +115,7 @@ def _toolchain_record(toolchain: Toolchain, base_image: str) -> dict[str, str]:
     }
 
 
-def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime | None = None) -> dict[str, Any]:
+def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
     """What was built, from what, how and against which dependency versions."""
     request = plan.request
     dependencies = _packages(meta.get("runtime-packages.tsv"))
@@ -160,15 +160,14 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str], built_at: dt.datetime 
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),
         "host_libraries": _lines(meta.get("host-libraries.txt")),
-        "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
+        # Not the time of the build: the tarball must be the same bytes whenever it is built (see `.build.json`).
+        "source_date_epoch": plan.source_date_epoch,
         "tool": {"name": "slurm-factory", "version": __version__},
         "verified": None,
     }
 
 
-def build_compiler_manifest(
-    plan: CompilerPlan, meta: dict[str, str], built_at: dt.datetime | None = None
-) -> dict[str, Any]:
+def build_compiler_manifest(plan: CompilerPlan, meta: dict[str, str]) -> dict[str, Any]:
     """What `build-compiler` made: the GCC, the toolchain that built it, the Spack packages and the mirror."""
     request = plan.request
     return {
@@ -186,7 +185,8 @@ def build_compiler_manifest(
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "pushed_to": ["local buildcache (~/.slurm-factory/spack-buildcache)"]
         + ([str(request.publish_url)] if compiler_publishes_elsewhere(request) else []),
-        "built_at": (built_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat(),
+        # Not the time of the build: the tarball must be the same bytes whenever it is built (see `.build.json`).
+        "source_date_epoch": plan.source_date_epoch,
         "tool": {"name": "slurm-factory", "version": __version__},
     }
 
@@ -196,49 +196,77 @@ def _reroot(name: str, root: str) -> str:
     return f"{root}/{rest}" if rest else root
 
 
-def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+def _normalized(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
+    """Nothing of the machine, the user or the time of the build: root/root, 0755 or 0644 (0777 for symlinks), the
+    release's SOURCE_DATE_EPOCH as every mtime, no PAX extras (atime, ctime, xattrs)."""
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
+    info.mtime = mtime
+    info.pax_headers = {}
+    info.devmajor = info.devminor = 0
+    if info.issym():
+        info.mode = 0o777
+    elif info.isdir() or info.mode & 0o111:
+        info.mode = 0o755
+    else:
+        info.mode = 0o644
     return info
 
 
-def _file_info(name: str, size: int, mode: int, mtime: float) -> tarfile.TarInfo:
+def _file_info(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = mode
-    info.mtime = int(mtime)
-    return _owned_by_root(info)
+    return _normalized(info, mtime)
 
 
-def _directory_info(name: str, mtime: float) -> tarfile.TarInfo:
+def _directory_info(name: str, mtime: int) -> tarfile.TarInfo:
     info = _file_info(name, 0, 0o755, mtime)
     info.type = tarfile.DIRTYPE
     return info
 
 
-def _copy_tree(source: tarfile.TarFile, out: tarfile.TarFile, root: str) -> set[str]:
-    """Copy the container's tar stream under the artifact root; return the directories it had."""
-    directories = set()
-    for member in source:
+def _no_data() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Member:
+    info: tarfile.TarInfo
+    data: Callable[[], IO[bytes] | None]
+
+
+def _tree_members(source: tarfile.TarFile, root: str, mtime: int) -> dict[str, _Member]:
+    """The container's tree under the artifact root, by name."""
+    members = {}
+    for member in source.getmembers():
         member.name = _reroot(member.name, root)
         if member.islnk():
             member.linkname = _reroot(member.linkname, root)
-        if member.isdir():
-            directories.add(member.name)
-        out.addfile(_owned_by_root(member), source.extractfile(member) if member.isfile() else None)
-    return directories
+        members[member.name] = _Member(
+            _normalized(member, mtime),
+            partial(source.extractfile, member) if member.isfile() else _no_data,
+        )
+    return members
 
 
-def _add_generated(out: tarfile.TarFile, root: str, files: dict[str, PlanFile], known_dirs: set[str]) -> None:
-    now = dt.datetime.now(dt.UTC).timestamp()
-    for relative, plan_file in sorted(files.items()):
+def _generated_members(root: str, files: dict[str, PlanFile], known: set[str], mtime: int) -> dict[str, _Member]:
+    members = {}
+    for relative, plan_file in files.items():
         path = PurePosixPath(root, relative)
-        for parent in reversed(path.parents[:-1]):
-            if str(parent) not in known_dirs:
-                out.addfile(_directory_info(str(parent), now))
-                known_dirs.add(str(parent))
+        for parent in path.parents[:-1]:
+            if str(parent) not in known:
+                members[str(parent)] = _Member(_directory_info(str(parent), mtime), _no_data)
         data = plan_file.content.encode()
-        out.addfile(_file_info(str(path), len(data), plan_file.mode, now), io.BytesIO(data))
+        members[str(path)] = _Member(_file_info(str(path), len(data), plan_file.mode, mtime), partial(io.BytesIO, data))
+    return members
+
+
+def _write_sorted(out: tarfile.TarFile, members: dict[str, _Member]) -> None:
+    """Sorted by name, hard links after everything else so their targets always come first."""
+    ordered = sorted(members.values(), key=lambda member: (member.info.islnk(), member.info.name))
+    for member in ordered:
+        out.addfile(member.info, member.data())
 
 
 @contextmanager
@@ -267,22 +295,29 @@ def manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
-def write_artifact(plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any]) -> Artifact:
+def write_artifact(
+    plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any], destination: Path | None = None
+) -> Artifact:
     """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars."""
     root = plan.artifact_root
+    destination = destination or plan.artifact_path
+    epoch = plan.source_date_epoch
     generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
     for stale in STALE_SIDECARS:  # a signature or report of the previous tarball must not sit beside the new one
-        sidecar(plan.artifact_path, stale).unlink(missing_ok=True)
+        sidecar(destination, stale).unlink(missing_ok=True)
     with (
-        atomic_writer(plan.artifact_path) as stream,
-        tarfile.open(tree_tar, mode="r|") as source,
-        gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as compressed,
+        atomic_writer(destination) as stream,
+        tarfile.open(tree_tar, mode="r:") as source,
+        # No file name and no time in the gzip header: the same tree gives the same bytes.
+        gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as compressed,
         tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as out,
     ):
-        directories = _copy_tree(source, out, root)
-        _add_generated(out, root, generated, directories)
-    digest = sha256_of(plan.artifact_path)
-    artifact = Artifact(plan.artifact_path, digest, plan.artifact_path.stat().st_size, manifest)
-    write_text_atomically(artifact.checksum_path, f"{digest}  {plan.artifact_path.name}\n")
+        members = _tree_members(source, root, epoch)
+        known = {name for name, member in members.items() if member.info.isdir()}
+        members.update(_generated_members(root, generated, known, epoch))
+        _write_sorted(out, members)
+    digest = sha256_of(destination)
+    artifact = Artifact(destination, digest, destination.stat().st_size, manifest)
+    write_text_atomically(artifact.checksum_path, f"{digest}  {destination.name}\n")
     write_text_atomically(artifact.manifest_path, manifest_text(manifest))
     return artifact

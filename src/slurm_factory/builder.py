@@ -6,6 +6,7 @@ artifact. Everything that can be refused is refused before Docker is touched.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
 import time
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, write_artifact
+from slurm_factory import store
+from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
 from slurm_factory.build_lock import request_lock
 from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
@@ -36,9 +38,10 @@ from slurm_factory.request import (
     make_request,
 )
 from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
-from slurm_factory.signing import SigningKey
+from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
+from slurm_factory.signing import SigningKey, verify_signature
 from slurm_factory.source import ensure_source
-from slurm_factory.verify import verify_artifact
+from slurm_factory.verify import report_path, verify_artifact
 
 
 @dataclass
@@ -84,6 +87,9 @@ class BuildResult:
     plan_dir: Path | None = None
     public_key: Path | None = None
     publication: dict[str, Any] | None = None
+    reused: bool = False
+    stored: Path | None = None
+    sbom: Path | None = None
     preflight: Preflight | None = None
 
     @property
@@ -96,6 +102,9 @@ class BuildResult:
             "artifact": str(self.artifact) if self.artifact else None,
             "sha256": self.sha256,
             "size": self.size,
+            "reused": self.reused,
+            "stored": str(self.stored) if self.stored else None,
+            "sbom": str(self.sbom) if self.sbom else None,
             "signature": str(self.signature) if self.signature else None,
             "public_key": str(self.public_key) if self.public_key else None,
             "publication": self.publication,
@@ -209,8 +218,67 @@ def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
     )
 
 
+def _reusable(request: BuildRequest) -> bool:
+    """`--no-cache` always builds; a Spack push to a buildcache needs the install tree inside the build container."""
+    pushes_in_container = request.engine is Engine.SPACK and request.publish is not PublishMode.NONE
+    return not request.no_cache and not pushes_in_container
+
+
 def _execute(plan: BuildPlan, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
+    stored = store.stored_path(settings.builds_dir, plan)
+    existing = store.find(stored) if _reusable(plan.request) else None
+    if existing is not None:
+        return _reuse(plan, existing, settings, display, result)
+    return _build(plan, stored, settings, display, result)
+
+
+def _reuse(
+    plan: BuildPlan, artifact: Artifact, settings: Settings, display: Display, result: BuildResult
+) -> BuildResult:
+    """The artifact of this identity is stored: no container starts. Only a missing report or signature is added."""
     started = time.monotonic()
+    request = plan.request
+    result.reused = True
+    result.log_path = plan.log_path if plan.log_path.is_file() else None  # the log of the build that made it
+    _fill_result(result, artifact, {}, 0.0)
+    if not sbom_path(artifact.path).is_file():  # stored before SBOMs existed
+        write_sbom(artifact)
+    _link(result, settings)
+    with ExitStack() as stack:
+        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
+        signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        try:
+            if request.verify and not _verified(artifact):
+                _verify(result, artifact, settings, display, DockerSession(settings.project_name))
+            elif request.verify:
+                result.verification = _load_report(report_path(artifact.path))
+            if signer is not None:
+                _sign_and_publish(result, artifact, signer, settings, s3)
+        finally:
+            _link(result, settings)
+    result.durations["reuse"] = round(time.monotonic() - started, 3)
+    result.durations["total"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _verified(artifact: Artifact) -> bool:
+    """A passed report of exactly these bytes sits beside the artifact."""
+    report = _load_report(report_path(artifact.path))
+    return bool(report and report.get("passed") and report.get("sha256") == artifact.sha256)
+
+
+def _link(result: BuildResult, settings: Settings) -> None:
+    """The contract's names point at the stored artifact and whatever sidecars it has now."""
+    assert result.stored is not None
+    link = store.link_contract_names(settings.builds_dir, result.stored)
+    result.artifact = link
+    result.sbom = sidecar(link, SBOM_SUFFIX) if sbom_path(result.stored).is_file() else None
+    result.signature = sidecar(link, ".asc") if sidecar(result.stored, ".asc").is_file() else None
+
+
+def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
+    started = time.monotonic()
+    built_at = dt.datetime.now(dt.UTC)
     request = plan.request
     result.log_path = plan.log_path
     with ExitStack() as stack:
@@ -228,15 +296,22 @@ def _execute(plan: BuildPlan, settings: Settings, display: Display, result: Buil
             handout = _build_handout(request, signer, s3) if request.engine is Engine.SPACK else None
             output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
-            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta))
+            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta), stored)
+            write_sbom(artifact)
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
         _raise_publish_failure(output, artifact)
         monitor.close()
         _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
-        if request.verify:
-            _verify(result, artifact, settings, display, session)
-        if signer is not None:
-            _sign_and_publish(result, artifact, signer, settings, s3)
+        store.write_build_record(stored, plan, result.durations, built_at)
+        _link(result, settings)
+        try:
+            if request.verify:
+                _verify(result, artifact, settings, display, session)
+            if signer is not None:
+                _sign_and_publish(result, artifact, signer, settings, s3)
+        finally:  # a failed verification's report is linked too
+            store.write_build_record(stored, plan, result.durations, built_at)
+            _link(result, settings)
     return result
 
 
@@ -328,8 +403,10 @@ def _sign_and_publish(
 ) -> None:
     """Sign the tarball (`.asc`) and export the public key beside it; publish when asked."""
     started = time.monotonic()
-    result.signature = signer.sign_detached(artifact.path)
     result.public_key = signer.export_public_key(settings.builds_dir)
+    result.signature = _signature(artifact.path, signer, result.public_key)
+    sbom = sbom_path(artifact.path)  # every build and every reuse wrote it
+    sbom_signature = _signature(sbom, signer, result.public_key)
     request = result.plan.request
     # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
     # buildcache inside the container and adds the tarball only for `all` (SPEC.md).
@@ -339,11 +416,26 @@ def _sign_and_publish(
     if tarball_published:
         published = Artifact(artifact.path, artifact.sha256, artifact.size, result.manifest)
         publication = publish_artifact(
-            published, result.signature, result.public_key, request.publish_url or settings.buildcache_dir.as_uri(), s3
+            published,
+            result.signature,
+            result.public_key,
+            request.publish_url or settings.buildcache_dir.as_uri(),
+            s3,
+            companions=(sbom, sbom_signature),
         )
         result.publication = publication.to_json()
     result.durations["sign+publish"] = round(time.monotonic() - started, 3)
+    result.durations.setdefault("total", 0.0)
     result.durations["total"] = round(result.durations["total"] + result.durations["sign+publish"], 3)
+
+
+def _signature(path: Path, signer: SigningKey, public_key: Path) -> Path:
+    """The `.asc` beside `path`: kept when it verifies with this key (a reused artifact keeps its signature),
+    made otherwise."""
+    existing = sidecar(path, ".asc")
+    if existing.is_file() and verify_signature(path, existing, public_key)[0]:
+        return existing
+    return signer.sign_detached(path)
 
 
 def _verify(
@@ -372,6 +464,7 @@ def _load_report(path: Path | None) -> dict[str, Any] | None:
 
 def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, float], total: float) -> None:
     result.artifact = artifact.path
+    result.stored = artifact.path
     result.sha256 = artifact.sha256
     result.size = artifact.size
     result.manifest = artifact.manifest

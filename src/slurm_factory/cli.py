@@ -401,7 +401,10 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
         return
     if result.plan_dir:
         stderr.print(f"build context written to {result.plan_dir}")
-    stdout.print(f"[green]built[/] {result.artifact}")
+    if result.reused:
+        stdout.print(f"[green]reused[/] {result.artifact} (build {result.build_id}, stored {result.stored})")
+    else:
+        stdout.print(f"[green]built[/] {result.artifact}")
     stdout.print(f"  sha256 {result.sha256}  size {_megabytes(result.size or 0)}")
     stdout.print(f"  log    {result.log_path}")
     if result.verification:
@@ -561,11 +564,28 @@ def _print_compiler_plan(plan: CompilerPlan) -> None:
 @_one_line_errors
 def clean_command(
     full: Annotated[bool, typer.Option("--full", help="Also remove this project's images and volumes.")] = False,
+    builds: Annotated[
+        bool,
+        typer.Option(
+            "--builds",
+            help="Instead: prune old artifacts in builds/ (never the newest, nor the only one of a request).",
+        ),
+    ] = False,
+    keep: Annotated[int, typer.Option("--keep", help="With --builds: artifacts kept per request.", min=1)] = 1,
 ) -> None:
-    """Remove this project's stopped containers (and with --full its images and volumes)."""
+    """Remove this project's stopped containers (and with --full its images and volumes), or with --builds old
+    artifacts."""
+    from slurm_factory import store
     from slurm_factory.docker_layer import DockerSession
 
     settings = _settings()
+    if builds:
+        removed_dirs = store.prune(settings.builds_dir, keep)
+        for directory in removed_dirs:
+            stdout.print(f"removed {directory}", highlight=False, markup=False)
+        if not removed_dirs:
+            stdout.print(f"nothing to remove: at most {keep} artifact(s) of each request in {settings.builds_dir}")
+        return
     report = DockerSession(settings.project_name).clean(full=full)
     removed = [
         *(f"container {name}" for name in report.containers),
@@ -587,12 +607,14 @@ def list_command(json_output: JsonOption = False) -> None:
     """Show toolchains, Slurm releases and the artifacts in builds/."""
     from rich.table import Table
 
+    from slurm_factory import store
     from slurm_factory.catalog import load_toolchains
 
     settings = _settings()
-    artifacts = sorted(settings.builds_dir.glob("slurm-*-software.tar.gz")) if settings.builds_dir.is_dir() else []
+    artifacts = store.stored_artifacts(settings.builds_dir)
+    keys = store.public_keys(settings.builds_dir)
     if json_output:
-        typer.echo(json.dumps(_list_json(artifacts), indent=2))
+        typer.echo(json.dumps(_list_json([item.to_json(keys) for item in artifacts]), indent=2))
         return
     toolchains = Table(title="Toolchains")
     for column in ("toolchain", "OS", "base image", "GCC", "glibc", "native --gpu"):
@@ -613,16 +635,21 @@ def list_command(json_output: JsonOption = False) -> None:
     for series, versions in _releases_by_series().items():
         releases.add_row(series, versions[-1], ", ".join(versions))
     stdout.print(releases)
-    built = Table(title=f"Artifacts in {settings.builds_dir}")
-    for column in ("artifact", "size", "built", "signed"):
+    built = Table(title=f"Artifacts in {settings.builds_dir} (* = what the name points at)")
+    for column in ("artifact", "build id", "Slurm", "engine", "options", "size", "built", "verified", "signed"):
         built.add_column(column)
-    for path in artifacts:
-        manifest = _read_manifest(path)
+    for item in artifacts:
+        row = item.to_json(keys)
         built.add_row(
-            path.name,
-            _megabytes(path.stat().st_size),
-            str(manifest.get("built_at", "?")),
-            "yes" if path.with_name(path.name + ".asc").exists() else "no",
+            ("* " if item.current else "  ") + item.path.name,
+            item.build_id,
+            str(row["slurm_version"] or "?"),
+            str(row["engine"] or "?"),
+            row["options"],
+            _megabytes(row["size"]),
+            item.built_at or "?",
+            "yes" if row["verified"] else "no",
+            "yes" if row["signed"] else "no",
         )
     stdout.print(built)
 
@@ -638,22 +665,13 @@ def _releases_by_series() -> dict[str, list[str]]:
     return by_series
 
 
-def _read_manifest(artifact: Path) -> dict[str, Any]:
-    sidecar = artifact.with_name(artifact.name + ".manifest.json")
-    try:
-        loaded = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _list_json(artifacts: list[Path]) -> dict[str, Any]:
+def _list_json(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     from slurm_factory.catalog import load_releases, load_toolchains
 
     return {
         "toolchains": [t.model_dump(mode="json") for t in load_toolchains().values()],
         "releases": [{"version": r.version, "tag": r.tag, "sha256": r.sha256} for r in load_releases()],
-        "artifacts": [{"path": str(p), "manifest": _read_manifest(p)} for p in artifacts],
+        "artifacts": artifacts,
     }
 
 
@@ -670,6 +688,8 @@ def verify_command(
     """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
     from slurm_factory.verify import report_path, verify_artifact
 
+    # builds/<name> links into the store: the report and the manifest's record belong beside the stored file.
+    tarball = tarball.resolve() if tarball.is_symlink() else tarball
     signature = Path(f"{tarball}.asc")  # also for `verify .` or `/`, which have no name
     if public_key is None and signature.is_file() and not json_output:
         stderr.print(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -306,15 +307,18 @@ def publish_artifact(
     public_key: Path | None,
     publish_url: str,
     s3: S3Access | None = None,
+    companions: Sequence[Path | None] = (),
 ) -> Publication:
-    """Publish an artifact and its companions into a file:// or s3:// mirror."""
+    """Publish an artifact and its companions (the sidecars, the signature, and e.g. the SBOM and its signature)
+    into a file:// or s3:// mirror."""
     store = open_mirror(publish_url, s3)
     _read_index(store)  # a mirror whose index we cannot update gets nothing at all
     manifest = artifact.manifest
     directory = f"{manifest['toolchain']['name']}/{manifest['slurm']['series']}"
-    companions = [artifact.path, artifact.checksum_path, artifact.manifest_path, *([signature] if signature else [])]
+    files = [artifact.path, artifact.checksum_path, artifact.manifest_path, *([signature] if signature else [])]
+    files += [path for path in companions if path is not None and path.is_file()]
     publication = Publication(root=store.root)
-    publication.files = [_put_unless_there(store, f"{directory}/{path.name}", path) for path in companions]
+    publication.files = [_put_unless_there(store, f"{directory}/{path.name}", path) for path in files]
     key_relative = None
     if public_key is not None:
         key_relative = f"keys/{public_key.name}"

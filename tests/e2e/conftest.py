@@ -1,19 +1,25 @@
-"""The end-to-end builds, shared by every e2e module: a cold build, then the same request again (warm ccache)
-with `--verify`, signing with a throwaway passphrase-protected key and publishing to a file:// mirror — watched
-for secret leaks the whole time."""
+"""The end-to-end builds, shared by every e2e module: a cold build, then the same request rebuilt from cold
+(`--no-cache`) with `--verify`, signing with a throwaway passphrase-protected key and publishing to S3 — watched
+for secret leaks the whole time; the two tarballs must be bit-identical. Then the same request once more (reused
+from the store) and a request of another identity with the same artifact name (warm ccache), which must not
+replace the first."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from tests.conftest import slurm_source_tarball
 from tests.e2e.helpers import (
+    ARTIFACT,
     Build,
     LeakWatch,
     SecretScanner,
@@ -29,7 +35,8 @@ from tests.s3server import S3Server
 @dataclass
 class Builds:
     cold: Build
-    warm: Build
+    warm: Build  # the --no-cache rebuild of the cold build's request, verified, signed and published to S3
+    first_tarball: Path  # a copy of the cold build's tarball, taken before the rebuild
     key: ThrowawayKey
     mirror: Path
     s3: S3Server
@@ -56,10 +63,12 @@ def builds(
     project = f"sf-e2e-{uuid.uuid4().hex[:8]}"
     try:
         cold = native_build(home, project, source, *signing, "--publish", "slurm", "--publish-url", mirror.as_uri())
+        first_tarball = tmp_path_factory.mktemp("e2e-first") / ARTIFACT
+        shutil.copyfile(cold.artifact, first_tarball)
         scanner = SecretScanner(key, others=(s3_server.secret_access_key,))
         with LeakWatch(scanner, docker_client, project) as leaks:
             warm = native_build(
-                home, project, source, "--verify", *signing, "--publish", "slurm",
+                home, project, source, "--no-cache", "--verify", *signing, "--publish", "slurm",
                 "--publish-url", f"s3://{bucket}/slurm", "--s3-endpoint-url", s3_server.endpoint, env=aws,
             )  # fmt: skip
         images_scanned = leaks.scan_images()
@@ -67,7 +76,9 @@ def builds(
         cold_build = cold.seconds - cold_durations.get("sign+publish", 0.0)
         report_measurement(f"native cold build {cold_build:.0f}s (stages {cold_durations})")
         rebuild = durations["total"] - durations.get("verify", 0.0) - durations.get("sign+publish", 0.0)
-        report_measurement(f"native warm rebuild {rebuild:.0f}s = {rebuild / cold_build:.2f} x cold")
+        report_measurement(f"native --no-cache rebuild {rebuild:.0f}s = {rebuild / cold_build:.2f} x cold")
+        same = "bit-identical" if warm.result["sha256"] == cold.result["sha256"] else "DIFFERENT"
+        report_measurement(f"two cold builds of one request: {same} (sha256 {warm.result['sha256']})")
         report_measurement(f"verification during build {durations.get('verify', 0.0):.0f}s (images built cold)")
         report_measurement(
             f"sign + publish: file:// {cold_durations.get('sign+publish', 0.0):.1f}s, "
@@ -75,7 +86,7 @@ def builds(
         )
         report_measurement(f"tarball {cold.artifact.stat().st_size / 1e6:.1f} MB")
         credentials = Path(aws["AWS_SHARED_CREDENTIALS_FILE"])
-        yield Builds(cold, warm, key, mirror, s3_server, bucket, credentials, leaks, images_scanned)
+        yield Builds(cold, warm, first_tarball, key, mirror, s3_server, bucket, credentials, leaks, images_scanned)
     finally:
         remove_project(docker_client, project)
 
@@ -83,3 +94,31 @@ def builds(
 @pytest.fixture(scope="session")
 def build(builds: Builds) -> Build:
     return builds.warm
+
+
+@dataclass
+class StoreBuilds:
+    reused: Build  # the cold build's request once more, with --verify and the key: nothing left to do
+    other: Build  # another identity with the same artifact name: another base image (same OS), warm ccache
+    back: Build  # the first request again, after `other`
+    first_sha256: str
+
+
+@pytest.fixture(scope="session")
+def store_builds(builds: Builds, docker_client: docker.DockerClient) -> StoreBuilds:
+    cold = builds.cold
+    source = slurm_source_tarball()
+    key = builds.key
+    signing = ("--signing-key", key.fingerprint, "--gpg-private-key", f"@{key.key_file}",
+               "--gpg-passphrase-file", str(key.passphrase_file))  # fmt: skip
+    reused = native_build(cold.home, cold.project, source, "--verify", *signing)
+    report_measurement(f"reuse of a stored artifact via the CLI {reused.seconds:.1f}s (target <= 2 s)")
+    # The same OS image under another name: a different toolchain image, so a different identity.
+    alias = f"{cold.project}/debian:trixie-alias"
+    docker_client.images.get("debian:trixie").tag(alias)
+    other = native_build(cold.home, cold.project, source, "--base-image", alias)
+    report_measurement(f"native rebuild of another identity with warm ccache {other.seconds:.0f}s")
+    back = native_build(cold.home, cold.project, source)
+    with contextlib.suppress(docker.errors.APIError):  # the toolchain image built from it keeps the layers
+        docker_client.images.remove(alias)
+    return StoreBuilds(reused, other, back, builds.warm.result["sha256"])

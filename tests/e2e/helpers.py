@@ -33,6 +33,12 @@ class Build:
 
     @property
     def artifact(self) -> Path:
+        """The stored tarball (`builds/by-id/<id>/…`): the contract's name may point at a later build."""
+        return Path(self.result["stored"])
+
+    @property
+    def link(self) -> Path:
+        """`builds/<contract name>`: a link to the newest artifact of the request."""
         return Path(self.result["artifact"])
 
 
@@ -83,7 +89,7 @@ def native_build(home: Path, project: str, source: Path, *extra: str, env: dict[
     seconds = time.monotonic() - started
     assert done.returncode == 0, f"build failed:\n{done.stderr[-4000:]}\n{done.stdout[-4000:]}"
     result = json.loads(done.stdout)
-    log_text = Path(result["log"]).read_text(encoding="utf-8")
+    log_text = Path(result["log"]).read_text(encoding="utf-8") if result["log"] else ""
     return Build(home, project, result, seconds, log_text, done.stdout + done.stderr)
 
 

@@ -40,7 +40,8 @@ def test_signature_verifies_with_plain_gpg_and_a_flipped_byte_fails(builds: Buil
     result = builds.warm.result
     signature = Path(result["signature"])
     public_key = Path(result["public_key"])
-    assert signature == builds.warm.artifact.with_name(ARTIFACT + ".asc")
+    assert signature == builds.warm.link.with_name(ARTIFACT + ".asc")
+    assert signature.resolve() == builds.warm.artifact.with_name(ARTIFACT + ".asc")
     assert public_key.name == f"{builds.key.fingerprint[-16:]}.pub.asc"
     good = (
         _gpg_verify(tmp_path / "good", public_key, signature, builds.warm.artifact)

@@ -352,9 +352,7 @@ def test_failed_write_keeps_the_previous_artifact_intact(
 
 
 def test_manifest_records_dependencies_plugins_engine_and_the_release_checksum(plan: BuildPlan) -> None:
-    built_at = dt.datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=dt.UTC)
-
-    manifest = build_manifest(plan, META, built_at=built_at)
+    manifest = build_manifest(plan, META)
 
     release = resolve_release("24.11.5")
     assert manifest["dependencies"] == [{"name": "libmunge2", "version": "0.5.16-1"}]
@@ -372,7 +370,8 @@ def test_manifest_records_dependencies_plugins_engine_and_the_release_checksum(p
     assert manifest["root"] == ROOT
     assert manifest["build_id"] == plan.build_id
     assert manifest["build_prefix"] == f"/opt/slurm-factory-build/{ROOT}"
-    assert manifest["built_at"] == "2026-01-02T03:04:05+00:00"
+    assert "built_at" not in manifest
+    assert manifest["source_date_epoch"] == int(dt.datetime(2025, 5, 7, tzinfo=dt.UTC).timestamp())
     assert manifest["tool"] == {"name": "slurm-factory", "version": __version__}
     assert "libmunge2" in manifest["runtime_packages"]
     assert set(plan.request.toolchain.native.runtime_packages) <= set(manifest["runtime_packages"])
@@ -533,3 +532,61 @@ def test_spack_manifest_records_the_compiler_spack_used(tmp_path: Path) -> None:
     assert build_manifest(os_gcc, {})["spack_compiler"] == "gcc@8.5.0"
     assert build_manifest(own_gcc, {})["spack_compiler"] == "gcc@13.4.0"
     assert build_manifest(native, {})["spack_compiler"] is None
+
+
+# --- reproducible bytes ----------------------------------------------------------------------------------------------
+
+
+def _rewritten_tree(path: Path, mtime: int, owner: int, reverse: bool) -> Path:
+    """The same installed files as `_tree_bytes()`, streamed in another order, at another time, by another user,
+    with PAX atime/ctime — what a second build on another day produces."""
+    with tarfile.open(fileobj=io.BytesIO(_tree_bytes()), mode="r:") as source:
+        members = [(member, source.extractfile(member).read() if member.isfile() else None)  # type: ignore[union-attr]
+                   for member in source.getmembers()]  # fmt: skip
+    if reverse:  # hard links stay after their targets, as any tar stream has them
+        members = sorted(members, key=lambda item: (item[0].islnk(), item[0].name), reverse=True)
+        members = [m for m in members if not m[0].islnk()] + [m for m in members if m[0].islnk()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, mode="w", format=tarfile.PAX_FORMAT) as out:
+        for member, data in members:
+            member.mtime, member.uid, member.gid = mtime, owner, owner
+            member.pax_headers = {"atime": f"{mtime + 7}.5", "ctime": f"{mtime + 9}.25"}
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_the_same_tree_built_at_another_time_by_another_user_gives_identical_bytes(
+    plan: BuildPlan, manifest: dict[str, object], settings: Settings, tmp_path: Path
+) -> None:
+    first = write_artifact(plan, _rewritten_tree(tmp_path / "a" / "tree.tar", 1_700_000_000, 1000, False), manifest)
+    first_bytes = first.path.read_bytes()
+
+    second = write_artifact(plan, _rewritten_tree(tmp_path / "b" / "tree.tar", 1_800_000_123, 0, True), manifest)
+
+    assert second.sha256 == first.sha256
+    assert second.path.read_bytes() == first_bytes
+
+
+def test_tarball_members_are_sorted_with_the_release_date_and_normalized_modes(
+    plan: BuildPlan, tree_tar: Path, manifest: dict[str, object]
+) -> None:
+    path = write_artifact(plan, tree_tar, manifest).path
+    with tarfile.open(path, mode="r:gz") as archive:
+        members = archive.getmembers()
+
+    plain = [member.name for member in members if not member.islnk()]
+    assert plain == sorted(plain)
+    assert {member.mtime for member in members} == {plan.request.slurm.source_date_epoch}
+    assert all(not member.pax_headers for member in members)
+    modes = {member.name: member.mode for member in members}
+    assert modes[f"{ROOT}/bin/sinfo"] == 0o755
+    assert modes[f"{ROOT}/etc/slurm.conf.example"] == 0o644
+    assert modes[f"{ROOT}/lib"] == 0o755
+
+
+def test_gzip_header_has_no_file_name_and_no_time(plan: BuildPlan, tree_tar: Path, manifest: dict[str, object]) -> None:
+    header = write_artifact(plan, tree_tar, manifest).path.read_bytes()[:10]
+
+    flags, mtime = header[3], int.from_bytes(header[4:8], "little")
+    assert flags & 0x08 == 0, "FNAME set"
+    assert mtime == 0

@@ -25,6 +25,7 @@ from slurm_factory.exceptions import EXIT_USAGE
 from slurm_factory.plan import BuildPlan, make_plan
 from slurm_factory.progress import SilentDisplay
 from slurm_factory.request import make_request
+from tests.store_helpers import stored_artifact
 
 ALL_TOOLCHAINS = ("resolute", "noble", "jammy", "rockylinux10", "rockylinux9", "rockylinux8", "trixie", "bookworm")
 NATIVE_TRIXIE = ["--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5"]
@@ -510,26 +511,27 @@ def test_list_shows_all_toolchains_and_releases() -> None:
     assert "24.11.5" in result.stdout
 
 
-def test_list_shows_artifacts_in_builds(tmp_path: Path) -> None:
+def test_list_shows_each_stored_artifact_with_version_engine_size_and_status(tmp_path: Path) -> None:
     builds = tmp_path / "sf-home" / "builds"
-    builds.mkdir(parents=True)
-    (builds / ARTIFACT_NAME).write_bytes(b"x" * 2_500_000)
-    (builds / f"{ARTIFACT_NAME}.manifest.json").write_text('{"built_at": "2026-01-02T03:04:05+00:00"}')
+    stored_artifact(builds, "0123456789abcdef", data=b"x" * 2_500_000, built_at="2026-01-02T03:04:05+00:00")
+    stored_artifact(builds, "fedcba9876543210", version="24.11.6", built_at="2026-01-03T03:04:05+00:00")
+    (builds / "slurm-25.11-noble-software.tar.gz").symlink_to("by-id/gone/slurm-25.11-noble-software.tar.gz")
 
     # Wide enough that the table does not wrap the artifact name (not a terminal: Rich falls back to COLUMNS).
-    result = _invoke("list", env={"COLUMNS": "200"})
+    result = _invoke("list", env={"COLUMNS": "250"})
 
     assert result.exit_code == 0, result.output
-    assert ARTIFACT_NAME in result.stdout
-    assert "2.5 MB" in result.stdout
-    assert "2026-01-02T03:04:05+00:00" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if ARTIFACT_NAME in line]
+    assert len(rows) == 2
+    newest, older = rows
+    assert "* " in newest and "fedcba9876543210" in newest and "24.11.6" in newest
+    assert "0123456789abcdef" in older and "24.11.5" in older and "2.5 MB" in older and "native" in older
+    assert "2026-01-02T03:04:05+00:00" in older
 
 
 def test_list_json_is_valid_json_with_every_toolchain(tmp_path: Path) -> None:
     builds = tmp_path / "sf-home" / "builds"
-    builds.mkdir(parents=True)
-    (builds / ARTIFACT_NAME).write_bytes(b"tarball")
-    (builds / f"{ARTIFACT_NAME}.manifest.json").write_text('{"slurm": {"version": "24.11.5"}}')
+    path = stored_artifact(builds, "0123456789abcdef")
 
     result = _invoke("list", "--json")
 
@@ -538,9 +540,34 @@ def test_list_json_is_valid_json_with_every_toolchain(tmp_path: Path) -> None:
     assert [toolchain["name"] for toolchain in document["toolchains"]] == list(ALL_TOOLCHAINS)
     assert len(document["toolchains"]) == len(load_toolchains()) == 8
     assert "26.05.0" in {release["version"] for release in document["releases"]}
-    assert document["artifacts"] == [
-        {"path": str(builds / ARTIFACT_NAME), "manifest": {"slurm": {"version": "24.11.5"}}}
-    ]
+    [artifact] = document["artifacts"]
+    assert artifact["path"] == str(path)
+    assert artifact["slurm_version"] == "24.11.5"
+    assert artifact["build_id"] == "0123456789abcdef"
+    assert artifact["engine"] == "native"
+    assert (artifact["verified"], artifact["signed"], artifact["current"]) == (False, False, True)
+
+
+def test_clean_builds_keeps_the_newest_n_of_each_request(tmp_path: Path) -> None:
+    builds = tmp_path / "sf-home" / "builds"
+    old = stored_artifact(builds, "aaaa", built_at="2026-01-01T00:00:00+00:00")
+    new = stored_artifact(builds, "bbbb", built_at="2026-01-02T00:00:00+00:00")
+
+    result = _invoke("clean", "--builds", "--keep", "1")
+
+    assert result.exit_code == 0, result.output
+    assert not old.exists() and new.is_file()
+    assert str(old.parent) in result.stdout
+
+
+def test_clean_builds_with_keep_zero_is_a_usage_error(tmp_path: Path) -> None:
+    builds = tmp_path / "sf-home" / "builds"
+    only = stored_artifact(builds, "aaaa")
+
+    result = _invoke("clean", "--builds", "--keep", "0")
+
+    assert result.exit_code == EXIT_USAGE
+    assert only.is_file()
 
 
 def test_verify_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -679,6 +706,19 @@ def test_s3_endpoint_without_an_s3_mirror_is_a_usage_error() -> None:
     assert result.exit_code == EXIT_USAGE
     [error] = _error_lines(result)
     assert "--s3-endpoint-url" in error and "s3://" in error
+
+
+def test_a_reused_artifact_is_reported_as_reused(recorder: _BuildRecorder, tmp_path: Path) -> None:
+    recorder.result.artifact = tmp_path / ARTIFACT_NAME
+    recorder.result.stored = tmp_path / "by-id" / recorder.result.build_id / ARTIFACT_NAME
+    recorder.result.sha256, recorder.result.size, recorder.result.reused = "0" * 64, 1, True
+
+    text = _invoke("build-slurm", *NATIVE_TRIXIE)
+    as_json = _invoke("build-slurm", *NATIVE_TRIXIE, "--json")
+
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("reused ")
+    assert json.loads(as_json.stdout)["reused"] is True
 
 
 # --- start-up: --help and completion load nothing heavy -------------------------------------------------------------

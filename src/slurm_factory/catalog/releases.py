@@ -44,6 +44,11 @@ class SlurmRelease:
         return ARCHIVE_URL.format(tag=self.tag)
 
     @property
+    def source_date_epoch(self) -> int:
+        """The release date at midnight UTC: every timestamp a reproducible build writes."""
+        return int(dt.datetime.combine(self.date, dt.time(), tzinfo=dt.UTC).timestamp())
+
+    @property
     def archive_name(self) -> str:
         return f"slurm-{self.tag}.tar.gz"
 

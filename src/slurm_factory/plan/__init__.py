@@ -3,6 +3,7 @@ reading the package's templates."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -53,14 +54,39 @@ def image_spec(
     )
 
 
-def build_id(request: BuildRequest, dockerfile: str, files: dict[str, PlanFile]) -> str:
-    """A hash of every input that affects the artifact: same id, same artifact."""
+def build_id(request: BuildRequest, image: ImageSpec, files: dict[str, PlanFile]) -> str:
+    """A hash of every input that affects the artifact: same id, same artifact. The source by its sha256, the
+    rendered build files, the toolchain image (its Dockerfile and what its context adds) and the release date every
+    timestamp is set to. What only acts on an artifact once it exists (verify, signing, publishing) and `--no-cache`
+    are left out by `make_plan`, which computes the id from the request without them."""
     inputs = {
         "slurm": [request.slurm.tag, request.slurm.sha256],
+        "source_date_epoch": request.slurm.source_date_epoch,
         "engine": request.engine.value,
         "gpu": request.gpu,
+        "image": image.tag,
     }
-    return inputs_id(inputs, request.toolchain, request.base_image, dockerfile, files)
+    return inputs_id(inputs, request.toolchain, request.base_image, image.dockerfile, files)
+
+
+# Options that never change the tarball: verification, signing and publishing act on an artifact once it exists;
+# `--no-cache` changes how it is built, not what; a local source path is checked against the release's sha256.
+IDENTITY_NEUTRAL: dict[str, Any] = {
+    "verify": False,
+    "no_cache": False,
+    "publish": PublishMode.NONE,
+    "publish_url": None,
+    "signing_key": None,
+    "gpg_private_key": None,
+    "gpg_passphrase": None,
+    "slurm_source": None,
+    "s3_endpoint_url": None,
+}
+
+
+def identity_request(request: BuildRequest) -> BuildRequest:
+    """The request as far as it decides the artifact's bytes."""
+    return request.model_copy(update=IDENTITY_NEUTRAL)
 
 
 def inputs_id(
@@ -126,7 +152,8 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     script = native.render_build_script(request)
     script_path = layout.PLAN / native.BUILD_SCRIPT
     artifact_files = render_artifact_files(request)
-    identity = build_id(request, dockerfile, {native.BUILD_SCRIPT: script, **artifact_files})
+    image = image_spec(request.toolchain.name, request.engine.value, dockerfile, settings.project_name)
+    identity = build_id(request, image, {native.BUILD_SCRIPT: script, **artifact_files})
     container = ContainerSpec(
         command=_script_command(native.BUILD_SCRIPT),
         mounts=(
@@ -141,7 +168,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     return BuildPlan(
         request=request,
         build_id=identity,
-        image=image_spec(request.toolchain.name, request.engine.value, dockerfile, settings.project_name),
+        image=image,
         container=container,
         artifact_files=artifact_files,
         source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
@@ -185,8 +212,11 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
         plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
     artifact_files = render_artifact_files(request)
+    image = image_spec(
+        request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
+    )
     identity = build_id(
-        request, dockerfile, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
+        request, image, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
     )
     publishes = request.publish is not PublishMode.NONE
     container = ContainerSpec(
@@ -208,9 +238,6 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         files=plan_files,
         publish_command=_script_command(spack.PUBLISH_SCRIPT) if publishes else None,
     )
-    image = image_spec(
-        request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
-    )
     return BuildPlan(
         request=request,
         build_id=identity,
@@ -223,10 +250,20 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     )
 
 
-def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+def _engine_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     if request.engine is Engine.NATIVE:
         return _native_plan(request, settings)
     return _spack_plan(request, settings)
+
+
+def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
+    """The plan of `request`, identified by what decides its artifact (see `IDENTITY_NEUTRAL`)."""
+    plan = _engine_plan(request, settings)
+    neutral = identity_request(request)
+    if neutral == request:
+        return plan
+    identity = _engine_plan(neutral, settings).build_id
+    return dataclasses.replace(plan, build_id=identity, log_path=settings.logs_dir / f"{identity}.log")
 
 
 def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path]:

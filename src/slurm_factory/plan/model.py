@@ -11,6 +11,9 @@ from pathlib import Path, PurePosixPath
 from slurm_factory.plan.layout import PLAN as PLAN_DIR
 from slurm_factory.request import BuildRequest, CompilerRequest
 
+# 2020-01-01T00:00:00Z
+COMPILER_SOURCE_DATE_EPOCH = 1577836800
+
 
 @dataclass(frozen=True)
 class PlanFile:
@@ -83,6 +86,10 @@ class BuildPlan(_ContainerBuild):
     def artifact_root(self) -> str:
         return self.request.artifact_root
 
+    @property
+    def source_date_epoch(self) -> int:
+        return self.request.slurm.source_date_epoch
+
 
 @dataclass(frozen=True)
 class CompilerPlan(_ContainerBuild):
@@ -93,6 +100,11 @@ class CompilerPlan(_ContainerBuild):
     @property
     def artifact_root(self) -> str:
         return self.request.artifact_root
+
+    @property
+    def source_date_epoch(self) -> int:
+        """A GCC has no Slurm release date; a fixed epoch keeps its tarball reproducible all the same."""
+        return COMPILER_SOURCE_DATE_EPOCH
 
 
 def context_files(

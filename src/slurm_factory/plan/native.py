@@ -80,5 +80,6 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         meta_dir=layout.META_DIR,
         ccache_dir=layout.CCACHE,
         configure_options=configure_options(request),
+        source_date_epoch=request.slurm.source_date_epoch,
     )
     return PlanFile(script, mode=0o755)

@@ -378,6 +378,7 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         externals_file=EXTERNALS_FILE,
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
+        source_date_epoch=request.slurm.source_date_epoch,
     )
     return PlanFile(script, mode=0o755)
 

@@ -26,6 +26,7 @@ from slurm_factory.verify.containers import check_cluster, check_relocated
 from slurm_factory.verify.images import VerifyImages, verify_images
 from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
+from slurm_factory.verify.sbom_check import check_sbom
 
 __all__ = ["VerificationReport", "verify_artifact"]
 
@@ -220,6 +221,8 @@ def verify_artifact(
             report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.checks[-1].name}")
         else:
             _static_checks(artifact, report)
+            with check(report, "sbom") as result:
+                check_sbom(artifact, result)
             _docker_stages(artifact, settings, session, monitor, report)
     path = report_path(scanned.path)
     _write_report(report, path)

@@ -9,6 +9,10 @@ PREFIX=/opt/slurm-factory-build/slurm-24.11.5-bookworm
 BUILD_DIR=/build/src
 META_DIR=/build/meta
 JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
+# Reproducible builds: every timestamp a tool writes is the release date, and no object names the build directory
+# (debug info, __FILE__): the same request gives the same bytes on another day, host or user.
+export SOURCE_DATE_EPOCH=1746576000
+export TZ=UTC LC_ALL=C.UTF-8
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
@@ -27,6 +31,7 @@ export CCACHE_DIR=/var/cache/slurm-factory/ccache
 export CCACHE_BASEDIR="$BUILD_DIR"
 export CCACHE_COMPILERCHECK=content
 export CC="ccache gcc"
+export CFLAGS="-g -O2 -ffile-prefix-map=$BUILD_DIR=."
 ccache --zero-stats >/dev/null
 # \$$ survives make: the linker sees a literal $ORIGIN. -z lazy because Slurm's plugins resolve symbols from the
 # program that loads them, which immediate binding (-z now) breaks.

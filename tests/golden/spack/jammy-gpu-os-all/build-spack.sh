@@ -34,6 +34,8 @@ stage spack-setup
 rm -rf "$META_DIR" "$PREFIX"
 mkdir -p "$META_DIR"
 spack --version
+# Reproducible builds: tools that honour it write the release date instead of the time of the build.
+export SOURCE_DATE_EPOCH=1746576000
 
 stage externals
 # The packages taken from the toolchain OS (--os-packages), registered with the versions this image really has.
