@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.config import Settings
-from slurm_factory.exceptions import ConfigurationError, SourceChecksumError, quoted
+from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.plan import BuildPlan
 from slurm_factory.request import BuildRequest, Engine, PublishMode, file_url_path
-from slurm_factory.source import sha256_of
+from slurm_factory.source import check_release_checksum, sha256_of
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,7 @@ def source_check(plan: BuildPlan) -> Check:
     release = request.slurm
     local = _local_source(request.slurm_source) if request.slurm_source else None
     if local is not None:
-        actual = sha256_of(local)
-        if actual != release.sha256:
-            raise SourceChecksumError(
-                f"--slurm-source {quoted(str(local))}: sha256 {actual} does not match Slurm {release.version} "
-                f"({release.sha256}); refusing to build from it",
-                hint=f"use the unmodified SchedMD archive {release.url}",
-            )
+        check_release_checksum(release, sha256_of(local), str(local))
         return Check("source", f"{local} matches Slurm {release.version} (sha256 {release.sha256})")
     if plan.source_cache_path.is_file() and sha256_of(plan.source_cache_path) == release.sha256:
         return Check("source", f"cached {plan.source_cache_path} matches (sha256 {release.sha256})")

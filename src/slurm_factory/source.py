@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from slurm_factory.catalog import SlurmRelease
-from slurm_factory.exceptions import BuildError, SourceChecksumError
+from slurm_factory.exceptions import BuildError, SourceChecksumError, quoted
 
 _CHUNK = 1 << 20
 
@@ -28,6 +28,16 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(_CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def check_release_checksum(release: SlurmRelease, actual: str, origin: str) -> None:
+    """A tarball that is not the release's exact archive is refused before anything reads it further."""
+    if actual != release.sha256:
+        raise SourceChecksumError(
+            f"--slurm-source {quoted(origin)}: sha256 {actual} does not match Slurm {release.version} "
+            f"({release.sha256}); refusing to build from it",
+            hint=f"use the unmodified SchedMD archive {release.url}",
+        )
 
 
 def _download(url: str, destination: Path) -> None:
@@ -61,13 +71,7 @@ def ensure_source(release: SlurmRelease, cache_path: Path, origin: str | None) -
     temporary = Path(temporary_name)
     try:
         _fetch_into(source, temporary)
-        actual = sha256_of(temporary)
-        if actual != release.sha256:
-            raise SourceChecksumError(
-                f"--slurm-source {source}: sha256 {actual} does not match Slurm {release.version} "
-                f"({release.sha256}); refusing to build from it",
-                hint=f"use the unmodified SchedMD archive {release.url}",
-            )
+        check_release_checksum(release, sha256_of(temporary), source)
         temporary.chmod(0o644)
         os.replace(temporary, cache_path)
     finally:

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -82,12 +84,20 @@ def _interrupt_mid_compile(
             process.communicate()
 
 
-def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_builds(
-    docker_client: docker.DockerClient, tmp_path: Path
-) -> None:
-    """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
-    build publishing to a file:// mirror; then the same request in the same home builds to the end."""
-    source = slurm_source_tarball()
+@dataclass(frozen=True)
+class FaultRun:
+    """A signed native build publishing to a file:// mirror, in its own home, project and temporary directory."""
+
+    home: Path
+    mirror: Path
+    tmp: Path
+    project: str
+    environment: dict[str, str]
+    command: list[str]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[FaultRun]:
     home, mirror = tmp_path / "home", tmp_path / "mirror"
     # gpg-agent's socket lives in the temporary GnuPG home: its path must stay under the 108-byte socket limit.
     tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
@@ -96,7 +106,19 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
                      "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
     project = f"sf-fault-{uuid.uuid4().hex[:8]}"
     environment = cli_environment(home, project, {"TMPDIR": str(tmp)})
-    command = _build_command(source, key_arguments, mirror)
+    yield FaultRun(
+        home, mirror, tmp, project, environment, _build_command(slurm_source_tarball(), key_arguments, mirror)
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_builds(
+    docker_client: docker.DockerClient, run: FaultRun
+) -> None:
+    """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
+    build publishing to a file:// mirror; then the same request in the same home builds to the end."""
+    home, mirror, tmp, project = run.home, run.mirror, run.tmp, run.project
+    environment, command = run.environment, run.command
     try:
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             code, stderr = _interrupt_mid_compile(command, environment, home, signal_number)
@@ -132,7 +154,6 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
         assert _leftovers(docker_client, project, home, tmp)["containers"] == []
     finally:
         remove_project(docker_client, project)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _testenv_dockerd_pid() -> int | None:
@@ -146,20 +167,13 @@ def _testenv_dockerd_pid() -> int | None:
 
 
 def test_a_docker_engine_killed_mid_compile_fails_in_one_line_and_the_next_build_removes_its_container(
-    docker_client: docker.DockerClient, tmp_path: Path
+    docker_client: docker.DockerClient, run: FaultRun
 ) -> None:
     pid = _testenv_dockerd_pid()
     if pid is None:
         pytest.skip("the Docker engine was not started by scripts/testenv; a test kills only an engine it started")
-    source = slurm_source_tarball()
-    home, mirror = tmp_path / "home", tmp_path / "mirror"
-    tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
-    key = make_throwaway_key(tmp_path)
-    key_arguments = ["--signing-key", key.fingerprint, "--gpg-private-key", f"@{key.key_file}",
-                     "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
-    project = f"sf-fault-{uuid.uuid4().hex[:8]}"
-    environment = cli_environment(home, project, {"TMPDIR": str(tmp)})
-    command = _build_command(source, key_arguments, mirror)
+    home, tmp, project = run.home, run.tmp, run.project
+    environment, command = run.environment, run.command
     try:
         started = time.time()
         process = subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -183,4 +197,3 @@ def test_a_docker_engine_killed_mid_compile_fails_in_one_line_and_the_next_build
         assert _leftovers(docker_client, project, home, tmp)["containers"] == []
     finally:
         remove_project(docker.from_env(), project)
-        shutil.rmtree(tmp, ignore_errors=True)
