@@ -23,7 +23,7 @@ from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, ScannedTarball, open_artifact, scan_tarball
 from slurm_factory.verify.containers import check_cluster, check_relocated
-from slurm_factory.verify.images import VerifyImages, verify_images
+from slurm_factory.verify.images import VerifyImages, checked_base_image, verify_images
 from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
 
@@ -155,13 +155,18 @@ def _docker_stages(
     except DockerError as error:
         report.mark_not_run(DOCKER_STAGES, str(error))
         return
-    images = verify_images(artifact, settings.project_name)
     monitor.stage("verify: images")
+    images: VerifyImages | None = None
     with check(report, "images") as result:
+        base_image = checked_base_image(artifact, session.image_exists)
+        images = verify_images(artifact, settings.project_name, base_image)
         _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
         _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
-        result.ok(f"{images.runtime.reference}, {images.cluster.reference}")
-    if report.checks[-1].passed:  # the images exist: the container checks can run
+        replaced = (
+            "" if base_image == artifact.base_image else f" (from {base_image}: {artifact.base_image} is unknown)"
+        )
+        result.ok(f"{images.runtime.reference}, {images.cluster.reference}{replaced}")
+    if images is not None and report.checks[-1].passed:  # the images exist: the container checks can run
         monitor.stage("verify: relocated")
         _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
         monitor.stage("verify: cluster")
