@@ -24,6 +24,16 @@ MEMBER_SIZE_CAP = 512 * MiB
 TOTAL_SIZE_CAP = 8 * 1024 * MiB
 MEMBER_COUNT_CAP = 200_000
 MANIFEST_SIZE_CAP = 4 * MiB
+# tarfile reads a pax or GNU long-name header whole into memory before it yields the member it describes: its
+# declared size is checked first (real ones are a few hundred bytes).
+HEADER_SIZE_CAP = 1 * MiB
+_EXTENSION_HEADERS = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+    tarfile.XHDTYPE: "pax",
+    tarfile.XGLTYPE: "pax global",
+    tarfile.SOLARIS_XHDTYPE: "Solaris pax",
+}
 # Paths (relative to the root) allowed to carry setuid/setgid bits. Slurm's tree has none: neither the native nor
 # the Spack engine installs a setuid program.
 SETUID_ALLOWED: frozenset[str] = frozenset()
@@ -57,7 +67,20 @@ class NotATarball(Exception):
 
 
 class _Stop(Exception):
-    """A cap was hit: stop reading the stream."""
+    """A cap was hit or a header is unsafe to parse: stop reading the stream (the message is the finding)."""
+
+
+class CappedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses, before tarfile reads them, extension headers over the cap and GNU sparse headers
+    (whose chained extension blocks tarfile would also read without limit)."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        kind = _EXTENSION_HEADERS.get(self.type)
+        if kind is not None and self.size > HEADER_SIZE_CAP:
+            raise _Stop(f"a {kind} header declares {self.size} bytes, over the cap of {HEADER_SIZE_CAP} bytes")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _Stop(f"{shown(self.name)}: sparse file")
+        return super()._proc_member(archive)  # type: ignore[misc, no-any-return]
 
 
 class _Escape(Exception):
@@ -142,9 +165,11 @@ class _Scanner:
         return extracted.read() if extracted else b""
 
     def _stop(self, finding: str) -> None:
+        raise _Stop(finding)
+
+    def stopped(self, finding: str) -> None:
         self.scan.findings.append(f"{finding}; the rest of the tarball was not read")
         self.scan.stopped = True
-        raise _Stop
 
     def finish(self) -> MemberScan:
         root = self.scan.root
@@ -194,12 +219,12 @@ def scan_members(path: Path) -> MemberScan:
     scanner = _Scanner()
     opened = False
     try:
-        with tarfile.open(path, mode="r|gz") as archive:
+        with tarfile.open(path, mode="r|gz", tarinfo=CappedTarInfo) as archive:
             opened = True
             for member in archive:
                 scanner.add(member, archive)
-    except _Stop:
-        pass
+    except _Stop as stop:
+        scanner.stopped(str(stop))
     except (tarfile.TarError, OSError, EOFError) as error:
         if not opened:
             raise NotATarball(str(error)) from None
