@@ -68,7 +68,7 @@ def tar_bytes(members: list[Member]) -> bytes:
     return buffer.getvalue()
 
 
-def _record(member: Member) -> bytes:
+def record(member: Member) -> bytes:
     """A member's header and data as they sit in a tar stream (no end-of-archive blocks)."""
     padding = -len(member.data) % tarfile.BLOCKSIZE
     return member.info().tobuf(format=tarfile.GNU_FORMAT) + member.data + bytes(padding)
@@ -95,7 +95,7 @@ def write_gzip_bomb(directory: Path, kind: bytes = tarfile.REGTYPE, gib: int = 1
     bomb.type = kind
     bomb.size = gib * 1024**3
     records = (Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755), manifest_member())
-    prefix = b"".join(_record(member) for member in records) + bomb.tobuf(format=tarfile.GNU_FORMAT)
+    prefix = b"".join(record(member) for member in records) + bomb.tobuf(format=tarfile.GNU_FORMAT)
     mib, end = bytes(1024**2), bytes(2 * tarfile.BLOCKSIZE)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     start = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)

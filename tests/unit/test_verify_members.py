@@ -3,6 +3,7 @@ stop the scan before the data is read, and a clean artifact has no finding."""
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 import time
 import tracemalloc
@@ -13,7 +14,16 @@ import pytest
 
 from slurm_factory.verify import members
 from slurm_factory.verify.members import MemberScan, scan_members
-from tests.unit.tarballs import ROOT, Member, plugin_members, write_artifact, write_gzip_bomb
+from tests.unit.tarballs import (
+    ROOT,
+    Member,
+    manifest_member,
+    plugin_members,
+    record,
+    tar_bytes,
+    write_artifact,
+    write_gzip_bomb,
+)
 
 
 def _in_root(name: str, data: bytes = b"x", **fields: Any) -> Member:
@@ -129,6 +139,20 @@ def test_too_many_members_stop_the_scan(tmp_path: Path, monkeypatch: pytest.Monk
     assert scan.stopped
     assert scan.members == 11
     assert scan.findings[-1].startswith("more than 10 members")
+
+
+def test_members_hidden_behind_a_second_gzip_member_are_scanned(tmp_path: Path) -> None:
+    """GNU tar (in the check containers) reads on through concatenated gzip members; so must the scan."""
+    visible = gzip.compress(record(Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755)) + record(manifest_member()))
+    hidden = gzip.compress(tar_bytes([_link("lib/out", "../../etc")]))
+    path = tmp_path / "slurm-24.11-trixie-software.tar.gz"
+    path.write_bytes(visible + hidden)
+    with tarfile.open(path, "r|gz") as archive:
+        assert [member.name for member in archive] == [ROOT, f"{ROOT}/manifest.json"], "tarfile alone misses it"
+
+    scan = scan_members(path)
+
+    assert scan.findings == [f"{ROOT}/lib/out: symlink to ../../etc leaves the root"]
 
 
 def test_a_truncated_tarball_is_a_finding(tmp_path: Path) -> None:

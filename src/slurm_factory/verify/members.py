@@ -10,8 +10,11 @@ decompressed, so a small gzip bomb costs nothing. Every finding names the member
 
 from __future__ import annotations
 
+import gzip
 import stat
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,12 +217,21 @@ def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], st
     return tuple(current)
 
 
+@contextmanager
+def open_members(path: Path) -> Iterator[tarfile.TarFile]:
+    """The tarball as a stream of members, read as GNU tar in the check containers reads it: through every
+    concatenated gzip member (tarfile's own "r|gz" stops after the first, so members hidden behind it would be
+    unpacked unscanned), with extension headers capped (`CappedTarInfo`)."""
+    with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as archive:
+        yield archive
+
+
 def scan_members(path: Path) -> MemberScan:
     """One streamed pass over the headers of `path`; raises `NotATarball` when its first header is unreadable."""
     scanner = _Scanner()
     opened = False
     try:
-        with tarfile.open(path, mode="r|gz", tarinfo=CappedTarInfo) as archive:
+        with open_members(path) as archive:
             opened = True
             for member in archive:
                 scanner.add(member, archive)
