@@ -141,12 +141,12 @@ class _Scanner:
         scan = self.scan
         scan.members += 1
         if scan.members > MEMBER_COUNT_CAP:
-            self._stop(f"more than {MEMBER_COUNT_CAP} members")
+            raise _Stop(f"more than {MEMBER_COUNT_CAP} members")
         if member.size > MEMBER_SIZE_CAP:
-            self._stop(f"{shown(member.name)}: declares {member.size} bytes, over the cap of {MEMBER_SIZE_CAP} bytes")
+            raise _Stop(f"{shown(member.name)}: declares {member.size} bytes, over the cap of {MEMBER_SIZE_CAP} bytes")
         scan.total_bytes += member.size
         if scan.total_bytes > TOTAL_SIZE_CAP:
-            self._stop(f"{shown(member.name)}: the members exceed the total cap of {TOTAL_SIZE_CAP} bytes")
+            raise _Stop(f"{shown(member.name)}: the members exceed the total cap of {TOTAL_SIZE_CAP} bytes")
         parts = _parts(member.name)
         scan.findings.extend(f"{shown(member.name)}: {problem}" for problem in _member_problems(member, parts))
         if not parts:
@@ -166,9 +166,6 @@ class _Scanner:
             return b""
         extracted = archive.extractfile(member)
         return extracted.read() if extracted else b""
-
-    def _stop(self, finding: str) -> None:
-        raise _Stop(finding)
 
     def stopped(self, finding: str) -> None:
         self.scan.findings.append(f"{finding}; the rest of the tarball was not read")
