@@ -8,6 +8,7 @@ the artifact (`<name>.verify.json`) and the sidecar manifest records the outcome
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,11 +188,13 @@ def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> Ve
     )
 
 
-def _write_report(report: VerificationReport, path: Path) -> None:
+def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarball, manifest: dict[str, Any]) -> None:
+    """The report beside the artifact, and the outcome in its sidecar manifest."""
     try:
         report.write(path)
+        _mark_manifest(scanned, report, path, manifest)
     except OSError as error:
-        raise ConfigurationError(f"cannot write the verification report {path}: {error.strerror}") from None
+        raise ConfigurationError(f"cannot write the verification report beside {path.name}: {error}") from None
 
 
 def verify_artifact(
@@ -209,6 +212,11 @@ def verify_artifact(
     if public_key is not None and not public_key.is_file():
         raise ConfigurationError(f"--public-key {public_key}: no such file")
     scanned = scan_tarball(tarball)
+    if not os.access(scanned.path.parent, os.W_OK):
+        raise ConfigurationError(
+            f"{scanned.path.parent} is not writable: verify writes its report beside the artifact",
+            hint="copy the artifact into a writable directory",
+        )
     report = VerificationReport(scanned.path.name, scanned.sha256)
     try:
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -222,13 +230,12 @@ def verify_artifact(
             _signature_check(scanned.path, public_key, report)
         artifact = _trusted_shape(scanned, report)
         if artifact is None:
-            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.checks[-1].name}")
+            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.failures[-1].name}")
         else:
             _static_checks(artifact, report)
             _docker_stages(artifact, settings, session, monitor, report)
     path = report_path(scanned.path)
-    _write_report(report, path)
-    _mark_manifest(scanned, report, path, artifact.manifest if artifact else {})
+    _write_report(report, path, scanned, artifact.manifest if artifact else {})
     if not report.passed:
         raise _outcome_error(report, path, log_path)
     return report
