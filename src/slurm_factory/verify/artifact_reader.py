@@ -19,7 +19,7 @@ from slurm_factory.catalog.toolchains import load_toolchains
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.source import sha256_of
 from slurm_factory.verify.manifest import ManifestError, parse_manifest
-from slurm_factory.verify.members import MemberScan, NotATarball, scan_members, shown
+from slurm_factory.verify.members import MemberScan, NotATarball, open_members, scan_members, shown
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class ArtifactUnderTest:
     def members(self) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
         """Stream the tarball's members (with their data for regular files). Only call this once the member scan
         found the tarball safe: every member is then within the size caps."""
-        with tarfile.open(self.path, mode="r|gz") as archive:
+        with open_members(self.path) as archive:
             for member in archive:
                 data = archive.extractfile(member) if member.isfile() else None
                 yield member, data
