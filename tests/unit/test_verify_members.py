@@ -47,6 +47,17 @@ HOSTILE: list[tuple[str, list[Member], str]] = [
         f"{ROOT}/lib/x: symlink to ../here/../../etc leaves the root",
     ),
     ("symlink-loop", [_link("a", "b"), _link("b", "a/c")], f"{ROOT}/a: symlink to b loops"),
+    (
+        "member-below-a-symlinked-directory",
+        [_link("d", "."), _link("d/x", "..")],
+        f"{ROOT}/d/x: its path goes through the symlink {ROOT}/d",
+    ),
+    (
+        "deep-member-below-a-symlinked-directory",
+        [_link("a", "."), _link("a/a/a/esc", "../../..")],
+        f"{ROOT}/a/a/a/esc: its path goes through the symlink {ROOT}/a",
+    ),
+    ("file-below-a-symlink", [_link("lib", "/tmp"), _in_root("lib/evil.so", b"x")], f"{ROOT}/lib/evil.so: its path"),
     ("hard-link-out", [_link("bin/pw", "/etc/shadow", tarfile.LNKTYPE)], f"{ROOT}/bin/pw: hard link to /etc/shadow"),
     ("hard-link-in", [_in_root("a"), _link("b", f"{ROOT}/a", tarfile.LNKTYPE)], f"{ROOT}/b: hard link to {ROOT}/a"),
     ("block-device", [_in_root("dev/sda", b"", kind=tarfile.BLKTYPE)], f"{ROOT}/dev/sda: device file"),

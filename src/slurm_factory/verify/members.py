@@ -135,6 +135,7 @@ class _Scanner:
         self.scan = MemberScan()
         self.tops: dict[str, list[str]] = {}
         self.symlinks: dict[tuple[str, ...], str] = {}
+        self.paths: list[tuple[str, ...]] = []
         self.non_directory_roots: list[str] = []
 
     def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
@@ -152,6 +153,7 @@ class _Scanner:
         if not parts:
             return
         self.tops.setdefault(parts[0], []).append(member.name)
+        self.paths.append(tuple(parts))
         if len(parts) == 1 and not member.isdir():
             self.non_directory_roots.append(member.name)
         if member.issym():
@@ -166,6 +168,9 @@ class _Scanner:
             return b""
         extracted = archive.extractfile(member)
         return extracted.read() if extracted else b""
+
+    def _through_symlinks(self) -> Iterator[str]:
+        return _through_symlinks_of(self.paths, self.symlinks)
 
     def stopped(self, finding: str) -> None:
         self.scan.findings.append(f"{finding}; the rest of the tarball was not read")
@@ -183,6 +188,7 @@ class _Scanner:
             for name in self.non_directory_roots
             if _parts(name) == [root]
         )
+        self.scan.findings.extend(self._through_symlinks())
         for link, target in self.symlinks.items():
             if link[0] != root:
                 continue
@@ -191,6 +197,15 @@ class _Scanner:
             except _Escape as escape:
                 self.scan.findings.append(f"{shown('/'.join(link))}: symlink to {shown(target)} {escape}")
         return self.scan
+
+
+def _through_symlinks_of(paths: list[tuple[str, ...]], links: dict[tuple[str, ...], str]) -> Iterator[str]:
+    """Members below a symlink (`root/d -> .` then `root/d/x -> ..`): GNU tar follows the link while unpacking, so
+    where they land is not what their names say. No artifact has them; each is a finding."""
+    for path in paths:
+        through = next((path[:cut] for cut in range(1, len(path)) if path[:cut] in links), None)
+        if through is not None:
+            yield f"{shown('/'.join(path))}: its path goes through the symlink {shown('/'.join(through))}"
 
 
 def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], str], hops: list[int]) -> tuple[str, ...]:
