@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import tempfile
 import time
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
-from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError
+from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.preflight import Check, Preflight, local_checks, source_check, summary
@@ -150,7 +151,7 @@ def build(
     display: Display | None = None,
 ) -> BuildResult:
     """Build one Slurm release for one toolchain; return the artifact (or, with `dry_run`, only the plan)."""
-    settings = settings or Settings()
+    settings = _checked_run_arguments(settings, dry_run, plan_dir)
     request = make_request(
         slurm_version=slurm_version,
         toolchain=toolchain,
@@ -205,6 +206,19 @@ def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
         keyring = user_keyring_home() or "~/.gnupg"
         checks.append(Check("signing key", f"0x{request.signing_key} is looked up in {keyring} when the build starts"))
     return Preflight(checks, summary(plan))
+
+
+def _checked_run_arguments(settings: object, dry_run: object, plan_dir: object) -> Settings:
+    """The Python API's own arguments (the request's are checked by `make_request`): a `Settings`, a bool, a path."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigurationError(f"settings must be a slurm_factory.config.Settings, not {type(settings).__name__}")
+    if not isinstance(dry_run, bool):
+        raise ConfigurationError(f"dry_run={quoted(dry_run)}: expected True or False, not {type(dry_run).__name__}")
+    if plan_dir is not None and not isinstance(plan_dir, str | os.PathLike):
+        raise ConfigurationError(f"plan_dir={quoted(plan_dir)}: expected a path, not {type(plan_dir).__name__}")
+    if isinstance(plan_dir, str) and not plan_dir.strip():
+        raise ConfigurationError("--plan-dir is empty: name the directory to write the build context into")
+    return settings or Settings()
 
 
 def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
@@ -499,7 +513,7 @@ def build_compiler(
 ) -> CompilerResult:
     """Build a GCC with Spack in the toolchain's container, push it to the binary mirror (the local one by default)
     and write `builds/gcc-<version>-<toolchain>-compiler.tar.gz` with a modulefile."""
-    settings = settings or Settings()
+    settings = _checked_run_arguments(settings, dry_run, plan_dir)
     request = make_compiler_request(
         compiler_version=compiler_version,
         toolchain=toolchain,

@@ -52,6 +52,8 @@ stderr = Console(stderr=True, soft_wrap=True)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 EXIT_INTERRUPTED = 130
+# Libraries that log at DEBUG while they are imported (the SBOM library registers hundreds of classes).
+_CHATTY_LIBRARIES = ("cyclonedx", "py_serializable", "serializable")
 
 
 @dataclass
@@ -156,6 +158,8 @@ def _global_options(
     state.project_name = project_name
     state.settings = None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    for name in _CHATTY_LIBRARIES:  # -v is for our debug lines, not every class a serializer registers
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _warn_command_line_secrets(gpg_private_key: str | None, gpg_passphrase: str | None) -> None:
@@ -202,6 +206,13 @@ def _complete_slurm_version(incomplete: str) -> list[tuple[str, str]]:
     choices = [(name, f"newest: {versions[-1]}") for name, versions in reversed(series.items())]
     choices += [(version, f"release of {name}") for name, versions in series.items() for version in versions]
     return [(value, text) for value, text in choices if value.startswith(incomplete)]
+
+
+def _complete_gcc_version(incomplete: str) -> list[str]:
+    """Shell completion: the GCC releases `build-compiler` knows."""
+    from slurm_factory.catalog.compilers import load_gcc_catalog
+
+    return [version for version in load_gcc_catalog().versions if version.startswith(incomplete)]
 
 
 SlurmVersionOption = Annotated[
@@ -307,7 +318,12 @@ def build_slurm_command(
         bool, typer.Option("--use-local-buildcache", help="Also use ~/.slurm-factory/spack-buildcache as a mirror.")
     ] = False,
     compiler_version: Annotated[
-        str | None, typer.Option("--compiler-version", help="Build with a GCC from `build-compiler` (e.g. 10.5.0).")
+        str | None,
+        typer.Option(
+            "--compiler-version",
+            help="Build with a GCC from `build-compiler` (e.g. 10.5.0).",
+            autocompletion=_complete_gcc_version,
+        ),
     ] = None,
     engine: Annotated[
         Engine, typer.Option("--engine", help="spack (whole stack) or native (OS libraries).", case_sensitive=False)
@@ -498,7 +514,12 @@ def _print_context_files(files: dict[str, PlanFile]) -> None:
 @app.command("build-compiler")
 @_one_line_errors
 def build_compiler_command(
-    compiler_version: Annotated[str, typer.Option("--compiler-version", help="GCC release to build, e.g. 13.4.0.")],
+    compiler_version: Annotated[
+        str,
+        typer.Option(
+            "--compiler-version", help="GCC release to build, e.g. 13.4.0.", autocompletion=_complete_gcc_version
+        ),
+    ],
     toolchain: ToolchainOption = DEFAULT_TOOLCHAIN,
     no_cache: NoCacheOption = False,
     publish: PublishOption = PublishMode.NONE,
@@ -581,6 +602,10 @@ def clean_command(
     from slurm_factory import store
     from slurm_factory.docker_layer import DockerSession
 
+    if full and builds:
+        raise ConfigurationError("--full and --builds clean different things; run them one at a time")
+    if keep != 1 and not builds:
+        raise ConfigurationError("--keep needs --builds: it says how many artifacts of each request stay")
     settings = _settings()
     if builds:
         removed_dirs = store.prune(settings.builds_dir, keep)

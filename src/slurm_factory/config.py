@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slurm_factory.exceptions import ConfigurationError, quoted
 
 DEFAULT_PROJECT_NAME = "slurm-factory"
+# More parallel jobs than any build host has cores is a typo, not a setting (make would fork that many).
+MAX_JOBS = 4096
 PROJECT_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
@@ -36,19 +38,19 @@ def _default_jobs() -> int:
         jobs = int(configured)
     except ValueError:
         raise ConfigurationError(f"SPACK_JOBS must be a positive integer, not {configured!r}") from None
-    if jobs < 1:
-        raise ConfigurationError(f"SPACK_JOBS must be a positive integer, not {configured!r}")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigurationError(f"SPACK_JOBS must be a positive integer up to {MAX_JOBS}, not {quoted(configured)}")
     return jobs
 
 
 class Settings(BaseModel):
     """Where caches live, how many build jobs run, and the Docker namespace (project) every resource carries."""
 
-    model_config = ConfigDict(frozen=True, validate_default=True)
+    model_config = ConfigDict(frozen=True, validate_default=True, extra="forbid")
 
     project_name: str = Field(default_factory=_default_project_name)
     home: Path = Field(default_factory=_default_home)
-    jobs: int = Field(default_factory=_default_jobs, ge=1)
+    jobs: int = Field(default_factory=_default_jobs, ge=1, le=MAX_JOBS)
 
     def __init__(self, **values: Any) -> None:
         """Invalid settings raise `ConfigurationError` naming where the value came from, as everything else does."""

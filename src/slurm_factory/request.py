@@ -158,7 +158,8 @@ def _check_source(value: str) -> str:
     else:
         path = Path(value).expanduser()
     if not _is_file(path, value, "--slurm-source"):
-        raise ConfigurationError(f"--slurm-source {quoted(value)}: no such file")
+        reason = "no such file" if not path.exists() else "not a regular file"
+        raise ConfigurationError(f"--slurm-source {quoted(value)}: {reason}")
     if not os.access(path, os.R_OK):
         raise ConfigurationError(f"--slurm-source {quoted(value)}: file is not readable")
     return str(path.resolve())
@@ -383,9 +384,14 @@ _PATH_ARGUMENTS = frozenset(
 _FLAG_ARGUMENTS = frozenset({"gpu", "verify", "no_cache", "enable_hierarchy", "use_local_buildcache"})
 
 
+_REQUIRED_ARGUMENTS = frozenset({"slurm_version", "toolchain"})
+
+
 def _checked_argument(name: str, value: Any) -> Any:
     """A path may be a `Path`; a flag must be a bool; everything else a string (`slurm_version=24.11`, a float,
     cannot tell 24.1 from 24.10 and is refused rather than guessed)."""
+    if value is None and name in _REQUIRED_ARGUMENTS:
+        raise ConfigurationError(f"{name}=None: a {name.replace('_', ' ')} is required")
     if value is None:
         return None
     if name in _PATH_ARGUMENTS and isinstance(value, os.PathLike):
@@ -556,6 +562,8 @@ def make_compiler_request(
     s3_endpoint_url: str | None = None,
 ) -> CompilerRequest:
     """Validate `build-compiler` options; the same rules (and messages) as `build-slurm` where they overlap."""
+    if compiler_version is None:
+        raise ConfigurationError("compiler_version=None: build-compiler needs the GCC release to build")
     version = check_gcc_version(compiler_version)
     chosen_toolchain = get_toolchain(toolchain)
     publish_mode = _choice(PublishMode, publish, "--publish")

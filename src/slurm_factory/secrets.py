@@ -21,9 +21,17 @@ PASSPHRASE_ENV = "SLURM_FACTORY_GPG_PASSPHRASE"
 _ARMOR_HEADER = b"-----BEGIN PGP PRIVATE KEY BLOCK-----"
 
 
+_SECRET_FILE_CAP = 1 << 20
+
+
 def _read_secret_file(path_text: str, option: str) -> bytes:
     path = Path(path_text).expanduser()
     try:
+        if not path.is_file():  # a FIFO with no writer would block forever; a directory is no key either
+            reason = "no such file" if not path.exists() else "not a regular file"
+            raise ConfigurationError(f"{option}: cannot read {path}: {reason}")
+        if path.stat().st_size > _SECRET_FILE_CAP:
+            raise ConfigurationError(f"{option}: {path} is over {_SECRET_FILE_CAP} bytes: not a key or passphrase")
         return path.read_bytes()
     except OSError as error:
         raise ConfigurationError(f"{option}: cannot read {path}: {error.strerror}") from None

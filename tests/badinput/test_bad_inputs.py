@@ -40,6 +40,7 @@ class Case:
     first_line: str
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
 
 
 def _load_cases() -> list[Case]:
@@ -136,6 +137,8 @@ def _prepare(case: Case, scratch: Path) -> None:
         target = scratch / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
+    for relative, target_name in case.symlinks.items():
+        (scratch / relative).symlink_to(target_name)
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/testenv up installs it)")

@@ -12,7 +12,7 @@ from pydantic import SecretBytes, SecretStr
 from slurm_factory.catalog import resolve_release
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
-from slurm_factory.request import BuildcacheMode, BuildRequest, Engine, PublishMode, make_request
+from slurm_factory.request import BuildcacheMode, BuildRequest, Engine, PublishMode, make_request, without_credentials
 
 ARMORED_KEY = (
     "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
@@ -719,3 +719,29 @@ def test_air_gapped_spack_inputs_need_the_spack_engine(tmp_path: Path, option: s
     with pytest.raises(ConfigurationError) as raised:
         make_request(engine="native", toolchain="trixie", **{option: str(tmp_path / "source")})
     assert "needs the Spack engine" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "printed"),
+    [
+        ("https://user:secretpw@127.0.0.1:1/x.tar.gz", "https://***@127.0.0.1:1/x.tar.gz"),
+        ("https://token@host/x.tar.gz?a=1", "https://***@host/x.tar.gz?a=1"),
+        ("https://host/slurm-24.11.5.tar.gz", "https://host/slurm-24.11.5.tar.gz"),
+        ("/srv/src/user@site/slurm.tar.gz", "/srv/src/user@site/slurm.tar.gz"),
+    ],
+)
+def test_credentials_in_a_url_are_never_printed(url: str, printed: str) -> None:
+    assert without_credentials(url) == printed
+
+
+def test_a_dry_run_prints_no_password_of_a_source_url(capsys: pytest.CaptureFixture[str]) -> None:
+    from slurm_factory import cli
+
+    url = "https://user:secretpw@127.0.0.1:1/slurm-24.11.5.tar.gz"
+    with pytest.raises(SystemExit) as exited:
+        cli.app(["build-slurm", "--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5",
+                 "--slurm-source", url, "--dry-run"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert exited.value.code == 0
+    assert "https://***@127.0.0.1:1/slurm-24.11.5.tar.gz" in captured.out
+    assert "secretpw" not in captured.out + captured.err

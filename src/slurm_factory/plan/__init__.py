@@ -266,11 +266,31 @@ def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     return dataclasses.replace(plan, build_id=identity, log_path=settings.logs_dir / f"{identity}.log")
 
 
+def _require_plan_directory(directory: Path, ours: set[Path]) -> None:
+    """`directory` is missing, empty, or holds only a build context written before (the same file names)."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigurationError(f"--plan-dir {directory}: it is a file, not a directory")
+    if not directory.is_dir():
+        return
+    others = sorted(
+        str(path.relative_to(directory)) for path in directory.rglob("*") if not path.is_dir() and path not in ours
+    )
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise ConfigurationError(
+            f"--plan-dir {directory}: the directory holds files that are not a build context ({shown})",
+            hint="give a new or empty directory",
+        )
+
+
 def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path]:
-    """Write the rendered build context into `directory` (for inspection, or to build by hand)."""
+    """Write the rendered build context into `directory` (for inspection, or to build by hand). A directory that
+    holds anything else is refused: the context is written beside nothing of the user's, and over nothing."""
+    files = plan.context_files()
+    _require_plan_directory(directory, {directory / relative for relative in files})
     written = []
     try:
-        for relative, plan_file in sorted(plan.context_files().items()):
+        for relative, plan_file in sorted(files.items()):
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(plan_file.content, encoding="utf-8")
