@@ -17,6 +17,7 @@ from typing import Any
 
 from slurm_factory import store
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
+from slurm_factory.build_lock import request_lock
 from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
@@ -38,8 +39,8 @@ from slurm_factory.request import (
 )
 from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
-from slurm_factory.signing import SigningKey, verify_signature
-from slurm_factory.source import ensure_source
+from slurm_factory.signing import SigningKey, user_keyring_home, verify_signature
+from slurm_factory.source import ensure_source, needs_download
 from slurm_factory.verify import report_path, verify_artifact
 
 
@@ -188,7 +189,9 @@ def build(
         result.preflight = _preflight(plan, checks)
         return result
     settings.ensure_dirs()
-    return _execute(plan, settings, display or SilentDisplay(), result)
+    display = display or SilentDisplay()
+    with request_lock(settings.logs_dir, plan.build_id, display.stage):
+        return _execute(plan, settings, display, result)
 
 
 def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
@@ -198,6 +201,9 @@ def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
     checks = [*checks, source_check(plan)]
     if is_s3_url(request.publish_url) or is_s3_url(request.buildcache_url):
         checks.append(Check("s3", f"boto3 {require_boto3()} is installed"))
+    if request.signs and request.gpg_private_key is None:
+        keyring = user_keyring_home() or "~/.gnupg"
+        checks.append(Check("signing key", f"0x{request.signing_key} is looked up in {keyring} when the build starts"))
     return Preflight(checks, summary(plan))
 
 
@@ -284,9 +290,12 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         # Buckets and keys are checked first: cheap, and nothing long may start with a publish that will fail.
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        # A local source is checked before Docker is asked; a download waits until the engine has answered.
+        downloads = needs_download(request.slurm, plan.source_cache_path, request.slurm_source)
+        session = _docker_session(settings, monitor) if downloads else None
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
-        session = DockerSession(settings.project_name)
+        session = session or _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
@@ -310,6 +319,14 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
             store.write_build_record(stored, plan, result.durations, built_at)
             _link(result, settings)
     return result
+
+
+def _docker_session(settings: Settings, monitor: BuildMonitor) -> DockerSession:
+    """The engine, with what a killed run of this project left behind removed first."""
+    session = DockerSession(settings.project_name)
+    for name in session.remove_orphaned_containers():
+        monitor.note(f"removed container {name}, left by a slurm-factory process that is gone")
+    return session
 
 
 def _s3_access(
@@ -504,13 +521,18 @@ def build_compiler(
         plan_dir = Path(plan_dir)
         write_plan_dir(plan, plan_dir)
         result.plan_dir = plan_dir
+    local_checks(request, settings)
+    if request.signing_key is not None and request.gpg_private_key is None:
+        user_keyring_home()
     if dry_run:
         return result
     settings.ensure_dirs()
     started = time.monotonic()
     result.log_path = plan.log_path
+    display = display or SilentDisplay()
     with ExitStack() as stack:
-        monitor = stack.enter_context(BuildMonitor(plan.log_path, display or SilentDisplay()))
+        stack.enter_context(request_lock(settings.logs_dir, plan.build_id, display.stage))
+        monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}")
         elsewhere = compiler_publishes_elsewhere(request)
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
@@ -518,7 +540,7 @@ def build_compiler(
         if request.signing_key is not None:  # checked (probe signature) before any container starts
             key = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
             signer = stack.enter_context(key)
-        session = DockerSession(settings.project_name)
+        session = _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:

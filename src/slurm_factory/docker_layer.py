@@ -262,15 +262,7 @@ class DockerSession:
         and anything without the project label are never touched."""
         report = CleanReport()
         try:
-            for container in self.client.containers.list(all=True, filters=self._project_filter()):
-                owner = container.labels.get(OWNER_LABEL, "")
-                if container.status not in STOPPED_STATES:
-                    report.kept.append(f"container {container.name} ({container.status})")
-                elif _owner_alive(owner):
-                    report.kept.append(f"container {container.name} ({container.status}, in use by {owner})")
-                else:
-                    container.remove(v=True)
-                    report.containers.append(str(container.name))
+            self._remove_orphans(report)
             for network in self.client.networks.list(filters=self._project_filter()):
                 network.reload()
                 if network.attrs.get("Containers"):
@@ -286,6 +278,27 @@ class DockerSession:
         except DOCKER_FAILURES as error:
             raise _docker_failure("cleaning project resources", error) from None
         return report
+
+    def remove_orphaned_containers(self) -> list[str]:
+        """Stopped containers of this project whose slurm-factory process is gone — left by a killed process or a
+        Docker engine that died mid-build and came back. Every build starts with this; returns their names."""
+        report = CleanReport()
+        try:
+            self._remove_orphans(report)
+        except DOCKER_FAILURES as error:
+            raise _docker_failure("removing orphaned containers", error) from None
+        return report.containers
+
+    def _remove_orphans(self, report: CleanReport) -> None:
+        for container in self.client.containers.list(all=True, filters=self._project_filter()):
+            owner = container.labels.get(OWNER_LABEL, "")
+            if container.status not in STOPPED_STATES:
+                report.kept.append(f"container {container.name} ({container.status})")
+            elif _owner_alive(owner):
+                report.kept.append(f"container {container.name} ({container.status}, in use by {owner})")
+            else:
+                container.remove(v=True)
+                report.containers.append(str(container.name))
 
     def _clean_images(self, report: CleanReport) -> None:
         in_use = {c.attrs.get("Image") for c in self.client.containers.list(filters=self._project_filter())}

@@ -1,12 +1,14 @@
 """Faults during a real build: SIGTERM mid-compile and Ctrl-C (SIGINT) leave no container, network, temporary
 keyring or partial file behind, and the next build of the same request succeeds.
 
-Everything runs in one home and one project: two interrupted signed builds, then the same request to the end.
+Everything runs in one home and one project: two interrupted signed builds, then the same request twice at once
+(one builds, the other waits for it and reuses the artifact; the log of the build stays whole).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -14,6 +16,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -25,6 +29,7 @@ from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_projec
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 EXIT_INTERRUPTED = 130
+TESTENV = Path(__file__).resolve().parents[2] / "scripts" / "testenv"
 COMPILE_MARKER = "checking for"  # configure has started inside the build container
 
 
@@ -79,12 +84,20 @@ def _interrupt_mid_compile(
             process.communicate()
 
 
-def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_builds(
-    docker_client: docker.DockerClient, tmp_path: Path
-) -> None:
-    """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
-    build publishing to a file:// mirror; then the same request in the same home builds to the end."""
-    source = slurm_source_tarball()
+@dataclass(frozen=True)
+class FaultRun:
+    """A signed native build publishing to a file:// mirror, in its own home, project and temporary directory."""
+
+    home: Path
+    mirror: Path
+    tmp: Path
+    project: str
+    environment: dict[str, str]
+    command: list[str]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[FaultRun]:
     home, mirror = tmp_path / "home", tmp_path / "mirror"
     # gpg-agent's socket lives in the temporary GnuPG home: its path must stay under the 108-byte socket limit.
     tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
@@ -93,7 +106,19 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
                      "--gpg-passphrase-file", str(key.passphrase_file)]  # fmt: skip
     project = f"sf-fault-{uuid.uuid4().hex[:8]}"
     environment = cli_environment(home, project, {"TMPDIR": str(tmp)})
-    command = _build_command(source, key_arguments, mirror)
+    yield FaultRun(
+        home, mirror, tmp, project, environment, _build_command(slurm_source_tarball(), key_arguments, mirror)
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_builds(
+    docker_client: docker.DockerClient, run: FaultRun
+) -> None:
+    """SIGTERM (CI cancelling, `timeout`) and SIGINT (Ctrl-C) while the build container compiles, each in a signed
+    build publishing to a file:// mirror; then the same request in the same home builds to the end."""
+    home, mirror, tmp, project = run.home, run.mirror, run.tmp, run.project
+    environment, command = run.environment, run.command
     try:
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             code, stderr = _interrupt_mid_compile(command, environment, home, signal_number)
@@ -105,16 +130,70 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
             assert leftovers == {what: [] for what in leftovers}, (signal_number.name, leftovers)
             assert not mirror.exists() or not any(mirror.iterdir())
 
+        # The same request twice at once in the same home: one builds, the other waits for it and reuses its artifact.
         started = time.monotonic()
-        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=3600)
-        report_measurement(f"the same request after two interrupted builds: {time.monotonic() - started:.0f}s")
+        runs = [
+            subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        outputs = [run.communicate(timeout=3600) for run in runs]
+        report_measurement(
+            f"the same request twice at once after two interrupted builds: {time.monotonic() - started:.0f}s"
+        )
 
-        assert done.returncode == 0, done.stderr[-3000:]
-        result = json.loads(done.stdout)
-        artifact = Path(result["artifact"])
-        assert artifact.is_file() and result["signature"] is not None
+        assert [run.returncode for run in runs] == [0, 0], [stderr[-3000:] for _, stderr in outputs]
+        results = [json.loads(stdout) for stdout, _ in outputs]
+        assert sorted(result["reused"] for result in results) == [False, True]
+        assert results[0]["sha256"] == results[1]["sha256"]
+        built = next(result for result in results if not result["reused"])
+        log = Path(built["log"]).read_text(encoding="utf-8")
+        assert log.count(f"build {built['build_id']}:") == 1 and f"sha256 {built['sha256']}" in log
+        artifact = Path(built["artifact"])
+        assert artifact.is_file() and all(result["signature"] is not None for result in results)
         assert (mirror / "trixie" / "24.11" / artifact.name).is_file()
         assert _leftovers(docker_client, project, home, tmp)["containers"] == []
     finally:
         remove_project(docker_client, project)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _testenv_dockerd_pid() -> int | None:
+    """The engine `scripts/testenv up` started (it keeps its pid), the only one a test may kill and restart."""
+    state = Path(os.environ.get("SLURM_FACTORY_TESTENV_DIR") or Path.home() / ".cache" / "slurm-factory-testenv")
+    pidfile = state / "dockerd.pid"
+    if not pidfile.is_file():
+        return None
+    pid = int(pidfile.read_text().strip())
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def test_a_docker_engine_killed_mid_compile_fails_in_one_line_and_the_next_build_removes_its_container(
+    docker_client: docker.DockerClient, run: FaultRun
+) -> None:
+    pid = _testenv_dockerd_pid()
+    if pid is None:
+        pytest.skip("the Docker engine was not started by scripts/testenv; a test kills only an engine it started")
+    home, tmp, project = run.home, run.tmp, run.project
+    environment, command = run.environment, run.command
+    try:
+        started = time.time()
+        process = subprocess.Popen(command, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for_compile(process, home / "logs", time.monotonic() + 900, started)
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+        restarted = subprocess.run([str(TESTENV), "up", "trixie"], capture_output=True, text=True, timeout=300)
+        assert restarted.returncode == 0, restarted.stderr
+
+        lines = stderr.strip().splitlines()
+        assert process.returncode == 1, stderr
+        assert lines[0].startswith("error: ") and "Docker" in lines[0], stderr
+        assert "Traceback" not in stderr
+        assert sorted(p.name for p in tmp.iterdir()) == []  # no temporary keyring
+        builds = home / "builds"
+        assert not builds.is_dir() or sorted(p.name for p in builds.iterdir()) == []
+
+        # The engine is back with the dead run's container; the next build of the project removes it first.
+        code, stderr = _interrupt_mid_compile(command, environment, home, signal.SIGTERM)
+        assert code == EXIT_INTERRUPTED, stderr
+        assert _leftovers(docker_client, project, home, tmp)["containers"] == []
+    finally:
+        remove_project(docker.from_env(), project)
