@@ -80,7 +80,8 @@ def test_publish_to_s3_uploads_an_artifact_a_site_verifies_with_the_key_from_the
 ) -> None:
     objects = builds.s3.objects(builds.bucket)
     key_name = f"{builds.key.fingerprint[-16:]}.pub.asc"
-    expected = {f"slurm/trixie/24.11/{ARTIFACT}{suffix}" for suffix in ("", ".asc", ".sha256", ".manifest.json")}
+    suffixes = ("", ".asc", ".sha256", ".manifest.json", ".sbom.json", ".sbom.json.asc")
+    expected = {f"slurm/trixie/24.11/{ARTIFACT}{suffix}" for suffix in suffixes}
     assert set(objects) == {*expected, f"slurm/keys/{key_name}", "slurm/index.json"}
     assert objects[f"slurm/trixie/24.11/{ARTIFACT}"] == builds.warm.artifact.read_bytes()
     [entry] = json.loads(objects["slurm/index.json"])["artifacts"]

@@ -29,6 +29,7 @@ EXPECTED_CHECKS = {
     "static: vendor libraries",
     "static: build prefix",
     "static: plugins",
+    "sbom",
     "images",
     "relocated: libraries",
     "relocated: versions",
