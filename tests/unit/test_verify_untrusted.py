@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from slurm_factory import cli
 from slurm_factory.exceptions import EXIT_FAILURE, EXIT_USAGE
-from slurm_factory.verify import DOCKER_STAGES, MANIFEST_CHECK, MEMBERS_CHECK, STATIC_CHECKS
+from slurm_factory.verify import DOCKER_STAGES, MANIFEST_CHECK, MEMBERS_CHECK, SBOM_CHECK, STATIC_CHECKS
 from tests.unit.tarballs import (
     ARTIFACT_NAME,
     ROOT,
@@ -254,7 +254,7 @@ def test_an_unsafe_tarball_points_the_checks_not_run_at_the_member_scan(tmp_path
     summaries = {entry["name"]: entry["summary"] for entry in report["checks"] if entry["not_run"]}
     assert summaries == {
         MANIFEST_CHECK: f"not run: the tarball is unsafe (see {MEMBERS_CHECK})",
-        **{name: f"not run: see {MEMBERS_CHECK}" for name in (*STATIC_CHECKS, *DOCKER_STAGES)},
+        **{name: f"not run: see {MEMBERS_CHECK}" for name in (*STATIC_CHECKS, SBOM_CHECK, *DOCKER_STAGES)},
     }
 
 

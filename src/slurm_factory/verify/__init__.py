@@ -34,6 +34,7 @@ __all__ = ["VerificationReport", "verify_artifact"]
 MEMBERS_CHECK = "static: members"
 MANIFEST_CHECK = "manifest"
 STATIC_CHECKS = ("static: RUNPATH", "static: vendor libraries", "static: build prefix", "static: plugins")
+SBOM_CHECK = "sbom"
 DOCKER_STAGES = ("images", "relocated", "cluster")
 
 
@@ -231,10 +232,10 @@ def verify_artifact(
             _signature_check(scanned.path, public_key, report)
         artifact = _trusted_shape(scanned, report)
         if artifact is None:
-            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.failures[-1].name}")
+            report.mark_not_run((*STATIC_CHECKS, SBOM_CHECK, *DOCKER_STAGES), f"see {report.failures[-1].name}")
         else:
             _static_checks(artifact, report)
-            with check(report, "sbom") as result:
+            with check(report, SBOM_CHECK) as result:
                 check_sbom(artifact, result)
             _docker_stages(artifact, settings, session, monitor, report)
     path = report_path(scanned.path)
