@@ -365,7 +365,7 @@ def _check_arch(
     if arch is not build_arch:
         if not support.cross or build_arch is not Arch.AMD64:
             raise ConfigurationError(
-                f"--arch {arch.value} from a {build_arch.value} host is not supported: only cross builds from amd64 "
+                f"--arch {arch.value} from an {build_arch.value} host is not supported: only cross builds from amd64 "
                 "to arm64 are"
             )
         if gpu:
@@ -376,7 +376,7 @@ def _check_arch(
             )
         if verify:
             raise ConfigurationError(
-                f"--verify with --arch {arch.value} from a {build_arch.value} host is not supported yet: the "
+                f"--verify with --arch {arch.value} from an {build_arch.value} host is not supported yet: the "
                 "verification containers would have to run under emulation",
                 hint="build without --verify and check the artifact on an arm64 host with `slurm-factory verify`",
             )
