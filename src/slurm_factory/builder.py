@@ -40,8 +40,8 @@ from slurm_factory.request import (
 )
 from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
-from slurm_factory.signing import SigningKey, verify_signature
-from slurm_factory.source import ensure_source
+from slurm_factory.signing import SigningKey, user_keyring_home, verify_signature
+from slurm_factory.source import ensure_source, needs_download
 from slurm_factory.verify import report_path, verify_artifact
 
 
@@ -206,6 +206,9 @@ def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
     checks = [*checks, source_check(plan)]
     if is_s3_url(request.publish_url) or is_s3_url(request.buildcache_url):
         checks.append(Check("s3", f"boto3 {require_boto3()} is installed"))
+    if request.signs and request.gpg_private_key is None:
+        keyring = user_keyring_home() or "~/.gnupg"
+        checks.append(Check("signing key", f"0x{request.signing_key} is looked up in {keyring} when the build starts"))
     return Preflight(checks, summary(plan))
 
 
@@ -292,9 +295,12 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         # Buckets and keys are checked first: cheap, and nothing long may start with a publish that will fail.
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        # A local source is checked before Docker is asked; a download waits until the engine has answered.
+        downloads = needs_download(request.slurm, plan.source_cache_path, request.slurm_source)
+        session = _docker_session(settings, monitor) if downloads else None
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
-        session = _docker_session(settings, monitor)
+        session = session or _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
@@ -520,6 +526,9 @@ def build_compiler(
         plan_dir = Path(plan_dir)
         write_plan_dir(plan, plan_dir)
         result.plan_dir = plan_dir
+    local_checks(request, settings)
+    if request.signing_key is not None and request.gpg_private_key is None:
+        user_keyring_home()
     if dry_run:
         return result
     settings.ensure_dirs()

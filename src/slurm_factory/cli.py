@@ -449,6 +449,8 @@ def _megabytes(size: int) -> str:
 
 
 def _print_plan(plan: BuildPlan) -> None:
+    from slurm_factory.request import without_credentials
+
     request = plan.request
     stdout.out(
         f"# build {plan.build_id}: Slurm {request.slurm.version} ({request.slurm.tag}) for "
@@ -456,7 +458,8 @@ def _print_plan(plan: BuildPlan) -> None:
         highlight=False,
     )
     stdout.out(
-        f"# source   {request.slurm_source or request.slurm.url} (sha256 {request.slurm.sha256})", highlight=False
+        f"# source   {without_credentials(request.slurm_source or request.slurm.url)} (sha256 {request.slurm.sha256})",
+        highlight=False,
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
@@ -699,7 +702,9 @@ def verify_command(
 ) -> None:
     """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
     from slurm_factory.verify import report_path, verify_artifact
+    from slurm_factory.verify.artifact_reader import require_regular_file
 
+    require_regular_file(tarball)  # before anything else looks at the path
     # builds/<name> links into the store: the report and the manifest's record belong beside the stored file.
     tarball = tarball.resolve() if tarball.is_symlink() else tarball
     signature = Path(f"{tarball}.asc")  # also for `verify .` or `/`, which have no name

@@ -16,7 +16,14 @@ from typing import Any
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.plan import BuildPlan
-from slurm_factory.request import BuildRequest, Engine, PublishMode, file_url_path
+from slurm_factory.request import (
+    BuildRequest,
+    CompilerRequest,
+    Engine,
+    PublishMode,
+    file_url_path,
+    without_credentials,
+)
 from slurm_factory.source import check_release_checksum, sha256_of
 
 
@@ -38,8 +45,9 @@ class Preflight:
 
 
 def _nearest_existing(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists, or is a symbolic link (which may point nowhere)."""
     for candidate in (path, *path.parents):
-        if candidate.exists():
+        if candidate.exists() or candidate.is_symlink():
             return candidate
     return Path("/")
 
@@ -47,7 +55,14 @@ def _nearest_existing(path: Path) -> Path:
 def writable_directory(path: Path, subject: str) -> Check:
     """`path` takes files: a directory we can write (a probe file proves it), or one we can create (a probe
     directory in its nearest existing ancestor proves that). Nothing is left behind."""
-    existing = _nearest_existing(path)
+    try:
+        existing = _nearest_existing(path)
+    except OSError as error:  # a name too long, a loop of symlinks
+        raise ConfigurationError(f"{subject} {quoted(str(path))}: {error.strerror}") from None
+    if existing.is_symlink() and not existing.exists():
+        raise ConfigurationError(
+            f"{subject} {quoted(str(path))}: {existing} is a symbolic link to nothing (dangling, or a loop)"
+        )
     if not existing.is_dir():
         raise ConfigurationError(f"{subject} {quoted(str(path))}: {existing} is a file, not a directory")
     try:
@@ -65,7 +80,7 @@ def writable_directory(path: Path, subject: str) -> Check:
     return Check(subject, f"{path} will be created in {existing}")
 
 
-def local_checks(request: BuildRequest, settings: Settings) -> list[Check]:
+def local_checks(request: BuildRequest | CompilerRequest, settings: Settings) -> list[Check]:
     """The home and its caches, and a `file://` publish mirror, can take what the build writes."""
     home = writable_directory(settings.home, "SLURM_FACTORY_HOME")
     caches = [writable_directory(directory, f"cache {directory.name}/") for directory in settings.cache_dirs()]
@@ -95,7 +110,7 @@ def source_check(plan: BuildPlan) -> Check:
         return Check("source", f"{local} matches Slurm {release.version} (sha256 {release.sha256})")
     if plan.source_cache_path.is_file() and sha256_of(plan.source_cache_path) == release.sha256:
         return Check("source", f"cached {plan.source_cache_path} matches (sha256 {release.sha256})")
-    origin = request.slurm_source or release.url
+    origin = without_credentials(request.slurm_source or release.url)
     return Check("source", f"downloaded from {origin} by the build, then checked against sha256 {release.sha256}")
 
 
@@ -117,7 +132,7 @@ def summary(plan: BuildPlan) -> dict[str, str]:
         "toolchain": f"{request.toolchain.name} ({request.toolchain.os}){', gpu' if request.gpu else ''}",
         "engine": engine,
         "image": f"{plan.image.reference} from {request.base_image}",
-        "source": request.slurm_source or request.slurm.url,
+        "source": without_credentials(request.slurm_source or request.slurm.url),
         "artifact": str(plan.artifact_path),
         "verify": "yes" if request.verify else "no",
         "sign": f"0x{request.signing_key} (its probe signature runs first in the build)"

@@ -255,6 +255,14 @@ def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bo
     return value
 
 
+def without_credentials(url: str) -> str:
+    """A URL as printed: a `user:password@` in it becomes `***@` (plans, summaries and errors are shared)."""
+    parsed = urlparse(url) if "://" in url else None
+    if parsed is None or "@" not in parsed.netloc:
+        return url
+    return parsed._replace(netloc="***@" + parsed.netloc.rpartition("@")[2]).geturl()
+
+
 def file_url_path(url: str | None) -> Path | None:
     """The local path of a `file://` URL (percent-decoded); None for any other URL."""
     if url is None:

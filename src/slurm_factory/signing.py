@@ -20,7 +20,7 @@ from typing import Any
 import gnupg
 from pydantic import SecretBytes, SecretStr
 
-from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError
+from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError, quoted
 from slurm_factory.secrets import child_environment
 
 # python-gnupg logs the status lines of every call at DEBUG (keep them, and anything near a secret, out of -v output)
@@ -51,6 +51,30 @@ class SigningError(SlurmFactoryError):
     """Signing failed after the key was accepted (exit 1)."""
 
 
+# gpg-agent puts its sockets in the GnuPG home; a Unix socket path has at most 107 bytes.
+_SOCKET_ROOM = 60
+
+
+def _short_temporary_directory() -> str:
+    """The temporary directory, unless its path leaves gpg-agent's sockets too little room: then /tmp."""
+    directory = tempfile.gettempdir()
+    return directory if len(directory) <= _SOCKET_ROOM else "/tmp"
+
+
+def user_keyring_home() -> str | None:
+    """The user's GnuPG home when no private key is given: GNUPGHOME if set (it must be a directory), else gpg's
+    default (~/.gnupg)."""
+    configured = os.environ.get("GNUPGHOME")
+    if not configured:
+        return None
+    if not os.path.isdir(configured):
+        raise ConfigurationError(
+            f"GNUPGHOME {quoted(configured)} is not a directory: the signing key is looked up there",
+            hint="point GNUPGHOME at your keyring, unset it, or give --gpg-private-key",
+        )
+    return configured
+
+
 class SigningKey:
     """A usable secret key for `key_id`: found, able to sign, not expired or revoked, passphrase right.
 
@@ -71,12 +95,12 @@ class SigningKey:
     def __enter__(self) -> SigningKey:
         try:
             if self._private_key is not None:
-                self._home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-"))
+                self._home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-", dir=_short_temporary_directory()))
                 self._home.chmod(0o700)
                 self._gpg = gnupg.GPG(gnupghome=str(self._home), env=child_environment())
                 self._import()
             else:
-                self._gpg = gnupg.GPG(gnupghome=os.environ.get("GNUPGHOME"), env=child_environment())
+                self._gpg = gnupg.GPG(gnupghome=user_keyring_home(), env=child_environment())
             self.fingerprint = self._find_signing_key()
             self._probe()
         except BaseException:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from slurm_factory.catalog import SlurmRelease
 from slurm_factory.exceptions import BuildError, SourceChecksumError, quoted
+from slurm_factory.request import without_credentials
 
 _CHUNK = 1 << 20
 
@@ -34,8 +35,8 @@ def check_release_checksum(release: SlurmRelease, actual: str, origin: str) -> N
     """A tarball that is not the release's exact archive is refused before anything reads it further."""
     if actual != release.sha256:
         raise SourceChecksumError(
-            f"--slurm-source {quoted(origin)}: sha256 {actual} does not match Slurm {release.version} "
-            f"({release.sha256}); refusing to build from it",
+            f"--slurm-source {quoted(without_credentials(origin))}: sha256 {actual} does not match Slurm "
+            f"{release.version} ({release.sha256}); refusing to build from it",
             hint=f"use the unmodified SchedMD archive {release.url}",
         )
 
@@ -46,7 +47,7 @@ def _download(url: str, destination: Path) -> None:
             shutil.copyfileobj(response, out, _CHUNK)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise BuildError(
-            f"cannot download the Slurm source from {url}: {error}",
+            f"cannot download the Slurm source from {without_credentials(url)}: {error}",
             hint="on an air-gapped machine pass --slurm-source PATH with the release tarball",
         ) from None
 
@@ -59,10 +60,21 @@ def _fetch_into(origin: str, destination: Path) -> None:
         shutil.copyfile(unquote(parsed.path) if parsed.scheme == "file" else origin, destination)
 
 
+def _cached(release: SlurmRelease, cache_path: Path) -> bool:
+    return cache_path.is_file() and sha256_of(cache_path) == release.sha256
+
+
+def needs_download(release: SlurmRelease, cache_path: Path, origin: str | None) -> bool:
+    """Whether `ensure_source` will download (an http(s) origin, or the default URL with nothing cached)."""
+    if origin is None:
+        return not _cached(release, cache_path)
+    return urlparse(origin).scheme in ("http", "https")
+
+
 def ensure_source(release: SlurmRelease, cache_path: Path, origin: str | None) -> Path:
     """Make `cache_path` hold the release's verified tarball, taking it from `origin` (path or URL) or the default
     SchedMD URL. A cached file that matches is reused; anything that does not match is rejected, never cached."""
-    if origin is None and cache_path.is_file() and sha256_of(cache_path) == release.sha256:
+    if origin is None and _cached(release, cache_path):
         return cache_path
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     source = origin or release.url

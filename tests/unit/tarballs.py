@@ -7,8 +7,10 @@ import gzip
 import io
 import json
 import shutil
+import struct
 import subprocess
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ def tar_bytes(members: list[Member]) -> bytes:
     return buffer.getvalue()
 
 
-def _record(member: Member) -> bytes:
+def record(member: Member) -> bytes:
     """A member's header and data as they sit in a tar stream (no end-of-archive blocks)."""
     padding = -len(member.data) % tarfile.BLOCKSIZE
     return member.info().tobuf(format=tarfile.GNU_FORMAT) + member.data + bytes(padding)
@@ -85,19 +87,31 @@ def write_artifact(directory: Path, members: list[Member], document: dict[str, A
     return path
 
 
-def write_gzip_bomb(directory: Path, gib: int = 1) -> Path:
-    """An artifact whose second member declares `gib` GiB of zeros: ~1 MB on disk (concatenated gzip members of
-    one compressed MiB), valid manifest first."""
+def write_gzip_bomb(directory: Path, kind: bytes = tarfile.REGTYPE, gib: int = 1) -> Path:
+    """An artifact whose second header (a member, or a pax or GNU long-name header: `kind`) declares `gib` GiB of
+    zeros, as one gzip stream of ~1 MB: every MiB of zeros is deflated after a full flush, so one compressed block
+    serves for all of them; the manifest comes first."""
     bomb = tarfile.TarInfo(f"{ROOT}/lib/zeros")
+    bomb.type = kind
     bomb.size = gib * 1024**3
-    header = b"".join(_record(member) for member in (Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755), manifest_member()))
-    mib_of_zeros = gzip.compress(bytes(1024**2), compresslevel=9)
+    records = (Member(ROOT, kind=tarfile.DIRTYPE, mode=0o755), manifest_member())
+    prefix = b"".join(record(member) for member in records) + bomb.tobuf(format=tarfile.GNU_FORMAT)
+    mib, end = bytes(1024**2), bytes(2 * tarfile.BLOCKSIZE)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    start = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    crc = zlib.crc32(prefix)
+    for _ in range(gib * 1024):
+        crc = zlib.crc32(mib, crc)
+    crc = zlib.crc32(end, crc)
+    size = len(prefix) + bomb.size + len(end)
     path = directory / ARTIFACT_NAME
     with path.open("wb") as stream:
-        stream.write(gzip.compress(header + bomb.tobuf(format=tarfile.GNU_FORMAT)))
+        stream.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03" + start)  # gzip header: deflate, no name
         for _ in range(gib * 1024):
-            stream.write(mib_of_zeros)
-        stream.write(gzip.compress(bytes(1024)))
+            stream.write(block)
+        stream.write(deflate.compress(end) + deflate.flush())
+        stream.write(struct.pack("<II", crc, size & 0xFFFFFFFF))
     return path
 
 

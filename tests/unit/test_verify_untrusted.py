@@ -243,3 +243,27 @@ def test_a_symlink_planted_where_the_report_and_sidecar_go_is_replaced_not_follo
         written = tmp_path / f"{ARTIFACT_NAME}{suffix}"
         assert not written.is_symlink()
         assert "secret" not in written.read_text()
+
+
+def test_an_unsafe_tarball_points_the_checks_not_run_at_the_member_scan(tmp_path: Path) -> None:
+    artifact = write_artifact(tmp_path, [Member(f"{ROOT}/bin/x", b"x", mode=0o4755)])
+
+    _invoke("verify", str(artifact))
+
+    report = json.loads((tmp_path / f"{ARTIFACT_NAME}.verify.json").read_text())
+    summaries = {entry["name"]: entry["summary"] for entry in report["checks"] if entry["not_run"]}
+    assert summaries == {
+        MANIFEST_CHECK: f"not run: the tarball is unsafe (see {MEMBERS_CHECK})",
+        **{name: f"not run: see {MEMBERS_CHECK}" for name in (*STATIC_CHECKS, *DOCKER_STAGES)},
+    }
+
+
+def test_an_unwritable_artifact_directory_is_one_line(tmp_path: Path) -> None:
+    artifact = write_artifact(tmp_path, [Member(f"{ROOT}/bin/x", b"x", mode=0o4755)])
+    (tmp_path / f"{ARTIFACT_NAME}.verify.json").mkdir()  # the report's place is taken by a directory
+
+    result = _invoke("verify", str(artifact))
+
+    assert result.exit_code == EXIT_USAGE
+    [error] = _error_lines(result)
+    assert f"cannot write the verification report beside {ARTIFACT_NAME}.verify.json" in error

@@ -8,6 +8,7 @@ the artifact (`<name>.verify.json`) and the sidecar manifest records the outcome
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, ScannedTarball, open_artifact, scan_tarball
 from slurm_factory.verify.containers import check_cluster, check_relocated
-from slurm_factory.verify.images import VerifyImages, verify_images
+from slurm_factory.verify.images import VerifyImages, checked_base_image, verify_images
 from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
 from slurm_factory.verify.sbom_check import check_sbom
@@ -165,13 +166,18 @@ def _docker_stages(
     except DockerError as error:
         report.mark_not_run(DOCKER_STAGES, str(error))
         return
-    images = verify_images(artifact, settings.project_name)
     monitor.stage("verify: images")
+    images: VerifyImages | None = None
     with check(report, "images") as result:
+        base_image = checked_base_image(artifact, session.image_exists)
+        images = verify_images(artifact, settings.project_name, base_image)
         _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
         _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
-        result.ok(f"{images.runtime.reference}, {images.cluster.reference}")
-    if report.checks[-1].passed:  # the images exist: the container checks can run
+        replaced = (
+            "" if base_image == artifact.base_image else f" (from {base_image}: {artifact.base_image} is unknown)"
+        )
+        result.ok(f"{images.runtime.reference}, {images.cluster.reference}{replaced}")
+    if images is not None and report.checks[-1].passed:  # the images exist: the container checks can run
         monitor.stage("verify: relocated")
         _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
         monitor.stage("verify: cluster")
@@ -192,11 +198,13 @@ def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> Ve
     )
 
 
-def _write_report(report: VerificationReport, path: Path) -> None:
+def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarball, manifest: dict[str, Any]) -> None:
+    """The report beside the artifact, and the outcome in its sidecar manifest."""
     try:
         report.write(path)
+        _mark_manifest(scanned, report, path, manifest)
     except OSError as error:
-        raise ConfigurationError(f"cannot write the verification report {path}: {error.strerror}") from None
+        raise ConfigurationError(f"cannot write the verification report beside {path.name}: {error}") from None
 
 
 def _refuse_foreign_arch(tarball: ScannedTarball) -> None:
@@ -231,6 +239,11 @@ def verify_artifact(
         raise ConfigurationError(f"--public-key {public_key}: no such file")
     scanned = scan_tarball(tarball)
     _refuse_foreign_arch(scanned)
+    if not os.access(scanned.path.parent, os.W_OK):
+        raise ConfigurationError(
+            f"{scanned.path.parent} is not writable: verify writes its report beside the artifact",
+            hint="copy the artifact into a writable directory",
+        )
     report = VerificationReport(scanned.path.name, scanned.sha256)
     try:
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -244,15 +257,14 @@ def verify_artifact(
             _signature_check(scanned.path, public_key, report)
         artifact = _trusted_shape(scanned, report)
         if artifact is None:
-            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.checks[-1].name}")
+            report.mark_not_run((*STATIC_CHECKS, *DOCKER_STAGES), f"see {report.failures[-1].name}")
         else:
             _static_checks(artifact, report)
             with check(report, "sbom") as result:
                 check_sbom(artifact, result)
             _docker_stages(artifact, settings, session, monitor, report)
     path = report_path(scanned.path)
-    _write_report(report, path)
-    _mark_manifest(scanned, report, path, artifact.manifest if artifact else {})
+    _write_report(report, path, scanned, artifact.manifest if artifact else {})
     if not report.passed:
         raise _outcome_error(report, path, log_path)
     return report

@@ -19,7 +19,7 @@ from slurm_factory.catalog.toolchains import load_toolchains
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.source import sha256_of
 from slurm_factory.verify.manifest import ManifestError, parse_manifest
-from slurm_factory.verify.members import MemberScan, NotATarball, scan_members, shown
+from slurm_factory.verify.members import MemberScan, NotATarball, open_members, scan_members, shown
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class ArtifactUnderTest:
     def members(self) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
         """Stream the tarball's members (with their data for regular files). Only call this once the member scan
         found the tarball safe: every member is then within the size caps."""
-        with tarfile.open(self.path, mode="r|gz") as archive:
+        with open_members(self.path) as archive:
             for member in archive:
                 data = archive.extractfile(member) if member.isfile() else None
                 yield member, data
@@ -91,7 +91,15 @@ def _not_an_artifact(path: Path, why: str) -> ConfigurationError:
     )
 
 
-def _require_regular_file(path: Path) -> None:
+def require_regular_file(path: Path) -> None:
+    if not str(path).strip():
+        raise ConfigurationError("verify needs the path of a tarball, not an empty string")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass  # said below, in words
+    except OSError as error:  # a name too long, a loop of symlinks, a component that is a file
+        raise ConfigurationError(f"{shown(str(path))}: {error.strerror}") from None
     if path.is_dir():
         raise _not_an_artifact(path, "it is a directory")
     if not path.exists():
@@ -102,7 +110,7 @@ def _require_regular_file(path: Path) -> None:
 
 def scan_tarball(path: Path) -> ScannedTarball:
     """Check that `path` is an artifact-shaped tarball (else `ConfigurationError`, exit 2) and scan its members."""
-    _require_regular_file(path)
+    require_regular_file(path)
     try:
         scan = scan_members(path)
     except NotATarball as error:

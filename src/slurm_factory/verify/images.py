@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
@@ -33,14 +34,25 @@ class VerifyImages:
     cluster_context: dict[PurePosixPath, PlanFile]
 
 
-def verify_images(artifact: ArtifactUnderTest, project_name: str) -> VerifyImages:
+def checked_base_image(artifact: ArtifactUnderTest, present: Callable[[str], bool]) -> str:
+    """The image the checks start from. The manifest's own only when it is the toolchain's catalog image or already
+    on this host (`present`): an untrusted manifest must not make verify pull, and run with the build network, an
+    image of its choosing. Otherwise the toolchain's catalog image (the same OS)."""
+    named = artifact.base_image
+    if named == artifact.toolchain.base_image or present(named):
+        return named
+    return artifact.toolchain.base_image
+
+
+def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: str | None = None) -> VerifyImages:
+    base_image = base_image or artifact.base_image
     toolchain = artifact.toolchain
     verify = toolchain.packages.verify
     runtime_packages = [*verify.base_packages, *artifact.manifest.get("runtime_packages", [])]
     runtime_dockerfile = render(
         "verify/runtime.Dockerfile.j2",
         toolchain=toolchain,
-        base_image=artifact.base_image,
+        base_image=base_image,
         install_packages=list(dict.fromkeys(runtime_packages)),
     )
     runtime = ImageSpec(runtime_dockerfile, f"{project_name}/verify-runtime-{toolchain.name}", _tag(runtime_dockerfile))
@@ -51,7 +63,7 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str) -> VerifyImage
         stage_labels={PROJECT_LABEL: project_name, ROLE_LABEL: MPI_BUILD_ROLE},
         toolchain=toolchain,
         verify=verify,
-        base_image=artifact.base_image,
+        base_image=base_image,
         runtime_image=runtime.reference,
         cluster_packages=[*verify.lmod_packages, *verify.mpi_runtime_packages],
     )

@@ -10,8 +10,11 @@ decompressed, so a small gzip bomb costs nothing. Every finding names the member
 
 from __future__ import annotations
 
+import gzip
 import stat
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,16 @@ MEMBER_SIZE_CAP = 512 * MiB
 TOTAL_SIZE_CAP = 8 * 1024 * MiB
 MEMBER_COUNT_CAP = 200_000
 MANIFEST_SIZE_CAP = 4 * MiB
+# tarfile reads a pax or GNU long-name header whole into memory before it yields the member it describes: its
+# declared size is checked first (real ones are a few hundred bytes).
+HEADER_SIZE_CAP = 1 * MiB
+_EXTENSION_HEADERS = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+    tarfile.XHDTYPE: "pax",
+    tarfile.XGLTYPE: "pax global",
+    tarfile.SOLARIS_XHDTYPE: "Solaris pax",
+}
 # Paths (relative to the root) allowed to carry setuid/setgid bits. Slurm's tree has none: neither the native nor
 # the Spack engine installs a setuid program.
 SETUID_ALLOWED: frozenset[str] = frozenset()
@@ -57,7 +70,20 @@ class NotATarball(Exception):
 
 
 class _Stop(Exception):
-    """A cap was hit: stop reading the stream."""
+    """A cap was hit or a header is unsafe to parse: stop reading the stream (the message is the finding)."""
+
+
+class CappedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses, before tarfile reads them, extension headers over the cap and GNU sparse headers
+    (whose chained extension blocks tarfile would also read without limit)."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        kind = _EXTENSION_HEADERS.get(self.type)
+        if kind is not None and self.size > HEADER_SIZE_CAP:
+            raise _Stop(f"a {kind} header declares {self.size} bytes, over the cap of {HEADER_SIZE_CAP} bytes")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _Stop(f"{shown(self.name)}: sparse file")
+        return super()._proc_member(archive)  # type: ignore[misc, no-any-return]
 
 
 class _Escape(Exception):
@@ -109,23 +135,25 @@ class _Scanner:
         self.scan = MemberScan()
         self.tops: dict[str, list[str]] = {}
         self.symlinks: dict[tuple[str, ...], str] = {}
+        self.paths: list[tuple[str, ...]] = []
         self.non_directory_roots: list[str] = []
 
     def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         scan = self.scan
         scan.members += 1
         if scan.members > MEMBER_COUNT_CAP:
-            self._stop(f"more than {MEMBER_COUNT_CAP} members")
+            raise _Stop(f"more than {MEMBER_COUNT_CAP} members")
         if member.size > MEMBER_SIZE_CAP:
-            self._stop(f"{shown(member.name)}: declares {member.size} bytes, over the cap of {MEMBER_SIZE_CAP} bytes")
+            raise _Stop(f"{shown(member.name)}: declares {member.size} bytes, over the cap of {MEMBER_SIZE_CAP} bytes")
         scan.total_bytes += member.size
         if scan.total_bytes > TOTAL_SIZE_CAP:
-            self._stop(f"{shown(member.name)}: the members exceed the total cap of {TOTAL_SIZE_CAP} bytes")
+            raise _Stop(f"{shown(member.name)}: the members exceed the total cap of {TOTAL_SIZE_CAP} bytes")
         parts = _parts(member.name)
         scan.findings.extend(f"{shown(member.name)}: {problem}" for problem in _member_problems(member, parts))
         if not parts:
             return
         self.tops.setdefault(parts[0], []).append(member.name)
+        self.paths.append(tuple(parts))
         if len(parts) == 1 and not member.isdir():
             self.non_directory_roots.append(member.name)
         if member.issym():
@@ -141,10 +169,12 @@ class _Scanner:
         extracted = archive.extractfile(member)
         return extracted.read() if extracted else b""
 
-    def _stop(self, finding: str) -> None:
+    def _through_symlinks(self) -> Iterator[str]:
+        return _through_symlinks_of(self.paths, self.symlinks)
+
+    def stopped(self, finding: str) -> None:
         self.scan.findings.append(f"{finding}; the rest of the tarball was not read")
         self.scan.stopped = True
-        raise _Stop
 
     def finish(self) -> MemberScan:
         root = self.scan.root
@@ -158,6 +188,7 @@ class _Scanner:
             for name in self.non_directory_roots
             if _parts(name) == [root]
         )
+        self.scan.findings.extend(self._through_symlinks())
         for link, target in self.symlinks.items():
             if link[0] != root:
                 continue
@@ -166,6 +197,15 @@ class _Scanner:
             except _Escape as escape:
                 self.scan.findings.append(f"{shown('/'.join(link))}: symlink to {shown(target)} {escape}")
         return self.scan
+
+
+def _through_symlinks_of(paths: list[tuple[str, ...]], links: dict[tuple[str, ...], str]) -> Iterator[str]:
+    """Members below a symlink (`root/d -> .` then `root/d/x -> ..`): GNU tar follows the link while unpacking, so
+    where they land is not what their names say. No artifact has them; each is a finding."""
+    for path in paths:
+        through = next((path[:cut] for cut in range(1, len(path)) if path[:cut] in links), None)
+        if through is not None:
+            yield f"{shown('/'.join(path))}: its path goes through the symlink {shown('/'.join(through))}"
 
 
 def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], str], hops: list[int]) -> tuple[str, ...]:
@@ -189,17 +229,26 @@ def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], st
     return tuple(current)
 
 
+@contextmanager
+def open_members(path: Path) -> Iterator[tarfile.TarFile]:
+    """The tarball as a stream of members, read as GNU tar in the check containers reads it: through every
+    concatenated gzip member (tarfile's own "r|gz" stops after the first, so members hidden behind it would be
+    unpacked unscanned), with extension headers capped (`CappedTarInfo`)."""
+    with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=CappedTarInfo) as archive:
+        yield archive
+
+
 def scan_members(path: Path) -> MemberScan:
     """One streamed pass over the headers of `path`; raises `NotATarball` when its first header is unreadable."""
     scanner = _Scanner()
     opened = False
     try:
-        with tarfile.open(path, mode="r|gz") as archive:
+        with open_members(path) as archive:
             opened = True
             for member in archive:
                 scanner.add(member, archive)
-    except _Stop:
-        pass
+    except _Stop as stop:
+        scanner.stopped(str(stop))
     except (tarfile.TarError, OSError, EOFError) as error:
         if not opened:
             raise NotATarball(str(error)) from None
