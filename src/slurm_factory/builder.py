@@ -22,6 +22,7 @@ from slurm_factory.build_lock import request_lock
 from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
+from slurm_factory.emulation import require_emulation
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
@@ -136,6 +137,7 @@ def build(
     settings: Settings | None = None,
     *,
     engine: str = Engine.SPACK.value,
+    arch: str | None = None,
     slurm_source: str | None = None,
     spack_source: str | None = None,
     spack_packages_source: str | None = None,
@@ -156,6 +158,7 @@ def build(
         slurm_version=slurm_version,
         toolchain=toolchain,
         engine=engine,
+        arch=arch,
         gpu=gpu,
         verify=verify,
         no_cache=no_cache,
@@ -189,6 +192,8 @@ def build(
     if dry_run:
         result.preflight = _preflight(plan, checks)
         return result
+    if request.cross:
+        require_emulation(request.arch, f"--arch {request.arch.value} (a cross build)")
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):

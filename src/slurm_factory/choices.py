@@ -36,3 +36,21 @@ class OsPackagesMode(StrEnum):
     NONE = "none"
     BUILD = "build"
     ALL = "all"
+
+
+class Arch(StrEnum):
+    """The machine an artifact runs on (`--arch`), by Debian's architecture names."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+
+
+# `uname -m` (Python's platform.machine()) → Arch. A machine outside this table cannot be a build host.
+_MACHINES = {"x86_64": Arch.AMD64, "amd64": Arch.AMD64, "aarch64": Arch.ARM64, "arm64": Arch.ARM64}
+
+
+def host_arch(machine: str | None = None) -> Arch | None:
+    """The architecture of this host (`--arch`'s default), or None for a machine slurm-factory does not build on."""
+    import platform
+
+    return _MACHINES.get((machine if machine is not None else platform.machine()).lower())

@@ -24,6 +24,7 @@ from slurm_factory import __version__
 from slurm_factory.choices import (
     DEFAULT_SLURM_VERSION,
     DEFAULT_TOOLCHAIN,
+    Arch,
     BuildcacheMode,
     Engine,
     OsPackagesMode,
@@ -328,6 +329,16 @@ def build_slurm_command(
     engine: Annotated[
         Engine, typer.Option("--engine", help="spack (whole stack) or native (OS libraries).", case_sensitive=False)
     ] = Engine.SPACK,
+    arch: Annotated[
+        Arch | None,
+        typer.Option(
+            "--arch",
+            help="The machine the artifact runs on: amd64 or arm64 (arm64 from an x86_64 host: native engine on "
+            "trixie or bookworm, by the OS's cross compiler).",
+            case_sensitive=False,
+            show_default="the host's",
+        ),
+    ] = None,
     slurm_source: Annotated[
         str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
     ] = None,
@@ -384,6 +395,7 @@ def build_slurm_command(
         use_local_buildcache=use_local_buildcache,
         settings=_settings(),
         engine=engine.value,
+        arch=arch.value if arch is not None else None,
         slurm_source=slurm_source,
         spack_source=spack_source,
         spack_packages_source=spack_packages_source,

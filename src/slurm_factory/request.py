@@ -24,10 +24,12 @@ from slurm_factory.catalog.toolchains import get_toolchain
 
 # Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
 from slurm_factory.choices import DEFAULT_SLURM_VERSION as DEFAULT_SLURM_VERSION
+from slurm_factory.choices import Arch as Arch
 from slurm_factory.choices import BuildcacheMode as BuildcacheMode
 from slurm_factory.choices import Engine as Engine
 from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 from slurm_factory.choices import PublishMode as PublishMode
+from slurm_factory.choices import host_arch
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
@@ -59,6 +61,9 @@ class BuildRequest(BaseModel):
     slurm: SlurmRelease
     toolchain: Toolchain
     engine: Engine
+    arch: Arch = Arch.AMD64
+    # The machine the build runs on (the Docker host): arch != build_arch means a cross build.
+    build_arch: Arch = Arch.AMD64
     gpu: bool = False
     verify: bool = False
     no_cache: bool = False
@@ -83,9 +88,19 @@ class BuildRequest(BaseModel):
     site_packages: dict[str, Any] = {}
 
     @property
+    def cross(self) -> bool:
+        """Built by the OS's cross toolchain for another machine than the build host's."""
+        return self.arch is not self.build_arch
+
+    @property
+    def _arch_suffix(self) -> str:
+        """amd64 keeps the contract's names; every other arch is named (`-arm64`)."""
+        return "" if self.arch is Arch.AMD64 else f"-{self.arch.value}"
+
+    @property
     def flavor(self) -> str:
-        """`<series>-<toolchain>[-gpu]`: what distinguishes one artifact from another in `builds/`."""
-        return f"{self.slurm.series}-{self.toolchain.name}{'-gpu' if self.gpu else ''}"
+        """`<series>-<toolchain>[-arm64][-gpu]`: what distinguishes one artifact from another in `builds/`."""
+        return f"{self.slurm.series}-{self.toolchain.name}{self._arch_suffix}{'-gpu' if self.gpu else ''}"
 
     @property
     def artifact_filename(self) -> str:
@@ -94,7 +109,7 @@ class BuildRequest(BaseModel):
     @property
     def artifact_root(self) -> str:
         """The single top-level directory inside the tarball, naming the exact release."""
-        return f"slurm-{self.slurm.version}-{self.toolchain.name}{'-gpu' if self.gpu else ''}"
+        return f"slurm-{self.slurm.version}-{self.toolchain.name}{self._arch_suffix}{'-gpu' if self.gpu else ''}"
 
     @property
     def signs(self) -> bool:
@@ -334,6 +349,67 @@ def _check_engine_options(
         )
 
 
+def _build_arch() -> Arch:
+    arch = host_arch()
+    if arch is None:
+        import platform
+
+        raise ConfigurationError(
+            f"this host's machine {platform.machine()!r} is not a build host; valid: x86_64 (amd64), aarch64 (arm64)"
+        )
+    return arch
+
+
+def _check_arch(
+    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, verify: bool
+) -> Arch:
+    """`--arch` (default: the host's). Only what the catalog says a toolchain can build for an arch is accepted;
+    the rest is refused here, before any container starts, with what is supported."""
+    arch = build_arch if value is None else _choice(Arch, value, "--arch")
+    if arch is build_arch and arch is Arch.AMD64:
+        return arch
+    support = toolchain.arches.get(arch.value)
+    if support is None or engine.value not in support.engines:
+        raise ConfigurationError(f"--arch {arch.value} {_unsupported(arch, toolchain, engine)}")
+    if arch is not build_arch:
+        if not support.cross or build_arch is not Arch.AMD64:
+            raise ConfigurationError(
+                f"--arch {arch.value} from an {build_arch.value} host is not supported: only cross builds from amd64 "
+                "to arm64 are"
+            )
+        if gpu:
+            raise ConfigurationError(
+                f"--gpu with --arch {arch.value} is not supported yet: the cross build has no GPU development "
+                "packages of that arch",
+                hint="drop --gpu or build on an arm64 host",
+            )
+        if verify:
+            raise ConfigurationError(
+                f"--verify with --arch {arch.value} from an {build_arch.value} host is not supported yet: the "
+                "verification containers would have to run under emulation",
+                hint="build without --verify and check the artifact on an arm64 host with `slurm-factory verify`",
+            )
+    return arch
+
+
+def _unsupported(arch: Arch, toolchain: Toolchain, engine: Engine) -> str:
+    """Why the catalog refuses `arch` for this toolchain and engine, and what does build it."""
+    from slurm_factory.catalog.toolchains import load_toolchains
+
+    support = toolchain.arches.get(arch.value)
+    if support is not None:
+        return (
+            f"with --engine {engine.value} is not supported on {toolchain.name}; it builds {arch.value} with "
+            f"--engine {', '.join(support.engines)}"
+        )
+    builders = [
+        f"{name} (--engine {', '.join(entry.engines)})"
+        for name, candidate in load_toolchains().items()
+        if (entry := candidate.arches.get(arch.value)) is not None
+    ]
+    return f"is not supported on {toolchain.name}; supported: {', '.join(builders) or 'no toolchain'}"
+
+
 def _os_packages_mode(value: str | OsPackagesMode | None, engine: Engine) -> OsPackagesMode:
     """The Spack engine's default is `build`; the native engine always builds against the OS, so the option is
     refused for it rather than accepted and ignored."""
@@ -423,6 +499,7 @@ def make_request(
     slurm_version: str = DEFAULT_SLURM_VERSION,
     toolchain: str = "noble",
     engine: str | Engine = Engine.SPACK,
+    arch: str | Arch | None = None,
     gpu: bool = False,
     verify: bool = False,
     no_cache: bool = False,
@@ -482,11 +559,15 @@ def make_request(
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish slurm|deps|all")
     os_packages_mode = _os_packages_mode(os_packages, chosen_engine)
     site_file, site_packages = _site_packages(spack_packages, chosen_engine)
+    build_arch = _build_arch()
+    chosen_arch = _check_arch(arch, build_arch, chosen_toolchain, chosen_engine, gpu, verify)
 
     return BuildRequest(
         slurm=release,
         toolchain=chosen_toolchain,
         engine=chosen_engine,
+        arch=chosen_arch,
+        build_arch=build_arch,
         gpu=gpu,
         verify=verify,
         no_cache=no_cache,

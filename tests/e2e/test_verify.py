@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 EXPECTED_CHECKS = {
     "static: members",
     "manifest",
+    "static: machine type",
     "static: RUNPATH",
     "static: vendor libraries",
     "static: build prefix",

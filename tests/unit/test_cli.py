@@ -33,6 +33,7 @@ ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
 
 # What build() receives when build-slurm gets no option at all (SPEC.md's defaults).
 DEFAULT_KWARGS: dict[str, Any] = {
+    "arch": None,
     "slurm_version": "25.11",
     "toolchain": "noble",
     "gpu": False,
@@ -128,6 +129,8 @@ OPTION_CASES = [
     pytest.param(["--use-local-buildcache"], "use_local_buildcache", True, id="use-local-buildcache"),
     pytest.param(["--compiler-version", "13.4.0"], "compiler_version", "13.4.0", id="compiler-version"),
     pytest.param(["--engine", "native"], "engine", "native", id="engine"),
+    pytest.param(["--arch", "arm64"], "arch", "arm64", id="arch"),
+    pytest.param(["--arch", "ARM64"], "arch", "arm64", id="arch-case-insensitive"),
     pytest.param(
         ["--slurm-source", "/srv/slurm-24.11.5.tar.bz2"],
         "slurm_source",

@@ -73,3 +73,42 @@ def test_gpu_artifact_without_gpu_plugins_fails_the_plugin_check(tmp_path: Path)
     result = _run(static.check_expected_plugins, artifact, True)
     assert result.failed is True
     assert sorted(result.evidence) == ["gpu_nvml.so", "gpu_rsmi.so"]
+
+
+# e_machine sits at byte 18 of the ELF header (little-endian here): 62 is x86-64, 183 AArch64.
+EM_AARCH64 = 183
+
+
+def _as_aarch64(elf: bytes) -> bytes:
+    """The gcc-built object relabelled AArch64: the check reads only the header's machine type."""
+    return elf[:18] + EM_AARCH64.to_bytes(2, "little") + elf[20:]
+
+
+def test_amd64_tree_of_x86_64_objects_passes_the_machine_type_check(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, {"lib/libgood.so": shared_object(tmp_path, "$ORIGIN")})
+    result = _run(static.check_machine_type, artifact, True)
+    assert result.failed is False
+    assert "amd64 (EM_X86_64)" in result.summary
+
+
+def test_manifest_without_arch_is_checked_as_amd64(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, {"lib/libarm.so": _as_aarch64(shared_object(tmp_path, "$ORIGIN"))})
+    result = _run(static.check_machine_type, artifact, True)
+    assert result.failed is True
+    assert "lib/libarm.so: EM_AARCH64" in result.evidence
+
+
+def test_arm64_tree_with_an_x86_64_object_fails_naming_it(tmp_path: Path) -> None:
+    elf = shared_object(tmp_path, "$ORIGIN")
+    artifact = _artifact(tmp_path, {"lib/libarm.so": _as_aarch64(elf), "lib/libx86.so": elf}, {"arch": "arm64"})
+    result = _run(static.check_machine_type, artifact, True)
+    assert result.failed is True
+    assert result.evidence == ["lib/libx86.so: EM_X86_64"]
+    assert "not arm64 (EM_AARCH64)" in result.summary
+
+
+def test_arm64_tree_of_aarch64_objects_passes(tmp_path: Path) -> None:
+    artifact = _artifact(
+        tmp_path, {"lib/libarm.so": _as_aarch64(shared_object(tmp_path, "$ORIGIN"))}, {"arch": "arm64"}
+    )
+    assert _run(static.check_machine_type, artifact, True).failed is False

@@ -34,6 +34,7 @@ class PackageFamily(_Frozen):
     """What every toolchain image of one package-manager family installs."""
 
     toolchain_packages: tuple[str, ...]
+    cross_packages: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     spack_packages: tuple[str, ...]
     verify: VerifyPackages
 
@@ -62,6 +63,18 @@ class NativeToolchain(_Frozen):
         return bool(self.gpu_build_packages)
 
 
+class ArchSupport(_Frozen):
+    """How a toolchain builds for one arch: which engines, whether by the OS's cross toolchain, and the arch's own
+    image of the OS (found by tag: Docker ignores `docker import --platform`)."""
+
+    engines: tuple[Literal["spack", "native"], ...]
+    cross: bool = False
+    base_image: str | None = None
+
+
+_AMD64_ONLY = {"amd64": ArchSupport(engines=("spack", "native"))}
+
+
 class Toolchain(_Frozen):
     """One OS toolchain, e.g. `trixie` = Debian 13 with GCC 14."""
 
@@ -76,12 +89,14 @@ class Toolchain(_Frozen):
     repositories: tuple[str, ...] = ()
     gpu_repositories: tuple[str, ...] = ()
     epel: bool = False
+    arches: dict[str, ArchSupport] = Field(default_factory=lambda: dict(_AMD64_ONLY))
     native: NativeToolchain
     spack: SpackToolchain
     packages: PackageFamily = Field(exclude=True)
 
 
 class _CatalogFile(_Frozen):
+    multiarch: dict[str, str]
     families: dict[str, PackageFamily]
     toolchains: dict[str, dict[str, object]]
 
@@ -105,6 +120,11 @@ def load_toolchains() -> dict[str, Toolchain]:
         family = str(entry["family"])
         toolchains[name] = Toolchain.model_validate({**entry, "name": name, "packages": families[family]})
     return toolchains
+
+
+def multiarch_triplet(arch: str) -> str:
+    """Debian's multiarch triplet of `arch` (`arm64` → `aarch64-linux-gnu`)."""
+    return _catalog().multiarch[arch]
 
 
 def toolchain_names() -> list[str]:

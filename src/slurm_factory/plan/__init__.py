@@ -65,6 +65,7 @@ def build_id(request: BuildRequest, image: ImageSpec, files: dict[str, PlanFile]
         "engine": request.engine.value,
         "gpu": request.gpu,
         "image": image.tag,
+        **({"arch": request.arch.value, "build_arch": request.build_arch.value} if request.arch != "amd64" else {}),
     }
     return inputs_id(inputs, request.toolchain, request.base_image, image.dockerfile, files)
 
@@ -152,7 +153,8 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     script = native.render_build_script(request)
     script_path = layout.PLAN / native.BUILD_SCRIPT
     artifact_files = render_artifact_files(request)
-    image = image_spec(request.toolchain.name, request.engine.value, dockerfile, settings.project_name)
+    toolchain_name = request.toolchain.name + (f"-cross-{request.arch.value}" if request.cross else "")
+    image = image_spec(toolchain_name, request.engine.value, dockerfile, settings.project_name)
     identity = build_id(request, image, {native.BUILD_SCRIPT: script, **artifact_files})
     container = ContainerSpec(
         command=_script_command(native.BUILD_SCRIPT),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from slurm_factory.catalog.toolchains import multiarch_triplet
 from slurm_factory.plan import layout
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.templating import render
@@ -10,14 +11,22 @@ from slurm_factory.request import BuildRequest
 BUILD_SCRIPT = "build-native.sh"
 # Slurm 26.05 dropped the http-parser dependency of slurmrestd; its configure no longer accepts the option.
 HTTP_PARSER_DROPPED = (26, 5)
+# The dynamic loader of each cross target: it lists a cross-built binary's libraries (what ldd does natively).
+CROSS_LOADERS = {"arm64": "/lib/ld-linux-aarch64.so.1"}
 
 
 def image_packages(request: BuildRequest) -> list[str]:
+    """The toolchain, and the -dev packages Slurm links against. A cross build installs the build host's tools,
+    the OS's cross compiler for the target arch, and the target arch's -dev packages (`libfoo-dev:arm64`)."""
     toolchain = request.toolchain
-    packages = [*toolchain.packages.toolchain_packages, *toolchain.native.build_packages]
-    if request.gpu:
-        packages += toolchain.native.gpu_build_packages
-    return packages
+    build_packages = [*toolchain.native.build_packages, *(toolchain.native.gpu_build_packages if request.gpu else ())]
+    if not request.cross:
+        return [*toolchain.packages.toolchain_packages, *build_packages]
+    return [
+        *toolchain.packages.toolchain_packages,
+        *toolchain.packages.cross_packages[request.arch.value],
+        *(f"{package}:{request.arch.value}" for package in build_packages),
+    ]
 
 
 def image_repositories(request: BuildRequest) -> list[str]:
@@ -33,6 +42,7 @@ def render_dockerfile(request: BuildRequest) -> str:
         engine=request.engine.value,
         packages=image_packages(request),
         repositories=image_repositories(request),
+        foreign_arch=request.arch.value if request.cross else None,
     )
 
 
@@ -40,6 +50,7 @@ def configure_options(request: BuildRequest) -> list[str]:
     """Slurm's configure options: everything the OS provides is enabled explicitly, so a missing library fails
     configure instead of silently dropping a plugin."""
     prefix = layout.install_prefix(request.artifact_root)
+    native = request.toolchain.native
     options = [
         f"--prefix={prefix}",
         "--sysconfdir=/etc/slurm",
@@ -59,13 +70,20 @@ def configure_options(request: BuildRequest) -> list[str]:
         "--with-lz4",
         "--with-lua",
         "--with-libcurl",
-        *request.toolchain.native.configure_options,
+        *(option.format(multiarch=multiarch_triplet(request.arch.value)) for option in native.configure_options),
     ]
+    if request.cross:
+        options += [f"--build={multiarch_triplet(request.build_arch.value)}", f"--host={cross_triplet(request)}"]
     if request.slurm.key < (*HTTP_PARSER_DROPPED, 0, 0):
         options.append("--with-http-parser")
     if request.gpu:
         options += request.toolchain.native.gpu_configure_options
     return options
+
+
+def cross_triplet(request: BuildRequest) -> str | None:
+    """The target's triplet for a cross build (the compiler prefix and configure's --host), else None."""
+    return multiarch_triplet(request.arch.value) if request.cross else None
 
 
 def render_build_script(request: BuildRequest) -> PlanFile:
@@ -81,5 +99,7 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         ccache_dir=layout.CCACHE,
         configure_options=configure_options(request),
         source_date_epoch=request.slurm.source_date_epoch,
+        cross_triplet=cross_triplet(request),
+        cross_loader=CROSS_LOADERS.get(request.arch.value) if request.cross else None,
     )
     return PlanFile(script, mode=0o755)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.artifact import sidecar, write_text_atomically
+from slurm_factory.choices import Arch, host_arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.exceptions import ConfigurationError, DockerError, VerificationError
@@ -33,7 +34,13 @@ __all__ = ["VerificationReport", "verify_artifact"]
 
 MEMBERS_CHECK = "static: members"
 MANIFEST_CHECK = "manifest"
-STATIC_CHECKS = ("static: RUNPATH", "static: vendor libraries", "static: build prefix", "static: plugins")
+STATIC_CHECKS = (
+    "static: machine type",
+    "static: RUNPATH",
+    "static: vendor libraries",
+    "static: build prefix",
+    "static: plugins",
+)
 SBOM_CHECK = "sbom"
 DOCKER_STAGES = ("images", "relocated", "cluster")
 
@@ -44,6 +51,8 @@ def report_path(artifact: Path) -> Path:
 
 def _static_checks(artifact: ArtifactUnderTest, report: VerificationReport) -> None:
     facts = static.collect_tree_facts(artifact)
+    with check(report, "static: machine type") as result:
+        static.check_machine_type(artifact, facts, result)
     with check(report, "static: RUNPATH") as result:
         static.check_runpaths(artifact, facts, result)
     with check(report, "static: vendor libraries") as result:
@@ -199,6 +208,22 @@ def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarbal
         raise ConfigurationError(f"cannot write the verification report beside {path.name}: {error}") from None
 
 
+def _refuse_foreign_arch(tarball: ScannedTarball) -> None:
+    """The relocated and cluster checks run the artifact's binaries; for another arch than the host's they would
+    need emulation, which verification does not do yet: refused up front rather than reported as skipped."""
+    try:
+        arch = json.loads(tarball.scan.manifest or b"{}").get("arch", Arch.AMD64.value)
+    except (ValueError, AttributeError):
+        return  # a malformed manifest is the manifest check's failure
+    host = host_arch()
+    if isinstance(arch, str) and host is not None and arch != host.value:
+        raise ConfigurationError(
+            f"{tarball.path.name} is an {arch} artifact and this host is {host.value}: verifying it would run its "
+            "binaries under emulation, which verification does not support yet",
+            hint=f"verify it on an {arch} host",
+        )
+
+
 def verify_artifact(
     tarball: Path,
     settings: Settings | None = None,
@@ -214,6 +239,7 @@ def verify_artifact(
     if public_key is not None and not public_key.is_file():
         raise ConfigurationError(f"--public-key {public_key}: no such file")
     scanned = scan_tarball(tarball)
+    _refuse_foreign_arch(scanned)
     if not os.access(scanned.path.parent, os.W_OK):
         raise ConfigurationError(
             f"{scanned.path.parent} is not writable: verify writes its report beside the artifact",

@@ -44,6 +44,11 @@ class ArtifactUnderTest:
         return [str(path) for path in self.manifest.get("build_paths") or [self.build_prefix]]
 
     @property
+    def arch(self) -> str:
+        """The machine the artifact is for; manifests from before `--arch` are amd64."""
+        return str(self.manifest.get("arch") or "amd64")
+
+    @property
     def gpu(self) -> bool:
         return bool(self.manifest.get("gpu"))
 

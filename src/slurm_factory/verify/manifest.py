@@ -84,5 +84,8 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     _strings(document, "build_paths", _ABSOLUTE_PATH, "an absolute path")
     _strings(document, "runtime_packages", _PACKAGE_NAME, "a package name")
     _field(document, "gpu", bool, required=False)
+    arch = _field(document, "arch", str, required=False)
+    if arch is not None and arch not in ("amd64", "arm64"):
+        raise ManifestError(f"{MANIFEST_NAME}: 'arch' {arch[:20]!r} is not amd64 or arm64")
     _field(document, "spack_modules", str, required=False)
     return document

@@ -34,12 +34,15 @@ SYSTEM_LIBRARY_DIRS = frozenset(
 # GPU vendor libraries are dlopened from the host's driver; shipping them (or stubs) would shadow the driver.
 VENDOR_LIBRARY = re.compile(r"^lib(nvidia-ml|rocm_smi64|cuda|nvidia-[a-z-]+|amdhip64|hsa-runtime64)\b.*\.so")
 _ELF_MAGIC = b"\x7fELF"
+# The ELF machine type (e_machine, as pyelftools names it) every binary of an artifact for each arch must have.
+ELF_MACHINES = {"amd64": "EM_X86_64", "arm64": "EM_AARCH64"}
 
 
 @dataclass
 class ElfFacts:
     path: str
     runpaths: list[str]
+    machine: str = ""
 
 
 @dataclass
@@ -64,7 +67,7 @@ def _elf_facts(path: str, data: bytes) -> ElfFacts | None:
         for tag in section.iter_tags():
             if tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
                 runpaths.extend(str(getattr(tag, "runpath", None) or getattr(tag, "rpath", "")).split(":"))
-    return ElfFacts(path, [entry for entry in runpaths if entry])
+    return ElfFacts(path, [entry for entry in runpaths if entry], str(elf.header["e_machine"]))
 
 
 def collect_tree_facts(artifact: ArtifactUnderTest) -> TreeFacts:
@@ -142,3 +145,17 @@ def check_expected_plugins(artifact: ArtifactUnderTest, facts: TreeFacts, record
         recorder.fail(f"{len(missing)} expected plugins missing from lib/slurm", missing)
     else:
         recorder.ok(f"all {len(expected)} expected plugins present ({len(facts.plugins)} in lib/slurm)")
+
+
+def check_machine_type(artifact: ArtifactUnderTest, facts: TreeFacts, recorder: CheckRecorder) -> None:
+    """Every ELF file is for the artifact's arch: an amd64 object in an arm64 tree (or the reverse) would fail on
+    the cluster's nodes, not here."""
+    expected = ELF_MACHINES.get(artifact.arch)
+    if expected is None:
+        recorder.fail(f"the manifest's arch {artifact.arch!r} is unknown; valid: {', '.join(ELF_MACHINES)}")
+        return
+    wrong = [f"{elf.path}: {elf.machine}" for elf in facts.elf_files if elf.machine != expected]
+    if wrong:
+        recorder.fail(f"{len(wrong)} ELF files are not {artifact.arch} ({expected})", wrong)
+    else:
+        recorder.ok(f"{len(facts.elf_files)} ELF files, all {artifact.arch} ({expected})")

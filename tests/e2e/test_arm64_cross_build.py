@@ -1,0 +1,62 @@
+"""A real arm64 build of Slurm 24.11.5 for trixie from this x86_64 host, by Debian's cross toolchain (native engine).
+
+Local, not CI: it needs `scripts/testenv arm64` (qemu-user-static + binfmt_misc; the build's last steps run the
+arm64 loader and `slurmd -V` under emulation) and costs minutes on top of CI's budget (see the CHANGELOG for the
+figures). Run it with `SLURM_FACTORY_TEST_ARM64=1 scripts/run-tests -m arm64`; `-m "not arm64"` deselects it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from slurm_factory.artifact import sidecar
+from slurm_factory.choices import Arch
+from slurm_factory.emulation import emulation_problem
+from tests.conftest import slurm_source_tarball
+from tests.e2e.helpers import native_build, report_measurement
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.arm64]
+
+
+@pytest.fixture(scope="module")
+def arm64_enabled() -> None:
+    if os.environ.get("SLURM_FACTORY_TEST_ARM64") != "1":
+        pytest.skip("SLURM_FACTORY_TEST_ARM64 unset: the arm64 cross build is a local test (scripts/testenv arm64)")
+    problem = emulation_problem(Arch.ARM64)
+    if problem is not None:
+        pytest.fail(f"SLURM_FACTORY_TEST_ARM64=1 but this host cannot run arm64 binaries: {problem}")
+
+
+def _elf_machines(tarball: Path) -> dict[str, str]:
+    machines = {}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive:
+            stream = archive.extractfile(member) if member.isfile() else None
+            data = stream.read() if stream is not None else b""
+            if data.startswith(b"\x7fELF"):
+                machines[member.name] = str(ELFFile(io.BytesIO(data)).header["e_machine"])
+    return machines
+
+
+def test_cross_build_for_arm64_gives_an_aarch64_tree_named_and_recorded_as_arm64(
+    arm64_enabled: None, tmp_path: Path, project_cleanup: str
+) -> None:
+    build = native_build(tmp_path / "home", project_cleanup, slurm_source_tarball(), "--arch", "arm64")
+    report_measurement(f"arm64 cross build of 24.11.5 for trixie (cold home): {build.seconds:.0f} s")
+    assert Path(build.result["artifact"]).name == "slurm-24.11-trixie-arm64-software.tar.gz"
+    manifest = json.loads(sidecar(build.artifact, ".manifest.json").read_text(encoding="utf-8"))
+    assert manifest["arch"] == "arm64" and manifest["cross_compiled"] is True
+    assert "aarch64-linux-gnu-gcc" in manifest["toolchain"]["compiler"]
+    assert "libmunge2" in manifest["runtime_packages"]
+    machines = _elf_machines(build.artifact)
+    assert len(machines) > 100
+    assert {machine for machine in machines.values()} == {"EM_AARCH64"}, [
+        name for name, machine in machines.items() if machine != "EM_AARCH64"
+    ]

@@ -1,0 +1,166 @@
+"""`--arch`: the catalog decides which toolchain and engine build which arch; a cross build from amd64 to arm64 on
+Debian renders the OS's cross toolchain and the arm64 -dev packages; everything else is refused up front (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slurm_factory.choices import Arch, host_arch
+from slurm_factory.config import Settings
+from slurm_factory.emulation import emulation_problem, require_emulation
+from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
+from slurm_factory.plan import make_plan
+from slurm_factory.plan.native import configure_options, image_packages
+from slurm_factory.request import BuildRequest, make_request
+from slurm_factory.verify import verify_artifact
+from tests.unit.tarballs import ROOT, Member, manifest, write_artifact
+
+
+@pytest.fixture(autouse=True)
+def _amd64_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests describe an x86_64 build host, whatever machine runs them."""
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+
+
+def _cross(**options: object) -> BuildRequest:
+    return make_request(
+        **{"slurm_version": "24.11.5", "toolchain": "trixie", "engine": "native", "arch": "arm64", **options}
+    )
+
+
+def test_host_arch_maps_uname_machines() -> None:
+    assert host_arch("x86_64") is Arch.AMD64
+    assert host_arch("aarch64") is Arch.ARM64
+    assert host_arch("riscv64") is None
+
+
+def test_default_arch_is_the_hosts_and_keeps_the_contract_name() -> None:
+    request = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native")
+    assert request.arch is Arch.AMD64 and not request.cross
+    assert request.artifact_filename == "slurm-24.11-trixie-software.tar.gz"
+
+
+@pytest.mark.parametrize("toolchain", ["trixie", "bookworm"])
+def test_arm64_on_debian_native_is_a_cross_build_named_arm64(toolchain: str) -> None:
+    request = _cross(toolchain=toolchain)
+    assert request.cross
+    assert request.artifact_filename == f"slurm-24.11-{toolchain}-arm64-software.tar.gz"
+    assert request.artifact_root == f"slurm-24.11.5-{toolchain}-arm64"
+
+
+def test_cross_image_installs_the_cross_compiler_and_arm64_dev_packages() -> None:
+    packages = image_packages(_cross())
+    assert "crossbuild-essential-arm64" in packages
+    assert "libmunge-dev:arm64" in packages and "libpmix-dev:arm64" in packages
+    assert "libmunge-dev" not in packages
+    assert "build-essential" in packages  # the build host's own tools stay native
+
+
+def test_cross_configure_names_host_build_and_the_arm64_pmix() -> None:
+    options = configure_options(_cross())
+    assert "--host=aarch64-linux-gnu" in options
+    assert "--build=x86_64-linux-gnu" in options
+    assert "--with-pmix=/usr/lib/aarch64-linux-gnu/pmix2" in options
+
+
+def test_native_configure_keeps_the_x86_64_pmix() -> None:
+    request = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native")
+    assert "--with-pmix=/usr/lib/x86_64-linux-gnu/pmix2" in configure_options(request)
+    assert not any(option.startswith("--host=") for option in configure_options(request))
+
+
+def test_cross_plan_renders_multiarch_dockerfile_and_cross_compiler(tmp_path: Path) -> None:
+    plan = make_plan(_cross(), Settings(project_name="t", home=tmp_path))
+    assert "RUN dpkg --add-architecture arm64" in plan.image.dockerfile
+    assert plan.image.repository == "t/toolchain-trixie-cross-arm64-native"
+    script = next(iter(plan.container.files.values())).content
+    assert 'export CC="ccache aarch64-linux-gnu-gcc"' in script
+    assert "PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig" in script
+    assert "/lib/ld-linux-aarch64.so.1 --list" in script
+    assert plan.artifact_path.name == "slurm-24.11-trixie-arm64-software.tar.gz"
+
+
+def test_arm64_and_amd64_builds_have_different_ids(tmp_path: Path) -> None:
+    settings = Settings(project_name="t", home=tmp_path)
+    amd64 = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native")
+    assert make_plan(_cross(), settings).build_id != make_plan(amd64, settings).build_id
+
+
+def _refusal(**options: object) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as caught:
+        _cross(**options)
+    assert caught.value.exit_code == EXIT_USAGE
+    return caught.value
+
+
+def test_arm64_with_the_spack_engine_is_refused_naming_what_builds_it() -> None:
+    error = _refusal(engine="spack")
+    assert "--arch arm64 with --engine spack is not supported on trixie" in str(error)
+    assert "--engine native" in str(error)
+
+
+@pytest.mark.parametrize("toolchain", ["noble", "jammy", "resolute", "rockylinux10", "rockylinux9", "rockylinux8"])
+def test_arm64_on_toolchains_without_it_is_refused_listing_the_supported(toolchain: str) -> None:
+    error = str(_refusal(toolchain=toolchain))
+    assert f"--arch arm64 is not supported on {toolchain}" in error
+    assert "trixie (--engine native)" in error and "bookworm (--engine native)" in error
+
+
+def test_arm64_cross_with_gpu_is_refused() -> None:
+    assert "--gpu with --arch arm64" in str(_refusal(gpu=True))
+
+
+def test_arm64_cross_with_verify_is_refused_not_skipped() -> None:
+    assert "--verify with --arch arm64" in str(_refusal(verify=True))
+
+
+def test_unknown_arch_lists_the_valid_ones() -> None:
+    assert "valid values: amd64, arm64" in str(_refusal(arch="riscv64"))
+
+
+def test_amd64_from_an_arm64_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.ARM64)
+    assert "--arch amd64 from an arm64 host is not supported" in str(_refusal(arch="amd64"))
+
+
+def _binfmt(tmp_path: Path, handler: str | None) -> Path:
+    (tmp_path / "status").write_text("enabled\n")
+    if handler is not None:
+        (tmp_path / "qemu-aarch64").write_text(handler)
+    return tmp_path
+
+
+def test_emulation_with_the_f_flag_is_usable(tmp_path: Path) -> None:
+    handler = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n"
+    assert emulation_problem(Arch.ARM64, _binfmt(tmp_path, handler)) is None
+
+
+@pytest.mark.parametrize(
+    ("handler", "problem"),
+    [
+        (None, "no qemu-aarch64 binfmt handler"),
+        ("disabled\nflags: PF\n", "disabled"),
+        ("enabled\nflags: P\n", "lacks the F flag"),
+    ],
+)
+def test_missing_emulation_is_a_usage_error_saying_why(tmp_path: Path, handler: str | None, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        require_emulation(Arch.ARM64, "--arch arm64", _binfmt(tmp_path, handler))
+    assert problem in str(caught.value)
+    assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_unmounted_binfmt_misc_is_named(tmp_path: Path) -> None:
+    assert emulation_problem(Arch.ARM64, tmp_path / "absent") == f"binfmt_misc is not mounted at {tmp_path / 'absent'}"
+
+
+def test_verifying_an_arm64_artifact_on_an_amd64_host_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("slurm_factory.verify.host_arch", lambda: Arch.AMD64)
+    artifact = write_artifact(tmp_path, [Member(f"{ROOT}/bin/x", b"x")], manifest(arch="arm64"))
+    with pytest.raises(ConfigurationError) as caught:
+        verify_artifact(artifact, Settings(project_name="t", home=tmp_path / "home"))
+    assert "is an arm64 artifact and this host is amd64" in str(caught.value)
