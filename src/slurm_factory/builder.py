@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import socket
 import tempfile
 import time
 from contextlib import ExitStack
@@ -317,7 +319,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         session = session or _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
-        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
+        with _scratch_directory(settings.builds_dir) as scratch:
             handout = _build_handout(request, signer, s3) if request.engine is Engine.SPACK else None
             output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
@@ -338,6 +340,20 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
             store.write_build_record(stored, plan, result.durations, built_at)
             _link(result, settings)
     return result
+
+
+SCRATCH_PREFIX = ".scratch-"
+
+
+def _scratch_directory(builds_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """Where an engine's tree lands before the artifact is written: `.scratch-<pid>@<host>-…` in builds/, removed
+    when the block ends. One left by a process of this host that was killed outright (SIGKILL) is removed first."""
+    host = socket.gethostname()
+    for stale in builds_dir.glob(f"{SCRATCH_PREFIX}*@{host}-*"):  # only this host's processes can be checked
+        pid = stale.name.removeprefix(SCRATCH_PREFIX).partition("@")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}@{host}-", dir=builds_dir)
 
 
 def _docker_session(settings: Settings, monitor: BuildMonitor) -> DockerSession:
@@ -562,7 +578,7 @@ def build_compiler(
         session = _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
-        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=settings.builds_dir) as scratch:
+        with _scratch_directory(settings.builds_dir) as scratch:
             handout = SecretHandout(publish=lambda: _push_secrets(signer, s3, request.publish_url))
             output = container.run_build(plan, session, monitor, Path(scratch), handout)
             monitor.stage("artifact")
