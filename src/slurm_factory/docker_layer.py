@@ -25,6 +25,7 @@ from typing import IO, Any
 import docker
 import docker.errors
 import docker.types
+import requests
 import requests.exceptions
 from docker.models.containers import Container
 
@@ -54,6 +55,11 @@ DOCKER_FAILURES = (docker.errors.DockerException, requests.exceptions.RequestExc
 
 def _docker_failure(action: str, error: Exception) -> DockerError:
     explanation = getattr(error, "explanation", None) or str(error)
+    if isinstance(error, requests.exceptions.ConnectionError):  # the engine went away mid-operation
+        return DockerError(
+            f"lost the Docker engine while {action}: {explanation}",
+            hint="start the engine again; the next build removes what this one left",
+        )
     return DockerError(f"{action}: {explanation}")
 
 
