@@ -83,8 +83,9 @@ def writable_directory(path: Path, subject: str) -> Check:
 def local_checks(request: BuildRequest | CompilerRequest, settings: Settings) -> list[Check]:
     """The home and its caches, and a `file://` publish mirror, can take what the build writes."""
     home = writable_directory(settings.home, "SLURM_FACTORY_HOME")
-    caches = [writable_directory(directory, f"cache {directory.name}/") for directory in settings.cache_dirs()]
-    created = [Path(check.subject.removeprefix("cache ")).name for check in caches if "created" in check.finding]
+    for directory in settings.cache_dirs():
+        writable_directory(directory, f"cache {directory.name}/")
+    created = [directory.name for directory in settings.cache_dirs() if not directory.is_dir()]
     checks = [Check("home", f"{home.finding}; caches {'to create: ' + ', '.join(created) if created else 'writable'}")]
     mirror = file_url_path(request.publish_url)
     if mirror is not None:
@@ -93,9 +94,7 @@ def local_checks(request: BuildRequest | CompilerRequest, settings: Settings) ->
 
 
 def _local_source(origin: str) -> Path | None:
-    path = file_url_path(origin)
-    if path is not None:
-        return path
+    """The request keeps a local source (a path or a file:// URL) as an absolute path, a remote one as its URL."""
     return None if "://" in origin else Path(origin)
 
 
