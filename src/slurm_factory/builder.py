@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from slurm_factory import store
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
@@ -28,13 +28,13 @@ from slurm_factory.emulation import require_emulation
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
+from slurm_factory.options import BuildOptions, CompilerOptions
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.preflight import Check, Preflight, local_checks, source_check, summary
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
-    DEFAULT_SLURM_VERSION,
     BuildRequest,
     Engine,
     PublishMode,
@@ -123,72 +123,21 @@ class BuildResult:
 
 
 def build(
-    slurm_version: str = DEFAULT_SLURM_VERSION,
-    toolchain: str = "noble",
-    gpu: bool = False,
-    verify: bool = False,
-    no_cache: bool = False,
-    buildcache: str = "none",
-    publish: str = "none",
-    enable_hierarchy: bool = False,
-    signing_key: str | None = None,
-    gpg_private_key: str | None = None,
-    gpg_passphrase: str | None = None,
-    compiler_version: str | None = None,
-    use_local_buildcache: bool = False,
-    settings: Settings | None = None,
     *,
-    engine: str = Engine.SPACK.value,
-    arch: str | None = None,
-    slurm_source: str | None = None,
-    spack_source: str | None = None,
-    spack_packages_source: str | None = None,
-    python_wheels: str | None = None,
-    base_image: str | None = None,
-    buildcache_url: str | None = None,
-    publish_url: str | None = None,
-    s3_endpoint_url: str | None = None,
-    os_packages: str | None = None,
-    spack_packages: str | None = None,
+    settings: Settings | None = None,
     dry_run: bool = False,
-    plan_dir: Path | None = None,
+    plan_dir: str | os.PathLike[str] | None = None,
     display: Display | None = None,
+    **options: Unpack[BuildOptions],
 ) -> BuildResult:
-    """Build one Slurm release for one toolchain; return the artifact (or, with `dry_run`, only the plan)."""
+    """Build one Slurm release for one toolchain; return the artifact (or, with `dry_run`, only the plan).
+
+    `options` are `slurm_factory.options.BuildOptions` (the same as `build-slurm`'s options, by keyword)."""
     settings = _checked_run_arguments(settings, dry_run, plan_dir)
-    request = make_request(
-        slurm_version=slurm_version,
-        toolchain=toolchain,
-        engine=engine,
-        arch=arch,
-        gpu=gpu,
-        verify=verify,
-        no_cache=no_cache,
-        buildcache=buildcache,
-        publish=publish,
-        enable_hierarchy=enable_hierarchy,
-        signing_key=signing_key,
-        gpg_private_key=gpg_private_key,
-        gpg_passphrase=gpg_passphrase,
-        compiler_version=compiler_version,
-        use_local_buildcache=use_local_buildcache,
-        slurm_source=slurm_source,
-        spack_source=spack_source,
-        spack_packages_source=spack_packages_source,
-        python_wheels=python_wheels,
-        base_image=base_image,
-        buildcache_url=buildcache_url,
-        publish_url=publish_url,
-        s3_endpoint_url=s3_endpoint_url,
-        os_packages=os_packages,
-        spack_packages=spack_packages,
-    )
+    request = make_request(**options)
     plan = make_plan(request, settings)
     result = BuildResult(plan=plan)
-    if plan_dir is not None:
-        plan_dir = Path(plan_dir)
-        write_plan_dir(plan, plan_dir)
-        result.plan_dir = plan_dir
+    result.plan_dir = _written_plan_dir(plan, plan_dir)
     checks = local_checks(request, settings)
     _require_cached_compiler(request, settings)
     if dry_run:
@@ -226,6 +175,14 @@ def _checked_run_arguments(settings: object, dry_run: object, plan_dir: object) 
     if isinstance(plan_dir, str) and not plan_dir.strip():
         raise ConfigurationError("--plan-dir is empty: name the directory to write the build context into")
     return settings or Settings()
+
+
+def _written_plan_dir(plan: BuildPlan | CompilerPlan, plan_dir: str | os.PathLike[str] | None) -> Path | None:
+    """`--plan-dir`: the rendered build context, written before anything is checked or run."""
+    if plan_dir is None:
+        return None
+    write_plan_dir(plan, Path(plan_dir))
+    return Path(plan_dir)
 
 
 def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
@@ -513,49 +470,22 @@ def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, f
 
 
 def build_compiler(
-    compiler_version: str,
-    toolchain: str = "noble",
-    no_cache: bool = False,
-    publish: str = "none",
-    signing_key: str | None = None,
-    gpg_private_key: str | None = None,
-    gpg_passphrase: str | None = None,
-    publish_url: str | None = None,
-    settings: Settings | None = None,
     *,
-    spack_source: str | None = None,
-    spack_packages_source: str | None = None,
-    python_wheels: str | None = None,
-    base_image: str | None = None,
-    s3_endpoint_url: str | None = None,
+    settings: Settings | None = None,
     dry_run: bool = False,
-    plan_dir: Path | None = None,
+    plan_dir: str | os.PathLike[str] | None = None,
     display: Display | None = None,
+    **options: Unpack[CompilerOptions],
 ) -> CompilerResult:
     """Build a GCC with Spack in the toolchain's container, push it to the binary mirror (the local one by default)
-    and write `builds/gcc-<version>-<toolchain>-compiler.tar.gz` with a modulefile."""
+    and write `builds/gcc-<version>-<toolchain>-compiler.tar.gz` with a modulefile.
+
+    `options` are `slurm_factory.options.CompilerOptions` (`build-compiler`'s options, by keyword)."""
     settings = _checked_run_arguments(settings, dry_run, plan_dir)
-    request = make_compiler_request(
-        compiler_version=compiler_version,
-        toolchain=toolchain,
-        no_cache=no_cache,
-        publish=publish,
-        signing_key=signing_key,
-        gpg_private_key=gpg_private_key,
-        gpg_passphrase=gpg_passphrase,
-        publish_url=publish_url,
-        spack_source=spack_source,
-        spack_packages_source=spack_packages_source,
-        python_wheels=python_wheels,
-        base_image=base_image,
-        s3_endpoint_url=s3_endpoint_url,
-    )
+    request = make_compiler_request(**options)
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
-    if plan_dir is not None:
-        plan_dir = Path(plan_dir)
-        write_plan_dir(plan, plan_dir)
-        result.plan_dir = plan_dir
+    result.plan_dir = _written_plan_dir(plan, plan_dir)
     local_checks(request, settings)
     if request.signing_key is not None and request.gpg_private_key is None:
         user_keyring_home()

@@ -6,6 +6,7 @@ Errors print one line (and a hint); a traceback only with `--verbose`. Exit code
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import signal
@@ -13,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -21,15 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from slurm_factory import __version__
-from slurm_factory.choices import (
-    DEFAULT_SLURM_VERSION,
-    DEFAULT_TOOLCHAIN,
-    Arch,
-    BuildcacheMode,
-    Engine,
-    OsPackagesMode,
-    PublishMode,
-)
+from slurm_factory.completion import releases_by_series
 from slurm_factory.exceptions import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -38,6 +32,7 @@ from slurm_factory.exceptions import (
     SlurmFactoryError,
     VerificationError,
 )
+from slurm_factory.options import BuildOptions, CompilerOptions, Declared, declared
 
 # Everything heavy (pydantic models, the catalog, Docker, ELF parsing) is imported inside the commands that need it,
 # so `--help` and shell completion stay fast.
@@ -194,225 +189,107 @@ def _display(json_output: bool) -> Display:
     return RichDisplay(stderr)
 
 
-def _complete_toolchain(incomplete: str) -> list[tuple[str, str]]:
-    """Shell completion: the catalog's toolchains, with their OS."""
-    from slurm_factory.catalog import load_toolchains
-
-    return [(name, t.os) for name, t in load_toolchains().items() if name.startswith(incomplete)]
-
-
-def _complete_slurm_version(incomplete: str) -> list[tuple[str, str]]:
-    """Shell completion: every series (newest first, meaning its newest patch) and every exact release."""
-    series = _releases_by_series()
-    choices = [(name, f"newest: {versions[-1]}") for name, versions in reversed(series.items())]
-    choices += [(version, f"release of {name}") for name, versions in series.items() for version in versions]
-    return [(value, text) for value, text in choices if value.startswith(incomplete)]
-
-
-def _complete_gcc_version(incomplete: str) -> list[str]:
-    """Shell completion: the GCC releases `build-compiler` knows."""
-    from slurm_factory.catalog.compilers import load_gcc_catalog
-
-    return [version for version in load_gcc_catalog().versions if version.startswith(incomplete)]
-
-
-SlurmVersionOption = Annotated[
-    str,
-    typer.Option(
-        "--slurm-version",
-        help="Series (newest patch) or exact release, e.g. 25.11 or 24.11.5.",
-        autocompletion=_complete_slurm_version,
-    ),
-]
-ToolchainOption = Annotated[
-    str,
-    typer.Option("--toolchain", help="OS toolchain: see `slurm-factory list`.", autocompletion=_complete_toolchain),
-]
-NoCacheOption = Annotated[
-    bool, typer.Option("--no-cache", help="Rebuild everything: no Docker layer cache, buildcache or ccache reuse.")
-]
-PublishOption = Annotated[
-    PublishMode, typer.Option("--publish", help="What to publish: none, slurm, deps or all.", case_sensitive=False)
-]
-SigningKeyOption = Annotated[
-    str | None, typer.Option("--signing-key", help="GPG key id (0xKEYID or fingerprint) that signs what is published.")
-]
-PrivateKeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--gpg-private-key",
-        help="Base64 of the private key to import, or @path. Env: SLURM_FACTORY_GPG_PRIVATE_KEY.",
-        show_default=False,
-    ),
-]
-PassphraseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--gpg-passphrase", help="Passphrase of that key. Env: SLURM_FACTORY_GPG_PASSPHRASE.", show_default=False
-    ),
-]
 PassphraseFileOption = Annotated[
     Path | None, typer.Option("--gpg-passphrase-file", help="Read the passphrase from this file.")
 ]
-PublishUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--publish-url", help="Where to publish: a file:// path or directory (default: the local binary mirror), s3://."
-    ),
-]
-S3EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--s3-endpoint-url",
-        help="Endpoint of an S3-compatible store (MinIO, Ceph RGW) for s3:// mirrors. Env: AWS_ENDPOINT_URL_S3, "
-        "AWS_ENDPOINT_URL. Credentials: AWS_PROFILE, ~/.aws/credentials or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
-SpackSourceOption = Annotated[
-    str | None,
-    typer.Option("--spack-source", help="Local Spack checkout, release tarball or URL instead of cloning Spack."),
-]
-SpackPackagesSourceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--spack-packages-source",
-        help="Local spack-packages checkout, tarball or URL instead of fetching the pinned commit.",
-    ),
-]
-PythonWheelsOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--python-wheels", help="Directory of wheels (clingo, boto3 and their dependencies) for Spack's Python."
-    ),
-]
-BaseImageOption = Annotated[str | None, typer.Option("--base-image", help="Override the toolchain's base image.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")]
 PlanDirOption = Annotated[
     Path | None, typer.Option("--plan-dir", help="Write the rendered build context into this directory.")
 ]
 
 
-@app.command("build-slurm")
-@_one_line_errors
-def build_slurm_command(
-    slurm_version: SlurmVersionOption = DEFAULT_SLURM_VERSION,
-    toolchain: ToolchainOption = DEFAULT_TOOLCHAIN,
-    gpu: Annotated[bool, typer.Option("--gpu", help="Build the NVML and RSMI GPU plugins.")] = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Verify relocatability and function.")] = False,
-    no_cache: NoCacheOption = False,
-    buildcache: Annotated[
-        BuildcacheMode,
-        typer.Option(
-            "--buildcache", help="Install from the binary buildcache: none, deps or all.", case_sensitive=False
-        ),
-    ] = BuildcacheMode.NONE,
-    publish: PublishOption = PublishMode.NONE,
-    enable_hierarchy: Annotated[
-        bool, typer.Option("--enable-hierarchy", help="Lmod Core/Compiler/MPI hierarchy instead of a flat tree.")
-    ] = False,
-    signing_key: SigningKeyOption = None,
-    gpg_private_key: PrivateKeyOption = None,
-    gpg_passphrase: PassphraseOption = None,
-    gpg_passphrase_file: PassphraseFileOption = None,
-    use_local_buildcache: Annotated[
-        bool, typer.Option("--use-local-buildcache", help="Also use ~/.slurm-factory/spack-buildcache as a mirror.")
-    ] = False,
-    compiler_version: Annotated[
-        str | None,
-        typer.Option(
-            "--compiler-version",
-            help="Build with a GCC from `build-compiler` (e.g. 10.5.0).",
-            autocompletion=_complete_gcc_version,
-        ),
-    ] = None,
-    engine: Annotated[
-        Engine, typer.Option("--engine", help="spack (whole stack) or native (OS libraries).", case_sensitive=False)
-    ] = Engine.SPACK,
-    arch: Annotated[
-        Arch | None,
-        typer.Option(
-            "--arch",
-            help="The machine the artifact runs on: amd64 or arm64 (arm64 from an x86_64 host: native engine on "
-            "trixie or bookworm, by the OS's cross compiler).",
-            case_sensitive=False,
-            show_default="the host's",
-        ),
-    ] = None,
-    slurm_source: Annotated[
-        str | None, typer.Option("--slurm-source", help="Local path or URL of the Slurm source tarball.")
-    ] = None,
-    spack_source: SpackSourceOption = None,
-    spack_packages_source: SpackPackagesSourceOption = None,
-    python_wheels: PythonWheelsOption = None,
-    base_image: BaseImageOption = None,
-    buildcache_url: Annotated[
-        str | None, typer.Option("--buildcache-url", help="Binary mirror to read: file://, s3://, https://.")
-    ] = None,
-    publish_url: PublishUrlOption = None,
-    s3_endpoint_url: S3EndpointOption = None,
-    os_packages: Annotated[
-        OsPackagesMode | None,
-        typer.Option(
-            "--os-packages",
-            help="Spack engine: what the toolchain OS supplies. build: build-only tools (every linked library built "
-            "by Spack); all: every dependency the OS packages (the artifact needs the runtime packages its manifest "
-            "lists); none: only the compiler.",
-            case_sensitive=False,
-            show_default="build",
-        ),
-    ] = None,
-    spack_packages: Annotated[
-        Path | None,
-        typer.Option(
-            "--spack-packages",
-            help="Spack engine: a site packages.yaml (its MPI, UCX, libfabric as externals; preferred versions and "
-            "variants) merged over the generated one.",
-        ),
-    ] = None,
-    dry_run: DryRunOption = False,
-    plan_dir: PlanDirOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Build one Slurm version for one toolchain."""
+def _cli_parameter(item: Declared) -> inspect.Parameter:
+    """A declared option as a typer parameter: a flag, a choice (case-insensitive), a path or a string."""
+    option = item.option
+    python_type: Any
+    default: Any
+    if item.is_flag:
+        python_type, default = bool, bool(option.default)
+    elif option.choices is not None:
+        python_type = option.choices if option.default is not None else option.choices | None
+        default = option.choices(option.default) if option.default is not None else None
+    elif option.path and not option.url:
+        python_type, default = Path | None, None
+    else:
+        python_type = str if option.required or option.default is not None else str | None
+        default = option.default
+    show_default: bool | str = True if option.default_text is None else (option.default_text or False)
+    typer_option = typer.Option(
+        option.flag,
+        help=option.help,
+        autocompletion=option.complete,
+        case_sensitive=option.choices is None,
+        show_default=show_default,
+    )
+    return inspect.Parameter(
+        item.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=inspect.Parameter.empty if option.required else default,
+        annotation=Annotated[python_type, typer_option],
+    )
+
+
+def _extra_parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# What every build command takes beside its declared options.
+_RUN_PARAMETERS = (
+    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, None),
+    _extra_parameter("dry_run", DryRunOption, False),
+    _extra_parameter("plan_dir", PlanDirOption, None),
+    _extra_parameter("json_output", JsonOption, False),
+)
+
+
+def _api_value(value: Any) -> Any:
+    """What the Python API takes: an enum's value, a path as a string."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _declared_command(
+    options: type, extra: tuple[inspect.Parameter, ...], run: Callable[[dict[str, Any], dict[str, Any]], None]
+) -> Callable[..., None]:
+    """A command whose parameters are the declared options (then `extra`): `run(api_options, extra_values)`."""
+    names = [item.name for item in declared(options)]
+
+    def command(**values: Any) -> None:
+        run(
+            {name: _api_value(values[name]) for name in names},
+            {name: value for name, value in values.items() if name not in names},
+        )
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*(_cli_parameter(item) for item in declared(options)), *extra]
+    )
+    return command
+
+
+def _secret_options(api_options: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`--gpg-passphrase-file` becomes the passphrase; secrets given on the command line are warned about."""
+    passphrase = _passphrase(api_options.get("gpg_passphrase"), extra.pop("gpg_passphrase_file", None))
+    _warn_command_line_secrets(api_options.get("gpg_private_key"), api_options.get("gpg_passphrase"))
+    return {**api_options, "gpg_passphrase": passphrase}
+
+
+def _run_build_slurm(api_options: dict[str, Any], extra: dict[str, Any]) -> None:
     from slurm_factory.builder import build
 
-    passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
-    _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
+    options = _secret_options(api_options, extra)
+    json_output, dry_run = extra["json_output"], extra["dry_run"]
     result = build(
-        slurm_version=slurm_version,
-        toolchain=toolchain,
-        gpu=gpu,
-        verify=verify,
-        no_cache=no_cache,
-        buildcache=buildcache.value,
-        publish=publish.value,
-        enable_hierarchy=enable_hierarchy,
-        signing_key=signing_key,
-        gpg_private_key=gpg_private_key,
-        gpg_passphrase=passphrase,
-        compiler_version=compiler_version,
-        use_local_buildcache=use_local_buildcache,
-        settings=_settings(),
-        engine=engine.value,
-        arch=arch.value if arch is not None else None,
-        slurm_source=slurm_source,
-        spack_source=spack_source,
-        spack_packages_source=spack_packages_source,
-        python_wheels=str(python_wheels) if python_wheels is not None else None,
-        base_image=base_image,
-        buildcache_url=buildcache_url,
-        publish_url=publish_url,
-        s3_endpoint_url=s3_endpoint_url,
-        os_packages=os_packages.value if os_packages is not None else None,
-        spack_packages=str(spack_packages) if spack_packages is not None else None,
-        dry_run=dry_run,
-        plan_dir=plan_dir,
-        display=_display(json_output),
+        **options, settings=_settings(), dry_run=dry_run, plan_dir=extra["plan_dir"], display=_display(json_output)
     )
     _report_build(result, json_output, dry_run)
 
 
+build_slurm_command = _one_line_errors(_declared_command(BuildOptions, _RUN_PARAMETERS, _run_build_slurm))
+app.command("build-slurm", help="Build one Slurm version for one toolchain.")(build_slurm_command)
 app.command("build", help="Alias of build-slurm.", hidden=False)(build_slurm_command)
 
 
@@ -479,7 +356,7 @@ def _print_plan(plan: BuildPlan) -> None:
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
-    if request.engine is Engine.SPACK:
+    if request.engine.value == "spack":
         _print_os_externals(plan)
     _print_container(plan)
     _print_context_files(plan.context_files())
@@ -523,55 +400,13 @@ def _print_context_files(files: dict[str, PlanFile]) -> None:
         stdout.out(plan_file.content, end="", highlight=False)
 
 
-@app.command("build-compiler")
-@_one_line_errors
-def build_compiler_command(
-    compiler_version: Annotated[
-        str,
-        typer.Option(
-            "--compiler-version", help="GCC release to build, e.g. 13.4.0.", autocompletion=_complete_gcc_version
-        ),
-    ],
-    toolchain: ToolchainOption = DEFAULT_TOOLCHAIN,
-    no_cache: NoCacheOption = False,
-    publish: PublishOption = PublishMode.NONE,
-    signing_key: SigningKeyOption = None,
-    gpg_private_key: PrivateKeyOption = None,
-    gpg_passphrase: PassphraseOption = None,
-    gpg_passphrase_file: PassphraseFileOption = None,
-    publish_url: PublishUrlOption = None,
-    s3_endpoint_url: S3EndpointOption = None,
-    spack_source: SpackSourceOption = None,
-    spack_packages_source: SpackPackagesSourceOption = None,
-    python_wheels: PythonWheelsOption = None,
-    base_image: BaseImageOption = None,
-    dry_run: DryRunOption = False,
-    plan_dir: PlanDirOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Build a GCC toolchain with Spack and push it to the buildcache (local by default)."""
+def _run_build_compiler(api_options: dict[str, Any], extra: dict[str, Any]) -> None:
     from slurm_factory.builder import build_compiler
 
-    passphrase = _passphrase(gpg_passphrase, gpg_passphrase_file)
-    _warn_command_line_secrets(gpg_private_key, gpg_passphrase)
+    options = _secret_options(api_options, extra)
+    json_output, dry_run = extra["json_output"], extra["dry_run"]
     result = build_compiler(
-        compiler_version=compiler_version,
-        toolchain=toolchain,
-        no_cache=no_cache,
-        publish=publish.value,
-        signing_key=signing_key,
-        gpg_private_key=gpg_private_key,
-        gpg_passphrase=passphrase,
-        publish_url=publish_url,
-        settings=_settings(),
-        spack_source=spack_source,
-        spack_packages_source=spack_packages_source,
-        python_wheels=str(python_wheels) if python_wheels is not None else None,
-        base_image=base_image,
-        s3_endpoint_url=s3_endpoint_url,
-        dry_run=dry_run,
-        plan_dir=plan_dir,
-        display=_display(json_output),
+        **options, settings=_settings(), dry_run=dry_run, plan_dir=extra["plan_dir"], display=_display(json_output)
     )
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -583,6 +418,13 @@ def build_compiler_command(
             f"  sha256 {result.sha256}  pushed to {', '.join(result.manifest.get('pushed_to', []))}", highlight=False
         )
         stdout.print(f"  log    {result.log_path}", highlight=False, markup=False)
+
+
+_BUILD_COMPILER_HELP = "Build a GCC toolchain with Spack and push it to the buildcache (local by default)."
+build_compiler_command = _one_line_errors(_declared_command(CompilerOptions, _RUN_PARAMETERS, _run_build_compiler))
+app.command(
+    "build-compiler", help="Build a GCC toolchain with Spack and push it to the buildcache (local by default)."
+)(build_compiler_command)
 
 
 def _print_compiler_plan(plan: CompilerPlan) -> None:
@@ -672,7 +514,7 @@ def list_command(json_output: JsonOption = False) -> None:
     releases = Table(title="Slurm releases")
     for column in ("series", "newest", "releases"):
         releases.add_column(column)
-    for series, versions in _releases_by_series().items():
+    for series, versions in releases_by_series().items():
         releases.add_row(series, versions[-1], ", ".join(versions))
     stdout.print(releases)
     built = Table(title=f"Artifacts in {settings.builds_dir} (* = what the name points at)")
@@ -692,17 +534,6 @@ def list_command(json_output: JsonOption = False) -> None:
             "yes" if row["signed"] else "no",
         )
     stdout.print(built)
-
-
-def _releases_by_series() -> dict[str, list[str]]:
-    from slurm_factory.catalog import load_releases
-
-    by_series: dict[str, list[str]] = {}
-    for release in load_releases():
-        versions = by_series.setdefault(release.series, [])
-        if release.version not in versions:
-            versions.append(release.version)
-    return by_series
 
 
 def _list_json(artifacts: list[dict[str, Any]]) -> dict[str, Any]:

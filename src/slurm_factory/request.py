@@ -7,13 +7,12 @@ message names the option and, where there is a fixed set, lists the valid values
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import ParseResult, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
@@ -31,11 +30,13 @@ from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 from slurm_factory.choices import PublishMode as PublishMode
 from slurm_factory.choices import host_arch
 from slurm_factory.exceptions import ConfigurationError, quoted
+from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
 from slurm_factory.site_packages import load_site_packages
 
 _E = TypeVar("_E", bound=StrEnum)
+_V = TypeVar("_V")
 
 
 _KEY_ID = re.compile(r"(?:0[xX])?(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})")
@@ -272,6 +273,11 @@ def file_url_path(url: str | None) -> Path | None:
     return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
 
 
+def _optional(check: Callable[..., _V], value: Any, *context: Any) -> _V | None:
+    """`check(value, *context)`, or None for an option that was not given."""
+    return None if value is None else check(value, *context)
+
+
 def _check_publish_url(value: str | None) -> str | None:
     return _check_url(value, "--publish-url", PUBLISH_SCHEMES, allow_path=True) if value is not None else None
 
@@ -451,116 +457,51 @@ def _check_signing(
         raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-# The Python API's arguments by kind. The CLI always passes strings; Python callers pass what they have.
-_PATH_ARGUMENTS = frozenset(
-    {"slurm_source", "spack_source", "spack_packages_source", "python_wheels", "spack_packages"}
-)
-_FLAG_ARGUMENTS = frozenset({"gpu", "verify", "no_cache", "enable_hierarchy", "use_local_buildcache"})
-
-
-_REQUIRED_ARGUMENTS = frozenset({"slurm_version", "toolchain"})
-
-
-def _checked_argument(name: str, value: Any) -> Any:
-    """A path may be a `Path`; a flag must be a bool; everything else a string (`slurm_version=24.11`, a float,
-    cannot tell 24.1 from 24.10 and is refused rather than guessed)."""
-    if value is None and name in _REQUIRED_ARGUMENTS:
-        raise ConfigurationError(f"{name}=None: a {name.replace('_', ' ')} is required")
-    if value is None:
-        return None
-    if name in _PATH_ARGUMENTS and isinstance(value, os.PathLike):
-        return os.fspath(value)
-    expected: type = bool if name in _FLAG_ARGUMENTS else str
-    if not isinstance(value, expected):
-        raise ConfigurationError(
-            f"{name}={quoted(value)}: expected {'True or False' if expected is bool else 'a string'}, "
-            f"not {type(value).__name__}",
-            hint=f"write it as {name}={str(value)!r}" if expected is str and isinstance(value, int | float) else None,
-        )
-    return value
-
-
-def _typed_arguments(make: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Type-check the keyword arguments of a request factory before anything else looks at them."""
-
-    @functools.wraps(make)
-    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        converted = {name: _checked_argument(name, value) for name, value in kwargs.items()}
-        return make(*args, **converted)
-
-    return checked
-
-
-@_typed_arguments
-def make_request(
-    *,
-    slurm_version: str = DEFAULT_SLURM_VERSION,
-    toolchain: str = "noble",
-    engine: str | Engine = Engine.SPACK,
-    arch: str | Arch | None = None,
-    gpu: bool = False,
-    verify: bool = False,
-    no_cache: bool = False,
-    buildcache: str | BuildcacheMode = BuildcacheMode.NONE,
-    publish: str | PublishMode = PublishMode.NONE,
-    enable_hierarchy: bool = False,
-    signing_key: str | None = None,
-    gpg_private_key: str | None = None,
-    gpg_passphrase: str | None = None,
-    compiler_version: str | None = None,
-    use_local_buildcache: bool = False,
-    slurm_source: str | None = None,
-    spack_source: str | None = None,
-    spack_packages_source: str | None = None,
-    python_wheels: str | None = None,
-    base_image: str | None = None,
-    buildcache_url: str | None = None,
-    publish_url: str | None = None,
-    s3_endpoint_url: str | None = None,
-    os_packages: str | OsPackagesMode | None = None,
-    spack_packages: str | None = None,
-) -> BuildRequest:
+def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
     """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option."""
-    release = resolve_release(slurm_version)
-    chosen_toolchain = get_toolchain(toolchain)
-    chosen_engine = _choice(Engine, engine, "--engine")
-    buildcache_mode = _choice(BuildcacheMode, buildcache, "--buildcache")
-    publish_mode = _choice(PublishMode, publish, "--publish")
-    key_id = _normalize_key_id(signing_key) if signing_key is not None else None
+    raw = checked_options(BuildOptions, given, "build()")
+    release = resolve_release(raw["slurm_version"])
+    chosen_toolchain = get_toolchain(raw["toolchain"])
+    chosen_engine = _choice(Engine, raw["engine"], "--engine")
+    buildcache_mode = _choice(BuildcacheMode, raw["buildcache"], "--buildcache")
+    publish_mode = _choice(PublishMode, raw["publish"], "--publish")
+    key_id = _normalize_key_id(raw["signing_key"]) if raw["signing_key"] is not None else None
     # The SLURM_FACTORY_GPG_* variables only matter to a signed build: a globally exported secret must not break
     # an unsigned one.
-    private_key = private_key_from(gpg_private_key, use_environment=key_id is not None)
-    passphrase = passphrase_from(gpg_passphrase, use_environment=key_id is not None)
-    if compiler_version is not None:
-        check_gcc_version(compiler_version)
+    private_key = private_key_from(raw["gpg_private_key"], use_environment=key_id is not None)
+    passphrase = passphrase_from(raw["gpg_passphrase"], use_environment=key_id is not None)
+    if raw["compiler_version"] is not None:
+        check_gcc_version(raw["compiler_version"])
 
     _check_engine_options(
         chosen_engine,
         chosen_toolchain,
-        gpu,
+        raw["gpu"],
         buildcache_mode,
         publish_mode,
-        enable_hierarchy,
-        use_local_buildcache,
-        compiler_version,
+        raw["enable_hierarchy"],
+        raw["use_local_buildcache"],
+        raw["compiler_version"],
     )
     _check_signing(publish_mode, key_id, private_key, passphrase)
-    if compiler_version is not None and buildcache_mode is BuildcacheMode.NONE and not use_local_buildcache:
+    if (
+        raw["compiler_version"] is not None
+        and buildcache_mode is BuildcacheMode.NONE
+        and not raw["use_local_buildcache"]
+    ):
         raise ConfigurationError(
-            f"--compiler-version {compiler_version} needs a binary mirror to install that GCC from",
-            hint=f"run `slurm-factory build-compiler --compiler-version {compiler_version} --toolchain {toolchain}`, "
-            "then add --use-local-buildcache",
+            f"--compiler-version {raw['compiler_version']} needs a binary mirror to install that GCC from",
+            hint=f"run `slurm-factory build-compiler --compiler-version {raw['compiler_version']} --toolchain "
+            f"{raw['toolchain']}`, then add --use-local-buildcache",
         )
-    if buildcache_url is not None and buildcache_mode is BuildcacheMode.NONE and not use_local_buildcache:
+    if raw["buildcache_url"] is not None and buildcache_mode is BuildcacheMode.NONE and not raw["use_local_buildcache"]:
         raise ConfigurationError("--buildcache-url is given but nothing reads a buildcache; add --buildcache deps|all")
-    if publish_url is not None and publish_mode is PublishMode.NONE:
+    if raw["publish_url"] is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish slurm|deps|all")
-    os_packages_mode = _os_packages_mode(os_packages, chosen_engine)
-    site_file, site_packages = _site_packages(spack_packages, chosen_engine)
+    os_packages_mode = _os_packages_mode(raw["os_packages"], chosen_engine)
+    site_file, site_packages = _site_packages(raw["spack_packages"], chosen_engine)
     build_arch = _build_arch()
-    chosen_arch = _check_arch(arch, build_arch, chosen_toolchain, chosen_engine, gpu, verify)
+    chosen_arch = _check_arch(raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["verify"])
 
     return BuildRequest(
         slurm=release,
@@ -568,29 +509,27 @@ def make_request(
         engine=chosen_engine,
         arch=chosen_arch,
         build_arch=build_arch,
-        gpu=gpu,
-        verify=verify,
-        no_cache=no_cache,
+        gpu=raw["gpu"],
+        verify=raw["verify"],
+        no_cache=raw["no_cache"],
         buildcache=buildcache_mode,
         publish=publish_mode,
-        enable_hierarchy=enable_hierarchy,
+        enable_hierarchy=raw["enable_hierarchy"],
         signing_key=key_id,
         gpg_private_key=private_key,
         gpg_passphrase=passphrase,
-        compiler_version=compiler_version,
-        use_local_buildcache=use_local_buildcache,
-        slurm_source=_check_source(slurm_source) if slurm_source is not None else None,
-        spack_source=_check_spack_source(spack_source, chosen_engine) if spack_source is not None else None,
-        spack_packages_source=(
-            _check_spack_packages_source(spack_packages_source, chosen_engine)
-            if spack_packages_source is not None
-            else None
-        ),
-        python_wheels=_check_python_wheels(python_wheels, chosen_engine) if python_wheels is not None else None,
-        base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
-        buildcache_url=_check_buildcache_url(buildcache_url) if buildcache_url is not None else None,
-        publish_url=_check_publish_url(publish_url),
-        s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (buildcache_url, publish_url)),
+        compiler_version=raw["compiler_version"],
+        use_local_buildcache=raw["use_local_buildcache"],
+        slurm_source=_optional(_check_source, raw["slurm_source"]),
+        spack_source=_optional(_check_spack_source, raw["spack_source"], chosen_engine),
+        spack_packages_source=_optional(_check_spack_packages_source, raw["spack_packages_source"], chosen_engine),
+        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], chosen_engine),
+        base_image=_check_base_image(raw["base_image"])
+        if raw["base_image"] is not None
+        else chosen_toolchain.base_image,
+        buildcache_url=_optional(_check_buildcache_url, raw["buildcache_url"]),
+        publish_url=_check_publish_url(raw["publish_url"]),
+        s3_endpoint_url=_s3_endpoint(raw["s3_endpoint_url"], (raw["buildcache_url"], raw["publish_url"])),
         os_packages=os_packages_mode,
         spack_packages=site_file,
         site_packages=site_packages,
@@ -625,56 +564,37 @@ class CompilerRequest(BaseModel):
         return f"{self.artifact_root}-compiler.tar.gz"
 
 
-@_typed_arguments
-def make_compiler_request(
-    *,
-    compiler_version: str,
-    toolchain: str = "noble",
-    no_cache: bool = False,
-    publish: str | PublishMode = PublishMode.NONE,
-    signing_key: str | None = None,
-    gpg_private_key: str | None = None,
-    gpg_passphrase: str | None = None,
-    publish_url: str | None = None,
-    spack_source: str | None = None,
-    spack_packages_source: str | None = None,
-    python_wheels: str | None = None,
-    base_image: str | None = None,
-    s3_endpoint_url: str | None = None,
-) -> CompilerRequest:
+def make_compiler_request(**given: Unpack[CompilerOptions]) -> CompilerRequest:
     """Validate `build-compiler` options; the same rules (and messages) as `build-slurm` where they overlap."""
-    if compiler_version is None:
-        raise ConfigurationError("compiler_version=None: build-compiler needs the GCC release to build")
-    version = check_gcc_version(compiler_version)
-    chosen_toolchain = get_toolchain(toolchain)
-    publish_mode = _choice(PublishMode, publish, "--publish")
-    key_id = _normalize_key_id(signing_key) if signing_key is not None else None
-    private_key = private_key_from(gpg_private_key, use_environment=key_id is not None)
-    passphrase = passphrase_from(gpg_passphrase, use_environment=key_id is not None)
+    raw = checked_options(CompilerOptions, given, "build_compiler()")
+    version = check_gcc_version(raw["compiler_version"])
+    chosen_toolchain = get_toolchain(raw["toolchain"])
+    publish_mode = _choice(PublishMode, raw["publish"], "--publish")
+    key_id = _normalize_key_id(raw["signing_key"]) if raw["signing_key"] is not None else None
+    private_key = private_key_from(raw["gpg_private_key"], use_environment=key_id is not None)
+    passphrase = passphrase_from(raw["gpg_passphrase"], use_environment=key_id is not None)
     if publish_mode in (PublishMode.SLURM, PublishMode.DEPS):
         raise ConfigurationError(
             f"build-compiler --publish {publish_mode.value}: a compiler is published with its dependencies or not "
             "at all; valid values: none (the local buildcache only), all",
         )
     _check_signing(publish_mode, key_id, private_key, passphrase)
-    if publish_url is not None and publish_mode is PublishMode.NONE:
+    if raw["publish_url"] is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish all")
     return CompilerRequest(
         gcc_version=version,
         toolchain=chosen_toolchain,
-        no_cache=no_cache,
+        no_cache=raw["no_cache"],
         publish=publish_mode,
         signing_key=key_id,
         gpg_private_key=private_key,
         gpg_passphrase=passphrase,
-        publish_url=_check_publish_url(publish_url),
-        s3_endpoint_url=_s3_endpoint(s3_endpoint_url, (publish_url,)),
-        spack_source=_check_spack_source(spack_source, Engine.SPACK) if spack_source is not None else None,
-        spack_packages_source=(
-            _check_spack_packages_source(spack_packages_source, Engine.SPACK)
-            if spack_packages_source is not None
-            else None
-        ),
-        python_wheels=_check_python_wheels(python_wheels, Engine.SPACK) if python_wheels is not None else None,
-        base_image=_check_base_image(base_image) if base_image is not None else chosen_toolchain.base_image,
+        publish_url=_check_publish_url(raw["publish_url"]),
+        s3_endpoint_url=_s3_endpoint(raw["s3_endpoint_url"], (raw["publish_url"],)),
+        spack_source=_optional(_check_spack_source, raw["spack_source"], Engine.SPACK),
+        spack_packages_source=_optional(_check_spack_packages_source, raw["spack_packages_source"], Engine.SPACK),
+        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], Engine.SPACK),
+        base_image=_check_base_image(raw["base_image"])
+        if raw["base_image"] is not None
+        else chosen_toolchain.base_image,
     )

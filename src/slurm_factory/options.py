@@ -1,0 +1,303 @@
+"""Every build option, declared once: its keyword, its flag, its help, its choices, its default.
+
+`BuildOptions` (build-slurm) and `CompilerOptions` (build-compiler) are the declarations. From them come the command
+line's options (`cli.py` generates each command's parameters), the keywords of `builder.build()` and
+`build_compiler()` (typed by these TypedDicts, checked by `checked_options`), and the cells of `build-matrix` (an
+option marked `axis` takes a list there; every other one applies to all cells). `request.make_request()` validates
+what they carry against the catalog and each other.
+
+Cheap to import (no pydantic, no catalog): `--help` and shell completion read it.
+"""
+
+import difflib
+import functools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, TypedDict, get_args, get_origin, get_type_hints
+
+from slurm_factory.choices import (
+    DEFAULT_SLURM_VERSION,
+    DEFAULT_TOOLCHAIN,
+    Arch,
+    BuildcacheMode,
+    Engine,
+    OsPackagesMode,
+    PublishMode,
+)
+from slurm_factory.completion import complete_gcc_version, complete_slurm_version, complete_toolchain
+from slurm_factory.exceptions import ConfigurationError, quoted
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one option is spelled, explained and defaulted. The Python type is the declaration's annotation."""
+
+    flag: str
+    help: str
+    default: Any = None
+    choices: type[StrEnum] | None = None
+    # A local file or directory: a str or os.PathLike in Python; a `Path` on the command line unless it may also be a
+    # URL (a Path would fold `https://` into `https:/`).
+    path: bool = False
+    url: bool = False
+    complete: Callable[[str], list[Any]] | None = None
+    # What `--help` says the default is, when it is not a value (e.g. "the host's").
+    default_text: str | None = None
+    required: bool = False
+    # build-matrix: one cell per value of a comma-separated list.
+    axis: bool = False
+
+
+# --- options several commands share (one declaration each) ---------------------------------------------------------
+
+Toolchain = Annotated[
+    str,
+    Option(
+        "--toolchain",
+        "OS toolchain: see `slurm-factory list`.",
+        default=DEFAULT_TOOLCHAIN,
+        complete=complete_toolchain,
+        axis=True,
+    ),
+]
+NoCache = Annotated[
+    bool, Option("--no-cache", "Rebuild everything: no Docker layer cache, buildcache or ccache reuse.", default=False)
+]
+Publish = Annotated[
+    str | PublishMode,
+    Option("--publish", "What to publish: none, slurm, deps or all.", default="none", choices=PublishMode),
+]
+SigningKey = Annotated[
+    str | None, Option("--signing-key", "GPG key id (0xKEYID or fingerprint) that signs what is published.")
+]
+GpgPrivateKey = Annotated[
+    str | None,
+    Option(
+        "--gpg-private-key",
+        "Base64 of the private key to import, or @path. Env: SLURM_FACTORY_GPG_PRIVATE_KEY.",
+        default_text="",
+    ),
+]
+GpgPassphrase = Annotated[
+    str | None,
+    Option("--gpg-passphrase", "Passphrase of that key. Env: SLURM_FACTORY_GPG_PASSPHRASE.", default_text=""),
+]
+PublishUrl = Annotated[
+    str | None,
+    Option("--publish-url", "Where to publish: a file:// path or directory (default: the local binary mirror), s3://."),
+]
+S3EndpointUrl = Annotated[
+    str | None,
+    Option(
+        "--s3-endpoint-url",
+        "Endpoint of an S3-compatible store (MinIO, Ceph RGW) for s3:// mirrors. Env: AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL. Credentials: AWS_PROFILE, ~/.aws/credentials or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
+    ),
+]
+SpackSource = Annotated[
+    str | os.PathLike[str] | None,
+    Option(
+        "--spack-source",
+        "Local Spack checkout, release tarball or URL instead of cloning Spack.",
+        path=True,
+        url=True,
+    ),
+]
+SpackPackagesSource = Annotated[
+    str | os.PathLike[str] | None,
+    Option(
+        "--spack-packages-source",
+        "Local spack-packages checkout, tarball or URL instead of fetching the pinned commit.",
+        path=True,
+        url=True,
+    ),
+]
+PythonWheels = Annotated[
+    str | os.PathLike[str] | None,
+    Option(
+        "--python-wheels", "Directory of wheels (clingo, boto3 and their dependencies) for Spack's Python.", path=True
+    ),
+]
+BaseImage = Annotated[str | None, Option("--base-image", "Override the toolchain's base image.")]
+
+
+class BuildOptions(TypedDict, total=False):
+    """`build-slurm`, `builder.build()` and every cell of `build-matrix`."""
+
+    slurm_version: Annotated[
+        str,
+        Option(
+            "--slurm-version",
+            "Series (newest patch) or exact release, e.g. 25.11 or 24.11.5.",
+            default=DEFAULT_SLURM_VERSION,
+            complete=complete_slurm_version,
+            axis=True,
+        ),
+    ]
+    toolchain: Toolchain
+    gpu: Annotated[bool, Option("--gpu", "Build the NVML and RSMI GPU plugins.", default=False, axis=True)]
+    verify: Annotated[bool, Option("--verify", "Verify relocatability and function.", default=False)]
+    no_cache: NoCache
+    buildcache: Annotated[
+        str | BuildcacheMode,
+        Option(
+            "--buildcache",
+            "Install from the binary buildcache: none, deps or all.",
+            default="none",
+            choices=BuildcacheMode,
+        ),
+    ]
+    publish: Publish
+    enable_hierarchy: Annotated[
+        bool, Option("--enable-hierarchy", "Lmod Core/Compiler/MPI hierarchy instead of a flat tree.", default=False)
+    ]
+    signing_key: SigningKey
+    gpg_private_key: GpgPrivateKey
+    gpg_passphrase: GpgPassphrase
+    use_local_buildcache: Annotated[
+        bool,
+        Option("--use-local-buildcache", "Also use ~/.slurm-factory/spack-buildcache as a mirror.", default=False),
+    ]
+    compiler_version: Annotated[
+        str | None,
+        Option(
+            "--compiler-version",
+            "Build with a GCC from `build-compiler` (e.g. 10.5.0).",
+            complete=complete_gcc_version,
+        ),
+    ]
+    engine: Annotated[
+        str | Engine,
+        Option("--engine", "spack (whole stack) or native (OS libraries).", default="spack", choices=Engine),
+    ]
+    arch: Annotated[
+        str | Arch | None,
+        Option(
+            "--arch",
+            "The machine the artifact runs on: amd64 or arm64 (arm64 from an x86_64 host: native engine on "
+            "trixie or bookworm, by the OS's cross compiler).",
+            choices=Arch,
+            default_text="the host's",
+            axis=True,
+        ),
+    ]
+    slurm_source: Annotated[
+        str | os.PathLike[str] | None,
+        Option("--slurm-source", "Local path or URL of the Slurm source tarball.", path=True, url=True),
+    ]
+    spack_source: SpackSource
+    spack_packages_source: SpackPackagesSource
+    python_wheels: PythonWheels
+    base_image: BaseImage
+    buildcache_url: Annotated[
+        str | None, Option("--buildcache-url", "Binary mirror to read: file://, s3://, https://.")
+    ]
+    publish_url: PublishUrl
+    s3_endpoint_url: S3EndpointUrl
+    os_packages: Annotated[
+        str | OsPackagesMode | None,
+        Option(
+            "--os-packages",
+            "Spack engine: what the toolchain OS supplies. build: build-only tools (every linked library built "
+            "by Spack); all: every dependency the OS packages (the artifact needs the runtime packages its manifest "
+            "lists); none: only the compiler.",
+            choices=OsPackagesMode,
+            default_text="build",
+        ),
+    ]
+    spack_packages: Annotated[
+        str | os.PathLike[str] | None,
+        Option(
+            "--spack-packages",
+            "Spack engine: a site packages.yaml (its MPI, UCX, libfabric as externals; preferred versions and "
+            "variants) merged over the generated one.",
+            path=True,
+        ),
+    ]
+
+
+class CompilerOptions(TypedDict, total=False):
+    """`build-compiler` and `builder.build_compiler()`."""
+
+    compiler_version: Annotated[
+        str,
+        Option(
+            "--compiler-version", "GCC release to build, e.g. 13.4.0.", required=True, complete=complete_gcc_version
+        ),
+    ]
+    toolchain: Toolchain
+    no_cache: NoCache
+    publish: Publish
+    signing_key: SigningKey
+    gpg_private_key: GpgPrivateKey
+    gpg_passphrase: GpgPassphrase
+    publish_url: PublishUrl
+    s3_endpoint_url: S3EndpointUrl
+    spack_source: SpackSource
+    spack_packages_source: SpackPackagesSource
+    python_wheels: PythonWheels
+    base_image: BaseImage
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared option: its keyword, how it is spelled, and whether it is a flag."""
+
+    name: str
+    option: Option
+    is_flag: bool
+
+    @property
+    def default(self) -> Any:
+        return self.option.default
+
+
+@functools.cache
+def declared(options: type) -> tuple[Declared, ...]:
+    """The options of a declaration (`BuildOptions`, `CompilerOptions`), in declaration order."""
+    result = []
+    for name, hint in get_type_hints(options, include_extras=True).items():
+        if get_origin(hint) is not Annotated:
+            raise TypeError(f"{options.__name__}.{name} has no Option")
+        python_type, option = get_args(hint)[:2]
+        result.append(Declared(name, option, python_type is bool))
+    return tuple(result)
+
+
+def declared_by_name(options: type) -> dict[str, Declared]:
+    return {item.name: item for item in declared(options)}
+
+
+def checked_options(options: type, given: Mapping[str, Any], caller: str) -> dict[str, Any]:
+    """What a Python caller passed, checked against the declaration (unknown keywords, types) and completed with the
+    defaults. A path may be a `Path`; a flag must be a bool; a choice a string or its enum; everything else a string
+    (`slurm_version=24.11`, a float, cannot tell 24.1 from 24.10 and is refused rather than guessed)."""
+    known = declared_by_name(options)
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigurationError(
+                f"{caller} has no option {name!r}",
+                hint=f"did you mean {close[0]}?" if close else f"its options: {', '.join(known)}",
+            )
+    return {name: _checked_value(item, given.get(name, item.default)) for name, item in known.items()}
+
+
+def _checked_value(item: Declared, value: Any) -> Any:
+    name = item.name
+    if value is None and item.option.required:
+        raise ConfigurationError(f"{name}=None: a {name.replace('_', ' ')} is required")
+    if value is None:
+        return None
+    if item.option.path and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    expected: type = bool if item.is_flag else str  # a StrEnum member is a str
+    if not isinstance(value, expected):
+        raise ConfigurationError(
+            f"{name}={quoted(value)}: expected {'True or False' if expected is bool else 'a string'}, "
+            f"not {type(value).__name__}",
+            hint=f"write it as {name}={str(value)!r}" if expected is str and isinstance(value, int | float) else None,
+        )
+    return value
