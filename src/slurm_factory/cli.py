@@ -438,6 +438,27 @@ def _print_compiler_plan(plan: CompilerPlan) -> None:
     _print_context_files(plan.context_files())
 
 
+@app.command("cell", hidden=True)
+def cell_command() -> None:
+    """A matrix cell (JSON on standard input; JSON lines of its progress and result on standard output)."""
+    from slurm_factory.matrix.cell_process import EventDisplay, die_with_parent, serve_cell
+
+    if not die_with_parent():
+        raise typer.Exit(EXIT_INTERRUPTED)
+    events = EventDisplay(sys.stdout)
+    try:
+        code = serve_cell(sys.stdin, events, _settings())
+    except KeyboardInterrupt:
+        events.emit({"event": "error", "kind": "Interrupted", "exit_code": EXIT_INTERRUPTED, "message": "interrupted"})
+        code = EXIT_INTERRUPTED
+    except SlurmFactoryError as error:  # the settings
+        from slurm_factory.matrix.cell_process import error_event
+
+        events.emit(error_event(error))
+        code = error.exit_code
+    raise typer.Exit(code)
+
+
 @app.command("clean")
 @_one_line_errors
 def clean_command(
