@@ -20,7 +20,7 @@ from typing import Any, Unpack
 
 from slurm_factory import store
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
-from slurm_factory.build_lock import request_lock
+from slurm_factory.build_lock import image_lock, request_lock
 from slurm_factory.buildcache import cached_specs
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
@@ -382,6 +382,11 @@ def _signing_key(request: BuildRequest) -> SigningKey:
 
 
 def _ensure_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor) -> None:
+    with image_lock(plan.log_path.parent, plan.image.reference, monitor.note):
+        _build_toolchain_image(plan, session, monitor)
+
+
+def _build_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor) -> None:
     request = plan.request
     if not request.no_cache and session.image_exists(plan.image.reference):
         monitor.note(f"reusing toolchain image {plan.image.reference}")

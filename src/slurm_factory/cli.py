@@ -427,6 +427,113 @@ app.command(
 )(build_compiler_command)
 
 
+def _matrix_parameter(item: Declared) -> inspect.Parameter:
+    """An axis takes a comma-separated list (`--gpu` takes no, yes or both); every other option is as in
+    build-slurm and applies to all cells."""
+    option = item.option
+    if not option.axis:
+        return _cli_parameter(item)
+    if item.is_flag:
+        typer_option = typer.Option(option.flag, help=f"{option.help} In a matrix: no, yes or both (two cells).")
+        return _extra_parameter(item.name, Annotated[str, typer_option], "no")
+    shown = option.default_text or option.default
+    typer_option = typer.Option(
+        option.flag,
+        help=f"{option.help} A comma-separated list: one cell per value.",
+        autocompletion=option.complete,
+        show_default=str(shown) if shown else False,
+    )
+    return _extra_parameter(item.name, Annotated[str | None, typer_option], None)
+
+
+_MATRIX_PARAMETERS = (
+    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, None),
+    _extra_parameter(
+        "jobs",
+        Annotated[int, typer.Option("--jobs", "-j", help="Cells built at once on this host's Docker engine.", min=1)],
+        1,
+    ),
+    _extra_parameter(
+        "scheduler",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--scheduler",
+                help="Dask scheduler (tcp://HOST:8786 or tls://) whose workers build the cells, each with its own "
+                "Docker engine. Needs slurm-factory[distributed].",
+            ),
+        ],
+        None,
+    ),
+    _extra_parameter(
+        "dry_run", Annotated[bool, typer.Option("--dry-run", help="List the cells and their plans.")], False
+    ),
+    _extra_parameter("json_output", JsonOption, False),
+)
+
+
+def _run_build_matrix(options: dict[str, Any], extra: dict[str, Any]) -> None:
+    from slurm_factory.matrix.cells import axis_names, expand, parse_axis
+    from slurm_factory.matrix.run import build_matrix
+    from slurm_factory.matrix.table import LiveTable, print_summary
+
+    options = _secret_options(options, extra)
+    axes = {name: parse_axis(name, options.pop(name)) for name in axis_names()}
+    shared = {name: value for name, value in options.items() if value is not None and value is not False}
+    cells = expand(axes, shared)
+    json_output, dry_run = extra["json_output"], extra["dry_run"]
+    if extra["jobs"] != 1 and extra["scheduler"] is not None:
+        raise ConfigurationError("--jobs is for this host's engine; with --scheduler every worker builds a cell")
+    settings = _settings()
+    if dry_run or json_output or not stderr.is_terminal:
+        result = build_matrix(
+            cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], dry_run=dry_run
+        )
+    else:
+        from slurm_factory.matrix.cells import plan_matrix
+
+        with LiveTable(stderr, plan_matrix(cells, settings)) as table:
+            result = build_matrix(
+                cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], listener=table
+            )
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    elif dry_run:
+        _print_matrix_plan(result)
+    else:
+        print_summary(stdout, result.outcomes, result.seconds)
+        stdout.print(f"cell logs: {result.logs}", highlight=False, markup=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _print_matrix_plan(result: Any) -> None:
+    for planned in result.matrix.cells:
+        plan = planned.plan
+        needs = f"  after {', '.join(planned.cell.needs)}" if planned.cell.needs else ""
+        stdout.out(f"{planned.name}  ({planned.cell.kind}, build {plan.build_id}){needs}", highlight=False)
+        stdout.out(f"  image    {plan.image.reference} from {plan.request.base_image}", highlight=False)
+        stdout.out(f"  artifact {plan.artifact_path}", highlight=False)
+    where = f"on the Dask cluster {result.scheduler}" if result.scheduler else f"{result.jobs} at once on this host"
+    stdout.out(f"{len(result.matrix)} cells, {where}", highlight=False)
+
+
+def _matrix_command() -> Callable[..., None]:
+    command = _declared_command(BuildOptions, _MATRIX_PARAMETERS, _run_build_matrix)
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*(_matrix_parameter(item) for item in declared(BuildOptions)), *_MATRIX_PARAMETERS]
+    )
+    return command
+
+
+build_matrix_command = _one_line_errors(_matrix_command())
+app.command(
+    "build-matrix",
+    help="Build every combination of Slurm versions, toolchains, GPU flag and arches (comma-separated lists), "
+    "here (--jobs) or on a Dask cluster (--scheduler). Exit 0 when every cell succeeds, 1 when any failed.",
+)(build_matrix_command)
+
+
 def _print_compiler_plan(plan: CompilerPlan) -> None:
     request = plan.request
     stdout.out(

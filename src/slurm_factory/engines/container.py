@@ -9,10 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from slurm_factory.build_lock import publish_lock
 from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
 from slurm_factory.exceptions import BuildError, DockerError
 from slurm_factory.plan import BuildPlan, CompilerPlan, layout
 from slurm_factory.progress import BuildMonitor
+from slurm_factory.request import without_credentials
 
 IDLE_COMMAND = ("sleep", "infinity")
 # Memory-backed, private to root, never part of the container's writable layer.
@@ -86,7 +88,9 @@ def run_build(
         meta = container.read_text_files(spec.meta_dir)
         publish_error = None
         if spec.publish_command is not None:
-            exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
+            mirror = without_credentials(plan.request.publish_url or "the local buildcache")
+            with publish_lock(plan.log_path.parent, mirror, monitor.note):
+                exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
             if exit_code != 0:
                 publish_error = _step_failure(container, plan, monitor, "publish step", exit_code)
     return EngineOutput(tree_tar=tree_tar, meta=meta, publish_error=publish_error)
