@@ -132,7 +132,7 @@ class _ScriptedLauncher:
     """A launcher of our own protocol whose cells end as scripted, recording how many ran at once. (Real cells are
     built by the e2e and distributed tests.)"""
 
-    def __init__(self, failing: set[str] = frozenset(), seconds: float = 0.05, block: threading.Event | None = None):
+    def __init__(self, failing: frozenset[str] = frozenset(), seconds: float = 0.05, block: threading.Event | None = None):
         self.failing = failing
         self.seconds = seconds
         self.block = block
@@ -159,8 +159,9 @@ class _ScriptedLauncher:
             self.running -= 1
         if self.stopped.is_set():
             return CellOutcome(planned.name, planned.cell.kind, "cancelled", reason="interrupted")
-        state = "failed" if planned.name in self.failing else "built"
-        return CellOutcome(planned.name, planned.cell.kind, state, reason="scripted" if state == "failed" else None)
+        if planned.name in self.failing:
+            return CellOutcome(planned.name, planned.cell.kind, "failed", reason="scripted")
+        return CellOutcome(planned.name, planned.cell.kind, "built")
 
     def stop_all(self) -> None:
         self.stopped.set()
@@ -183,7 +184,7 @@ def test_cells_start_after_what_they_need_and_never_more_than_jobs_at_once(setti
 
 
 def test_a_failed_cell_skips_its_dependants_and_the_others_still_build(settings: Settings) -> None:
-    launcher = _ScriptedLauncher(failing={"gcc-13.4.0-noble"})
+    launcher = _ScriptedLauncher(failing=frozenset({"gcc-13.4.0-noble"}))
     outcomes = {
         outcome.name: outcome for outcome in run_matrix(_compiler_matrix(settings), launcher, 1, QuietListener())
     }
