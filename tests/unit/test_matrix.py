@@ -132,7 +132,9 @@ class _ScriptedLauncher:
     """A launcher of our own protocol whose cells end as scripted, recording how many ran at once. (Real cells are
     built by the e2e and distributed tests.)"""
 
-    def __init__(self, failing: frozenset[str] = frozenset(), seconds: float = 0.05, block: threading.Event | None = None):
+    def __init__(
+        self, failing: frozenset[str] = frozenset(), seconds: float = 0.05, block: threading.Event | None = None
+    ) -> None:
         self.failing = failing
         self.seconds = seconds
         self.block = block
