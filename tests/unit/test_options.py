@@ -13,23 +13,27 @@ from slurm_factory.builder import build, build_compiler
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options, declared
+from tests.unit.test_cli import DEFAULT_KWARGS
 
-# SPEC.md's Python API example, keyword for keyword (its `settings` aside).
+# SPEC.md's Python API example, keyword for keyword (its `settings` aside), with the CLI's defaults.
 CONTRACT_KEYWORDS = {
-    "slurm_version": "24.11.5",
-    "toolchain": "trixie",
-    "gpu": False,
-    "verify": False,
-    "no_cache": False,
-    "buildcache": "none",
-    "publish": "none",
-    "enable_hierarchy": False,
-    "signing_key": None,
-    "gpg_private_key": None,
-    "gpg_passphrase": None,
-    "compiler_version": None,
-    "use_local_buildcache": False,
-}
+    name: DEFAULT_KWARGS[name]
+    for name in (
+        "slurm_version",
+        "toolchain",
+        "gpu",
+        "verify",
+        "no_cache",
+        "buildcache",
+        "publish",
+        "enable_hierarchy",
+        "signing_key",
+        "gpg_private_key",
+        "gpg_passphrase",
+        "compiler_version",
+        "use_local_buildcache",
+    )
+} | {"slurm_version": "24.11.5", "toolchain": "trixie"}
 
 
 def _click_flags(command: str) -> list[str]:
