@@ -28,6 +28,8 @@ class CellOutcome:
     log: str | None = None
     where: str = "local"
     attempts: int = 1
+    # What the cell's build returned (`build-slurm --json`): manifest, verification report, durations.
+    result: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -47,6 +49,7 @@ class CellOutcome:
             "log": self.log,
             "where": self.where,
             "attempts": self.attempts,
+            "result": self.result,
         }
 
 
@@ -66,6 +69,7 @@ def outcome_of(name: str, kind: str, run: CellRun, where: str = "local") -> Cell
             bool(verification.get("passed")) if isinstance(verification, dict) else None,
             log=result.get("log"),
             where=where,
+            result=result,
         )
     error = run.error or {}
     interrupted = error.get("kind") == "Interrupted" or run.exit_code in (130, -2, -15)
