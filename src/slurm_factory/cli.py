@@ -454,18 +454,6 @@ _MATRIX_PARAMETERS = (
         1,
     ),
     _extra_parameter(
-        "scheduler",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--scheduler",
-                help="Dask scheduler (tcp://HOST:8786 or tls://) whose workers build the cells, each with its own "
-                "Docker engine. Needs slurm-factory[distributed].",
-            ),
-        ],
-        None,
-    ),
-    _extra_parameter(
         "dry_run", Annotated[bool, typer.Option("--dry-run", help="List the cells and their plans.")], False
     ),
     _extra_parameter("json_output", JsonOption, False),
@@ -482,20 +470,14 @@ def _run_build_matrix(options: dict[str, Any], extra: dict[str, Any]) -> None:
     shared = {name: value for name, value in options.items() if value is not None and value is not False}
     cells = expand(axes, shared)
     json_output, dry_run = extra["json_output"], extra["dry_run"]
-    if extra["jobs"] != 1 and extra["scheduler"] is not None:
-        raise ConfigurationError("--jobs is for this host's engine; with --scheduler every worker builds a cell")
     settings = _settings()
     if dry_run or json_output or not stderr.is_terminal:
-        result = build_matrix(
-            cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], dry_run=dry_run
-        )
+        result = build_matrix(cells, settings=settings, jobs=extra["jobs"], dry_run=dry_run)
     else:
         from slurm_factory.matrix.cells import plan_matrix
 
         with LiveTable(stderr, plan_matrix(cells, settings)) as table:
-            result = build_matrix(
-                cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], listener=table
-            )
+            result = build_matrix(cells, settings=settings, jobs=extra["jobs"], listener=table)
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
     elif dry_run:
@@ -514,8 +496,7 @@ def _print_matrix_plan(result: Any) -> None:
         stdout.out(f"{planned.name}  ({planned.cell.kind}, build {plan.build_id}){needs}", highlight=False)
         stdout.out(f"  image    {plan.image.reference} from {plan.request.base_image}", highlight=False)
         stdout.out(f"  artifact {plan.artifact_path}", highlight=False)
-    where = f"on the Dask cluster {result.scheduler}" if result.scheduler else f"{result.jobs} at once on this host"
-    stdout.out(f"{len(result.matrix)} cells, {where}", highlight=False)
+    stdout.out(f"{len(result.matrix)} cells, {result.jobs} at once on this host", highlight=False)
 
 
 def _matrix_command() -> Callable[..., None]:
@@ -530,7 +511,7 @@ build_matrix_command = _one_line_errors(_matrix_command())
 app.command(
     "build-matrix",
     help="Build every combination of Slurm versions, toolchains, GPU flag and arches (comma-separated lists), "
-    "here (--jobs) or on a Dask cluster (--scheduler). Exit 0 when every cell succeeds, 1 when any failed.",
+    "--jobs at once on this host. Exit 0 when every cell succeeds, 1 when any failed.",
 )(build_matrix_command)
 
 

@@ -281,24 +281,6 @@ def test_build_matrix_refuses_bad_input_with_exit_2(settings: Settings, monkeypa
     ]
 
 
-def test_jobs_and_a_scheduler_are_not_combined(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLURM_FACTORY_HOME", str(settings.home))
-    args = [
-        "build-matrix",
-        "--toolchain",
-        "trixie",
-        "--engine",
-        "native",
-        "--jobs",
-        "2",
-        "--scheduler",
-        "tcp://127.0.0.1:1",
-    ]
-    result = CliRunner().invoke(cli.app, args)
-    assert result.exit_code == EXIT_USAGE
-    assert "--jobs is for this host's engine" in result.stderr
-
-
 def test_the_matrix_fails_when_any_cell_failed(settings: Settings) -> None:
     matrix = plan_matrix(_cells(toolchain="trixie", gpu="both"), settings)
     built = CellOutcome("24.11-trixie", "slurm", "built")

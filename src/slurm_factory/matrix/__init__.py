@@ -1,1 +1,1 @@
-"""`build-matrix`: many cells (every Slurm series, toolchain, GPU flag and arch), on this host or on a Dask cluster."""
+"""`build-matrix`: many cells (every Slurm series, toolchain, GPU flag and arch) on this host's Docker engine."""

@@ -3,8 +3,7 @@ writes JSON lines (its stages, then its result or its error) on standard output.
 
 A process per cell gives each build what a single `build-slurm` has: its own signal handling (SIGINT and SIGTERM
 remove its containers), its own Docker session and log, and a death that cannot take the others with it. The cell
-travels on standard input, never in argv: it may carry a GPG passphrase. The same child runs on this host (`--jobs`)
-and on a Dask worker (`--scheduler`).
+travels on standard input, never in argv: it may carry a GPG passphrase.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def serve_cell(source: IO[str], events: EventDisplay, settings: Any) -> int:
 
 
 def die_with_parent() -> bool:
-    """In the child: SIGTERM when the process that started it dies (a Dask worker killed outright), so the build
+    """In the child: SIGTERM when the process that started it dies (a matrix killed outright), so the build
     removes its containers instead of running on unowned. False if that parent is already gone."""
     import ctypes
 

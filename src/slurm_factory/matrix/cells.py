@@ -3,7 +3,7 @@ cells they need, validated all at once before anything starts.
 
 An axis is an option declared with `axis=True` in `slurm_factory.options` (Slurm version, toolchain, GPU flag,
 arch); every other option applies to all cells. A cell is plain data (its kind and its `build()` keywords), so it
-travels as JSON to a child process or a Dask worker and is validated again there by the same code.
+travels as JSON to a child process and is validated again there by the same code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`build_matrix()`: validate every cell, then run them here (`jobs` at once) or on a Dask cluster (`scheduler`).
+"""`build_matrix()`: validate every cell, then run them on this host's Docker engine, `jobs` at once.
 
 The Python API of `slurm-factory build-matrix`. Bad input in any cell raises `ConfigurationError` before any cell
 starts; a failed cell is an outcome, not an exception (the others still build).
@@ -18,7 +18,7 @@ from slurm_factory.config import Settings
 from slurm_factory.exceptions import EXIT_FAILURE, ConfigurationError, quoted
 from slurm_factory.matrix.cells import Cell, Matrix, plan_matrix
 from slurm_factory.matrix.outcome import CellOutcome, Listener, QuietListener
-from slurm_factory.matrix.schedule import Launcher, LocalLauncher, run_matrix
+from slurm_factory.matrix.schedule import LocalLauncher, run_matrix
 
 # More cells at once than this on one Docker engine is a typo (each compiles with all cores).
 MAX_LOCAL_JOBS = 64
@@ -32,7 +32,6 @@ class MatrixResult:
     outcomes: list[CellOutcome] = field(default_factory=list)
     seconds: float = 0.0
     jobs: int = 1
-    scheduler: str | None = None
     logs: Path | None = None
 
     @property
@@ -65,7 +64,6 @@ class MatrixResult:
         return {
             "dry_run": self.dry_run,
             "jobs": self.jobs,
-            "scheduler": self.scheduler,
             "seconds": self.seconds,
             "logs": str(self.logs) if self.logs else None,
             "succeeded": len(self.outcomes) - len(self.failed),
@@ -87,7 +85,6 @@ def build_matrix(
     *,
     settings: Settings | None = None,
     jobs: int = 1,
-    scheduler: str | None = None,
     dry_run: bool = False,
     listener: Listener | None = None,
 ) -> MatrixResult:
@@ -97,16 +94,16 @@ def build_matrix(
     if not cells:
         raise ConfigurationError("the matrix has no cells")
     matrix = plan_matrix(cells, settings)
-    result = MatrixResult(matrix, jobs=jobs, scheduler=scheduler)
+    result = MatrixResult(matrix, jobs=jobs)
     if dry_run:
         return result
     settings.ensure_dirs()
     result.logs = _matrix_logs(settings)
-    launcher = _launcher(matrix, settings, scheduler, result.logs)
+    launcher = LocalLauncher(settings.project_name, result.logs)
     started = time.monotonic()
     listener = listener or QuietListener()
     try:
-        result.outcomes = run_matrix(matrix, launcher, jobs if scheduler is None else len(matrix), listener)
+        result.outcomes = run_matrix(matrix, launcher, jobs, listener)
     finally:
         result.seconds = round(time.monotonic() - started, 3)
     return result
@@ -118,9 +115,3 @@ def _matrix_logs(settings: Settings) -> Path:
     directory = settings.logs_dir / f"matrix-{stamp}-{os.getpid()}"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
-
-
-def _launcher(matrix: Matrix, settings: Settings, scheduler: str | None, logs: Path) -> Launcher:
-    if scheduler is None:
-        return LocalLauncher(settings.project_name, logs)
-    raise ConfigurationError(f"--scheduler {quoted(scheduler)}: the Dask launcher is not part of this build yet")

@@ -2,7 +2,7 @@
 failed), at most `jobs` at once; a failed cell never stops the others. Ctrl-C stops every running cell (each removes
 its containers) and cancels the rest.
 
-Where a cell runs is the launcher's business: a process on this host (`LocalLauncher`) or a Dask worker.
+Where a cell runs is the launcher's business (`LocalLauncher`: a process on this host).
 """
 
 from __future__ import annotations

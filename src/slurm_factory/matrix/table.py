@@ -65,8 +65,6 @@ class LiveTable:
                 row.stage, row.last = str(event.get("stage", "")), ""
             elif event["event"] == "output":
                 row.last = str(event.get("line", ""))
-            elif event["event"] == "worker":  # a Dask retry moved the cell
-                row.where = str(event.get("where", row.where))
         self._refresh()
 
     def finished(self, outcome: CellOutcome) -> None:
