@@ -450,8 +450,30 @@ _MATRIX_PARAMETERS = (
     _extra_parameter("gpg_passphrase_file", PassphraseFileOption, None),
     _extra_parameter(
         "jobs",
-        Annotated[int, typer.Option("--jobs", "-j", help="Cells built at once on this host's Docker engine.", min=1)],
-        1,
+        Annotated[
+            int | None,
+            typer.Option(
+                "--jobs",
+                "-j",
+                help="Cells built at once on this host's Docker engine (default 1); with --scheduler, cells sent to "
+                "the cluster at once (default: all that are ready).",
+                min=1,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    _extra_parameter(
+        "scheduler",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--scheduler",
+                help="Build the cells on a Dask cluster: tcp://HOST:PORT (or tls://) of its scheduler. Each worker "
+                "builds with its own Docker engine; artifacts come back to builds/. Extra: slurm-factory[distributed].",
+            ),
+        ],
+        None,
     ),
     _extra_parameter(
         "dry_run", Annotated[bool, typer.Option("--dry-run", help="List the cells and their plans.")], False
@@ -472,12 +494,16 @@ def _run_build_matrix(options: dict[str, Any], extra: dict[str, Any]) -> None:
     json_output, dry_run = extra["json_output"], extra["dry_run"]
     settings = _settings()
     if dry_run or json_output or not stderr.is_terminal:
-        result = build_matrix(cells, settings=settings, jobs=extra["jobs"], dry_run=dry_run)
+        result = build_matrix(
+            cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], dry_run=dry_run
+        )
     else:
         from slurm_factory.matrix.cells import plan_matrix
 
         with LiveTable(stderr, plan_matrix(cells, settings)) as table:
-            result = build_matrix(cells, settings=settings, jobs=extra["jobs"], listener=table)
+            result = build_matrix(
+                cells, settings=settings, jobs=extra["jobs"], scheduler=extra["scheduler"], listener=table
+            )
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
     elif dry_run:
@@ -492,11 +518,13 @@ def _run_build_matrix(options: dict[str, Any], extra: dict[str, Any]) -> None:
 def _print_matrix_plan(result: Any) -> None:
     for planned in result.matrix.cells:
         plan = planned.plan
-        needs = f"  after {', '.join(planned.cell.needs)}" if planned.cell.needs else ""
+        first = (*planned.cell.needs, *planned.cell.after)
+        needs = f"  after {', '.join(first)}" if first else ""
         stdout.out(f"{planned.name}  ({planned.cell.kind}, build {plan.build_id}){needs}", highlight=False)
         stdout.out(f"  image    {plan.image.reference} from {plan.request.base_image}", highlight=False)
         stdout.out(f"  artifact {plan.artifact_path}", highlight=False)
-    stdout.out(f"{len(result.matrix)} cells, {result.jobs} at once on this host", highlight=False)
+    where = f"on the Dask cluster at {result.scheduler}" if result.scheduler else "on this host"
+    stdout.out(f"{len(result.matrix)} cells, {result.jobs} at once {where}", highlight=False)
 
 
 def _matrix_command() -> Callable[..., None]:
@@ -511,7 +539,8 @@ build_matrix_command = _one_line_errors(_matrix_command())
 app.command(
     "build-matrix",
     help="Build every combination of Slurm versions, toolchains, GPU flag and arches (comma-separated lists), "
-    "--jobs at once on this host. Exit 0 when every cell succeeds, 1 when any failed.",
+    "--jobs at once on this host or on a Dask cluster (--scheduler). Exit 0 when every cell succeeds, 1 when any "
+    "failed.",
 )(build_matrix_command)
 
 

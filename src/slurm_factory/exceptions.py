@@ -41,6 +41,10 @@ class DockerError(SlurmFactoryError):
     """The Docker engine is unreachable or a Docker operation failed (exit 1)."""
 
 
+class ClusterError(SlurmFactoryError):
+    """The Dask cluster of a distributed build matrix is unreachable or cannot build (exit 1)."""
+
+
 class BuildError(SlurmFactoryError):
     """The build itself failed; `log_path` holds the full log (exit 1)."""
 

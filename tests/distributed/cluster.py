@@ -8,7 +8,8 @@ Fixtures (tests/distributed/conftest.py makes them visible to the tests here):
                   started, a failure instead under scripts/run-tests (SLURM_FACTORY_TESTS_REQUIRE_DOCKER=1).
   dask_cluster    per test: `dask scheduler` and one `dask worker` per engine (no nanny, so a worker's pid is the
                   worker itself and a test can SIGKILL it), dashboards off, everything bound to 127.0.0.1; every
-                  process it started is gone when the test ends.
+                  process it started is gone when the test ends. Each worker has a fresh SLURM_FACTORY_HOME whose
+                  ccache is the session's (shared_ccache).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DaskCluster:
     scheduler_address: str
     scheduler_pid: int
     workers: dict[str, DaskWorker]  # by engine name
+    homes: dict[str, Path]  # each worker's SLURM_FACTORY_HOME, by engine name
 
 
 def engine_identity() -> dict[str, Any]:
@@ -193,8 +195,22 @@ def _running(process: Any) -> bool:
         return False
 
 
+@pytest.fixture(scope="session")
+def shared_ccache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ccache for every worker home of the session: a cell retried or rebuilt compiles from it."""
+    return tmp_path_factory.mktemp("dask-ccache")
+
+
+def _worker_home(logs: Path, name: str, ccache: Path) -> Path:
+    """A fresh home (nothing built, so nothing is reused) whose ccache is the session's."""
+    home = logs / f"{name}-home"
+    home.mkdir()
+    (home / "ccache").symlink_to(ccache, target_is_directory=True)
+    return home
+
+
 @pytest.fixture
-def dask_cluster(docker_engines: dict[str, Engine], tmp_path: Path) -> Iterator[DaskCluster]:
+def dask_cluster(docker_engines: dict[str, Engine], shared_ccache: Path, tmp_path: Path) -> Iterator[DaskCluster]:
     """A scheduler and one worker per engine on 127.0.0.1, each worker with its engine's DOCKER_HOST.
 
     --no-dashboard turns off the dashboard's pages only: the scheduler and each worker still serve their HTTP routes
@@ -205,9 +221,10 @@ def dask_cluster(docker_engines: dict[str, Engine], tmp_path: Path) -> Iterator[
     logs.mkdir()
     scheduler_file = logs / "scheduler.json"
     # Workers import the tests' own functions (tests.distributed.cluster) to run what a test submits.
-    env = {name: value for name, value in os.environ.items() if name != "DOCKER_HOST"}
+    env = {name: value for name, value in os.environ.items() if name not in ("DOCKER_HOST", "SLURM_FACTORY_HOME")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    homes = {name: _worker_home(logs, name, shared_ccache) for name in docker_engines}
     try:
         processes["scheduler"] = _spawn(
             "scheduler",
@@ -232,7 +249,7 @@ def dask_cluster(docker_engines: dict[str, Engine], tmp_path: Path) -> Iterator[
                  "--host", HOST, "--no-nanny", "--no-dashboard", "--dashboard-address", f"{HOST}:0",
                  "--nthreads", "1", "--name", name,
                  "--local-directory", str(logs / f"{name}-space"), "--death-timeout", str(int(START_TIMEOUT))],
-                {**env, "DOCKER_HOST": engine.docker_host}, logs,
+                {**env, "DOCKER_HOST": engine.docker_host, "SLURM_FACTORY_HOME": str(homes[name])}, logs,
             )  # fmt: skip
         with distributed.Client(scheduler_address, timeout=START_TIMEOUT) as client:
             while True:
@@ -250,7 +267,7 @@ def dask_cluster(docker_engines: dict[str, Engine], tmp_path: Path) -> Iterator[
             address, pid = by_name[name]
             assert pid == processes[name].pid, f"worker {name} reports pid {pid}, not the process started"
             cluster_workers[name] = DaskWorker(name, address, pid, engine)
-        yield DaskCluster(scheduler_address, processes["scheduler"].pid, cluster_workers)
+        yield DaskCluster(scheduler_address, processes["scheduler"].pid, cluster_workers, homes)
     finally:
         # Workers first, so that none of them outlives the scheduler waiting for it.
         _stop([process for name, process in processes.items() if name != "scheduler"])

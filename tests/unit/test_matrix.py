@@ -288,3 +288,63 @@ def test_the_matrix_fails_when_any_cell_failed(settings: Settings) -> None:
     assert result.exit_code == EXIT_FAILURE
     assert result.to_json()["failed"] == 1
     assert MatrixResult(matrix, [built, CellOutcome("24.11-trixie-gpu", "slurm", "reused")]).exit_code == 0
+
+
+# --- Spack cells sharing the mirror they publish to -----------------------------------------------------------------
+
+
+def _shared_mirror(tmp_path: Path) -> dict[str, Any]:
+    """Spack cells that publish their dependencies to the mirror they install binaries from."""
+    mirror = tmp_path / "spack-mirror"
+    mirror.mkdir(exist_ok=True)
+    return {
+        "buildcache": "deps",
+        "buildcache_url": mirror.as_uri(),
+        "publish": "deps",
+        "publish_url": mirror.as_uri() + "/",
+        "signing_key": "0x0123456789ABCDEF",
+    }
+
+
+def _shared_mirror_matrix(settings: Settings, **shared: Any) -> Any:
+    cells = expand({"slurm_version": ("24.11", "25.11"), "toolchain": ("noble", "jammy")}, shared)
+    return plan_matrix(cells, settings)
+
+
+def test_cells_sharing_a_mirror_they_publish_to_go_after_the_first_of_their_toolchain(
+    settings: Settings, tmp_path: Path
+) -> None:
+    matrix = _shared_mirror_matrix(settings, **_shared_mirror(tmp_path))
+    assert {planned.name: planned.cell.after for planned in matrix.cells} == {
+        "24.11-noble": (),
+        "24.11-jammy": (),
+        "25.11-noble": ("24.11-noble",),
+        "25.11-jammy": ("24.11-jammy",),
+    }
+    assert all(planned.cell.needs == () for planned in matrix.cells)
+
+
+@pytest.mark.parametrize("change", ["another publish mirror", "no buildcache", "native"])
+def test_cells_that_do_not_read_what_they_publish_start_together(
+    settings: Settings, tmp_path: Path, change: str
+) -> None:
+    shared = _shared_mirror(tmp_path)
+    if change == "another publish mirror":
+        (tmp_path / "other").mkdir()
+        shared["publish_url"] = (tmp_path / "other").as_uri()
+    elif change == "no buildcache":
+        shared["buildcache"] = "none"
+        del shared["buildcache_url"]
+    else:
+        shared = {"engine": "native"}
+    matrix = _shared_mirror_matrix(settings, **shared)
+    assert all(planned.cell.after == () for planned in matrix.cells)
+
+
+def test_a_failed_first_cell_does_not_skip_the_cells_after_it(settings: Settings, tmp_path: Path) -> None:
+    launcher = _ScriptedLauncher(failing=frozenset({"24.11-noble"}))
+    outcomes = run_matrix(_shared_mirror_matrix(settings, **_shared_mirror(tmp_path)), launcher, 4, QuietListener())
+    states = {outcome.name: outcome.state for outcome in outcomes}
+    assert states == {"24.11-noble": "failed", "24.11-jammy": "built", "25.11-noble": "built", "25.11-jammy": "built"}
+    assert launcher.started.index("25.11-noble") > launcher.started.index("24.11-noble")
+    assert launcher.most_at_once == 2

@@ -39,11 +39,18 @@ class EventDisplay:
         self._stream = stream
         self._lock = threading.Lock()
         self._last_output = 0.0
+        self._closed = False
 
     def emit(self, event: dict[str, Any]) -> None:
+        """Write one event; once the reader is gone (its process died) the build goes on unwinding quietly."""
         with self._lock:
-            self._stream.write(json.dumps(event) + "\n")
-            self._stream.flush()
+            if self._closed:
+                return
+            try:
+                self._stream.write(json.dumps(event) + "\n")
+                self._stream.flush()
+            except OSError:  # BrokenPipeError: nobody reads any more
+                self._closed = True
 
     def stage(self, name: str) -> None:
         self.emit({"event": "stage", "stage": name})

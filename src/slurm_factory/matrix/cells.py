@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slurm_factory.buildcache import cached_specs
+from slurm_factory.choices import BuildcacheMode, Engine, PublishMode
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, declared
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan
-from slurm_factory.request import make_compiler_request, make_request
+from slurm_factory.request import BuildRequest, make_compiler_request, make_request
 
 CellKind = Literal["slurm", "compiler"]
 # `--gpu` in a matrix: without, with, or both (two cells).
@@ -34,17 +35,32 @@ class Cell:
     name: str
     kind: CellKind
     options: Mapping[str, Any]
+    # Cells that must succeed first (a GCC this cell builds with); it is skipped if one failed.
     needs: tuple[str, ...] = ()
+    # Cells that only go first (they publish dependencies this cell then installs as binaries), however they end.
+    after: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "options": dict(self.options), "needs": list(self.needs)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "options": dict(self.options),
+            "needs": list(self.needs),
+            "after": list(self.after),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
         kind = data["kind"]
         if kind not in ("slurm", "compiler"):
             raise ConfigurationError(f"a matrix cell of kind {quoted(kind)}: valid kinds are slurm and compiler")
-        return cls(str(data["name"]), kind, dict(data["options"]), tuple(data.get("needs", ())))
+        return cls(
+            str(data["name"]),
+            kind,
+            dict(data["options"]),
+            tuple(data.get("needs", ())),
+            tuple(data.get("after", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -130,7 +146,7 @@ def plan_matrix(cells: Sequence[Cell], settings: Settings) -> Matrix:
             hint="fix the options or leave those values out of the lists",
         )
     _refuse_duplicates(planned)
-    return Matrix(_with_compiler_cells(planned, settings))
+    return Matrix(_after_shared_dependencies(_with_compiler_cells(planned, settings)))
 
 
 def _refuse_duplicates(planned: Sequence[PlannedCell]) -> None:
@@ -169,3 +185,38 @@ def _with_compiler_cells(planned: list[PlannedCell], settings: Settings) -> list
             compilers[name] = PlannedCell(Cell(name, "compiler", compiler_options), plan)
         slurm_cells.append(PlannedCell(Cell(cell.name, "slurm", options, needs=(name,)), cell.plan))
     return [*compilers.values(), *slurm_cells]
+
+
+def _publishes_what_it_reads(request: BuildRequest) -> bool:
+    """A Spack cell that publishes its dependencies to the mirror it installs binaries from."""
+    if request.engine is not Engine.SPACK or request.publish not in (PublishMode.DEPS, PublishMode.ALL):
+        return False
+    if request.buildcache not in (BuildcacheMode.DEPS, BuildcacheMode.ALL):
+        return False
+    if request.publish_url is None:  # the local binary mirror
+        return request.use_local_buildcache
+    return request.buildcache_url is not None and request.buildcache_url.rstrip("/") == request.publish_url.rstrip("/")
+
+
+def _after_shared_dependencies(cells: list[PlannedCell]) -> list[PlannedCell]:
+    """Spack cells that share a mirror they publish to: within each toolchain (and arch, compiler, OS-packages mode),
+    the first cell goes first, so that the others install its dependencies as binaries instead of building them at
+    the same time. Only order: the others build whether it succeeded or not."""
+    leaders: dict[tuple[Any, ...], str] = {}
+    ordered = []
+    for planned in cells:
+        request = planned.plan.request
+        if (
+            planned.cell.kind != "slurm"
+            or not isinstance(request, BuildRequest)
+            or not _publishes_what_it_reads(request)
+        ):
+            ordered.append(planned)
+            continue
+        key = (request.toolchain.name, request.arch, request.compiler_version, request.os_packages)
+        leader = leaders.setdefault(key, planned.name)
+        if leader != planned.name:
+            cell = planned.cell
+            planned = PlannedCell(Cell(cell.name, cell.kind, cell.options, cell.needs, (leader,)), planned.plan)
+        ordered.append(planned)
+    return ordered

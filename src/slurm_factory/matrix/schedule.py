@@ -1,6 +1,6 @@
 """Running a matrix's cells in order: a cell starts once the cells it needs have succeeded (it is skipped if one
-failed), at most `jobs` at once; a failed cell never stops the others. Ctrl-C stops every running cell (each removes
-its containers) and cancels the rest.
+failed) and the cells it comes after have ended, at most `jobs` at once; a failed cell never stops the others.
+Ctrl-C stops every running cell (each removes its containers) and cancels the rest.
 
 Where a cell runs is the launcher's business (`LocalLauncher`: a process on this host).
 """
@@ -110,7 +110,9 @@ def _run_one(launcher: Launcher, planned: PlannedCell, listener: Listener) -> Ce
 
 
 def _ready(pending: list[PlannedCell], outcomes: dict[str, CellOutcome], free: int) -> list[PlannedCell]:
-    ready = [planned for planned in pending if all(need in outcomes for need in planned.cell.needs)]
+    ready = [
+        planned for planned in pending if all(name in outcomes for name in (*planned.cell.needs, *planned.cell.after))
+    ]
     return ready[: max(free, 0)]
 
 

@@ -65,6 +65,8 @@ class LiveTable:
                 row.stage, row.last = str(event.get("stage", "")), ""
             elif event["event"] == "output":
                 row.last = str(event.get("line", ""))
+            elif event["event"] == "worker":  # a cluster's worker took the cell (again, after a lost worker)
+                row.where, row.stage, row.last = str(event.get("worker_name", "")), "starting", ""
         self._refresh()
 
     def finished(self, outcome: CellOutcome) -> None:

@@ -1,0 +1,170 @@
+"""`build-matrix --scheduler` on a real local Dask cluster: a scheduler and two workers on 127.0.0.1, each worker with
+its own Docker engine and home (tests/distributed/cluster.py).
+
+- Two native cells (24.11.5 on trixie, `--gpu both`) build on the two workers at once; both artifacts come back into
+  the requesting host's `builds/`, byte for byte what the workers stored.
+- A worker killed outright in the middle of its cell's compile: the cell completes on the other worker, the dead
+  worker's build container is removed from its engine, and its home holds no artifact (nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from slurm_factory import store
+from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
+from tests.conftest import slurm_source_tarball
+from tests.distributed.cluster import DaskCluster, Engine
+from tests.e2e.helpers import cli_environment, remove_project, report_measurement
+
+pytestmark = [pytest.mark.docker, pytest.mark.distributed, pytest.mark.e2e]
+
+MATRIX_TIMEOUT = 3600
+# How long the cell compiles on the first worker before that worker is killed.
+KILL_AFTER = 30.0
+NATIVE_TRIXIE = ("--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5")
+
+
+@pytest.fixture(scope="module")
+def project(docker_engines: dict[str, Engine]) -> Iterator[str]:
+    """One project for the module, so that a toolchain image an engine built for the first test serves the next."""
+    name = f"sf-dist-{uuid.uuid4().hex[:8]}"
+    yield name
+    for engine in docker_engines.values():
+        client = docker.DockerClient(base_url=engine.docker_host, timeout=120)
+        try:
+            remove_project(client, name)
+        finally:
+            client.close()
+
+
+def _matrix_command(cluster: DaskCluster, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "slurm_factory", "build-matrix", *NATIVE_TRIXIE,
+        "--slurm-source", str(slurm_source_tarball()), "--scheduler", cluster.scheduler_address, "--json", *args,
+    ]  # fmt: skip
+
+
+def _cells(stdout: str) -> dict[str, dict[str, Any]]:
+    return {cell["name"]: cell for cell in json.loads(stdout)["cells"]}
+
+
+def _project_containers(engine: Engine, project: str) -> list[Any]:
+    client = docker.DockerClient(base_url=engine.docker_host, timeout=30)
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}))
+    finally:
+        client.close()
+
+
+def test_two_cells_build_on_two_workers_and_come_back(dask_cluster: DaskCluster, project: str, tmp_path: Path) -> None:
+    home = tmp_path / "requester"
+    started = time.monotonic()
+    done = subprocess.run(
+        _matrix_command(dask_cluster, "--gpu", "both"),
+        env=cli_environment(home, project),
+        capture_output=True,
+        text=True,
+        timeout=MATRIX_TIMEOUT,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, f"matrix failed:\n{done.stderr[-4000:]}\n{done.stdout[-6000:]}"
+    cells = _cells(done.stdout)
+    assert set(cells) == {"24.11-trixie", "24.11-trixie-gpu"}
+    assert {cell["where"] for cell in cells.values()} == {"w1", "w2"}  # one cell on each worker
+    for cell in cells.values():
+        assert cell["state"] == "built" and cell["attempts"] == 1
+        link = Path(cell["artifact"])
+        assert link.parent == home / "builds" and link.is_symlink()
+        found = store.find(link.resolve())
+        assert found is not None and found.sha256 == cell["sha256"]
+        worker_copy = Path(cell["result"]["stored"])  # the worker's store (a directory of this machine here)
+        assert worker_copy.read_bytes() == link.resolve().read_bytes()
+        assert (home / "builds" / (link.name + ".sbom.json")).is_file()
+    for name, engine in dask_cluster.workers.items():
+        assert _project_containers(engine.engine, project) == [], f"containers left on {name}'s engine"
+    report_measurement(
+        f"build-matrix --scheduler (2 Dask workers, one engine each; native trixie 24.11.5 --gpu both): "
+        f"{seconds:.0f}s; cells "
+        + ", ".join(f"{name} {cell['seconds']:.0f}s on {cell['where']}" for name, cell in cells.items())
+    )
+
+
+class _BuildWatcher:
+    """Finds the engine whose build container of `project` appeared first, by polling every engine."""
+
+    def __init__(self, cluster: DaskCluster, project: str) -> None:
+        self._cluster = cluster
+        self._project = project
+
+    def first_building(self, process: subprocess.Popen[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "the matrix ended before any build container started"
+            for name, worker in self._cluster.workers.items():
+                running = [c for c in _project_containers(worker.engine, self._project) if c.status == "running"]
+                if any(c.labels.get(ROLE_LABEL) == "build" for c in running):
+                    return name
+            time.sleep(1.0)
+        raise AssertionError(f"no build container of {self._project} started within {timeout:.0f} s")
+
+
+def test_a_worker_killed_mid_build_has_its_cell_completed_on_the_other(
+    dask_cluster: DaskCluster, project: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "requester"
+    output: dict[str, str] = {}
+    process = subprocess.Popen(
+        _matrix_command(dask_cluster, "--gpu", "no"),
+        env=cli_environment(home, project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    readers = [
+        threading.Thread(target=lambda: output.__setitem__("stdout", process.stdout.read() if process.stdout else "")),
+        threading.Thread(target=lambda: output.__setitem__("stderr", process.stderr.read() if process.stderr else "")),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        victim = _BuildWatcher(dask_cluster, project).first_building(process, timeout=1200)
+        time.sleep(KILL_AFTER)  # well into the compile
+        lost = dask_cluster.workers[victim]
+        assert process.poll() is None, "the cell ended before its worker could be killed"
+        os.kill(lost.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        returncode = process.wait(timeout=MATRIX_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=300)
+        for reader in readers:
+            reader.join()
+    assert returncode == 0, f"matrix failed:\n{output['stderr'][-4000:]}\n{output['stdout'][-6000:]}"
+    (cell,) = _cells(output["stdout"]).values()
+    survivor = next(name for name in dask_cluster.workers if name != victim)
+    assert cell["state"] == "built"
+    assert cell["where"] == survivor and cell["attempts"] == 2
+    found = store.find(Path(cell["artifact"]).resolve())
+    assert found is not None and found.sha256 == cell["sha256"]
+    # The dead worker's cell process got SIGTERM with its worker and removed its build container.
+    assert _project_containers(lost.engine, project) == [], f"{victim}'s build container is still there"
+    assert list((dask_cluster.homes[victim] / "builds").rglob("*.tar.gz")) == []
+    report_measurement(
+        f"build-matrix --scheduler, worker {victim} SIGKILLed {KILL_AFTER:.0f}s into the compile: the cell "
+        f"completed on {survivor} {time.monotonic() - killed_at:.0f}s later (cell {cell['seconds']:.0f}s)"
+    )
