@@ -110,14 +110,24 @@ class _BuildWatcher:
         self._cluster = cluster
         self._project = project
 
+    def building(self, process: subprocess.Popen[str]) -> list[str]:
+        """The workers whose engine runs a build container of the project now."""
+        assert process.poll() is None, "the matrix ended before the build containers started"
+        return [
+            name
+            for name, worker in self._cluster.workers.items()
+            if any(
+                c.status == "running" and c.labels.get(ROLE_LABEL) == "build"
+                for c in _project_containers(worker.engine, self._project)
+            )
+        ]
+
     def first_building(self, process: subprocess.Popen[str], timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert process.poll() is None, "the matrix ended before any build container started"
-            for name, worker in self._cluster.workers.items():
-                running = [c for c in _project_containers(worker.engine, self._project) if c.status == "running"]
-                if any(c.labels.get(ROLE_LABEL) == "build" for c in running):
-                    return name
+            building = self.building(process)
+            if building:
+                return building[0]
             time.sleep(1.0)
         raise AssertionError(f"no build container of {self._project} started within {timeout:.0f} s")
 
@@ -167,4 +177,65 @@ def test_a_worker_killed_mid_build_has_its_cell_completed_on_the_other(
     report_measurement(
         f"build-matrix --scheduler, worker {victim} SIGKILLed {KILL_AFTER:.0f}s into the compile: the cell "
         f"completed on {survivor} {time.monotonic() - killed_at:.0f}s later (cell {cell['seconds']:.0f}s)"
+    )
+
+
+def test_ctrl_c_stops_the_cells_on_every_worker(dask_cluster: DaskCluster, project: str, tmp_path: Path) -> None:
+    """SIGINT to the requesting `build-matrix` while both workers compile: it ends with 130, and no container of
+    the project is left on either engine; the workers themselves keep serving."""
+    process = subprocess.Popen(
+        _matrix_command(dask_cluster, "--gpu", "both"),
+        env=cli_environment(tmp_path / "requester", project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        watcher = _BuildWatcher(dask_cluster, project)
+        deadline = time.monotonic() + 1200
+        while len(watcher.building(process)) < 2:
+            assert time.monotonic() < deadline, "the two cells did not both start compiling"
+            time.sleep(1.0)
+        interrupted_at = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stopped_in = time.monotonic() - interrupted_at
+    assert process.returncode == 130, stderr[-3000:]
+    for name, worker in dask_cluster.workers.items():
+        assert _project_containers(worker.engine, project) == [], f"containers left on {name}'s engine"
+        os.kill(worker.pid, 0)  # still running
+    report_measurement(
+        f"build-matrix --scheduler: Ctrl-C while 2 workers compiled; everything stopped in {stopped_in:.0f}s"
+    )
+
+
+def test_a_requester_killed_outright_leaves_no_cell_building(
+    dask_cluster: DaskCluster, project: str, tmp_path: Path
+) -> None:
+    """SIGKILL to `build-matrix` (no Ctrl-C handler runs): its client is gone, the scheduler releases the cell's
+    task, and the worker stops the cell, which removes its build container."""
+    process = subprocess.Popen(
+        _matrix_command(dask_cluster, "--gpu", "no"),
+        env=cli_environment(tmp_path / "requester", project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        worker = _BuildWatcher(dask_cluster, project).first_building(process, timeout=1200)
+    finally:
+        process.kill()
+        process.wait()
+    killed_at = time.monotonic()
+    engine = dask_cluster.workers[worker].engine
+    while _project_containers(engine, project):
+        assert time.monotonic() - killed_at < 300, f"{worker} still builds 300 s after its requester died"
+        time.sleep(2.0)
+    report_measurement(
+        f"build-matrix --scheduler killed outright: {worker} removed the cell's container "
+        f"{time.monotonic() - killed_at:.0f}s later"
     )
