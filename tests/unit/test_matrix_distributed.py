@@ -18,6 +18,7 @@ from slurm_factory.exceptions import ClusterError, ConfigurationError
 from slurm_factory.matrix.cells import Cell, plan_matrix
 from slurm_factory.matrix.distributed import (
     DaskLauncher,
+    SealedCell,
     WorkerFacts,
     able_workers,
     cell_paths,
@@ -57,8 +58,20 @@ def test_a_passphrase_is_never_sent_over_tcp(settings: Settings) -> None:
     refuse_secrets_in_clear("tcp://127.0.0.1:1", [Cell("b", "slurm", {**NATIVE_CELL, "signing_key": "0xABCD"})])
 
 
+def test_a_private_key_file_is_read_by_each_worker(tmp_path: Path) -> None:
+    cells = [Cell("a", "slurm", {**NATIVE_CELL, "gpg_private_key": f"@{tmp_path}/signing.asc"})]
+    refuse_secrets_in_clear("tcp://127.0.0.1:1", cells)  # a path, not the key: allowed
+    assert cell_paths(cells) == [f"{tmp_path}/signing.asc"]  # … and checked on every worker
+
+
+def test_a_cell_on_its_way_shows_only_its_name() -> None:
+    sealed = SealedCell(Cell("24.11-trixie", "slurm", {**NATIVE_CELL, "gpg_passphrase": "hunter2"}).to_json())
+    assert repr(sealed) == str(sealed) == "<matrix cell 24.11-trixie>"
+    assert "hunter2" not in repr((sealed, "project"))
+
+
 def test_build_matrix_refuses_a_secret_over_tcp_before_connecting(settings: Settings) -> None:
-    cells = [Cell("a", "slurm", {**NATIVE_CELL, "gpg_private_key": "/keys/private.asc"})]
+    cells = [Cell("a", "slurm", {**NATIVE_CELL, "gpg_private_key": "LS0tLS1CRUdJTiBQR1A="})]
     # Port 1 on loopback is closed: reaching it would be a different error.
     with pytest.raises(ConfigurationError, match="--gpg-private-key"):
         build_matrix(cells, settings=settings, scheduler="tcp://127.0.0.1:1")

@@ -67,7 +67,7 @@ def refuse_secrets_in_clear(address: str, cells: Iterable[Cell]) -> None:
     """A GPG key or passphrase travels to the workers inside the cell; never over an unencrypted connection."""
     if urlsplit(address).scheme == "tls":
         return
-    given = sorted({name for cell in cells for name in SECRET_OPTIONS if cell.options.get(name)})
+    given = sorted({name for cell in cells for name in SECRET_OPTIONS if _secret_value(cell.options.get(name))})
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ConfigurationError(
@@ -75,6 +75,11 @@ def refuse_secrets_in_clear(address: str, cells: Iterable[Cell]) -> None:
             hint="use a tls:// scheduler (Dask's distributed.comm.tls settings), or keep the key in each worker's "
             "GnuPG home and pass only --signing-key",
         )
+
+
+def _secret_value(value: object) -> bool:
+    """A secret given inline; `--gpg-private-key @PATH` names a file that each worker reads itself."""
+    return bool(value) and not str(value).startswith("@")
 
 
 def _distributed() -> Any:
@@ -160,8 +165,11 @@ def cell_paths(cells: Iterable[Cell]) -> list[str]:
     }
     paths = set()
     for cell in cells:
-        for name in path_options:
-            value = cell.options.get(name)
+        values = [cell.options.get(name) for name in path_options]
+        key = cell.options.get("gpg_private_key")
+        if isinstance(key, str) and key.startswith("@"):
+            values.append(key[1:])
+        for value in values:
             if value is None or "://" in str(value):
                 continue
             paths.add(os.path.abspath(os.path.expanduser(str(value))))
@@ -232,14 +240,27 @@ def pinned_cell(planned: PlannedCell) -> Cell:
 # --- on the worker -------------------------------------------------------------------------------------------------
 
 
-def build_cell_on_worker(cell_data: dict[str, Any], project_name: str, topic: str, cancel_name: str) -> dict[str, Any]:
+class SealedCell:
+    """A cell on its way to a worker. Dask logs a failed task's arguments; this one shows only the cell's name, so
+    a passphrase inside (over tls://) never reaches a log."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<matrix cell {self.data.get('name')}>"
+
+    __str__ = __repr__
+
+
+def build_cell_on_worker(sealed: SealedCell, project_name: str, topic: str, cancel_name: str) -> dict[str, Any]:
     """The Dask task: build one cell in a `slurm-factory cell` process on this worker, report its events on
     `topic`, stop it when `cancel_name` is set or the task is no longer wanted, and return its run and files."""
     from slurm_factory.config import load_settings
 
     distributed = _distributed()
     worker = distributed.get_worker()
-    cell = Cell.from_json(cell_data)
+    cell = Cell.from_json(sealed.data)
     key = worker.get_current_task()
 
     def report(event: dict[str, Any]) -> None:
@@ -363,7 +384,7 @@ class DaskLauncher:
             self._tracked[planned.name] = tracked
             future = self._client.submit(
                 build_cell_on_worker,
-                pinned_cell(planned).to_json(),
+                SealedCell(pinned_cell(planned).to_json()),
                 self._project_name,
                 self._topic,
                 self._cancel_name,
