@@ -57,6 +57,19 @@ def _matrix_command(cluster: DaskCluster, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _start_matrix(
+    cluster: DaskCluster, project: str, home: Path, gpu: str, output: int | None
+) -> subprocess.Popen[str]:
+    """`build-matrix --scheduler` in the background; `output` is where its stdout and stderr go (PIPE, DEVNULL)."""
+    return subprocess.Popen(
+        _matrix_command(cluster, "--gpu", gpu),
+        env=cli_environment(home, project),
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+
+
 def _cells(stdout: str) -> dict[str, dict[str, Any]]:
     return {cell["name"]: cell for cell in json.loads(stdout)["cells"]}
 
@@ -137,13 +150,7 @@ def test_a_worker_killed_mid_build_has_its_cell_completed_on_the_other(
 ) -> None:
     home = tmp_path / "requester"
     output: dict[str, str] = {}
-    process = subprocess.Popen(
-        _matrix_command(dask_cluster, "--gpu", "no"),
-        env=cli_environment(home, project),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_matrix(dask_cluster, project, home, "no", subprocess.PIPE)
     readers = [
         threading.Thread(target=lambda: output.__setitem__("stdout", process.stdout.read() if process.stdout else "")),
         threading.Thread(target=lambda: output.__setitem__("stderr", process.stderr.read() if process.stderr else "")),
@@ -183,13 +190,7 @@ def test_a_worker_killed_mid_build_has_its_cell_completed_on_the_other(
 def test_ctrl_c_stops_the_cells_on_every_worker(dask_cluster: DaskCluster, project: str, tmp_path: Path) -> None:
     """SIGINT to the requesting `build-matrix` while both workers compile: it ends with 130, and no container of
     the project is left on either engine; the workers themselves keep serving."""
-    process = subprocess.Popen(
-        _matrix_command(dask_cluster, "--gpu", "both"),
-        env=cli_environment(tmp_path / "requester", project),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_matrix(dask_cluster, project, tmp_path / "requester", "both", subprocess.PIPE)
     try:
         watcher = _BuildWatcher(dask_cluster, project)
         deadline = time.monotonic() + 1200
@@ -198,13 +199,13 @@ def test_ctrl_c_stops_the_cells_on_every_worker(dask_cluster: DaskCluster, proje
             time.sleep(1.0)
         interrupted_at = time.monotonic()
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=600)
+        stdout, stderr = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     stopped_in = time.monotonic() - interrupted_at
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == 130, stderr[-3000:] + stdout[-3000:]
     for name, worker in dask_cluster.workers.items():
         assert _project_containers(worker.engine, project) == [], f"containers left on {name}'s engine"
         os.kill(worker.pid, 0)  # still running
@@ -218,13 +219,7 @@ def test_a_requester_killed_outright_leaves_no_cell_building(
 ) -> None:
     """SIGKILL to `build-matrix` (no Ctrl-C handler runs): its client is gone, the scheduler releases the cell's
     task, and the worker stops the cell, which removes its build container."""
-    process = subprocess.Popen(
-        _matrix_command(dask_cluster, "--gpu", "no"),
-        env=cli_environment(tmp_path / "requester", project),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = _start_matrix(dask_cluster, project, tmp_path / "requester", "no", subprocess.DEVNULL)
     try:
         worker = _BuildWatcher(dask_cluster, project).first_building(process, timeout=1200)
     finally:
