@@ -140,6 +140,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         # The machine the artifact runs on, and how it was built for it (cross: by the OS's cross compiler).
         "arch": request.arch.value,
         "cross_compiled": request.cross,
+        "built_under_emulation": request.emulated,
         # The compiler Spack built everything with (the OS GCC, or the --compiler-version GCC from the buildcache).
         "spack_compiler": (
             f"gcc@{request.compiler_version or request.toolchain.spack.compiler}"

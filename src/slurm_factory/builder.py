@@ -143,8 +143,9 @@ def build(
     if dry_run:
         result.preflight = _preflight(plan, checks)
         return result
-    if request.cross:
-        require_emulation(request.arch, f"--arch {request.arch.value} (a cross build)")
+    if request.foreign:
+        how = "built under emulation" if request.emulated else "a cross build"
+        require_emulation(request.arch, f"--arch {request.arch.value} ({how})")
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):

@@ -183,6 +183,15 @@ class BuildOptions(TypedDict, total=False):
             axis=True,
         ),
     ]
+    emulate: Annotated[
+        bool,
+        Option(
+            "--emulate",
+            "With --arch of another machine: build inside that arch's image under qemu emulation instead of with "
+            "the OS's cross compiler (slower; toolchains without a cross toolchain always build that way).",
+            default=False,
+        ),
+    ]
     slurm_source: Annotated[
         str | os.PathLike[str] | None,
         Option("--slurm-source", "Local path or URL of the Slurm source tarball.", path=True, url=True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
@@ -63,8 +64,10 @@ class BuildRequest(BaseModel):
     toolchain: Toolchain
     engine: Engine
     arch: Arch = Arch.AMD64
-    # The machine the build runs on (the Docker host): arch != build_arch means a cross build.
+    # The machine the build runs on (the Docker host): arch != build_arch means a cross or an emulated build.
     build_arch: Arch = Arch.AMD64
+    # Built inside an image of `arch` under the host's qemu emulation (instead of by the OS's cross compiler).
+    emulated: bool = False
     gpu: bool = False
     verify: bool = False
     no_cache: bool = False
@@ -89,9 +92,14 @@ class BuildRequest(BaseModel):
     site_packages: dict[str, Any] = {}
 
     @property
+    def foreign(self) -> bool:
+        """For another machine than the build host's: cross-compiled or built under emulation."""
+        return self.arch is not self.build_arch
+
+    @property
     def cross(self) -> bool:
         """Built by the OS's cross toolchain for another machine than the build host's."""
-        return self.arch is not self.build_arch
+        return self.foreign and not self.emulated
 
     @property
     def _arch_suffix(self) -> str:
@@ -366,36 +374,54 @@ def _build_arch() -> Arch:
     return arch
 
 
+@dataclass(frozen=True)
+class _ArchChoice:
+    arch: Arch
+    emulated: bool = False
+    base_image: str | None = None  # the arch's own image, for an emulated build
+
+
 def _check_arch(
-    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, verify: bool
-) -> Arch:
-    """`--arch` (default: the host's). Only what the catalog says a toolchain can build for an arch is accepted;
-    the rest is refused here, before any container starts, with what is supported."""
+    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, verify: bool,
+    emulate: bool = False,
+) -> _ArchChoice:  # fmt: skip
+    """`--arch` (default: the host's) and `--emulate`. Only what the catalog says a toolchain can build for an arch
+    is accepted; the rest is refused here, before any container starts, with what is supported. A foreign arch is
+    cross-compiled where the catalog has the OS's cross toolchain, built under emulation otherwise or when asked."""
     arch = build_arch if value is None else _choice(Arch, value, "--arch")
+    if emulate and arch is build_arch:
+        raise ConfigurationError(
+            f"--emulate builds for another machine than this {build_arch.value} host; it needs --arch of that machine",
+            hint="add --arch arm64, or drop --emulate",
+        )
     if arch is build_arch and arch is Arch.AMD64:
-        return arch
+        return _ArchChoice(arch)
     support = toolchain.arches.get(arch.value)
     if support is None or engine.value not in support.engines:
         raise ConfigurationError(f"--arch {arch.value} {_unsupported(arch, toolchain, engine)}")
-    if arch is not build_arch:
-        if not support.cross or build_arch is not Arch.AMD64:
-            raise ConfigurationError(
-                f"--arch {arch.value} from an {build_arch.value} host is not supported: only cross builds from amd64 "
-                "to arm64 are"
-            )
-        if gpu:
-            raise ConfigurationError(
-                f"--gpu with --arch {arch.value} is not supported yet: the cross build has no GPU development "
-                "packages of that arch",
-                hint="drop --gpu or build on an arm64 host",
-            )
-        if verify:
-            raise ConfigurationError(
-                f"--verify with --arch {arch.value} from an {build_arch.value} host is not supported yet: the "
-                "verification containers would have to run under emulation",
-                hint="build without --verify and check the artifact on an arm64 host with `slurm-factory verify`",
-            )
-    return arch
+    if arch is build_arch:
+        return _ArchChoice(arch)
+    if build_arch is not Arch.AMD64:
+        raise ConfigurationError(
+            f"--arch {arch.value} from an {build_arch.value} host is not supported: only builds from amd64 to arm64 are"
+        )
+    emulated = emulate or not support.cross
+    if emulated and support.base_image is None:
+        raise ConfigurationError(
+            f"--emulate with --arch {arch.value}: the catalog has no {arch.value} image of {toolchain.name}"
+        )
+    if gpu:
+        raise ConfigurationError(
+            f"--gpu with --arch {arch.value} is not supported yet: no GPU development packages of that arch are set up",
+            hint="drop --gpu or build on an arm64 host",
+        )
+    if verify:
+        raise ConfigurationError(
+            f"--verify with --arch {arch.value} from an {build_arch.value} host is not supported yet: the "
+            "verification containers would have to run under emulation",
+            hint="build without --verify and check the artifact on an arm64 host with `slurm-factory verify`",
+        )
+    return _ArchChoice(arch, emulated, support.base_image if emulated else None)
 
 
 def _unsupported(arch: Arch, toolchain: Toolchain, engine: Engine) -> str:
@@ -501,14 +527,17 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
     os_packages_mode = _os_packages_mode(raw["os_packages"], chosen_engine)
     site_file, site_packages = _site_packages(raw["spack_packages"], chosen_engine)
     build_arch = _build_arch()
-    chosen_arch = _check_arch(raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["verify"])
+    chosen = _check_arch(
+        raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["verify"], raw["emulate"]
+    )
 
     return BuildRequest(
         slurm=release,
         toolchain=chosen_toolchain,
         engine=chosen_engine,
-        arch=chosen_arch,
+        arch=chosen.arch,
         build_arch=build_arch,
+        emulated=chosen.emulated,
         gpu=raw["gpu"],
         verify=raw["verify"],
         no_cache=raw["no_cache"],
@@ -526,7 +555,7 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
         python_wheels=_optional(_check_python_wheels, raw["python_wheels"], chosen_engine),
         base_image=_check_base_image(raw["base_image"])
         if raw["base_image"] is not None
-        else chosen_toolchain.base_image,
+        else chosen.base_image or chosen_toolchain.base_image,
         buildcache_url=_optional(_check_buildcache_url, raw["buildcache_url"]),
         publish_url=_check_publish_url(raw["publish_url"]),
         s3_endpoint_url=_s3_endpoint(raw["s3_endpoint_url"], (raw["buildcache_url"], raw["publish_url"])),

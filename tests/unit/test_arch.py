@@ -99,13 +99,58 @@ def test_arm64_with_the_spack_engine_is_refused_naming_what_builds_it() -> None:
     error = _refusal(engine="spack")
     assert "--arch arm64 with --engine spack is not supported on trixie" in str(error)
     assert "--engine native" in str(error)
+    assert _refusal(engine="spack", toolchain="noble").message.startswith("--arch arm64 with --engine spack")
 
 
-@pytest.mark.parametrize("toolchain", ["noble", "jammy", "resolute", "rockylinux10", "rockylinux9", "rockylinux8"])
-def test_arm64_on_toolchains_without_it_is_refused_listing_the_supported(toolchain: str) -> None:
-    error = str(_refusal(toolchain=toolchain))
-    assert f"--arch arm64 is not supported on {toolchain}" in error
-    assert "trixie (--engine native)" in error and "bookworm (--engine native)" in error
+EMULATED_ONLY = {
+    "resolute": "arm64v8/ubuntu:resolute",
+    "noble": "arm64v8/ubuntu:noble",
+    "jammy": "arm64v8/ubuntu:jammy",
+    "rockylinux10": "arm64v8/rockylinux:10",
+    "rockylinux9": "arm64v8/rockylinux:9",
+    "rockylinux8": "arm64v8/rockylinux:8",
+}
+
+
+@pytest.mark.parametrize(("toolchain", "image"), EMULATED_ONLY.items())
+def test_arm64_without_a_cross_toolchain_builds_in_the_arm64_image_under_emulation(
+    toolchain: str, image: str, tmp_path: Path
+) -> None:
+    request = _cross(toolchain=toolchain)
+    assert request.emulated and request.foreign and not request.cross
+    assert request.base_image == image
+    assert request.artifact_filename == f"slurm-24.11-{toolchain}-arm64-software.tar.gz"
+    plan = make_plan(request, Settings(project_name="t", home=tmp_path))
+    assert plan.image.dockerfile.startswith(f"FROM {image}") or f"\nFROM {image}" in plan.image.dockerfile
+    assert "--add-architecture" not in plan.image.dockerfile
+    assert plan.image.repository == f"t/toolchain-{toolchain}-arm64-native"
+    assert not any(package.endswith(":arm64") for package in image_packages(request))
+    assert not any(option.startswith(("--host=", "--build=")) for option in configure_options(request))
+
+
+def test_emulate_on_debian_builds_in_the_arm64_image_instead_of_cross_compiling(tmp_path: Path) -> None:
+    settings = Settings(project_name="t", home=tmp_path)
+    emulated = _cross(emulate=True)
+    assert emulated.emulated and not emulated.cross and emulated.base_image == "debian:trixie-arm64"
+    plan = make_plan(emulated, settings)
+    assert "FROM debian:trixie-arm64" in plan.image.dockerfile
+    assert "crossbuild-essential-arm64" not in plan.image.dockerfile
+    assert plan.image.repository == "t/toolchain-trixie-arm64-native"
+    options = configure_options(emulated)
+    assert "--with-pmix=/usr/lib/aarch64-linux-gnu/pmix2" in options  # the arm64 image's own libraries
+    assert not any(option.startswith("--host=") for option in options)
+    script = next(iter(plan.container.files.values())).content
+    assert "aarch64-linux-gnu-gcc" not in script
+    # Same artifact name as the cross build, another identity.
+    assert plan.artifact_path.name == make_plan(_cross(), settings).artifact_path.name
+    assert plan.build_id != make_plan(_cross(), settings).build_id
+
+
+def test_emulate_without_a_foreign_arch_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="--emulate builds for another machine than this amd64 host"):
+        make_request(slurm_version="24.11.5", toolchain="trixie", engine="native", emulate=True)
+    with pytest.raises(ConfigurationError, match="--emulate builds for another machine"):
+        make_request(slurm_version="24.11.5", toolchain="trixie", engine="native", arch="amd64", emulate=True)
 
 
 def test_arm64_cross_with_gpu_is_refused() -> None:

@@ -34,6 +34,7 @@ ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
 # What build() receives when build-slurm gets no option at all (SPEC.md's defaults).
 DEFAULT_KWARGS: dict[str, Any] = {
     "arch": None,
+    "emulate": False,
     "slurm_version": "25.11",
     "toolchain": "noble",
     "gpu": False,
@@ -131,6 +132,7 @@ OPTION_CASES = [
     pytest.param(["--engine", "native"], "engine", "native", id="engine"),
     pytest.param(["--arch", "arm64"], "arch", "arm64", id="arch"),
     pytest.param(["--arch", "ARM64"], "arch", "arm64", id="arch-case-insensitive"),
+    pytest.param(["--emulate"], "emulate", True, id="emulate"),
     pytest.param(
         ["--slurm-source", "/srv/slurm-24.11.5.tar.bz2"],
         "slurm_source",

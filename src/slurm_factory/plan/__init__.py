@@ -148,12 +148,20 @@ def _script_command(name: str) -> tuple[str, ...]:
     return ("bash", str(layout.PLAN / name))
 
 
+def _foreign_suffix(request: BuildRequest) -> str:
+    """The toolchain image of a build for another arch: `-cross-arm64` (host tools, arm64 -dev packages) or
+    `-arm64` (the arch's own image, run under emulation)."""
+    if request.cross:
+        return f"-cross-{request.arch.value}"
+    return f"-{request.arch.value}" if request.emulated else ""
+
+
 def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     dockerfile = native.render_dockerfile(request)
     script = native.render_build_script(request)
     script_path = layout.PLAN / native.BUILD_SCRIPT
     artifact_files = render_artifact_files(request)
-    toolchain_name = request.toolchain.name + (f"-cross-{request.arch.value}" if request.cross else "")
+    toolchain_name = request.toolchain.name + _foreign_suffix(request)
     image = image_spec(toolchain_name, request.engine.value, dockerfile, settings.project_name)
     identity = build_id(request, image, {native.BUILD_SCRIPT: script, **artifact_files})
     container = ContainerSpec(
