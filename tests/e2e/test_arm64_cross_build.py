@@ -1,4 +1,5 @@
-"""A real arm64 build of Slurm 24.11.5 for trixie from this x86_64 host, by Debian's cross toolchain (native engine).
+"""Real arm64 builds of Slurm 24.11.5 for trixie from this x86_64 host (native engine): by Debian's cross toolchain,
+and with `--emulate` inside the arm64 image under qemu.
 
 Local, not CI: it needs `scripts/testenv arm64` (qemu-user-static + binfmt_misc; the build's last steps run the
 arm64 loader and `slurmd -V` under emulation) and costs minutes on top of CI's budget (see the CHANGELOG for the
@@ -45,15 +46,25 @@ def _elf_machines(tarball: Path) -> dict[str, str]:
     return machines
 
 
-def test_cross_build_for_arm64_gives_an_aarch64_tree_named_and_recorded_as_arm64(
-    arm64_enabled: None, tmp_path: Path, project_cleanup: str
+@pytest.mark.parametrize(("how", "options"), [("cross", ()), ("emulated", ("--emulate",))])
+def test_an_arm64_build_gives_an_aarch64_tree_named_and_recorded_as_arm64(
+    arm64_enabled: None, tmp_path: Path, project_cleanup: str, how: str, options: tuple[str, ...]
 ) -> None:
-    build = native_build(tmp_path / "home", project_cleanup, slurm_source_tarball(), "--arch", "arm64")
-    report_measurement(f"arm64 cross build of 24.11.5 for trixie (cold home): {build.seconds:.0f} s")
+    """By Debian's cross toolchain, or (`--emulate`) inside the arm64 image under qemu."""
+    build = native_build(tmp_path / "home", project_cleanup, slurm_source_tarball(), "--arch", "arm64", *options)
+    durations = build.result["durations"]
+    report_measurement(
+        f"arm64 {how} build of 24.11.5 for trixie (cold home): {build.seconds:.0f} s (image "
+        f"{durations.get('image', 0):.0f} s, configure {durations.get('configure', 0):.0f} s, compile "
+        f"{durations.get('compile', 0):.0f} s, install {durations.get('install', 0):.0f} s)"
+    )
     assert Path(build.result["artifact"]).name == "slurm-24.11-trixie-arm64-software.tar.gz"
     manifest = json.loads(sidecar(build.artifact, ".manifest.json").read_text(encoding="utf-8"))
-    assert manifest["arch"] == "arm64" and manifest["cross_compiled"] is True
-    assert "aarch64-linux-gnu-gcc" in manifest["toolchain"]["compiler"]
+    assert manifest["arch"] == "arm64"
+    assert manifest["cross_compiled"] is (how == "cross")
+    assert manifest["built_under_emulation"] is (how == "emulated")
+    compiler = manifest["toolchain"]["compiler"]
+    assert ("aarch64-linux-gnu-gcc" in compiler) is (how == "cross"), compiler
     assert "libmunge2" in manifest["runtime_packages"]
     machines = _elf_machines(build.artifact)
     assert len(machines) > 100
