@@ -15,12 +15,13 @@ import pytest
 from slurm_factory import __version__, store
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ClusterError, ConfigurationError
-from slurm_factory.matrix.cells import Cell, plan_matrix
+from slurm_factory.matrix.cells import Cell, expand, plan_matrix
 from slurm_factory.matrix.distributed import (
     DaskLauncher,
     SealedCell,
     WorkerFacts,
     able_workers,
+    cell_arch,
     cell_paths,
     check_scheduler,
     check_workers,
@@ -204,3 +205,21 @@ def test_a_cell_built_on_a_worker_comes_back_to_this_hosts_builds(
     assert events[0][1] == {"event": "worker", "worker_name": name, "host": socket.gethostname()}
     assert [event["event"] for _, event in events][-1] == "result"
     assert {cell for cell, _ in events} == {"24.11-trixie"}
+
+
+def test_a_cell_whose_compiler_worker_is_gone_fails_saying_so(local_client: Any, settings: Settings) -> None:
+    """The GCC a compiler cell built lives in that worker's buildcache: without that worker, its cells cannot
+    build anywhere, and say why instead of waiting for a worker that will not come back."""
+    cells = expand({"toolchain": ("noble",)}, {"compiler_version": "13.4.0", "use_local_buildcache": True})
+    compiler, slurm = plan_matrix(cells, settings).cells
+    assert slurm.cell.needs == (compiler.name,)
+    ((address, info),) = local_client.scheduler_info()["workers"].items()
+    facts = {address: WorkerFacts(address, str(info["name"]), __version__, arch=cell_arch(slurm))}
+    launcher = DaskLauncher(local_client, facts, settings.project_name, settings.builds_dir)
+    try:
+        launcher._built_on[compiler.name] = "tcp://127.0.0.1:1"  # a worker no longer in the cluster
+        outcome = launcher.run_cell(slurm, lambda event: None)
+    finally:
+        launcher.close()
+    assert outcome.state == "failed"
+    assert outcome.reason == f"the worker that built {compiler.name} is gone, and that GCC with its buildcache"

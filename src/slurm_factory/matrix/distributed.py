@@ -370,14 +370,10 @@ class DaskLauncher:
     def run_cell(self, planned: PlannedCell, on_event: Callable[[dict[str, Any]], None]) -> CellOutcome:
         started = time.monotonic()
         tracked = _Tracked(on_event)
-        workers = self._workers_for(planned)
-        if not workers:
-            return CellOutcome(
-                planned.name,
-                planned.cell.kind,
-                "failed",
-                reason=f"no worker can build {cell_arch(planned)} cells",
-            )
+        try:
+            workers = self._workers_for(planned)
+        except ClusterError as error:
+            return CellOutcome(planned.name, planned.cell.kind, "failed", reason=error.message)
         with self._lock:
             if self._stopped:
                 return CellOutcome(planned.name, planned.cell.kind, "cancelled", reason="interrupted")
@@ -413,12 +409,21 @@ class DaskLauncher:
                 if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
                     raise TimeoutError(f"the cell did not confirm within {STOP_WAIT:.0f} s that it stopped") from None
 
-    def _workers_for(self, planned: PlannedCell) -> list[str]:
-        """A cell that needs a compiler cell runs where that compiler is (in that worker's buildcache)."""
+    def _workers_for(self, planned: PlannedCell) -> list[str] | None:
+        """Where the cell may run: None for any worker (workers that join later too); the worker of the compiler
+        cell it needs (that GCC is in its buildcache); else the workers of its arch. A `ClusterError` when no
+        worker that could build it is left."""
         for need in planned.cell.needs:
-            if need in self._built_on:
-                return [self._built_on[need]] if self._built_on[need] in self._facts else []
-        return able_workers(planned, self._facts)
+            address = self._built_on.get(need)
+            if address is None:
+                continue
+            if address not in self._client.scheduler_info()["workers"]:
+                raise ClusterError(f"the worker that built {need} is gone, and that GCC with its buildcache")
+            return [address]
+        able = able_workers(planned, self._facts)
+        if not able:
+            raise ClusterError(f"no worker can build {cell_arch(planned)} cells")
+        return None if set(able) == set(self._facts) else able
 
     def _outcome(self, planned: PlannedCell, tracked: _Tracked, reply: dict[str, Any]) -> CellOutcome:
         worker = str(reply.get("worker", "?"))
