@@ -22,6 +22,8 @@ from slurm_factory import store
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
 from slurm_factory.build_lock import image_lock, request_lock
 from slurm_factory.buildcache import cached_specs
+from slurm_factory.catalog.spack_pins import load_spack_pins
+from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
 from slurm_factory.emulation import require_emulation
@@ -36,6 +38,7 @@ from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
     BuildRequest,
+    CompilerRequest,
     Engine,
     PublishMode,
     make_compiler_request,
@@ -143,13 +146,18 @@ def build(
     if dry_run:
         result.preflight = _preflight(plan, checks)
         return result
-    if request.foreign:
-        how = "built under emulation" if request.emulated else "a cross build"
-        require_emulation(request.arch, f"--arch {request.arch.value} ({how})")
+    _require_foreign_support(request)
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):
         return _execute(plan, settings, display, result)
+
+
+def _require_foreign_support(request: BuildRequest | CompilerRequest) -> None:
+    """A build for another arch runs that arch's programs (its image's, or a cross build's checks) under qemu."""
+    if request.foreign:
+        how = "built under emulation" if request.emulated else "a cross build"
+        require_emulation(request.arch, f"--arch {request.arch.value} ({how})")
 
 
 def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
@@ -190,13 +198,15 @@ def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
     """`--compiler-version X` from the local mirror: the GCC must be there, or hours of building end in a failure."""
     if request.compiler_version is None or request.buildcache_url is not None:
         return  # remote mirrors are only read inside the container
-    if cached_specs(settings.buildcache_dir, "gcc", request.compiler_version):
+    target = load_spack_pins().target(request.arch.value)
+    if cached_specs(settings.buildcache_dir, "gcc", request.compiler_version, target):
         return
+    arch = "" if request.arch is Arch.AMD64 else f" --arch {request.arch.value}"
     raise ConfigurationError(
-        f"--compiler-version {request.compiler_version}: GCC {request.compiler_version} is not in the local "
-        f"buildcache {settings.buildcache_dir}",
+        f"--compiler-version {request.compiler_version}: GCC {request.compiler_version} for {target} is not in the "
+        f"local buildcache {settings.buildcache_dir}",
         hint=f"make it with `slurm-factory build-compiler --compiler-version {request.compiler_version} "
-        f"--toolchain {request.toolchain.name}`",
+        f"--toolchain {request.toolchain.name}{arch}`",
     )
 
 
@@ -497,6 +507,7 @@ def build_compiler(
         user_keyring_home()
     if dry_run:
         return result
+    _require_foreign_support(request)
     settings.ensure_dirs()
     started = time.monotonic()
     result.log_path = plan.log_path

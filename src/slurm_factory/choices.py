@@ -47,6 +47,8 @@ class Arch(StrEnum):
 
 # `uname -m` (Python's platform.machine()) → Arch. A machine outside this table cannot be a build host.
 _MACHINES = {"x86_64": Arch.AMD64, "amd64": Arch.AMD64, "aarch64": Arch.ARM64, "arm64": Arch.ARM64}
+# Arch → the kernel's (and manylinux wheel tags') name of that machine.
+LINUX_MACHINES = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 
 
 def host_arch(machine: str | None = None) -> Arch | None:

@@ -162,7 +162,7 @@ def _warn_command_line_secrets(gpg_private_key: str | None, gpg_passphrase: str 
     given = []
     if gpg_private_key is not None and not gpg_private_key.startswith("@"):
         given.append("--gpg-private-key")
-    if gpg_passphrase is not None:
+    if gpg_passphrase is not None and not gpg_passphrase.startswith("@"):
         given.append("--gpg-passphrase")
     if given:
         stderr.print(
@@ -177,7 +177,9 @@ def _passphrase(gpg_passphrase: str | None, gpg_passphrase_file: Path | None) ->
     if gpg_passphrase_file is not None:
         from slurm_factory.secrets import read_passphrase_file
 
-        return read_passphrase_file(str(gpg_passphrase_file))
+        read_passphrase_file(str(gpg_passphrase_file))  # unreadable: fails here, naming this option
+        # As `@path`, read again where the build runs: a matrix cell's worker reads the file itself.
+        return "@" + str(gpg_passphrase_file.expanduser().absolute())
     return gpg_passphrase
 
 

@@ -82,7 +82,23 @@ GpgPrivateKey = Annotated[
 ]
 GpgPassphrase = Annotated[
     str | None,
-    Option("--gpg-passphrase", "Passphrase of that key. Env: SLURM_FACTORY_GPG_PASSPHRASE.", default_text=""),
+    Option(
+        "--gpg-passphrase",
+        "Passphrase of that key, or @path of a file holding it. Env: SLURM_FACTORY_GPG_PASSPHRASE.",
+        default_text="",
+    ),
+]
+TargetArch = Annotated[
+    str | Arch | None,
+    Option(
+        "--arch",
+        "The machine the artifact runs on: amd64 or arm64. From an x86_64 host, arm64 is cross-compiled where the OS "
+        "has a cross toolchain (native engine on Debian), else built in the arch's image under qemu emulation "
+        "(always with Spack).",
+        choices=Arch,
+        default_text="the host's",
+        axis=True,
+    ),
 ]
 PublishUrl = Annotated[
     str | None,
@@ -172,17 +188,7 @@ class BuildOptions(TypedDict, total=False):
         str | Engine,
         Option("--engine", "spack (whole stack) or native (OS libraries).", default="spack", choices=Engine),
     ]
-    arch: Annotated[
-        str | Arch | None,
-        Option(
-            "--arch",
-            "The machine the artifact runs on: amd64 or arm64 (arm64 from an x86_64 host: native engine on "
-            "trixie or bookworm, by the OS's cross compiler).",
-            choices=Arch,
-            default_text="the host's",
-            axis=True,
-        ),
-    ]
+    arch: TargetArch
     emulate: Annotated[
         bool,
         Option(
@@ -237,6 +243,7 @@ class CompilerOptions(TypedDict, total=False):
         ),
     ]
     toolchain: Toolchain
+    arch: TargetArch
     no_cache: NoCache
     publish: Publish
     signing_key: SigningKey

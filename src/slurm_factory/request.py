@@ -24,12 +24,12 @@ from slurm_factory.catalog.toolchains import get_toolchain
 
 # Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
 from slurm_factory.choices import DEFAULT_SLURM_VERSION as DEFAULT_SLURM_VERSION
+from slurm_factory.choices import LINUX_MACHINES, host_arch
 from slurm_factory.choices import Arch as Arch
 from slurm_factory.choices import BuildcacheMode as BuildcacheMode
 from slurm_factory.choices import Engine as Engine
 from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 from slurm_factory.choices import PublishMode as PublishMode
-from slurm_factory.choices import host_arch
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
 from slurm_factory.s3 import is_s3_url
@@ -55,19 +55,39 @@ BUILDCACHE_SCHEMES = ("file", "s3", "http", "https")
 PUBLISH_SCHEMES = ("file", "s3")
 
 
-class BuildRequest(BaseModel):
-    """A validated build request. Frozen: the plan and the build id are derived from it, never the reverse."""
+class _ForArch(BaseModel):
+    """The machine a build is for, and the machine it runs on."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    slurm: SlurmRelease
-    toolchain: Toolchain
-    engine: Engine
     arch: Arch = Arch.AMD64
     # The machine the build runs on (the Docker host): arch != build_arch means a cross or an emulated build.
     build_arch: Arch = Arch.AMD64
     # Built inside an image of `arch` under the host's qemu emulation (instead of by the OS's cross compiler).
     emulated: bool = False
+
+    @property
+    def foreign(self) -> bool:
+        """For another machine than the build host's: cross-compiled or built under emulation."""
+        return self.arch is not self.build_arch
+
+    @property
+    def cross(self) -> bool:
+        """Built by the OS's cross toolchain for another machine than the build host's."""
+        return self.foreign and not self.emulated
+
+    @property
+    def _arch_suffix(self) -> str:
+        """amd64 keeps the contract's names; every other arch is named (`-arm64`)."""
+        return "" if self.arch is Arch.AMD64 else f"-{self.arch.value}"
+
+
+class BuildRequest(_ForArch):
+    """A validated build request. Frozen: the plan and the build id are derived from it, never the reverse."""
+
+    slurm: SlurmRelease
+    toolchain: Toolchain
+    engine: Engine
     gpu: bool = False
     verify: bool = False
     no_cache: bool = False
@@ -90,21 +110,6 @@ class BuildRequest(BaseModel):
     os_packages: OsPackagesMode = OsPackagesMode.BUILD
     spack_packages: str | None = None
     site_packages: dict[str, Any] = {}
-
-    @property
-    def foreign(self) -> bool:
-        """For another machine than the build host's: cross-compiled or built under emulation."""
-        return self.arch is not self.build_arch
-
-    @property
-    def cross(self) -> bool:
-        """Built by the OS's cross toolchain for another machine than the build host's."""
-        return self.foreign and not self.emulated
-
-    @property
-    def _arch_suffix(self) -> str:
-        """amd64 keeps the contract's names; every other arch is named (`-arm64`)."""
-        return "" if self.arch is Arch.AMD64 else f"-{self.arch.value}"
 
     @property
     def flavor(self) -> str:
@@ -225,23 +230,39 @@ def _check_spack_packages_source(value: str, engine: Engine) -> str:
 REQUIRED_WHEELS = ("clingo", "boto3")
 
 
-def _check_python_wheels(value: str, engine: Engine) -> str:
-    """A directory of wheels (`pip download`) for the Python that runs Spack, so the image needs no PyPI."""
+def _check_python_wheels(value: str, engine: Engine, arch: Arch) -> str:
+    """A directory of wheels (`pip download`) for the Python that runs Spack, so the image needs no PyPI; clingo's
+    compiled wheel must be for the machine the build runs on (the arch's own, under emulation)."""
     if engine is not Engine.SPACK:
         raise ConfigurationError("--python-wheels needs the Spack engine; the native engine does not use Spack")
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
         raise ConfigurationError(f"--python-wheels {quoted(value)}: no such directory")
-    present = {wheel.name.split("-")[0].lower() for wheel in path.glob("*.whl")}
+    wheels = sorted(path.glob("*.whl"))
+    present = {wheel.name.split("-")[0].lower() for wheel in wheels}
     missing = [name for name in REQUIRED_WHEELS if name not in present]
+    pip_download = "pip download --only-binary=:all: --python-version X.Y -d DIR " + " ".join(REQUIRED_WHEELS)
     if missing:
         raise ConfigurationError(
             f"--python-wheels {quoted(value)}: no wheel of {', '.join(missing)} in it",
-            hint="fill it with `pip download --only-binary=:all: --python-version X.Y -d DIR "
-            + " ".join(REQUIRED_WHEELS)
-            + "` for the toolchain's Python",
+            hint=f"fill it with `{pip_download}` for the toolchain's Python",
+        )
+    machine = LINUX_MACHINES[arch]
+    clingo = [wheel.name for wheel in wheels if wheel.name.lower().startswith("clingo-")]
+    if not any(_wheel_runs_on(name, machine) for name in clingo):
+        raise ConfigurationError(
+            f"--python-wheels {quoted(value)}: no clingo wheel for {machine} ({arch.value}) in it, only "
+            + ", ".join(clingo),
+            hint=f"add `{pip_download} --platform manylinux_2_28_{machine}`",
         )
     return str(path)
+
+
+def _wheel_runs_on(filename: str, machine: str) -> bool:
+    """A wheel's platform tags (`...-cp313-cp313-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl`) name `machine`,
+    or the wheel is pure Python (`any`)."""
+    platforms = filename.removesuffix(".whl").split("-")[-1].split(".")
+    return any(tag == "any" or tag.endswith("_" + machine) for tag in platforms)
 
 
 def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
@@ -382,9 +403,8 @@ class _ArchChoice:
 
 
 def _check_arch(
-    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, verify: bool,
-    emulate: bool = False,
-) -> _ArchChoice:  # fmt: skip
+    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, emulate: bool = False
+) -> _ArchChoice:
     """`--arch` (default: the host's) and `--emulate`. Only what the catalog says a toolchain can build for an arch
     is accepted; the rest is refused here, before any container starts, with what is supported. A foreign arch is
     cross-compiled where the catalog has the OS's cross toolchain, built under emulation otherwise or when asked."""
@@ -405,21 +425,16 @@ def _check_arch(
         raise ConfigurationError(
             f"--arch {arch.value} from an {build_arch.value} host is not supported: only builds from amd64 to arm64 are"
         )
-    emulated = emulate or not support.cross
+    # Spack has no cross path: it builds a foreign arch inside that arch's image of the OS.
+    emulated = emulate or not support.cross or engine is Engine.SPACK
     if emulated and support.base_image is None:
         raise ConfigurationError(
-            f"--emulate with --arch {arch.value}: the catalog has no {arch.value} image of {toolchain.name}"
+            f"--arch {arch.value} under emulation: the catalog has no {arch.value} image of {toolchain.name}"
         )
     if gpu:
         raise ConfigurationError(
             f"--gpu with --arch {arch.value} is not supported yet: no GPU development packages of that arch are set up",
             hint="drop --gpu or build on an arm64 host",
-        )
-    if verify:
-        raise ConfigurationError(
-            f"--verify with --arch {arch.value} from an {build_arch.value} host is not supported yet: the "
-            "verification containers would have to run under emulation",
-            hint="build without --verify and check the artifact on an arm64 host with `slurm-factory verify`",
         )
     return _ArchChoice(arch, emulated, support.base_image if emulated else None)
 
@@ -527,9 +542,7 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
     os_packages_mode = _os_packages_mode(raw["os_packages"], chosen_engine)
     site_file, site_packages = _site_packages(raw["spack_packages"], chosen_engine)
     build_arch = _build_arch()
-    chosen = _check_arch(
-        raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["verify"], raw["emulate"]
-    )
+    chosen = _check_arch(raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["emulate"])
 
     return BuildRequest(
         slurm=release,
@@ -552,7 +565,7 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
         slurm_source=_optional(_check_source, raw["slurm_source"]),
         spack_source=_optional(_check_spack_source, raw["spack_source"], chosen_engine),
         spack_packages_source=_optional(_check_spack_packages_source, raw["spack_packages_source"], chosen_engine),
-        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], chosen_engine),
+        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], chosen_engine, chosen.arch),
         base_image=_check_base_image(raw["base_image"])
         if raw["base_image"] is not None
         else chosen.base_image or chosen_toolchain.base_image,
@@ -565,10 +578,9 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
     )
 
 
-class CompilerRequest(BaseModel):
-    """A validated `build-compiler` request: one GCC release for one toolchain, pushed to a binary mirror."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+class CompilerRequest(_ForArch):
+    """A validated `build-compiler` request: one GCC release for one toolchain (and arch), pushed to a binary
+    mirror. Spack builds a foreign arch's GCC inside that arch's image, under emulation."""
 
     gcc_version: str
     toolchain: Toolchain
@@ -586,7 +598,7 @@ class CompilerRequest(BaseModel):
 
     @property
     def artifact_root(self) -> str:
-        return f"gcc-{self.gcc_version}-{self.toolchain.name}"
+        return f"gcc-{self.gcc_version}-{self.toolchain.name}{self._arch_suffix}"
 
     @property
     def artifact_filename(self) -> str:
@@ -610,9 +622,14 @@ def make_compiler_request(**given: Unpack[CompilerOptions]) -> CompilerRequest:
     _check_signing(publish_mode, key_id, private_key, passphrase)
     if raw["publish_url"] is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish all")
+    build_arch = _build_arch()
+    chosen = _check_arch(raw["arch"], build_arch, chosen_toolchain, Engine.SPACK, gpu=False)
     return CompilerRequest(
         gcc_version=version,
         toolchain=chosen_toolchain,
+        arch=chosen.arch,
+        build_arch=build_arch,
+        emulated=chosen.emulated,
         no_cache=raw["no_cache"],
         publish=publish_mode,
         signing_key=key_id,
@@ -622,8 +639,8 @@ def make_compiler_request(**given: Unpack[CompilerOptions]) -> CompilerRequest:
         s3_endpoint_url=_s3_endpoint(raw["s3_endpoint_url"], (raw["publish_url"],)),
         spack_source=_optional(_check_spack_source, raw["spack_source"], Engine.SPACK),
         spack_packages_source=_optional(_check_spack_packages_source, raw["spack_packages_source"], Engine.SPACK),
-        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], Engine.SPACK),
+        python_wheels=_optional(_check_python_wheels, raw["python_wheels"], Engine.SPACK, chosen.arch),
         base_image=_check_base_image(raw["base_image"])
         if raw["base_image"] is not None
-        else chosen_toolchain.base_image,
+        else chosen.base_image or chosen_toolchain.base_image,
     )

@@ -67,12 +67,12 @@ def decode_private_key(text: str, option: str = "--gpg-private-key") -> SecretBy
     raise ConfigurationError(f"{option}: the base64 text does not decode to an OpenPGP private key")
 
 
-def read_passphrase_file(path_text: str) -> str:
-    raw = _read_secret_file(path_text, "--gpg-passphrase-file")
+def read_passphrase_file(path_text: str, option: str = "--gpg-passphrase-file") -> str:
+    raw = _read_secret_file(path_text, option)
     try:
         return raw.decode().rstrip("\r\n")
     except UnicodeDecodeError:
-        raise ConfigurationError("--gpg-passphrase-file: the passphrase is not UTF-8 text") from None
+        raise ConfigurationError(f"{option}: the passphrase is not UTF-8 text") from None
 
 
 def private_key_from(value: str | None, use_environment: bool = True) -> SecretBytes | None:
@@ -84,7 +84,10 @@ def private_key_from(value: str | None, use_environment: bool = True) -> SecretB
 
 
 def passphrase_from(value: str | None, use_environment: bool = True) -> SecretStr | None:
-    """The passphrase from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
+    """The passphrase from the option value (`@path`: read from that file, which is how `--gpg-passphrase-file`
+    travels to a matrix cell's worker), else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
+    if value is not None and value.startswith("@"):
+        return SecretStr(read_passphrase_file(value[1:], "--gpg-passphrase"))
     if value is not None:
         return SecretStr(value)
     env_value = _take_from_environment(PASSPHRASE_ENV) if use_environment else None

@@ -10,6 +10,8 @@ Fixtures (tests/distributed/conftest.py makes them visible to the tests here):
                   worker itself and a test can SIGKILL it), dashboards off, everything bound to 127.0.0.1; every
                   process it started is gone when the test ends. Each worker has a fresh SLURM_FACTORY_HOME whose
                   ccache is the session's (shared_ccache).
+  project         module: the Docker project name of the module's builds, whose containers and images are removed
+                  from every engine at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+
+from tests.e2e.helpers import remove_project
 
 REPO = Path(__file__).resolve().parents[2]
 TESTENV = REPO / "scripts" / "testenv"
@@ -272,3 +277,16 @@ def dask_cluster(docker_engines: dict[str, Engine], shared_ccache: Path, tmp_pat
         # Workers first, so that none of them outlives the scheduler waiting for it.
         _stop([process for name, process in processes.items() if name != "scheduler"])
         _stop([processes["scheduler"]] if "scheduler" in processes else [])
+
+
+@pytest.fixture(scope="module")
+def project(docker_engines: dict[str, Engine]) -> Iterator[str]:
+    """One project for the module, so that a toolchain image an engine built for the first test serves the next."""
+    name = f"sf-dist-{uuid.uuid4().hex[:8]}"
+    yield name
+    for engine in docker_engines.values():
+        client = docker.DockerClient(base_url=engine.docker_host, timeout=120)
+        try:
+            remove_project(client, name)
+        finally:
+            client.close()

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from slurm_factory import store
 from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
 from tests.conftest import slurm_source_tarball
 from tests.distributed.cluster import DaskCluster, Engine
-from tests.e2e.helpers import cli_environment, remove_project, report_measurement
+from tests.e2e.helpers import cli_environment, report_measurement
 
 pytestmark = [pytest.mark.docker, pytest.mark.distributed, pytest.mark.e2e]
 
@@ -35,19 +33,6 @@ MATRIX_TIMEOUT = 3600
 # How long the cell compiles on the first worker before that worker is killed.
 KILL_AFTER = 30.0
 NATIVE_TRIXIE = ("--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5")
-
-
-@pytest.fixture(scope="module")
-def project(docker_engines: dict[str, Engine]) -> Iterator[str]:
-    """One project for the module, so that a toolchain image an engine built for the first test serves the next."""
-    name = f"sf-dist-{uuid.uuid4().hex[:8]}"
-    yield name
-    for engine in docker_engines.values():
-        client = docker.DockerClient(base_url=engine.docker_host, timeout=120)
-        try:
-            remove_project(client, name)
-        finally:
-            client.close()
 
 
 def _matrix_command(cluster: DaskCluster, *args: str) -> list[str]:

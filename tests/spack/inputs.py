@@ -1,9 +1,12 @@
 """What the local Spack test set runs the product with: the pinned Spack and spack-packages as local sources
-(`SLURM_FACTORY_TEST_SPACK_SOURCE`, `SLURM_FACTORY_TEST_SPACK_PACKAGES_SOURCE`: checkouts or tarballs) and the
-wheels Spack's Python needs in the trixie toolchain image, downloaded from PyPI with the host's pip."""
+(`SLURM_FACTORY_TEST_SPACK_SOURCE`, `SLURM_FACTORY_TEST_SPACK_PACKAGES_SOURCE`: checkouts or tarballs), the
+wheels Spack's Python needs in the trixie toolchain image, downloaded from PyPI with the host's pip, and a source
+mirror of the Debian orig tarballs that carry Spack's exact sha256 (`SLURM_FACTORY_TEST_SPACK_SOURCES`, the directory
+`scripts/testenv spack-sources` prints) with a site file that makes those packages buildable."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +22,14 @@ NO_SPACK_REASON = (
     "SLURM_FACTORY_TEST_SPACK_SOURCE / SLURM_FACTORY_TEST_SPACK_PACKAGES_SOURCE unset: no Spack to build the "
     "toolchain image from"
 )
+DEBIAN_SOURCES = os.environ.get("SLURM_FACTORY_TEST_SPACK_SOURCES")
+NO_SOURCES_REASON = (
+    "SLURM_FACTORY_TEST_SPACK_SOURCES unset: no Debian orig tarballs for the Spack source mirror "
+    "(`scripts/testenv spack-sources` fetches them)"
+)
+# Built by Spack from the Debian orig tarballs (the site file makes them buildable); the rest comes from the OS.
+SPACK_BUILT = ("http-parser", "jansson", "lz4", "libevent")
+SITE_FILE = "packages:\n" + "".join(f"  {name}:\n    buildable: true\n" for name in SPACK_BUILT)
 # Debian 13's Python, which runs Spack in the trixie toolchain image.
 TRIXIE_PYTHON = "3.13"
 
@@ -34,3 +45,13 @@ def wheels_for_trixie(directory: Path) -> Path:
         timeout=600,
     )  # fmt: skip
     return directory
+
+
+def source_mirror(home: Path) -> None:
+    """Spack's source-mirror layout (`_source-cache/archive/<sha[:2]>/<sha>.tar.gz`) in the cache of the build home."""
+    assert DEBIAN_SOURCES is not None
+    for tarball in sorted(Path(DEBIAN_SOURCES).glob("*.orig.tar.gz")):
+        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+        destination = home / "spack-sourcecache" / "_source-cache" / "archive" / digest[:2] / f"{digest}.tar.gz"
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(tarball.read_bytes())

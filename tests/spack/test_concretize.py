@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -21,12 +22,15 @@ from typing import Any
 import pytest
 import yaml
 
+from slurm_factory.catalog import toolchain_names
 from slurm_factory.config import Settings
 from slurm_factory.plan import make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.request import make_compiler_request, make_request
 from tests.e2e.helpers import report_measurement
 
 SPACK_ROOT = os.environ.get("SLURM_FACTORY_TEST_SPACK_ROOT")
+# The generic target of spack.yaml for this host's machine.
+HOST_TARGETS = {"x86_64": "x86_64_v2", "aarch64": "aarch64"}
 pytestmark = [
     pytest.mark.spack,
     pytest.mark.skipif(
@@ -37,9 +41,16 @@ pytestmark = [
 
 
 def _host_environment(plan_dir: Path, scratch: Path) -> Path:
-    """The generated spack.yaml with its container paths moved to `scratch`; nothing else changed."""
+    """The generated spack.yaml with its container paths moved to `scratch`; nothing else changed but, for another
+    arch than this host's, what lets Spack concretize for it here: its target allowed although the host cannot run
+    it, and named on the root specs too (Spack adds a foreign target to its candidates only from the specs; the
+    generated `packages: all: require: target=...` already asks the same of every node)."""
     document: dict[str, Any] = yaml.safe_load((plan_dir / "spack.yaml").read_text())
     spack = document["spack"]
+    [target] = spack["packages"]["all"]["require"]
+    if target != f"target={HOST_TARGETS[platform.machine()]}":
+        spack["concretizer"]["targets"] = {"host_compatible": False}
+        spack["specs"] = [f"{spec} {target}" for spec in spack["specs"]]
     repos = spack["repos"]
     spack["repos"] = {
         name: str(plan_dir / "spack_repo" / name) for name in repos if name != "builtin"
@@ -124,6 +135,25 @@ def test_slurm_environment_concretizes_with_our_overlay(
     assert hierarchy == (["mpi"] if variant.get("enable_hierarchy") else [])
     mirrors = _spack_config(result["environment"], "mirrors")
     assert set(mirrors) == {"slurm-factory-sources"}, "Spack's default mirrors must not be merged in"
+
+
+@pytest.mark.parametrize("toolchain", toolchain_names())
+def test_arm64_environment_concretizes_for_the_generic_aarch64_target(tmp_path: Path, toolchain: str) -> None:
+    result = _slurm_case(tmp_path, toolchain, arch="arm64")
+    report_measurement(f"concretize {toolchain} arm64: {result['seconds']:.0f}s, {len(result['specs'])} specs")
+    targets = {spec["name"]: spec["arch"]["target"] for spec in result["specs"] if "arch" in spec}
+    assert set(targets.values()) == {"aarch64"}, targets
+    [slurm] = _named(result, "slurm")
+    assert slurm["parameters"]["pmix"] is True
+
+
+def test_arm64_compiler_environment_concretizes(tmp_path: Path) -> None:
+    request = make_compiler_request(compiler_version="13.4.0", toolchain="rockylinux9", arch="arm64")
+    plan_dir = tmp_path / "plan"
+    write_plan_dir(make_compiler_plan(request, Settings(project_name="concretize", home=tmp_path / "home")), plan_dir)
+    result = _concretize(_host_environment(plan_dir, tmp_path / "scratch"))
+    [gcc] = [spec for spec in _named(result, "gcc") if spec.get("version") == "13.4.0"]
+    assert gcc["arch"]["target"] == "aarch64"
 
 
 def test_compiler_environment_concretizes(tmp_path: Path) -> None:

@@ -17,9 +17,7 @@ SLURM_FACTORY_TEST_SPACK_SOURCES (the directory `scripts/testenv spack-sources` 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import tarfile
 import time
 import uuid
@@ -49,23 +47,25 @@ from tests.e2e.helpers import (
     report_measurement,
     run_cli,
 )
-from tests.spack.inputs import NO_SPACK_REASON, PACKAGES_SOURCE, SPACK_SOURCE, wheels_for_trixie
+from tests.spack.inputs import (
+    DEBIAN_SOURCES,
+    NO_SOURCES_REASON,
+    NO_SPACK_REASON,
+    PACKAGES_SOURCE,
+    SITE_FILE,
+    SPACK_BUILT,
+    SPACK_SOURCE,
+    source_mirror,
+    wheels_for_trixie,
+)
 
-DEBIAN_SOURCES = os.environ.get("SLURM_FACTORY_TEST_SPACK_SOURCES")
 DATA = Path(__file__).parent / "data"
 pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
     pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
-    pytest.mark.skipif(
-        not DEBIAN_SOURCES,
-        reason="SLURM_FACTORY_TEST_SPACK_SOURCES unset: no Debian orig tarballs for the Spack source mirror "
-        "(`scripts/testenv spack-sources` fetches them)",
-    ),
+    pytest.mark.skipif(not DEBIAN_SOURCES, reason=NO_SOURCES_REASON),
 ]
-# Built by Spack from the Debian orig tarballs (the site file makes them buildable); the rest comes from the OS.
-SPACK_BUILT = ("http-parser", "jansson", "lz4", "libevent")
-SITE_FILE = "packages:\n" + "".join(f"  {name}:\n    buildable: true\n" for name in SPACK_BUILT)
 
 
 @dataclass
@@ -75,16 +75,6 @@ class SpackBuilds:
     key: ThrowawayKey
     home: Path
     tree: Path
-
-
-def _source_mirror(home: Path) -> None:
-    """Spack's source-mirror layout (`_source-cache/archive/<sha[:2]>/<sha>.tar.gz`) in the build's cache."""
-    assert DEBIAN_SOURCES is not None
-    for tarball in sorted(Path(DEBIAN_SOURCES).glob("*.orig.tar.gz")):
-        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-        destination = home / "spack-sourcecache" / "_source-cache" / "archive" / digest[:2] / f"{digest}.tar.gz"
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(tarball.read_bytes())
 
 
 def _spack_build(home: Path, project: str, *options: str) -> Build:
@@ -101,7 +91,7 @@ def _spack_build(home: Path, project: str, *options: str) -> Build:
 def spack_builds(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[SpackBuilds]:
     scratch = tmp_path_factory.mktemp("spack-build")
     home = scratch / "home"
-    _source_mirror(home)
+    source_mirror(home)
     site = scratch / "site-packages.yaml"
     site.write_text(SITE_FILE, encoding="utf-8")
     key = make_throwaway_key(tmp_path_factory.mktemp("spack-key"))

@@ -95,11 +95,17 @@ def _refusal(**options: object) -> ConfigurationError:
     return caught.value
 
 
-def test_arm64_with_the_spack_engine_is_refused_naming_what_builds_it() -> None:
+def test_arm64_on_a_toolchain_without_an_arm64_image_is_refused_naming_what_builds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from slurm_factory.catalog.toolchains import load_toolchains
+
+    trixie = load_toolchains()["trixie"]
+    amd64_only = trixie.model_copy(update={"arches": {"amd64": trixie.arches["amd64"]}})
+    monkeypatch.setattr("slurm_factory.request.get_toolchain", lambda name: amd64_only)
     error = _refusal(engine="spack")
-    assert "--arch arm64 with --engine spack is not supported on trixie" in str(error)
-    assert "--engine native" in str(error)
-    assert _refusal(engine="spack", toolchain="noble").message.startswith("--arch arm64 with --engine spack")
+    assert "--arch arm64 is not supported on trixie; supported: " in str(error)
+    assert "bookworm (--engine spack, native)" in str(error)
 
 
 EMULATED_ONLY = {
@@ -131,9 +137,9 @@ def test_arm64_without_a_cross_toolchain_builds_in_the_arm64_image_under_emulati
 def test_emulate_on_debian_builds_in_the_arm64_image_instead_of_cross_compiling(tmp_path: Path) -> None:
     settings = Settings(project_name="t", home=tmp_path)
     emulated = _cross(emulate=True)
-    assert emulated.emulated and not emulated.cross and emulated.base_image == "debian:trixie-arm64"
+    assert emulated.emulated and not emulated.cross and emulated.base_image == "arm64v8/debian:trixie"
     plan = make_plan(emulated, settings)
-    assert "FROM debian:trixie-arm64" in plan.image.dockerfile
+    assert "FROM arm64v8/debian:trixie" in plan.image.dockerfile
     assert "crossbuild-essential-arm64" not in plan.image.dockerfile
     assert plan.image.repository == "t/toolchain-trixie-arm64-native"
     options = configure_options(emulated)
@@ -157,8 +163,9 @@ def test_arm64_cross_with_gpu_is_refused() -> None:
     assert "--gpu with --arch arm64" in str(_refusal(gpu=True))
 
 
-def test_arm64_cross_with_verify_is_refused_not_skipped() -> None:
-    assert "--verify with --arch arm64" in str(_refusal(verify=True))
+@pytest.mark.parametrize("options", [{}, {"emulate": True}, {"engine": "spack"}], ids=["cross", "emulated", "spack"])
+def test_arm64_with_verify_is_accepted_the_checks_run_under_emulation(options: dict[str, object]) -> None:
+    assert _cross(verify=True, **options).verify
 
 
 def test_unknown_arch_lists_the_valid_ones() -> None:
@@ -201,11 +208,18 @@ def test_unmounted_binfmt_misc_is_named(tmp_path: Path) -> None:
     assert emulation_problem(Arch.ARM64, tmp_path / "absent") == f"binfmt_misc is not mounted at {tmp_path / 'absent'}"
 
 
-def test_verifying_an_arm64_artifact_on_an_amd64_host_is_refused(
+def test_verifying_an_arm64_artifact_on_an_amd64_host_without_emulation_is_refused_saying_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("slurm_factory.verify.host_arch", lambda: Arch.AMD64)
+    monkeypatch.setattr(
+        "slurm_factory.emulation.emulation_problem", lambda arch, binfmt_dir: "binfmt_misc is not mounted"
+    )
     artifact = write_artifact(tmp_path, [Member(f"{ROOT}/bin/x", b"x")], manifest(arch="arm64"))
     with pytest.raises(ConfigurationError) as caught:
         verify_artifact(artifact, Settings(project_name="t", home=tmp_path / "home"))
-    assert "is an arm64 artifact and this host is amd64" in str(caught.value)
+    assert (
+        "verifying slurm-24.11-trixie-software.tar.gz, an arm64 artifact, on this amd64 host needs this host to "
+        "run arm64 binaries, and it cannot: binfmt_misc is not mounted" in str(caught.value)
+    )
+    assert caught.value.exit_code == EXIT_USAGE

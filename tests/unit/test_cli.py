@@ -125,7 +125,7 @@ OPTION_CASES = [
     pytest.param(["--gpg-private-key", "@/keys/signing.asc"], "gpg_private_key", "@/keys/signing.asc", id="gpg-key"),
     pytest.param(["--gpg-passphrase", "pass-on-argv"], "gpg_passphrase", "pass-on-argv", id="gpg-passphrase"),
     pytest.param(
-        ["--gpg-passphrase-file", "{tmp}/passphrase"], "gpg_passphrase", "pass-from-file", id="gpg-passphrase-file"
+        ["--gpg-passphrase-file", "{tmp}/passphrase"], "gpg_passphrase", "@{tmp}/passphrase", id="gpg-passphrase-file"
     ),
     pytest.param(["--use-local-buildcache"], "use_local_buildcache", True, id="use-local-buildcache"),
     pytest.param(["--compiler-version", "13.4.0"], "compiler_version", "13.4.0", id="compiler-version"),
@@ -174,6 +174,8 @@ def test_build_slurm_option_reaches_build_and_leaves_the_others_at_their_default
     args = [arg.format(tmp=tmp_path) for arg in args]
     if isinstance(expected, Path):
         expected = Path(str(expected).format(tmp=tmp_path))
+    elif isinstance(expected, str):
+        expected = expected.format(tmp=tmp_path)
 
     result = _invoke("build-slurm", *args)
 
@@ -656,7 +658,7 @@ def test_build_slurm_with_a_compiler_missing_from_the_local_buildcache_names_the
     assert result.exit_code == EXIT_USAGE, result.stderr
     errors = _error_lines(result)
     assert len(errors) == 1
-    assert "GCC 10.5.0 is not in the local buildcache" in errors[0]
+    assert "GCC 10.5.0 for x86_64_v2 is not in the local buildcache" in errors[0]
     assert "slurm-factory build-compiler --compiler-version 10.5.0 --toolchain rockylinux8" in result.stderr
 
 

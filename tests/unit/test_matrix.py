@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from slurm_factory import cli, store
 from slurm_factory.artifact import build_manifest, write_artifact
+from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import EXIT_FAILURE, EXIT_USAGE, ConfigurationError
 from slurm_factory.matrix.cell_process import CellProcess
@@ -26,6 +27,7 @@ from slurm_factory.matrix.schedule import run_matrix
 from slurm_factory.plan import make_plan
 from slurm_factory.request import make_request
 from slurm_factory.sbom import write_sbom
+from tests.unit.buildcache_entries import write_spec_entry
 from tests.unit.test_artifact import META, _tree_bytes
 
 NATIVE = {"engine": "native"}
@@ -112,12 +114,27 @@ def test_a_missing_compiler_is_built_once_per_toolchain_before_its_cells(setting
 
 
 def test_a_compiler_already_in_the_local_buildcache_is_not_built_again(settings: Settings) -> None:
-    manifests = settings.buildcache_dir / "v3" / "manifests" / "spec" / "gcc"
-    manifests.mkdir(parents=True)
-    (manifests / f"gcc-13.4.0-{'a' * 32}.spec.manifest.json").write_text("{}")
+    write_spec_entry(settings.buildcache_dir, "gcc", "13.4.0", "x86_64_v2", signed=True)
     cells = expand({"toolchain": ("noble",)}, {"compiler_version": "13.4.0", "use_local_buildcache": True})
     matrix = plan_matrix(cells, settings)
     assert [planned.cell.kind for planned in matrix.cells] == ["slurm"]
+
+
+def test_an_arm64_cell_builds_its_own_compiler_beside_the_cached_amd64_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+    write_spec_entry(settings.buildcache_dir, "gcc", "13.4.0", "x86_64_v2")
+    cells = expand(
+        {"toolchain": ("noble",), "arch": ("amd64", "arm64")},
+        {"compiler_version": "13.4.0", "use_local_buildcache": True},
+    )
+    matrix = plan_matrix(cells, settings)
+    compilers = [planned for planned in matrix.cells if planned.cell.kind == "compiler"]
+    assert [planned.name for planned in compilers] == ["gcc-13.4.0-noble-arm64"]
+    assert compilers[0].plan.request.emulated and compilers[0].plan.request.base_image == "arm64v8/ubuntu:noble"
+    needs = {planned.name: planned.cell.needs for planned in matrix.cells}
+    assert needs["25.11-noble"] == () and needs["25.11-noble-arm64"] == ("gcc-13.4.0-noble-arm64",)
 
 
 def test_jobs_must_be_a_positive_count(settings: Settings) -> None:
@@ -311,10 +328,14 @@ def _shared_mirror_matrix(settings: Settings, **shared: Any) -> Any:
     return plan_matrix(cells, settings)
 
 
+@pytest.mark.parametrize("mirror", ["a file:// URL", "the local buildcache"])
 def test_cells_sharing_a_mirror_they_publish_to_go_after_the_first_of_their_toolchain(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, mirror: str
 ) -> None:
-    matrix = _shared_mirror_matrix(settings, **_shared_mirror(tmp_path))
+    shared = _shared_mirror(tmp_path)
+    if mirror == "the local buildcache":  # no URL: both publish to and read from the home's buildcache
+        del shared["buildcache_url"], shared["publish_url"]
+    matrix = _shared_mirror_matrix(settings, **shared)
     assert {planned.name: planned.cell.after for planned in matrix.cells} == {
         "24.11-noble": (),
         "24.11-jammy": (),

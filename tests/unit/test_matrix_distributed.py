@@ -59,10 +59,11 @@ def test_a_passphrase_is_never_sent_over_tcp(settings: Settings) -> None:
     refuse_secrets_in_clear("tcp://127.0.0.1:1", [Cell("b", "slurm", {**NATIVE_CELL, "signing_key": "0xABCD"})])
 
 
-def test_a_private_key_file_is_read_by_each_worker(tmp_path: Path) -> None:
-    cells = [Cell("a", "slurm", {**NATIVE_CELL, "gpg_private_key": f"@{tmp_path}/signing.asc"})]
-    refuse_secrets_in_clear("tcp://127.0.0.1:1", cells)  # a path, not the key: allowed
-    assert cell_paths(cells) == [f"{tmp_path}/signing.asc"]  # … and checked on every worker
+def test_key_and_passphrase_files_are_read_by_each_worker(tmp_path: Path) -> None:
+    secrets = {"gpg_private_key": f"@{tmp_path}/signing.asc", "gpg_passphrase": f"@{tmp_path}/passphrase"}
+    cells = [Cell("a", "slurm", {**NATIVE_CELL, **secrets})]
+    refuse_secrets_in_clear("tcp://127.0.0.1:1", cells)  # paths, not the secrets: allowed
+    assert cell_paths(cells) == [f"{tmp_path}/passphrase", f"{tmp_path}/signing.asc"]  # … checked on every worker
 
 
 def test_a_cell_on_its_way_shows_only_its_name() -> None:

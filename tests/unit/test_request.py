@@ -12,7 +12,16 @@ from pydantic import SecretBytes, SecretStr
 from slurm_factory.catalog import resolve_release
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
-from slurm_factory.request import BuildcacheMode, BuildRequest, Engine, PublishMode, make_request, without_credentials
+from slurm_factory.request import (
+    Arch,
+    BuildcacheMode,
+    BuildRequest,
+    Engine,
+    PublishMode,
+    make_compiler_request,
+    make_request,
+    without_credentials,
+)
 
 ARMORED_KEY = (
     "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
@@ -398,6 +407,15 @@ def test_signing_key_with_passphrase_only_uses_the_keyring_key() -> None:
     assert request.gpg_passphrase.get_secret_value() == PASSPHRASE
 
 
+def test_an_at_path_passphrase_is_read_from_that_file(tmp_path: Path) -> None:
+    (tmp_path / "passphrase").write_text(PASSPHRASE + "\n", encoding="utf-8")
+    request = make_request(signing_key=KEY_ID, gpg_passphrase=f"@{tmp_path}/passphrase")
+    assert request.gpg_passphrase is not None
+    assert request.gpg_passphrase.get_secret_value() == PASSPHRASE
+    with pytest.raises(ConfigurationError, match=r"--gpg-passphrase: cannot read .*missing: no such file"):
+        make_request(signing_key=KEY_ID, gpg_passphrase=f"@{tmp_path}/missing")
+
+
 def test_secrets_are_secret_types_whose_repr_hides_them() -> None:
     request = make_request(signing_key=KEY_ID, gpg_private_key=ARMORED_KEY_B64, gpg_passphrase=PASSPHRASE)
     assert isinstance(request.gpg_private_key, SecretBytes)
@@ -711,6 +729,26 @@ def test_python_wheels_need_clingo_and_boto3_and_name_what_is_missing(tmp_path: 
     complete = _wheels(tmp_path / "complete", "clingo-5.8.3-cp313-cp313-manylinux_2_28_x86_64.whl",
                        "boto3-1.44.8-py3-none-any.whl")  # fmt: skip
     assert make_request(python_wheels=str(complete)).python_wheels == str(complete)
+
+
+def test_python_wheels_need_a_clingo_wheel_for_the_machine_the_build_runs_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+    x86_64 = _wheels(tmp_path / "x86_64", "clingo-5.8.3-cp313-cp313-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+                     "boto3-1.44.8-py3-none-any.whl")  # fmt: skip
+    with pytest.raises(ConfigurationError) as raised:
+        make_request(toolchain="trixie", arch="arm64", python_wheels=str(x86_64))
+    assert "no clingo wheel for aarch64 (arm64) in it, only clingo-5.8.3-cp313" in raised.value.message
+    assert raised.value.hint is not None and "--platform manylinux_2_28_aarch64" in raised.value.hint
+    aarch64 = _wheels(tmp_path / "aarch64", "clingo-5.8.3-cp313-cp313-manylinux_2_28_aarch64.whl",
+                      "boto3-1.44.8-py3-none-any.whl")  # fmt: skip
+    assert make_request(toolchain="trixie", arch="arm64", python_wheels=str(aarch64)).python_wheels == str(aarch64)
+    with pytest.raises(ConfigurationError, match=r"no clingo wheel for x86_64 \(amd64\)"):
+        make_request(toolchain="trixie", python_wheels=str(aarch64))
+    request = make_compiler_request(compiler_version="13.4.0", toolchain="trixie", arch="arm64",
+                                    python_wheels=str(aarch64))  # fmt: skip
+    assert request.python_wheels == str(aarch64)
 
 
 @pytest.mark.parametrize("option", ["spack_packages_source", "python_wheels"])

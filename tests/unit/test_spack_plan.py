@@ -19,6 +19,7 @@ from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import make_compiler_plan, make_plan, spack
 from slurm_factory.request import make_compiler_request, make_request
+from tests.unit.buildcache_entries import write_spec_entry
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "spack"
 UPDATE = os.environ.get("SLURM_FACTORY_UPDATE_GOLDEN") == "1"
@@ -253,12 +254,26 @@ def test_compiler_version_without_a_buildcache_is_refused() -> None:
     assert "build-compiler --compiler-version 10.5.0 --toolchain rockylinux8" in str(caught.value.hint)
 
 
-def test_cached_compiler_is_found_in_the_v3_buildcache_layout(tmp_path: Path) -> None:
-    manifests = tmp_path / "v3" / "manifests" / "spec" / "gcc"
-    manifests.mkdir(parents=True)
-    (manifests / "gcc-10.5.0-abcdefabcdefabcdefabcdefabcdefab.spec.manifest.json").write_text("{}")
-    assert len(cached_specs(tmp_path, "gcc", "10.5.0")) == 1
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "clearsigned"])
+def test_cached_compiler_is_found_in_the_v3_buildcache_layout_by_target(tmp_path: Path, signed: bool) -> None:
+    amd64 = write_spec_entry(tmp_path, "gcc", "10.5.0", "x86_64_v2", signed=signed)
+    assert cached_specs(tmp_path, "gcc", "10.5.0") == [amd64]
+    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == [amd64]
+    assert cached_specs(tmp_path, "gcc", "10.5.0", "aarch64") == []
+    arm64 = write_spec_entry(tmp_path, "gcc", "10.5.0", "aarch64", signed=signed)
+    assert cached_specs(tmp_path, "gcc", "10.5.0", "aarch64") == [arm64]
     assert cached_specs(tmp_path, "gcc", "13.4.0") == []
+
+
+def test_an_unreadable_buildcache_entry_counts_as_absent(tmp_path: Path) -> None:
+    manifest = write_spec_entry(tmp_path, "gcc", "10.5.0", "x86_64_v2")
+    for blob in (tmp_path / "v3" / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.unlink()
+    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == []
+    manifest.write_text('{"version": 3, "data": [{"mediaType": "application/vnd.spack.spec.v5+json", '
+                        '"checksumAlgorithm": "sha256", "checksum": "../../../../etc/passwd"}]}')  # fmt: skip
+    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == []
 
 
 def _mount(plan: Any, container_path: str) -> Any:

@@ -25,8 +25,12 @@ class SpackPins(BaseModel):
     packages: GitPin
     clingo: str
     boto3: str
-    target: str
+    targets: dict[str, str]  # by arch (`amd64`, `arm64`)
     padded_length: int
+
+    def target(self, arch: str) -> str:
+        """The Spack target everything of an `arch` build is required to have."""
+        return self.targets[arch]
 
 
 @cache

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slurm_factory.buildcache import cached_specs
+from slurm_factory.catalog.spack_pins import load_spack_pins
 from slurm_factory.choices import BuildcacheMode, Engine, PublishMode
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, quoted
@@ -170,18 +171,25 @@ def _with_compiler_cells(planned: list[PlannedCell], settings: Settings) -> list
     for cell in planned:
         options = cell.cell.options
         version = options.get("compiler_version")
-        if version is None or options.get("buildcache_url") or cached_specs(settings.buildcache_dir, "gcc", version):
+        request = cell.plan.request
+        target = load_spack_pins().target(request.arch.value)
+        if (
+            version is None
+            or options.get("buildcache_url")
+            or cached_specs(settings.buildcache_dir, "gcc", version, target)
+        ):
             slurm_cells.append(cell)
             continue
-        toolchain = cell.plan.request.toolchain.name
-        name = f"gcc-{version}-{toolchain}"
+        compiler_options = {
+            "compiler_version": version,
+            "toolchain": request.toolchain.name,
+            "arch": request.arch.value,
+            **{key: options[key] for key in COMPILER_SHARED if options.get(key) is not None},
+        }
+        compiler_request = make_compiler_request(**compiler_options)
+        name = compiler_request.artifact_root
         if name not in compilers:
-            compiler_options = {
-                "compiler_version": version,
-                "toolchain": toolchain,
-                **{key: options[key] for key in COMPILER_SHARED if options.get(key) is not None},
-            }
-            plan = make_compiler_plan(make_compiler_request(**compiler_options), settings)
+            plan = make_compiler_plan(compiler_request, settings)
             compilers[name] = PlannedCell(Cell(name, "compiler", compiler_options), plan)
         slurm_cells.append(PlannedCell(Cell(cell.name, "slurm", options, needs=(name,)), cell.plan))
     return [*compilers.values(), *slurm_cells]
@@ -193,8 +201,8 @@ def _publishes_what_it_reads(request: BuildRequest) -> bool:
         return False
     if request.buildcache not in (BuildcacheMode.DEPS, BuildcacheMode.ALL):
         return False
-    if request.publish_url is None:  # the local binary mirror
-        return request.use_local_buildcache
+    if request.publish_url is None:  # the local binary mirror, which a cell reads unless it names another
+        return request.use_local_buildcache or request.buildcache_url is None
     return request.buildcache_url is not None and request.buildcache_url.rstrip("/") == request.publish_url.rstrip("/")
 
 

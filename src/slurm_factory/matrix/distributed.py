@@ -166,9 +166,10 @@ def cell_paths(cells: Iterable[Cell]) -> list[str]:
     paths = set()
     for cell in cells:
         values = [cell.options.get(name) for name in path_options]
-        key = cell.options.get("gpg_private_key")
-        if isinstance(key, str) and key.startswith("@"):
-            values.append(key[1:])
+        for name in SECRET_OPTIONS:  # `@path`: a file each worker reads
+            secret = cell.options.get(name)
+            if isinstance(secret, str) and secret.startswith("@"):
+                values.append(secret[1:])
         for value in values:
             if value is None or "://" in str(value):
                 continue

@@ -148,7 +148,7 @@ def _script_command(name: str) -> tuple[str, ...]:
     return ("bash", str(layout.PLAN / name))
 
 
-def _foreign_suffix(request: BuildRequest) -> str:
+def _foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
     """The toolchain image of a build for another arch: `-cross-arm64` (host tools, arm64 -dev packages) or
     `-arm64` (the arch's own image, run under emulation)."""
     if request.cross:
@@ -202,6 +202,19 @@ def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
     return request
 
 
+def _spack_image(
+    request: BuildRequest | CompilerRequest, dockerfile: str, inputs: ImageInputs, settings: Settings
+) -> ImageSpec:
+    """The Spack toolchain image (`toolchain-<name>[-arm64]-spack`), with the Spack and wheels it is built from."""
+    return image_spec(
+        request.toolchain.name + _foreign_suffix(request),
+        "spack",
+        dockerfile,
+        settings.project_name,
+        (inputs.context_paths, inputs.identity),
+    )
+
+
 def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     request = _local_mirror_as_default(request, settings)
     inputs = _image_inputs(request)
@@ -222,9 +235,7 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
         plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
     artifact_files = render_artifact_files(request)
-    image = image_spec(
-        request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
-    )
+    image = _spack_image(request, dockerfile, inputs, settings)
     identity = build_id(
         request, image, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
     )
@@ -346,9 +357,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     return CompilerPlan(
         request=request,
         build_id=identity,
-        image=image_spec(
-            request.toolchain.name, "spack", dockerfile, settings.project_name, (inputs.context_paths, inputs.identity)
-        ),
+        image=_spack_image(request, dockerfile, inputs, settings),
         container=container,
         artifact_files=artifact_files,
         artifact_path=settings.builds_dir / request.artifact_filename,

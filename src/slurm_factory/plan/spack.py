@@ -16,6 +16,7 @@ from slurm_factory.catalog import Toolchain, load_releases
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.catalog.os_packages import OsExternal, OsPackagesMode, os_externals
 from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
+from slurm_factory.choices import Arch
 from slurm_factory.plan import layout
 from slurm_factory.plan.image_inputs import PACKAGES_CONTEXT, SPACK_CONTEXT, WHEELS_CONTEXT, ImageInputs
 from slurm_factory.plan.model import PlanFile
@@ -125,7 +126,7 @@ def _packages(request: BuildRequest, pins: SpackPins) -> dict[str, Any]:
     else:
         gcc = _gcc_external(request.compiler_version, str(layout.SPACK_COMPILER_VIEW))
     packages: dict[str, Any] = {
-        "all": {"require": [Spec(f"target={pins.target}")]},
+        "all": {"require": [Spec(f"target={pins.target(request.arch.value)}")]},
         "c": {"require": [compiler]},
         "cxx": {"require": [compiler]},
         "fortran": {"require": [compiler]},
@@ -414,7 +415,7 @@ def render_publish_script(request: BuildRequest) -> PlanFile | None:
 
 
 def _gcc_environment(
-    gcc_version: str, toolchain: Toolchain, no_cache: bool, mirrors: dict[str, Any], view: dict[str, Any]
+    gcc_version: str, toolchain: Toolchain, arch: Arch, no_cache: bool, mirrors: dict[str, Any], view: dict[str, Any]
 ) -> dict[str, Any]:
     """One GCC built by the OS compiler. `build-compiler` builds and pushes it; `--compiler-version` installs the
     same environment from the buildcache (same specs and packages, hence the same hash)."""
@@ -428,7 +429,7 @@ def _gcc_environment(
             "concretizer": {"unify": True, "reuse": not no_cache},
             "repos": {"builtin": _builtin_repo()},
             "packages": {
-                "all": {"require": [Spec(f"target={pins.target}")]},
+                "all": {"require": [Spec(f"target={pins.target(arch.value)}")]},
                 "c": {"require": [os_compiler]},
                 "cxx": {"require": [os_compiler]},
                 "fortran": {"require": [os_compiler]},
@@ -458,7 +459,7 @@ def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
     if compiler_publishes_elsewhere(request):
         mirrors[PUBLISH_MIRROR] = _publish_mirror(request.publish_url, request.s3_endpoint_url)
     view = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
-    return _gcc_environment(request.gcc_version, request.toolchain, request.no_cache, mirrors, view)
+    return _gcc_environment(request.gcc_version, request.toolchain, request.arch, request.no_cache, mirrors, view)
 
 
 def compiler_install_environment(request: BuildRequest) -> dict[str, Any]:
@@ -467,7 +468,7 @@ def compiler_install_environment(request: BuildRequest) -> dict[str, Any]:
     assert request.compiler_version is not None
     binary = {name: entry for name, entry in mirrors(request).items() if entry["binary"] and name != PUBLISH_MIRROR}
     view = {"root": str(layout.SPACK_COMPILER_VIEW), "link_type": "symlink"}
-    return _gcc_environment(request.compiler_version, request.toolchain, request.no_cache, binary, view)
+    return _gcc_environment(request.compiler_version, request.toolchain, request.arch, request.no_cache, binary, view)
 
 
 def render_compiler_install_environment(request: BuildRequest) -> PlanFile:

@@ -18,6 +18,7 @@ from slurm_factory.artifact import sidecar, write_text_atomically
 from slurm_factory.choices import Arch, host_arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
+from slurm_factory.emulation import require_emulation
 from slurm_factory.exceptions import ConfigurationError, DockerError, VerificationError
 from slurm_factory.plan.model import ImageSpec
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
@@ -25,7 +26,7 @@ from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, ScannedTarball, open_artifact, scan_tarball
 from slurm_factory.verify.containers import check_cluster, check_relocated
-from slurm_factory.verify.images import VerifyImages, checked_base_image, verify_images
+from slurm_factory.verify.images import VerifyImages, checked_base_image, emulated, verify_images
 from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
 from slurm_factory.verify.sbom_check import check_sbom
@@ -174,9 +175,12 @@ def _docker_stages(
         images = verify_images(artifact, settings.project_name, base_image)
         _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
         _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
-        replaced = (
-            "" if base_image == artifact.base_image else f" (from {base_image}: {artifact.base_image} is unknown)"
-        )
+        if emulated(artifact):
+            replaced = f" (from {base_image}, the {artifact.arch} image of {artifact.toolchain.name}, under emulation)"
+        elif base_image != artifact.base_image:
+            replaced = f" (from {base_image}: {artifact.base_image} is unknown)"
+        else:
+            replaced = ""
         result.ok(f"{images.runtime.reference}, {images.cluster.reference}{replaced}")
     if images is not None and report.checks[-1].passed:  # the images exist: the container checks can run
         monitor.stage("verify: relocated")
@@ -208,20 +212,16 @@ def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarbal
         raise ConfigurationError(f"cannot write the verification report beside {path.name}: {error}") from None
 
 
-def _refuse_foreign_arch(tarball: ScannedTarball) -> None:
-    """The relocated and cluster checks run the artifact's binaries; for another arch than the host's they would
-    need emulation, which verification does not do yet: refused up front rather than reported as skipped."""
+def _require_emulation_for_foreign_arch(tarball: ScannedTarball) -> None:
+    """The relocated and cluster checks run the artifact's binaries: for another arch than the host's, inside that
+    arch's image under qemu emulation, which the host must provide (checked up front, not reported as skipped)."""
     try:
         arch = json.loads(tarball.scan.manifest or b"{}").get("arch", Arch.AMD64.value)
     except (ValueError, AttributeError):
         return  # a malformed manifest is the manifest check's failure
     host = host_arch()
-    if isinstance(arch, str) and host is not None and arch != host.value:
-        raise ConfigurationError(
-            f"{tarball.path.name} is an {arch} artifact and this host is {host.value}: verifying it would run its "
-            "binaries under emulation, which verification does not support yet",
-            hint=f"verify it on an {arch} host",
-        )
+    if arch in set(Arch) and host is not None and arch != host.value:
+        require_emulation(Arch(arch), f"verifying {tarball.path.name}, an {arch} artifact, on this {host.value} host")
 
 
 def verify_artifact(
@@ -239,7 +239,7 @@ def verify_artifact(
     if public_key is not None and not public_key.is_file():
         raise ConfigurationError(f"--public-key {public_key}: no such file")
     scanned = scan_tarball(tarball)
-    _refuse_foreign_arch(scanned)
+    _require_emulation_for_foreign_arch(scanned)
     if not os.access(scanned.path.parent, os.W_OK):
         raise ConfigurationError(
             f"{scanned.path.parent} is not writable: verify writes its report beside the artifact",

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from slurm_factory.docker_layer import NO_NETWORK, DockerSession, RunningContainer
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
-from slurm_factory.verify.images import CHECK_DIR, VerifyImages, node_files
+from slurm_factory.verify.images import CHECK_DIR, VerifyImages, emulated, node_files
 from slurm_factory.verify.report import VerificationReport, check
 
 # Unpacked here, never at the build prefix (/opt/slurm-factory-build/...), so nothing can work by accident.
@@ -25,7 +25,9 @@ HOST_PROVIDED_LIBRARIES = "^lib(nvidia-ml|rocm_smi64|cuda)[.]"
 NODES = ("n1", "n2")
 CONTROLLER = NODES[0]
 IDLE_TIMEOUT = 45.0
-COMMAND_TIMEOUT = "90"
+COMMAND_TIMEOUT = 90
+# Another arch's binaries under qemu user emulation: the daemons start and jobs run several times slower.
+EMULATED_SLOWDOWN = 6
 MPI_HELLO = "/opt/slurm-factory-verify/mpi-hello"
 DAEMON_LOGS = ("/var/log/slurm/slurmctld.log", "/var/log/slurm/slurmd.log")
 # Docker's embedded DNS (127.0.0.11) answers the node names; it has no upstream on an internal network, so a
@@ -115,10 +117,15 @@ def _cluster(
         yield nodes
 
 
+def _patience(artifact: ArtifactUnderTest) -> int:
+    """How many times the normal time a step may take: more under emulation."""
+    return EMULATED_SLOWDOWN if emulated(artifact) else 1
+
+
 def _slurm(node: RunningContainer, artifact: ArtifactUnderTest, *command: str) -> tuple[int, str]:
     program = _root(artifact) / command[0]
     return node.run(
-        ["timeout", COMMAND_TIMEOUT, str(program), *command[1:]],
+        ["timeout", str(COMMAND_TIMEOUT * _patience(artifact)), str(program), *command[1:]],
         environment={"SLURM_CONF": "/etc/slurm-verify/slurm.conf"},
     )
 
@@ -134,7 +141,7 @@ def _daemon_log_tails(nodes: dict[str, RunningContainer]) -> list[str]:
 
 
 def _wait_idle(nodes: dict[str, RunningContainer], artifact: ArtifactUnderTest) -> tuple[bool, str]:
-    deadline = time.monotonic() + IDLE_TIMEOUT
+    deadline = time.monotonic() + IDLE_TIMEOUT * _patience(artifact)
     states = ""
     while time.monotonic() < deadline:
         code, states = _slurm(nodes[CONTROLLER], artifact, "bin/sinfo", "-h", "-N", "-o", "%N %T")
@@ -178,7 +185,8 @@ def check_cluster(
                     result.ok(f"munged, slurmctld and slurmd up; {', '.join(NODES)} idle")
                 else:
                     result.fail(
-                        f"nodes not idle after {IDLE_TIMEOUT:.0f}s (sinfo: {states.strip() or 'no answer'})",
+                        f"nodes not idle after {IDLE_TIMEOUT * _patience(artifact):.0f}s (sinfo: "
+                        f"{states.strip() or 'no answer'})",
                         _daemon_log_tails(nodes),
                     )
         if result.failed:

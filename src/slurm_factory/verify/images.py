@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
 
+from slurm_factory.choices import host_arch
 from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
+from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan.model import ImageSpec, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
@@ -34,10 +36,25 @@ class VerifyImages:
     cluster_context: dict[PurePosixPath, PlanFile]
 
 
+def emulated(artifact: ArtifactUnderTest) -> bool:
+    """The artifact is for another machine than this host: its checks run under qemu emulation."""
+    host = host_arch()
+    return host is not None and artifact.arch != host.value
+
+
 def checked_base_image(artifact: ArtifactUnderTest, present: Callable[[str], bool]) -> str:
-    """The image the checks start from. The manifest's own only when it is the toolchain's catalog image or already
-    on this host (`present`): an untrusted manifest must not make verify pull, and run with the build network, an
-    image of its choosing. Otherwise the toolchain's catalog image (the same OS)."""
+    """The image the checks start from. For another arch than the host's, the catalog's image of that arch (a cross
+    build's manifest names the build host's image). Otherwise the manifest's own only when it is the toolchain's
+    catalog image or already on this host (`present`): an untrusted manifest must not make verify pull, and run with
+    the build network, an image of its choosing; else the toolchain's catalog image (the same OS)."""
+    if emulated(artifact):
+        support = artifact.toolchain.arches.get(artifact.arch)
+        if support is None or support.base_image is None:
+            raise ConfigurationError(
+                f"the catalog has no {artifact.arch} image of {artifact.toolchain.name} to verify this artifact in",
+                hint=f"verify it on an {artifact.arch} host",
+            )
+        return support.base_image
     named = artifact.base_image
     if named == artifact.toolchain.base_image or present(named):
         return named
@@ -55,7 +72,9 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: st
         base_image=base_image,
         install_packages=list(dict.fromkeys(runtime_packages)),
     )
-    runtime = ImageSpec(runtime_dockerfile, f"{project_name}/verify-runtime-{toolchain.name}", _tag(runtime_dockerfile))
+    # Another arch's images are named for it: both can be on one engine.
+    name = toolchain.name + ("" if artifact.arch == "amd64" else f"-{artifact.arch}")
+    runtime = ImageSpec(runtime_dockerfile, f"{project_name}/verify-runtime-{name}", _tag(runtime_dockerfile))
     hello = verify_file("mpi-hello.c")
     cluster_dockerfile = render(
         "verify/cluster.Dockerfile.j2",
@@ -67,9 +86,7 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: st
         runtime_image=runtime.reference,
         cluster_packages=[*verify.lmod_packages, *verify.mpi_runtime_packages],
     )
-    cluster = ImageSpec(
-        cluster_dockerfile, f"{project_name}/verify-cluster-{toolchain.name}", _tag(cluster_dockerfile, hello)
-    )
+    cluster = ImageSpec(cluster_dockerfile, f"{project_name}/verify-cluster-{name}", _tag(cluster_dockerfile, hello))
     return VerifyImages(runtime, cluster, {PurePosixPath("mpi-hello.c"): PlanFile(hello)})
 
 

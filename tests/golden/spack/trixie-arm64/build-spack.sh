@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# slurm-factory Spack build: Slurm 24.11.5 and its whole dependency stack on Debian 13 (trixie).
+# Runs inside the Spack toolchain container. The environment (/opt/slurm-factory/plan/spack.yaml) is generated data;
+# this script concretizes and installs it, then assembles the same artifact tree as the native engine:
+# the view copied into /opt/slurm-factory-build/slurm-24.11.5-trixie-arm64, $ORIGIN-relative RPATHs, Spack's Lmod tree under modules/spack.
+set -euo pipefail
+
+ENV_DIR=/opt/slurm-factory/plan
+PREFIX=/opt/slurm-factory-build/slurm-24.11.5-trixie-arm64
+META_DIR=/build/meta
+JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
+
+stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
+fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+
+export CCACHE_DIR=/var/cache/slurm-factory/ccache
+# shellcheck disable=SC1091
+. /opt/spack/share/spack/setup-env.sh
+
+# On a failed install, every failing package's build log and config.log go to the metadata (copied to the host's
+# log directory) and to the output.
+collect_failure_logs() {
+    mkdir -p "$META_DIR/failure"
+    { find /tmp/spack-stage \( -name spack-build-out.txt -o -name config.log \) 2>/dev/null || true; } |
+    while IFS= read -r log; do
+        name=$(echo "$log" | sed -e 's|^/tmp/spack-stage/||' -e 's|/|__|g')
+        cp "$log" "$META_DIR/failure/$name"
+        printf '\n==> %s (last 40 lines)\n' "$log"
+        tail -n 40 "$log"
+    done
+}
+
+stage spack-setup
+rm -rf "$META_DIR" "$PREFIX"
+mkdir -p "$META_DIR"
+spack --version
+# Reproducible builds: tools that honour it write the release date instead of the time of the build.
+export SOURCE_DATE_EPOCH=1746576000
+
+stage externals
+# The packages taken from the toolchain OS (--os-packages), registered with the versions this image really has.
+spack -e "$ENV_DIR" python "$ENV_DIR/detect_externals.py" "$ENV_DIR/os-externals.json" \
+    "$ENV_DIR/externals.yaml" "$META_DIR/os-externals.json"
+
+stage concretize
+spack -e "$ENV_DIR" concretize --force
+cp "$ENV_DIR/spack.lock" "$META_DIR/spack.lock"
+
+stage install
+if ! spack -e "$ENV_DIR" install --jobs "$JOBS" --use-buildcache never --fail-fast; then
+    collect_failure_logs
+    fail "spack install failed; the failing packages' logs are above and in the build log directory"
+fi
+
+stage modules
+spack -e "$ENV_DIR" env view regenerate
+spack -e "$ENV_DIR" module lmod refresh --delete-tree --yes-to-all
+
+stage assemble
+mkdir -p "$PREFIX"
+cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
+rm -rf "$PREFIX/.spack"
+mkdir -p "$PREFIX/modules/spack"
+cp -a /opt/slurm-factory/spack/modules/. "$PREFIX/modules/spack/"
+# The index maps hashes to module paths in this container; only `spack module ... loads` reads it.
+rm -f "$PREFIX/modules/spack/module-index.yaml"
+# Spack's module files name the view and (hierarchy) the module root; make each compute the tree's root from its
+# own location instead. Their "Configure options" line names the install tree: the manifest records the options.
+find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
+    -e '1i local slurm_factory_root = myFileName():match("^(.*)/modules/spack/")' \
+    -e '/^whatis(\[\[Configure options : /d' \
+    -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g' \
+    -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
+# libtool archives name the install tree; static archives are not what a runtime tree links (Slurm's are shared).
+find "$PREFIX" \( -name '*.la' -o -name '*.a' \) -delete
+VIEW_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
+stage relocate-text
+# pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
+# view find it on PATH (the modulefile puts <root>/bin there). Anything else that names the view is reported by
+# `--verify`'s static check.
+for view_path in "${VIEW_PATHS[@]}"; do
+    while IFS= read -r -d '' file; do
+        relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
+        sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
+    done < <(grep -rlIZF --include='*.pc' "$view_path" "$PREFIX" || true)
+    while IFS= read -r -d '' file; do
+        sed -i -e "1s|^#! *$view_path/bin/\([^ ]*\)\$|#!/usr/bin/env \1|" \
+               -e "1s|^#! *$view_path/bin/\([^ ]*\) \(.*\)\$|#!/usr/bin/env -S \1 \2|" "$file"
+    done < <(grep -rlIZ "^#! *$view_path/bin/" "$PREFIX" || true)
+done
+
+stage relocate
+# Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
+: > "$META_DIR/elf-files.txt"
+while IFS= read -r -d '' file; do
+    is_elf "$file" || continue
+    # Object files (crtbegin.o, ...) and static binaries have no dynamic section: nothing to relocate.
+    patchelf --print-rpath "$file" >/dev/null 2>&1 || continue
+    dir=$(dirname "$file")
+    runpath=""
+    for libdir in lib/slurm lib lib64; do
+        [ -d "$PREFIX/$libdir" ] || continue
+        runpath="${runpath:+$runpath:}\$ORIGIN/$(realpath --relative-to="$dir" "$PREFIX/$libdir")"
+    done
+    patchelf --set-rpath "$runpath" "$file"
+    printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
+done < <(find "$PREFIX" -type f -print0 | sort -z)
+
+stage inventory
+gcc --version | head -n 1 > "$META_DIR/compiler.txt"
+missing=0
+: > "$META_DIR/libraries.txt"
+while IFS= read -r relative; do
+    if ldd "$PREFIX/$relative" | grep -q 'not found'; then
+        printf 'unresolved library in %s:\n' "$relative" >&2
+        ldd "$PREFIX/$relative" | grep 'not found' >&2
+        missing=1
+    fi
+    ldd "$PREFIX/$relative" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' >> "$META_DIR/libraries.txt"
+done < "$META_DIR/elf-files.txt"
+[ "$missing" -eq 0 ] || fail "some ELF files do not find their libraries inside the build prefix"
+# GPU vendor libraries (NVML, ROCm SMI, CUDA) come from the host's driver at run time: never a package dependency.
+vendor='/lib(nvidia-ml|rocm_smi64|cuda)[.]so'
+sort -u "$META_DIR/libraries.txt" | grep -v "^$PREFIX/" | grep -Ev "$vendor" > "$META_DIR/system-libraries.txt" || true
+sort -u "$META_DIR/libraries.txt" | grep -E "$vendor" | xargs -r -n1 basename > "$META_DIR/host-libraries.txt" || true
+# The OS packages that own the system libraries the tree links against: the artifact's runtime dependencies.
+while IFS= read -r library; do
+    real=$(readlink -f "$library")
+    owner=$(dpkg-query --search "$real" 2>/dev/null || dpkg-query --search "$library" 2>/dev/null) || continue
+    package=${owner%%:*}
+    dpkg-query --show --showformat='${Package}\t${Version}\n' "$package"
+done < "$META_DIR/system-libraries.txt" | sort -u > "$META_DIR/runtime-packages.tsv"
+(cd "$PREFIX/lib/slurm" && ls -1 *.so) > "$META_DIR/plugins.txt"
+"$PREFIX/sbin/slurmd" -V > "$META_DIR/slurmd-version.txt"
+tr ' ' '\n' < "$(spack -e "$ENV_DIR" location -i slurm)/.spack/spack-configure-args.txt" > "$META_DIR/configure-options.txt"
+spack -e "$ENV_DIR" find --format '{name}	{version}	{/hash:7}' > "$META_DIR/spack-packages.tsv"
+spack -e "$ENV_DIR" find --format '{name}@{version}{variants} {/hash:7}' > "$META_DIR/spack-specs.txt"
+stage done
