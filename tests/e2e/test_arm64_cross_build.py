@@ -1,5 +1,6 @@
-"""Real arm64 builds of Slurm 24.11.5 for trixie from this x86_64 host (native engine): by Debian's cross toolchain,
-and with `--emulate` inside the arm64 image under qemu.
+"""Real arm64 builds of Slurm 24.11.5 for trixie from this x86_64 host (native engine): by Debian's cross toolchain
+with `--verify` (static checks, then the relocated and two-node cluster checks in the arm64 image under qemu), and
+with `--emulate` inside the arm64 image under qemu.
 
 Local, not CI: it needs `scripts/testenv arm64` (qemu-user-static + binfmt_misc; the build's last steps run the
 arm64 loader and `slurmd -V` under emulation) and costs minutes on top of CI's budget (see the CHANGELOG for the
@@ -46,7 +47,7 @@ def _elf_machines(tarball: Path) -> dict[str, str]:
     return machines
 
 
-@pytest.mark.parametrize(("how", "options"), [("cross", ()), ("emulated", ("--emulate",))])
+@pytest.mark.parametrize(("how", "options"), [("cross", ("--verify",)), ("emulated", ("--emulate",))])
 def test_an_arm64_build_gives_an_aarch64_tree_named_and_recorded_as_arm64(
     arm64_enabled: None, tmp_path: Path, project_cleanup: str, how: str, options: tuple[str, ...]
 ) -> None:
@@ -54,10 +55,19 @@ def test_an_arm64_build_gives_an_aarch64_tree_named_and_recorded_as_arm64(
     build = native_build(tmp_path / "home", project_cleanup, slurm_source_tarball(), "--arch", "arm64", *options)
     durations = build.result["durations"]
     report_measurement(
-        f"arm64 {how} build of 24.11.5 for trixie (cold home): {build.seconds:.0f} s (image "
-        f"{durations.get('image', 0):.0f} s, configure {durations.get('configure', 0):.0f} s, compile "
-        f"{durations.get('compile', 0):.0f} s, install {durations.get('install', 0):.0f} s)"
+        f"arm64 {how} build of 24.11.5 for trixie (cold home){' --verify' if '--verify' in options else ''}: "
+        f"{build.seconds:.0f} s (image {durations.get('image', 0):.0f} s, configure "
+        f"{durations.get('configure', 0):.0f} s, compile {durations.get('compile', 0):.0f} s, install "
+        f"{durations.get('install', 0):.0f} s, verify {durations.get('verify', 0):.0f} s)"
     )
+    if "--verify" in options:
+        verification = build.result["verification"]
+        checks = {check["name"]: check for check in verification["checks"]}
+        assert verification["passed"], [check for check in checks.values() if not check["passed"]]
+        for name in ("static: machine type", "relocated: libraries", "relocated: versions", "cluster: srun -N2",
+                     "cluster: sbatch", "cluster: MPI over pmix", "cluster: Lmod modulefile"):  # fmt: skip
+            assert checks[name]["passed"], checks[name]
+        assert "arm64v8/debian:trixie" in checks["images"]["summary"]
     assert Path(build.result["artifact"]).name == "slurm-24.11-trixie-arm64-software.tar.gz"
     manifest = json.loads(sidecar(build.artifact, ".manifest.json").read_text(encoding="utf-8"))
     assert manifest["arch"] == "arm64"
