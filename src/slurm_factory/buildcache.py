@@ -1,5 +1,5 @@
 """What a local Spack binary mirror holds (Spack 1.x layout v3: `v3/manifests/spec/<name>/<name>-<version>-<hash>
-.spec.manifest.json`, each naming its spec's blob under `v3/blobs/<algorithm>/<xx>/<checksum>`) — read on the host,
+.spec.manifest.json`, each naming its spec's blob under `blobs/<algorithm>/<xx>/<checksum>`) — read on the host,
 so a missing compiler fails before any container starts."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SPEC_MANIFESTS = Path("v3", "manifests", "spec")
-BLOBS = Path("v3", "blobs")
+BLOBS = Path("blobs")
 SPEC_MEDIA_TYPE = "application/vnd.spack.spec."
 # A manifest is a few hundred bytes and a spec a few hundred KiB: anything far larger is not one.
 MANIFEST_CAP = 1 << 20

@@ -1,5 +1,5 @@
 """Entries of a Spack 1.x (layout v3) binary mirror as `spack buildcache push` writes them: a manifest under
-`v3/manifests/spec/<name>/`, clearsigned when signed, naming the gzip-compressed spec JSON under `v3/blobs/sha256/`."""
+`v3/manifests/spec/<name>/`, clearsigned when signed, naming the gzip-compressed spec JSON under `blobs/sha256/` (beside `v3/`, not in it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TARBALL_MEDIA_TYPE = "application/vnd.spack.install.v2.tar+gzip"
 
 def _blob(mirror: Path, data: bytes) -> str:
     checksum = hashlib.sha256(data).hexdigest()
-    path = mirror / "v3" / "blobs" / "sha256" / checksum[:2] / checksum
+    path = mirror / "blobs" / "sha256" / checksum[:2] / checksum
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return checksum

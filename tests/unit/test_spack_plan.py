@@ -267,7 +267,7 @@ def test_cached_compiler_is_found_in_the_v3_buildcache_layout_by_target(tmp_path
 
 def test_an_unreadable_buildcache_entry_counts_as_absent(tmp_path: Path) -> None:
     manifest = write_spec_entry(tmp_path, "gcc", "10.5.0", "x86_64_v2")
-    for blob in (tmp_path / "v3" / "blobs").rglob("*"):
+    for blob in (tmp_path / "blobs").rglob("*"):
         if blob.is_file():
             blob.unlink()
     assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == []
