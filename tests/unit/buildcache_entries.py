@@ -1,5 +1,6 @@
 """Entries of a Spack 1.x (layout v3) binary mirror as `spack buildcache push` writes them: a manifest under
-`v3/manifests/spec/<name>/`, clearsigned when signed, naming the gzip-compressed spec JSON under `blobs/sha256/` (beside `v3/`, not in it)."""
+`v3/manifests/spec/<name>/`, clearsigned when signed, naming the gzip-compressed spec JSON under `blobs/sha256/`
+(beside `v3/`, not in it)."""
 
 from __future__ import annotations
 

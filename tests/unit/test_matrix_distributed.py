@@ -116,6 +116,13 @@ def test_a_cell_goes_to_workers_of_its_arch_or_to_amd64_hosts_for_a_cross_build(
     amd64, arm64 = matrix.cells
     assert able_workers(amd64, facts) == ["tcp://x:1"]
     assert able_workers(arm64, facts) == ["tcp://x:1", "tcp://a:1"]
+    arm64_gcc = expand(
+        {"toolchain": ("noble",), "arch": ("arm64",)}, {"compiler_version": "13.4.0", "use_local_buildcache": True}
+    )
+    compiler, _ = plan_matrix(arm64_gcc, settings).cells
+    assert compiler.cell.kind == "compiler"
+    assert able_workers(compiler, facts) == ["tcp://x:1", "tcp://a:1"]  # built under emulation on amd64 too
+    assert pinned_cell(compiler).options["arch"] == "arm64"
 
 
 def test_a_cell_is_sent_with_the_arch_this_host_planned(settings: Settings) -> None:

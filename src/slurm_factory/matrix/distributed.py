@@ -215,25 +215,19 @@ def check_workers(client: Any, paths: Sequence[str]) -> dict[str, WorkerFacts]:
 
 
 def able_workers(planned: PlannedCell, facts: Mapping[str, WorkerFacts]) -> list[str]:
-    """Workers that can build the cell: of its arch, or amd64 hosts for a cross build to arm64."""
+    """Workers that can build the cell: of its arch, or amd64 hosts for arm64 (cross-compiled or emulated)."""
     arch = cell_arch(planned)
-    return [
-        address
-        for address, fact in facts.items()
-        if fact.arch == arch or (fact.arch == "amd64" and arch == "arm64" and planned.cell.kind == "slurm")
-    ]
+    return [address for address, fact in facts.items() if fact.arch == arch or (fact.arch, arch) == ("amd64", "arm64")]
 
 
 def cell_arch(planned: PlannedCell) -> str:
-    """The arch the cell was planned for (a compiler cell: this host's)."""
-    arch = getattr(planned.plan.request, "arch", None) or host_arch()
+    """The arch the cell was planned for."""
+    arch = planned.plan.request.arch or host_arch()
     return arch.value if arch is not None else Arch.AMD64.value
 
 
 def pinned_cell(planned: PlannedCell) -> Cell:
     """The cell with the arch the requester planned for written out: a worker's own default may differ."""
-    if planned.cell.kind != "slurm":
-        return planned.cell
     options = {**planned.cell.options, "arch": cell_arch(planned)}
     return Cell(planned.name, planned.cell.kind, options, planned.cell.needs, planned.cell.after)
 
