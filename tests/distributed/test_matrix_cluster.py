@@ -101,6 +101,14 @@ def test_two_cells_build_on_two_workers_and_come_back(dask_cluster: DaskCluster,
     )
 
 
+def _cold_ccache(cluster: DaskCluster) -> None:
+    """Each worker compiles from an empty ccache of its own: with the session's warm one, a loaded machine can finish
+    one cell's compile before the other's starts, and then the two never compile at the same time."""
+    for home in cluster.homes.values():
+        (home / "ccache").unlink()
+        (home / "ccache").mkdir()
+
+
 class _BuildWatcher:
     """Finds the engine whose build container of `project` appeared first, by polling every engine."""
 
@@ -175,6 +183,7 @@ def test_a_worker_killed_mid_build_has_its_cell_completed_on_the_other(
 def test_ctrl_c_stops_the_cells_on_every_worker(dask_cluster: DaskCluster, project: str, tmp_path: Path) -> None:
     """SIGINT to the requesting `build-matrix` while both workers compile: it ends with 130, and no container of
     the project is left on either engine; the workers themselves keep serving."""
+    _cold_ccache(dask_cluster)
     process = _start_matrix(dask_cluster, project, tmp_path / "requester", "both", subprocess.PIPE)
     try:
         watcher = _BuildWatcher(dask_cluster, project)
