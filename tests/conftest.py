@@ -4,6 +4,7 @@ isolated settings per test."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,14 @@ from slurm_factory.s3 import S3Access
 from tests.s3server import S3Server, running_s3_server
 
 BASE_IMAGE = "debian:trixie"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A shell without job control starts background commands (`scripts/run-tests &`, nohup) with SIGINT ignored,
+    and every process the tests start would inherit that: the Ctrl-C tests' CLI would never see their SIGINT.
+    Caught here instead, it is back to the default in each child at exec."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
