@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from slurm_factory.catalog.spack_pins import load_spack_pins
+from slurm_factory.choices import Arch
+
 SPEC_MANIFESTS = Path("v3", "manifests", "spec")
 BLOBS = Path("blobs")
 SPEC_MEDIA_TYPE = "application/vnd.spack.spec."
@@ -33,10 +36,15 @@ def cached_specs(mirror: Path, name: str, version: str, target: str | None = Non
     return [manifest for manifest in found if spec_target(mirror, manifest, name) == target]
 
 
+def cached_gcc(mirror: Path, version: str, arch: Arch) -> list[Path]:
+    """The manifests of GCC `version` built for `arch`'s Spack target (what `build-compiler --arch` pushes)."""
+    return cached_specs(mirror, "gcc", version, load_spack_pins().target(arch.value))
+
+
 def spec_target(mirror: Path, manifest: Path, name: str) -> str | None:
     """The target of package `name` in the spec the manifest names, or None when the entry cannot be read."""
     try:
-        record = _spec_record(json.loads(_unsigned(manifest, MANIFEST_CAP)))
+        record = _spec_record(json.loads(_unsigned(manifest)))
         spec = json.loads(_spec_blob(mirror, record))
         node = next(node for node in spec["spec"]["nodes"] if node.get("name") == name)
         target = node["arch"]["target"]
@@ -45,12 +53,13 @@ def spec_target(mirror: Path, manifest: Path, name: str) -> str | None:
         return None
 
 
-def _unsigned(manifest: Path, cap: int) -> str:
+def _unsigned(manifest: Path) -> str:
     """The manifest's JSON: clearsigned when the mirror is signed."""
     with manifest.open("rb") as stream:
-        text = stream.read(cap + 1).decode()
-    if len(text) > cap:
-        raise ValueError(f"{manifest} is over {cap} bytes")
+        data = stream.read(MANIFEST_CAP + 1)
+    if len(data) > MANIFEST_CAP:
+        raise ValueError(f"{manifest} is over {MANIFEST_CAP} bytes")
+    text = data.decode()
     signed = _CLEARSIGNED.search(text)
     return signed.group(1) if signed else text
 

@@ -21,7 +21,7 @@ from typing import Any, Unpack
 from slurm_factory import store
 from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
 from slurm_factory.build_lock import image_lock, request_lock
-from slurm_factory.buildcache import cached_specs
+from slurm_factory.buildcache import cached_gcc
 from slurm_factory.catalog.spack_pins import load_spack_pins
 from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
@@ -198,9 +198,9 @@ def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
     """`--compiler-version X` from the local mirror: the GCC must be there, or hours of building end in a failure."""
     if request.compiler_version is None or request.buildcache_url is not None:
         return  # remote mirrors are only read inside the container
-    target = load_spack_pins().target(request.arch.value)
-    if cached_specs(settings.buildcache_dir, "gcc", request.compiler_version, target):
+    if cached_gcc(settings.buildcache_dir, request.compiler_version, request.arch):
         return
+    target = load_spack_pins().target(request.arch.value)
     arch = "" if request.arch is Arch.AMD64 else f" --arch {request.arch.value}"
     raise ConfigurationError(
         f"--compiler-version {request.compiler_version}: GCC {request.compiler_version} for {target} is not in the "

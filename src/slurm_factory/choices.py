@@ -51,6 +51,11 @@ _MACHINES = {"x86_64": Arch.AMD64, "amd64": Arch.AMD64, "aarch64": Arch.ARM64, "
 LINUX_MACHINES = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 
 
+def arch_suffix(arch: Arch | str) -> str:
+    """What names carry for an arch: amd64 keeps the contract's names, every other arch is named (`-arm64`)."""
+    return "" if arch == Arch.AMD64 else f"-{Arch(arch).value}"
+
+
 def host_arch(machine: str | None = None) -> Arch | None:
     """The architecture of this host (`--arch`'s default), or None for a machine slurm-factory does not build on."""
     import platform

@@ -24,7 +24,7 @@ from slurm_factory.catalog.toolchains import get_toolchain
 
 # Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
 from slurm_factory.choices import DEFAULT_SLURM_VERSION as DEFAULT_SLURM_VERSION
-from slurm_factory.choices import LINUX_MACHINES, host_arch
+from slurm_factory.choices import LINUX_MACHINES, arch_suffix, host_arch
 from slurm_factory.choices import Arch as Arch
 from slurm_factory.choices import BuildcacheMode as BuildcacheMode
 from slurm_factory.choices import Engine as Engine
@@ -78,8 +78,7 @@ class _ForArch(BaseModel):
 
     @property
     def _arch_suffix(self) -> str:
-        """amd64 keeps the contract's names; every other arch is named (`-arm64`)."""
-        return "" if self.arch is Arch.AMD64 else f"-{self.arch.value}"
+        return arch_suffix(self.arch)
 
 
 class BuildRequest(_ForArch):

@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from slurm_factory.buildcache import cached_specs
-from slurm_factory.catalog.spack_pins import load_spack_pins
-from slurm_factory.choices import BuildcacheMode, Engine, PublishMode
+from slurm_factory.buildcache import cached_gcc
+from slurm_factory.choices import Arch, BuildcacheMode, Engine, PublishMode
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, declared
@@ -166,32 +165,31 @@ def _refuse_duplicates(planned: Sequence[PlannedCell]) -> None:
 def _with_compiler_cells(planned: list[PlannedCell], settings: Settings) -> list[PlannedCell]:
     """A GCC that `--compiler-version` names and no mirror has yet is built once per toolchain, before the Slurm
     cells of that toolchain (which then read it from the local buildcache)."""
-    compilers: dict[str, PlannedCell] = {}
+    compilers: dict[tuple[str, str, Arch], PlannedCell] = {}
     slurm_cells = []
     for cell in planned:
         options = cell.cell.options
         version = options.get("compiler_version")
         request = cell.plan.request
-        target = load_spack_pins().target(request.arch.value)
         if (
             version is None
             or options.get("buildcache_url")
-            or cached_specs(settings.buildcache_dir, "gcc", version, target)
+            or cached_gcc(settings.buildcache_dir, version, request.arch)
         ):
             slurm_cells.append(cell)
             continue
-        compiler_options = {
-            "compiler_version": version,
-            "toolchain": request.toolchain.name,
-            "arch": request.arch.value,
-            **{key: options[key] for key in COMPILER_SHARED if options.get(key) is not None},
-        }
-        compiler_request = make_compiler_request(**compiler_options)
-        name = compiler_request.artifact_root
-        if name not in compilers:
-            plan = make_compiler_plan(compiler_request, settings)
-            compilers[name] = PlannedCell(Cell(name, "compiler", compiler_options), plan)
-        slurm_cells.append(PlannedCell(Cell(cell.name, "slurm", options, needs=(name,)), cell.plan))
+        key = (version, request.toolchain.name, request.arch)
+        if key not in compilers:
+            compiler_options = {
+                "compiler_version": version,
+                "toolchain": request.toolchain.name,
+                "arch": request.arch.value,
+                **{name: options[name] for name in COMPILER_SHARED if options.get(name) is not None},
+            }
+            plan = make_compiler_plan(make_compiler_request(**compiler_options), settings)
+            compilers[key] = PlannedCell(Cell(plan.request.artifact_root, "compiler", compiler_options), plan)
+        needs = (compilers[key].name,)
+        slurm_cells.append(PlannedCell(Cell(cell.name, "slurm", options, needs=needs), cell.plan))
     return [*compilers.values(), *slurm_cells]
 
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from slurm_factory import __version__
 from slurm_factory.artifact import atomic_writer
-from slurm_factory.choices import Arch, host_arch
+from slurm_factory.choices import host_arch
 from slurm_factory.exceptions import ClusterError, ConfigurationError, quoted
 from slurm_factory.matrix.cell_process import CellProcess, CellRun
 from slurm_factory.matrix.cells import Cell, Matrix, PlannedCell
@@ -222,8 +222,7 @@ def able_workers(planned: PlannedCell, facts: Mapping[str, WorkerFacts]) -> list
 
 def cell_arch(planned: PlannedCell) -> str:
     """The arch the cell was planned for."""
-    arch = planned.plan.request.arch or host_arch()
-    return arch.value if arch is not None else Arch.AMD64.value
+    return planned.plan.request.arch.value
 
 
 def pinned_cell(planned: PlannedCell) -> Cell:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
 
-from slurm_factory.choices import host_arch
+from slurm_factory.choices import arch_suffix, host_arch
 from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan.model import ImageSpec, PlanFile
@@ -73,7 +73,7 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: st
         install_packages=list(dict.fromkeys(runtime_packages)),
     )
     # Another arch's images are named for it: both can be on one engine.
-    name = toolchain.name + ("" if artifact.arch == "amd64" else f"-{artifact.arch}")
+    name = toolchain.name + arch_suffix(artifact.arch)
     runtime = ImageSpec(runtime_dockerfile, f"{project_name}/verify-runtime-{name}", _tag(runtime_dockerfile))
     hello = verify_file("mpi-hello.c")
     cluster_dockerfile = render(
