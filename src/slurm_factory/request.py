@@ -237,7 +237,7 @@ def _check_python_wheels(value: str, engine: Engine, arch: Arch) -> str:
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
         raise ConfigurationError(f"--python-wheels {quoted(value)}: no such directory")
-    wheels = sorted(path.glob("*.whl"))
+    wheels = sorted(wheel for wheel in path.glob("*.whl") if wheel.is_file())  # a directory named *.whl is none
     present = {wheel.name.split("-")[0].lower() for wheel in wheels}
     missing = [name for name in REQUIRED_WHEELS if name not in present]
     pip_download = "pip download --only-binary=:all: --python-version X.Y -d DIR " + " ".join(REQUIRED_WHEELS)

@@ -731,6 +731,13 @@ def test_python_wheels_need_clingo_and_boto3_and_name_what_is_missing(tmp_path: 
     assert make_request(python_wheels=str(complete)).python_wheels == str(complete)
 
 
+def test_a_directory_named_like_a_wheel_is_not_one(tmp_path: Path) -> None:
+    wheels = _wheels(tmp_path / "wheels", "boto3-1.44.8-py3-none-any.whl")
+    (wheels / "clingo-5.8.3-cp313-cp313-manylinux_2_28_x86_64.whl").mkdir()
+    with pytest.raises(ConfigurationError, match="no wheel of clingo in it"):
+        make_request(python_wheels=str(wheels))
+
+
 def test_python_wheels_need_a_clingo_wheel_for_the_machine_the_build_runs_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
