@@ -529,10 +529,11 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
         and buildcache_mode is BuildcacheMode.NONE
         and not raw["use_local_buildcache"]
     ):
+        arch = "" if raw["arch"] in (None, Arch.AMD64) else f" --arch {raw['arch']}"  # the GCC of that machine
         raise ConfigurationError(
             f"--compiler-version {raw['compiler_version']} needs a binary mirror to install that GCC from",
             hint=f"run `slurm-factory build-compiler --compiler-version {raw['compiler_version']} --toolchain "
-            f"{raw['toolchain']}`, then add --use-local-buildcache",
+            f"{raw['toolchain']}{arch}`, then add --use-local-buildcache",
         )
     if raw["buildcache_url"] is not None and buildcache_mode is BuildcacheMode.NONE and not raw["use_local_buildcache"]:
         raise ConfigurationError("--buildcache-url is given but nothing reads a buildcache; add --buildcache deps|all")

@@ -122,3 +122,10 @@ def test_what_arm64_spack_cannot_do_is_refused_up_front(options: dict[str, Any],
 def test_build_compiler_refuses_an_unknown_arch() -> None:
     with pytest.raises(ConfigurationError, match="valid values: amd64, arm64"):
         make_compiler_request(compiler_version="13.4.0", toolchain="trixie", arch="ppc64le")
+
+
+def test_an_arm64_build_without_a_mirror_for_its_gcc_names_the_arm64_build_compiler() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_request(toolchain="trixie", engine="spack", arch="arm64", compiler_version="13.4.0")
+    assert caught.value.hint is not None
+    assert "build-compiler --compiler-version 13.4.0 --toolchain trixie --arch arm64`" in caught.value.hint

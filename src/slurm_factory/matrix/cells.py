@@ -143,7 +143,8 @@ def plan_matrix(cells: Sequence[Cell], settings: Settings) -> Matrix:
     if errors:
         raise ConfigurationError(
             f"{len(errors)} of {len(cells)} matrix cells are invalid; nothing was built:\n  " + "\n  ".join(errors),
-            hint="fix the options or leave those values out of the lists",
+            hint="fix those options (an option given once applies to every cell), or leave the values that cannot "
+            "build out of the lists",
         )
     _refuse_duplicates(planned)
     return Matrix(_after_shared_dependencies(_with_compiler_cells(planned, settings)))
