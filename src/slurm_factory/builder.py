@@ -26,14 +26,21 @@ from slurm_factory.catalog.spack_pins import load_spack_pins
 from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
-from slurm_factory.emulation import require_emulation
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
-from slurm_factory.preflight import Check, Preflight, local_checks, source_check, summary
+from slurm_factory.preflight import (
+    Check,
+    Preflight,
+    compiler_summary,
+    emulation_check,
+    local_checks,
+    source_check,
+    summary,
+)
 from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.publish import publish_artifact
 from slurm_factory.request import (
@@ -63,6 +70,7 @@ class CompilerResult:
     durations: dict[str, float] = field(default_factory=dict)
     log_path: Path | None = None
     plan_dir: Path | None = None
+    preflight: Preflight | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +82,7 @@ class CompilerResult:
             "durations": self.durations,
             "log": str(self.log_path) if self.log_path else None,
             "plan_dir": str(self.plan_dir) if self.plan_dir else None,
+            "preflight": self.preflight.to_json() if self.preflight else None,
             "dry_run": self.artifact is None,
         }
 
@@ -146,31 +155,42 @@ def build(
     if dry_run:
         result.preflight = _preflight(plan, checks)
         return result
-    _require_foreign_support(request)
+    emulation_check(request)
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):
         return _execute(plan, settings, display, result)
 
 
-def _require_foreign_support(request: BuildRequest | CompilerRequest) -> None:
-    """A build for another arch runs that arch's programs (its image's, or a cross build's checks) under qemu."""
-    if request.foreign:
-        how = "built under emulation" if request.emulated else "a cross build"
-        require_emulation(request.arch, f"--arch {request.arch.value} ({how})")
-
-
 def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
-    """`--dry-run`: what can be checked without contacting anything — the source's sha256, boto3 for s3:// — then
-    what the build would do. The signing key and the bucket are probed when a real build starts."""
+    """`--dry-run`: what can be checked without contacting anything — the source's sha256, that this host runs a
+    foreign arch's programs, boto3 for s3:// — then what the build would do. The signing key and the bucket are
+    probed when a real build starts."""
     request = plan.request
-    checks = [*checks, source_check(plan)]
-    if is_s3_url(request.publish_url) or is_s3_url(request.buildcache_url):
+    s3_urls = (request.publish_url, request.buildcache_url)
+    found = [source_check(plan), *_host_checks(request, s3_urls, request.signing_key if request.signs else None)]
+    return Preflight([*checks, *found], summary(plan))
+
+
+def _compiler_preflight(plan: CompilerPlan, checks: list[Check]) -> Preflight:
+    """`build-compiler --dry-run`: the same host checks as a build's, then what the build would do."""
+    request = plan.request
+    s3_urls = (request.publish_url if compiler_publishes_elsewhere(request) else None,)
+    return Preflight([*checks, *_host_checks(request, s3_urls, request.signing_key)], compiler_summary(plan))
+
+
+def _host_checks(
+    request: BuildRequest | CompilerRequest, s3_urls: tuple[str | None, ...], signing_key: str | None
+) -> list[Check]:
+    """This host runs the arch's programs (a foreign build), has boto3 (an s3:// mirror), and where the signing key
+    is looked up (no private key given)."""
+    checks = [check for check in (emulation_check(request),) if check is not None]
+    if any(is_s3_url(url) for url in s3_urls):
         checks.append(Check("s3", f"boto3 {require_boto3()} is installed"))
-    if request.signs and request.gpg_private_key is None:
+    if signing_key is not None and request.gpg_private_key is None:
         keyring = user_keyring_home() or "~/.gnupg"
-        checks.append(Check("signing key", f"0x{request.signing_key} is looked up in {keyring} when the build starts"))
-    return Preflight(checks, summary(plan))
+        checks.append(Check("signing key", f"0x{signing_key} is looked up in {keyring} when the build starts"))
+    return checks
 
 
 def _checked_run_arguments(settings: object, dry_run: object, plan_dir: object) -> Settings:
@@ -502,12 +522,13 @@ def build_compiler(
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
     result.plan_dir = _written_plan_dir(plan, plan_dir)
-    local_checks(request, settings)
+    checks = local_checks(request, settings)
     if request.signing_key is not None and request.gpg_private_key is None:
         user_keyring_home()
     if dry_run:
+        result.preflight = _compiler_preflight(plan, checks)
         return result
-    _require_foreign_support(request)
+    emulation_check(request)
     settings.ensure_dirs()
     started = time.monotonic()
     result.log_path = plan.log_path

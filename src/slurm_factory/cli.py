@@ -301,10 +301,7 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
         return
     if dry_run:
         _print_plan(result.plan)
-        if result.plan_dir:
-            stdout.print(f"build context written to {result.plan_dir}")
-        if result.preflight is not None:
-            _print_preflight(result.preflight)
+        _print_dry_run_end(result.plan_dir, result.preflight)
         return
     if result.plan_dir:
         stderr.print(f"build context written to {result.plan_dir}")
@@ -329,6 +326,13 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
     stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.durations.items()))
 
 
+def _print_dry_run_end(plan_dir: Path | None, preflight: Preflight | None) -> None:
+    if plan_dir:
+        stdout.print(f"build context written to {plan_dir}")
+    if preflight is not None:
+        _print_preflight(preflight)
+
+
 def _print_preflight(preflight: Preflight) -> None:
     """Last, where it stays on screen: what was checked, then what the build would do."""
     stdout.rule("preflight")
@@ -344,12 +348,14 @@ def _megabytes(size: int) -> str:
 
 
 def _print_plan(plan: BuildPlan) -> None:
+    from slurm_factory.preflight import arch_summary
     from slurm_factory.request import without_credentials
 
     request = plan.request
     stdout.out(
         f"# build {plan.build_id}: Slurm {request.slurm.version} ({request.slurm.tag}) for "
-        f"{request.toolchain.name}, engine {request.engine.value}{', gpu' if request.gpu else ''}",
+        f"{request.toolchain.name} {arch_summary(request)}, engine {request.engine.value}"
+        f"{', gpu' if request.gpu else ''}",
         highlight=False,
     )
     stdout.out(
@@ -414,6 +420,7 @@ def _run_build_compiler(api_options: dict[str, Any], extra: dict[str, Any]) -> N
         typer.echo(json.dumps(result.to_json(), indent=2))
     elif dry_run:
         _print_compiler_plan(result.plan)
+        _print_dry_run_end(result.plan_dir, result.preflight)
     else:
         stdout.print(f"[green]built[/] {result.artifact}", highlight=False)
         stdout.print(
@@ -547,9 +554,13 @@ app.command(
 
 
 def _print_compiler_plan(plan: CompilerPlan) -> None:
+    from slurm_factory.preflight import arch_summary
+
     request = plan.request
     stdout.out(
-        f"# build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name}", highlight=False
+        f"# build-compiler {plan.build_id}: GCC {request.gcc_version} for {request.toolchain.name} "
+        f"{arch_summary(request)}",
+        highlight=False,
     )
     stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)

@@ -70,7 +70,11 @@ Publish = Annotated[
     Option("--publish", "What to publish: none, slurm, deps or all.", default="none", choices=PublishMode),
 ]
 SigningKey = Annotated[
-    str | None, Option("--signing-key", "GPG key id (0xKEYID or fingerprint) that signs what is published.")
+    str | None,
+    Option(
+        "--signing-key",
+        "GPG key that signs what is published: its 64-bit long id (0x + 16 hex digits) or 40-digit fingerprint.",
+    ),
 ]
 GpgPrivateKey = Annotated[
     str | None,

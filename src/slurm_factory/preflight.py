@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.config import Settings
+from slurm_factory.emulation import HANDLERS, require_emulation
 from slurm_factory.exceptions import ConfigurationError, quoted
-from slurm_factory.plan import BuildPlan
+from slurm_factory.plan import BuildPlan, CompilerPlan
+from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import (
     BuildRequest,
     CompilerRequest,
@@ -113,6 +115,26 @@ def source_check(plan: BuildPlan) -> Check:
     return Check("source", f"downloaded from {origin} by the build, then checked against sha256 {release.sha256}")
 
 
+def arch_summary(request: BuildRequest | CompilerRequest) -> str:
+    """The machine the artifact is for, and how this host builds for it."""
+    if not request.foreign:
+        return request.arch.value
+    if request.emulated:
+        return f"{request.arch.value}, built under qemu emulation in {request.base_image}"
+    return f"{request.arch.value}, cross-compiled on this {request.build_arch.value} host (last steps under qemu)"
+
+
+def emulation_check(request: BuildRequest | CompilerRequest) -> Check | None:
+    """A build for another arch runs that arch's programs (its image's, or a cross build's last steps) under qemu:
+    the host must have the binfmt handler, with the F flag, or the build fails after its image is made."""
+    if not request.foreign:
+        return None
+    how = "built under emulation" if request.emulated else "a cross build"
+    require_emulation(request.arch, f"--arch {request.arch.value} ({how})")
+    handler = HANDLERS[request.arch]
+    return Check("emulation", f"this host runs {request.arch.value} binaries in containers ({handler}, flag F)")
+
+
 def _publish_summary(request: BuildRequest) -> str:
     if request.publish is PublishMode.NONE:
         return "no"
@@ -129,6 +151,7 @@ def summary(plan: BuildPlan) -> dict[str, str]:
     return {
         "release": f"Slurm {request.slurm.version} ({request.slurm.tag})",
         "toolchain": f"{request.toolchain.name} ({request.toolchain.os}){', gpu' if request.gpu else ''}",
+        "arch": arch_summary(request),
         "engine": engine,
         "image": f"{plan.image.reference} from {request.base_image}",
         "source": without_credentials(request.slurm_source or request.slurm.url),
@@ -138,4 +161,21 @@ def summary(plan: BuildPlan) -> dict[str, str]:
         if request.signing_key
         else "no",
         "publish": _publish_summary(request),
+    }
+
+
+def compiler_summary(plan: CompilerPlan) -> dict[str, str]:
+    """What `build-compiler` would do, in the words `--dry-run` prints last."""
+    request = plan.request
+    return {
+        "compiler": f"GCC {request.gcc_version}, built by Spack",
+        "toolchain": f"{request.toolchain.name} ({request.toolchain.os})",
+        "arch": arch_summary(request),
+        "image": f"{plan.image.reference} from {request.base_image}",
+        "artifact": str(plan.artifact_path),
+        "sign": f"0x{request.signing_key} (its probe signature runs first in the build)"
+        if request.signing_key
+        else "no",
+        "push": "the local buildcache"
+        + (f" and {request.publish_url}" if compiler_publishes_elsewhere(request) else ""),
     }

@@ -70,9 +70,20 @@ def decode_private_key(text: str, option: str = "--gpg-private-key") -> SecretBy
 def read_passphrase_file(path_text: str, option: str = "--gpg-passphrase-file") -> str:
     raw = _read_secret_file(path_text, option)
     try:
-        return raw.decode().rstrip("\r\n")
+        passphrase = raw.decode().rstrip("\r\n")
     except UnicodeDecodeError:
         raise ConfigurationError(f"{option}: the passphrase is not UTF-8 text") from None
+    if not passphrase:
+        raise _empty_passphrase(f"{option}: {Path(path_text).expanduser()} is empty")
+    return passphrase
+
+
+def _empty_passphrase(what: str) -> ConfigurationError:
+    """An empty passphrase is a secret that did not arrive (an unmounted file, an unset variable), not a choice."""
+    return ConfigurationError(
+        f"{what}; the signing key's passphrase was expected there",
+        hint="a key without a passphrase needs no passphrase option",
+    )
 
 
 def private_key_from(value: str | None, use_environment: bool = True) -> SecretBytes | None:
@@ -88,6 +99,8 @@ def passphrase_from(value: str | None, use_environment: bool = True) -> SecretSt
     travels to a matrix cell's worker), else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
     if value is not None and value.startswith("@"):
         return SecretStr(read_passphrase_file(value[1:], "--gpg-passphrase"))
+    if value == "":
+        raise _empty_passphrase("--gpg-passphrase is empty")
     if value is not None:
         return SecretStr(value)
     env_value = _take_from_environment(PASSPHRASE_ENV) if use_environment else None

@@ -497,6 +497,27 @@ def test_unreadable_passphrase_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "--gpg-passphrase-file" in _error_lines(result)[0]
 
 
+@pytest.mark.parametrize("content", ["", "\n"])
+def test_an_empty_passphrase_file_is_a_usage_error_not_an_empty_passphrase(tmp_path: Path, content: str) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(content, encoding="utf-8")
+
+    result = _invoke(
+        "build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x5EED1234ABCD5678", "--gpg-passphrase-file", str(passphrase)
+    )
+
+    assert result.exit_code == EXIT_USAGE
+    assert _error_lines(result)[0] == (
+        f"error: --gpg-passphrase-file: {passphrase} is empty; the signing key's passphrase was expected there"
+    )
+
+
+def test_an_empty_passphrase_option_is_a_usage_error() -> None:
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x5EED1234ABCD5678", "--gpg-passphrase", "")
+    assert result.exit_code == EXIT_USAGE
+    assert "--gpg-passphrase is empty" in _error_lines(result)[0]
+
+
 # --- the other commands -------------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_factory.builder import build
+from slurm_factory.builder import build, build_compiler
+from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, SourceChecksumError
 from slurm_factory.preflight import writable_directory
@@ -65,3 +66,65 @@ def test_writable_directory_leaves_nothing_behind(tmp_path: Path) -> None:
     created = writable_directory(tmp_path / "new" / "deeper", "home")
     assert existing.finding.endswith("is writable") and "will be created in" in created.finding
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def amd64_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+
+
+def _emulation(monkeypatch: pytest.MonkeyPatch, problem: str | None) -> None:
+    monkeypatch.setattr("slurm_factory.emulation.emulation_problem", lambda arch, binfmt_dir: problem)
+
+
+def test_a_dry_run_for_another_arch_checks_that_this_host_runs_its_programs(
+    settings: Settings, amd64_host: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _emulation(monkeypatch, None)
+    result = build(**NATIVE, arch="arm64", emulate=True, settings=settings, dry_run=True)
+
+    assert result.preflight is not None
+    report = result.preflight.to_json()
+    assert [check["subject"] for check in report["checks"]] == ["home", "source", "emulation"]
+    assert report["arch"] == "arm64, built under qemu emulation in arm64v8/debian:trixie"
+    cross = build(**NATIVE, arch="arm64", settings=settings, dry_run=True).preflight
+    assert cross is not None and cross.summary["arch"].startswith("arm64, cross-compiled on this amd64 host")
+
+
+def test_a_dry_run_for_another_arch_fails_where_the_host_cannot_run_its_programs(
+    settings: Settings, amd64_host: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _emulation(monkeypatch, "binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc")
+    with pytest.raises(ConfigurationError) as caught:
+        build(**NATIVE, arch="arm64", emulate=True, settings=settings, dry_run=True)
+    assert str(caught.value) == (
+        "--arch arm64 (built under emulation) needs this host to run arm64 binaries, and it cannot: binfmt_misc is "
+        "not mounted at /proc/sys/fs/binfmt_misc"
+    )
+    assert build(**NATIVE, settings=settings, dry_run=True).preflight is not None  # its own arch needs no qemu
+
+
+def test_a_compiler_dry_run_reports_its_checks_and_where_it_pushes(
+    settings: Settings, amd64_host: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _emulation(monkeypatch, None)
+    local = build_compiler(compiler_version="13.4.0", toolchain="trixie", settings=settings, dry_run=True)
+    assert local.preflight is not None
+    assert [check.subject for check in local.preflight.checks] == ["home"]
+    assert local.preflight.summary["push"] == "the local buildcache"
+    assert local.preflight.summary["arch"] == "amd64"
+    assert local.to_json()["preflight"] == local.preflight.to_json()
+
+    mirror, keyring = tmp_path / "mirror", tmp_path / "gnupg"
+    keyring.mkdir()
+    monkeypatch.setenv("GNUPGHOME", str(keyring))
+    arm64 = build_compiler(
+        compiler_version="13.4.0", toolchain="trixie", arch="arm64", publish="all", publish_url=f"file://{mirror}",
+        signing_key="0x" + "AB" * 20, settings=settings, dry_run=True,
+    )  # fmt: skip
+    assert arm64.preflight is not None
+    checks = {check.subject: check.finding for check in arm64.preflight.checks}
+    assert list(checks) == ["home", "--publish-url", "emulation", "signing key"]
+    assert checks["signing key"] == f"0x{'AB' * 20} is looked up in {keyring} when the build starts"
+    assert arm64.preflight.summary["push"] == f"the local buildcache and file://{mirror}"
+    assert arm64.preflight.summary["artifact"].endswith("gcc-13.4.0-trixie-arm64-compiler.tar.gz")
