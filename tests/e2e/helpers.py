@@ -56,14 +56,14 @@ def cli_environment(home: Path, project: str, extra: dict[str, str] | None = Non
 
 
 def run_cli(
-    home: Path, project: str, *args: str, env: dict[str, str] | None = None
+    home: Path, project: str, *args: str, env: dict[str, str] | None = None, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "slurm_factory", *args],
         env=cli_environment(home, project, env),
         capture_output=True,
         text=True,
-        timeout=3600,
+        timeout=timeout,
         check=False,
     )
 

@@ -34,12 +34,14 @@ SITE_FILE = "packages:\n" + "".join(f"  {name}:\n    buildable: true\n" for name
 TRIXIE_PYTHON = "3.13"
 
 
-def wheels_for_trixie(directory: Path) -> Path:
+def wheels_for_trixie(directory: Path, machine: str = "x86_64") -> Path:
+    """The pinned clingo and boto3 wheels for trixie's Python on `machine` (aarch64: the arm64 image's)."""
     pins = yaml.safe_load((Path(__file__).parents[2] / "src/slurm_factory/catalog/data/spack.yaml").read_text())
+    platforms = (f"manylinux_2_28_{machine}", f"manylinux_2_17_{machine}", f"manylinux2014_{machine}", "any")
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
-         "--python-version", TRIXIE_PYTHON, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
-         "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any",
+         "--python-version", TRIXIE_PYTHON, "--implementation", "cp",
+         *(argument for platform in platforms for argument in ("--platform", platform)),
          "-d", str(directory), *(pins[name] for name in REQUIRED_WHEELS)],
         check=True,
         timeout=600,
