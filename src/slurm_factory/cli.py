@@ -38,6 +38,7 @@ from slurm_factory.options import BuildOptions, CompilerOptions, Declared, decla
 # so `--help` and shell completion stay fast.
 if TYPE_CHECKING:
     from slurm_factory.builder import BuildResult
+    from slurm_factory.catalog import Toolchain
     from slurm_factory.config import Settings
     from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
     from slurm_factory.preflight import Preflight
@@ -649,9 +650,13 @@ def list_command(json_output: JsonOption = False) -> None:
     if json_output:
         typer.echo(json.dumps(_list_json([item.to_json(keys) for item in artifacts]), indent=2))
         return
-    toolchains = Table(title="Toolchains")
-    for column in ("toolchain", "OS", "base image", "GCC", "glibc", "native --gpu"):
-        toolchains.add_column(column)
+    toolchains = Table(
+        title="Toolchains",
+        caption="gpu: the native engine builds --gpu; arm64: --arch arm64 on an amd64 host is cross-compiled (the "
+        "native engine; Spack is emulated) or emulated (qemu)",
+    )
+    for column in ("toolchain", "OS", "base image", "GCC", "glibc", "gpu", "arm64"):
+        toolchains.add_column(column, no_wrap=column in ("toolchain", "OS"))
     for toolchain in load_toolchains().values():
         toolchains.add_row(
             toolchain.name,
@@ -660,6 +665,7 @@ def list_command(json_output: JsonOption = False) -> None:
             toolchain.gcc,
             toolchain.glibc,
             "yes" if toolchain.native.supports_gpu else "no",
+            _arm64_support(toolchain),
         )
     stdout.print(toolchains)
     releases = Table(title="Slurm releases")
@@ -685,6 +691,15 @@ def list_command(json_output: JsonOption = False) -> None:
             "yes" if row["signed"] else "no",
         )
     stdout.print(built)
+
+
+def _arm64_support(toolchain: Toolchain) -> str:
+    """How `--arch arm64` builds on an amd64 host: `cross` (the native engine by the OS's cross compiler; Spack,
+    and `--emulate`, under qemu) or `emulated` (every engine under qemu)."""
+    support = toolchain.arches.get("arm64")
+    if support is None:
+        return "no"
+    return "cross" if support.cross and "native" in support.engines else "emulated"
 
 
 def _list_json(artifacts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -539,6 +539,16 @@ def test_list_shows_all_toolchains_and_releases() -> None:
     assert "24.11.5" in result.stdout
 
 
+def test_list_says_how_each_toolchain_builds_arm64_from_an_amd64_host() -> None:
+    from slurm_factory.catalog.toolchains import get_toolchain
+    from slurm_factory.cli import _arm64_support
+
+    assert _arm64_support(get_toolchain("trixie")) == "cross"
+    assert _arm64_support(get_toolchain("rockylinux9")) == "emulated"
+    amd64_only = get_toolchain("trixie").model_copy(update={"arches": {}})
+    assert _arm64_support(amd64_only) == "no"
+
+
 def test_list_shows_each_stored_artifact_with_version_engine_size_and_status(tmp_path: Path) -> None:
     builds = tmp_path / "sf-home" / "builds"
     stored_artifact(builds, "0123456789abcdef", data=b"x" * 2_500_000, built_at="2026-01-02T03:04:05+00:00")
