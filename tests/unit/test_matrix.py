@@ -95,6 +95,20 @@ def test_every_invalid_cell_is_named_at_once(settings: Settings) -> None:
     assert raised.value.exit_code == EXIT_USAGE
 
 
+def test_emulate_given_once_emulates_only_the_cells_of_another_arch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+    monkeypatch.setattr("slurm_factory.matrix.cells.host_arch", lambda: Arch.AMD64)
+    shared = {"engine": "native", "slurm_version": "24.11.5", "emulate": True}
+    cells = expand({"toolchain": ("trixie",), "arch": ("amd64", "arm64")}, shared)
+    amd64, arm64 = plan_matrix(cells, settings).cells
+    assert (amd64.name, amd64.plan.request.emulated) == ("24.11-trixie", False)
+    assert (arm64.name, arm64.plan.request.emulated, arm64.plan.request.cross) == ("24.11-trixie-arm64", True, False)
+    (default,) = expand({"toolchain": ("trixie",)}, shared)
+    assert default.options["emulate"] is False, "no --arch: this host's own"
+
+
 def test_two_cells_that_make_the_same_artifact_are_refused(settings: Settings) -> None:
     with pytest.raises(ConfigurationError, match=r"24\.11 and 24\.11\.5 both make slurm-24\.11-trixie-software"):
         plan_matrix(_cells(slurm_version="24.11,24.11.5", toolchain="trixie"), settings)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from slurm_factory import __version__, store
+from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ClusterError, ConfigurationError
 from slurm_factory.matrix.cells import Cell, expand, plan_matrix
@@ -123,6 +124,20 @@ def test_a_cell_goes_to_workers_of_its_arch_or_to_amd64_hosts_for_a_cross_build(
     assert compiler.cell.kind == "compiler"
     assert able_workers(compiler, facts) == ["tcp://x:1", "tcp://a:1"]  # built under emulation on amd64 too
     assert pinned_cell(compiler).options["arch"] == "arm64"
+
+
+def test_an_emulated_cell_goes_only_to_the_amd64_hosts_that_emulate_its_arch(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
+    monkeypatch.setattr("slurm_factory.matrix.cells.host_arch", lambda: Arch.AMD64)
+    facts = {
+        "tcp://x:1": WorkerFacts("tcp://x:1", "x86", __version__, arch="amd64"),
+        "tcp://a:1": WorkerFacts("tcp://a:1", "arm", __version__, arch="arm64"),
+    }
+    amd64, arm64 = plan_matrix(expand({"arch": ("amd64", "arm64")}, {**NATIVE_CELL, "emulate": True}), settings).cells
+    assert able_workers(arm64, facts) == ["tcp://x:1"], "an arm64 host refuses --emulate"
+    assert able_workers(amd64, facts) == ["tcp://x:1"]
 
 
 def test_a_cell_is_sent_with_the_arch_this_host_planned(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slurm_factory.buildcache import cached_gcc
-from slurm_factory.choices import Arch, BuildcacheMode, Engine, PublishMode
+from slurm_factory.choices import Arch, BuildcacheMode, Engine, PublishMode, host_arch
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, declared
@@ -118,8 +118,17 @@ def expand(axes: Mapping[str, Sequence[Any] | None], shared: Mapping[str, Any]) 
     cells = []
     for combination in itertools.product(*(values for _, values in given)):
         options = {**shared, **dict(zip((name for name, _ in given), combination, strict=True))}
+        if options.get("emulate") and _for_this_host(options.get("arch")):
+            options["emulate"] = False
         cells.append(Cell(name=_provisional_name(options), kind="slurm", options=options))
     return cells
+
+
+def _for_this_host(arch: object) -> bool:
+    """A cell of the planning host's own arch (the default, or named): `--emulate`, given once for the matrix,
+    concerns only the cells of another arch (`--arch amd64,arm64 --emulate` emulates the arm64 cells)."""
+    host = host_arch()
+    return arch is None or (host is not None and str(arch).strip().lower() == host.value)
 
 
 def _provisional_name(options: Mapping[str, Any]) -> str:

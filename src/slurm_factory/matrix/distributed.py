@@ -215,9 +215,15 @@ def check_workers(client: Any, paths: Sequence[str]) -> dict[str, WorkerFacts]:
 
 
 def able_workers(planned: PlannedCell, facts: Mapping[str, WorkerFacts]) -> list[str]:
-    """Workers that can build the cell: of its arch, or amd64 hosts for arm64 (cross-compiled or emulated)."""
+    """Workers that can build the cell: of its arch, or amd64 hosts for arm64 (cross-compiled or emulated); a cell
+    planned `--emulate` only on those amd64 hosts (a host of its own arch refuses `--emulate`)."""
     arch = cell_arch(planned)
-    return [address for address, fact in facts.items() if fact.arch == arch or (fact.arch, arch) == ("amd64", "arm64")]
+    own_arch = not planned.cell.options.get("emulate")
+    return [
+        address
+        for address, fact in facts.items()
+        if (own_arch and fact.arch == arch) or (fact.arch, arch) == ("amd64", "arm64")
+    ]
 
 
 def cell_arch(planned: PlannedCell) -> str:
