@@ -68,7 +68,9 @@ def run_cli(
     )
 
 
-def native_build(home: Path, project: str, source: Path, *extra: str, env: dict[str, str] | None = None) -> Build:
+def native_build(
+    home: Path, project: str, source: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 3600
+) -> Build:
     started = time.monotonic()
     done = run_cli(
         home,
@@ -85,6 +87,7 @@ def native_build(home: Path, project: str, source: Path, *extra: str, env: dict[
         "--json",
         *extra,
         env=env,
+        timeout=timeout,
     )
     seconds = time.monotonic() - started
     assert done.returncode == 0, f"build failed:\n{done.stderr[-4000:]}\n{done.stdout[-4000:]}"

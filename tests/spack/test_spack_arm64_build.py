@@ -6,8 +6,8 @@ tarballs in the source mirror, so Spack compiles libraries for aarch64 too, not 
 Python needs are the aarch64 ones (`pip download --platform manylinux_2_28_aarch64`).
 
 Local only: the Spack inputs of tests/spack/inputs.py, SLURM_FACTORY_TEST_SLURM_SOURCE, and
-SLURM_FACTORY_TEST_ARM64=1 after `scripts/testenv arm64`. Everything runs under emulation: about an hour and a half
-on 2 cores (the figures are in the CHANGELOG).
+SLURM_FACTORY_TEST_ARM64=1 after `scripts/testenv arm64`. Everything runs under emulation: the native engine's
+emulated build of the same release alone takes over an hour on 2 cores, so give this one an idle machine for hours.
 """
 
 from __future__ import annotations
