@@ -109,9 +109,6 @@ def test_arm64_on_a_toolchain_without_an_arm64_image_is_refused_naming_what_buil
 
 
 EMULATED_ONLY = {
-    "resolute": "arm64v8/ubuntu:resolute",
-    "noble": "arm64v8/ubuntu:noble",
-    "jammy": "arm64v8/ubuntu:jammy",
     "rockylinux10": "arm64v8/rockylinux:10",
     "rockylinux9": "arm64v8/rockylinux:9",
     "rockylinux8": "arm64v8/rockylinux:8",
@@ -132,6 +129,31 @@ def test_arm64_without_a_cross_toolchain_builds_in_the_arm64_image_under_emulati
     assert plan.image.repository == f"t/toolchain-{toolchain}-arm64-native"
     assert not any(package.endswith(":arm64") for package in image_packages(request))
     assert not any(option.startswith(("--host=", "--build=")) for option in configure_options(request))
+
+
+@pytest.mark.parametrize("toolchain", ["resolute", "noble", "jammy"])
+def test_arm64_on_ubuntu_cross_compiles_with_the_ports_sources_of_its_arm64_image(
+    toolchain: str, tmp_path: Path
+) -> None:
+    """Ubuntu's arm64 packages are in another archive (ports): the image copies the apt sources of the arm64 image
+    (no mirror is named here) and keeps each archive to its arch."""
+    request = _cross(toolchain=toolchain)
+    assert request.cross and not request.emulated and request.base_image == f"ubuntu:{toolchain}"
+    assert "libpmix-dev:arm64" in image_packages(request)
+    assert "--host=aarch64-linux-gnu" in configure_options(request)
+    dockerfile = make_plan(request, Settings(project_name="t", home=tmp_path)).image.dockerfile
+    stages = [line for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert stages == [f"FROM arm64v8/ubuntu:{toolchain} AS foreign-apt-sources", f"FROM ubuntu:{toolchain}"]
+    assert "COPY --from=foreign-apt-sources /etc/apt/ /tmp/foreign-apt/" in dockerfile
+    assert dockerfile.index("keep_to_arch arm64") < dockerfile.index("RUN apt-get update")
+    assert "ports.ubuntu.com" not in dockerfile
+    emulated = make_plan(_cross(toolchain=toolchain, emulate=True), Settings(project_name="t", home=tmp_path))
+    assert "foreign-apt-sources" not in emulated.image.dockerfile
+
+
+def test_debian_cross_builds_read_every_arch_from_the_image_own_archive(tmp_path: Path) -> None:
+    dockerfile = make_plan(_cross(), Settings(project_name="t", home=tmp_path)).image.dockerfile
+    assert "foreign-apt-sources" not in dockerfile and dockerfile.count("FROM ") == 1
 
 
 def test_emulate_on_debian_builds_in_the_arm64_image_instead_of_cross_compiling(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from slurm_factory.catalog import (
 from slurm_factory.catalog._data import read_data_text
 from slurm_factory.catalog.compilers import check_gcc_version, load_gcc_catalog
 from slurm_factory.catalog.releases import newest_in_series, parse_releases
-from slurm_factory.catalog.toolchains import get_toolchain
+from slurm_factory.catalog.toolchains import ArchSupport, get_toolchain
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 
 SHARED_RELEASES = Path("/work/shared/data/slurm-releases.tsv")
@@ -370,3 +370,13 @@ def test_unknown_gcc_version_is_a_configuration_error_listing_the_known_ones() -
     assert "--compiler-version" in message
     for version in load_gcc_catalog().versions:
         assert version in message
+
+
+def test_sources_from_the_arch_image_need_a_cross_toolchain_and_that_image() -> None:
+    with pytest.raises(ValueError, match="foreign_apt_sources needs cross: true and the arch's base_image"):
+        ArchSupport(engines=("native",), foreign_apt_sources=True, base_image="arm64v8/ubuntu:noble")
+    with pytest.raises(ValueError, match="foreign_apt_sources needs"):
+        ArchSupport(engines=("native",), cross=True, foreign_apt_sources=True)
+    ubuntu = {name: get_toolchain(name).arches["arm64"] for name in ("resolute", "noble", "jammy")}
+    assert all(support.cross and support.foreign_apt_sources for support in ubuntu.values())
+    assert not get_toolchain("trixie").arches["arm64"].foreign_apt_sources, "Debian's archive carries arm64"

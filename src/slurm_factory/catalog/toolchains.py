@@ -6,7 +6,7 @@ from functools import cache
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slurm_factory.catalog._data import read_data_text
 from slurm_factory.choices import DEFAULT_TOOLCHAIN as DEFAULT_TOOLCHAIN
@@ -70,6 +70,15 @@ class ArchSupport(_Frozen):
     engines: tuple[Literal["spack", "native"], ...]
     cross: bool = False
     base_image: str | None = None
+    # The arch's packages are in another archive than the build host's (Ubuntu's ports): a cross build takes the
+    # apt sources of `base_image`, which names that archive (or a site's mirror of it).
+    foreign_apt_sources: bool = False
+
+    @model_validator(mode="after")
+    def _sources_image_for_cross(self) -> ArchSupport:
+        if self.foreign_apt_sources and not (self.cross and self.base_image):
+            raise ValueError("foreign_apt_sources needs cross: true and the arch's base_image")
+        return self
 
 
 _AMD64_ONLY = {"amd64": ArchSupport(engines=("spack", "native"))}

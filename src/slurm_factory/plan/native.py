@@ -34,6 +34,15 @@ def image_repositories(request: BuildRequest) -> list[str]:
     return [*toolchain.repositories, *(toolchain.gpu_repositories if request.gpu else ())]
 
 
+def foreign_sources_image(request: BuildRequest) -> str | None:
+    """The image whose apt sources a cross build adds for the target arch (Ubuntu's ports), or None when the build
+    host's archive carries every arch (Debian)."""
+    support = request.toolchain.arches.get(request.arch.value)
+    if not request.cross or support is None or not support.foreign_apt_sources:
+        return None
+    return support.base_image
+
+
 def render_dockerfile(request: BuildRequest) -> str:
     return render(
         f"dockerfile/{request.toolchain.family}.Dockerfile.j2",
@@ -43,6 +52,7 @@ def render_dockerfile(request: BuildRequest) -> str:
         packages=image_packages(request),
         repositories=image_repositories(request),
         foreign_arch=request.arch.value if request.cross else None,
+        foreign_sources_image=foreign_sources_image(request),
     )
 
 
