@@ -15,7 +15,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Unpack
 
 from slurm_factory import store
@@ -428,6 +428,7 @@ def _build_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSessio
         session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
         monitor.output,
         nocache=request.no_cache,
+        context_files={PurePosixPath(name): plan_file for name, plan_file in plan.image.context_files.items()},
         context_paths=plan.image.context_paths,
     )
 

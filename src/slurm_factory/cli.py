@@ -349,7 +349,7 @@ def _megabytes(size: int) -> str:
 
 
 def _print_plan(plan: BuildPlan) -> None:
-    from slurm_factory.preflight import arch_summary
+    from slurm_factory.preflight import arch_summary, image_summary
     from slurm_factory.request import without_credentials
 
     request = plan.request
@@ -363,7 +363,7 @@ def _print_plan(plan: BuildPlan) -> None:
         f"# source   {without_credentials(request.slurm_source or request.slurm.url)} (sha256 {request.slurm.sha256})",
         highlight=False,
     )
-    stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
+    stdout.out(f"# image    {image_summary(plan)}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
     if request.engine.value == "spack":
         _print_os_externals(plan)

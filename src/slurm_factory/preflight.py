@@ -17,6 +17,7 @@ from slurm_factory.config import Settings
 from slurm_factory.emulation import HANDLERS, require_emulation
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.plan import BuildPlan, CompilerPlan
+from slurm_factory.plan.native import foreign_sources_image
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import (
     BuildRequest,
@@ -142,6 +143,14 @@ def _publish_summary(request: BuildRequest) -> str:
     return f"{request.publish.value} to {target}"
 
 
+def image_summary(plan: BuildPlan) -> str:
+    """The toolchain image and what it is made from: a ports cross build also copies the arch image's apt sources,
+    so that image must be on this host (or pullable) too."""
+    sources = foreign_sources_image(plan.request)
+    copied = f" and the apt sources of {sources} (pull it with --platform linux/{plan.request.arch.value})"
+    return f"{plan.image.reference} from {plan.request.base_image}{copied if sources else ''}"
+
+
 def summary(plan: BuildPlan) -> dict[str, str]:
     """What the build would do, in the words `--dry-run` prints last."""
     request = plan.request
@@ -153,7 +162,7 @@ def summary(plan: BuildPlan) -> dict[str, str]:
         "toolchain": f"{request.toolchain.name} ({request.toolchain.os}){', gpu' if request.gpu else ''}",
         "arch": arch_summary(request),
         "engine": engine,
-        "image": f"{plan.image.reference} from {request.base_image}",
+        "image": image_summary(plan),
         "source": without_credentials(request.slurm_source or request.slurm.url),
         "artifact": str(plan.artifact_path),
         "verify": "yes" if request.verify else "no",

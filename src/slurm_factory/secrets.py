@@ -104,7 +104,9 @@ def passphrase_from(value: str | None, use_environment: bool = True) -> SecretSt
     if value is not None:
         return SecretStr(value)
     env_value = _take_from_environment(PASSPHRASE_ENV) if use_environment else None
-    return SecretStr(env_value) if env_value else None
+    if env_value == "":
+        raise _empty_passphrase(f"{PASSPHRASE_ENV} is set but empty")
+    return SecretStr(env_value) if env_value is not None else None
 
 
 def _take_from_environment(name: str) -> str | None:

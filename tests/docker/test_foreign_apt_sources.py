@@ -1,7 +1,8 @@
 """Real Docker and apt: a cross build's toolchain image that takes the target arch's apt sources from another image
 (how Ubuntu's ports archive is reached) builds, installs the arm64 package from the copied sources, and keeps each
-source to its own arch. Shown with Debian images: the base image's one-line sources.list for amd64, a deb822 copy
-for arm64 (the same mirror, which carries both arches), and one -dev package so that it takes about a minute."""
+source to its own arch. Shown with Debian images: the base image's own sources for amd64 (one-line when made by
+debootstrap), a deb822 copy for arm64 (the same mirror, which carries both arches), and one -dev package so that it
+takes about a minute. The script's edge cases are unit-tested (tests/unit/test_apt_sources_script.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 import docker
 import pytest
 
+from slurm_factory.builder import _ensure_toolchain_image
 from slurm_factory.catalog.toolchains import Toolchain, load_toolchains
 from slurm_factory.choices import Arch
+from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
-from slurm_factory.plan.native import render_dockerfile
+from slurm_factory.plan import make_plan
+from slurm_factory.progress import BuildMonitor, SilentDisplay
 from slurm_factory.request import make_request
 
 pytestmark = pytest.mark.docker
@@ -31,7 +35,7 @@ def _taking_sources_from(toolchain: Toolchain, sources_image: str) -> Toolchain:
 
 
 def test_a_cross_image_installs_from_the_copied_sources_each_kept_to_its_arch(
-    project_cleanup: str, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+    project_cleanup: str, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     session = DockerSession(project_cleanup)
     lines: list[str] = []
@@ -43,8 +47,11 @@ def test_a_cross_image_installs_from_the_copied_sources_each_kept_to_its_arch(
     monkeypatch.setattr("slurm_factory.request.host_arch", lambda: Arch.AMD64)
     request = make_request(slurm_version="24.11.5", toolchain="trixie", engine="native", arch="arm64")
     assert request.cross
-    reference = f"{project_cleanup}/cross-sources:test"
-    session.build_image(render_dockerfile(request), reference, session.labels("toolchain"), lines.append)
+    plan = make_plan(request, Settings(project_name=project_cleanup, home=tmp_path))
+    assert "FROM " + sources_image + " AS foreign-apt-sources" in plan.image.dockerfile
+    with BuildMonitor(tmp_path / "image.log", SilentDisplay()) as monitor:
+        _ensure_toolchain_image(plan, session, monitor)
+    reference = plan.image.reference
 
     with session.container(reference, ["sleep", "infinity"], role="probe") as box:
         box.start()
@@ -54,9 +61,9 @@ def test_a_cross_image_installs_from_the_copied_sources_each_kept_to_its_arch(
             ["apt-get", "indextargets", "--no-release-info", "--format", "$(ARCHITECTURE) $(SOURCESENTRY)"]
         )
         assert code == 0, targets
-    entries = {
-        (arch, entry.rsplit(":", 1)[0])
-        for arch, _, entry in (line.partition(" ") for line in targets.splitlines())
-        if arch in ("amd64", "arm64")
-    }
-    assert entries == {("amd64", "/etc/apt/sources.list"), ("arm64", "/etc/apt/sources.list.d/arm64-debian.sources")}
+    files: dict[str, set[str]] = {"amd64": set(), "arm64": set()}
+    for arch, _, entry in (line.partition(" ") for line in targets.splitlines()):
+        if arch in files:
+            files[arch].add(entry.rsplit(":", 1)[0])
+    assert files["arm64"] == {"/etc/apt/sources.list.d/arm64-debian.sources"}, files
+    assert files["amd64"] and not any("/arm64-" in name for name in files["amd64"]), files

@@ -141,19 +141,24 @@ def test_arm64_on_ubuntu_cross_compiles_with_the_ports_sources_of_its_arm64_imag
     assert request.cross and not request.emulated and request.base_image == f"ubuntu:{toolchain}"
     assert "libpmix-dev:arm64" in image_packages(request)
     assert "--host=aarch64-linux-gnu" in configure_options(request)
-    dockerfile = make_plan(request, Settings(project_name="t", home=tmp_path)).image.dockerfile
+    plan = make_plan(request, Settings(project_name="t", home=tmp_path))
+    dockerfile = plan.image.dockerfile
     stages = [line for line in dockerfile.splitlines() if line.startswith("FROM ")]
     assert stages == [f"FROM arm64v8/ubuntu:{toolchain} AS foreign-apt-sources", f"FROM ubuntu:{toolchain}"]
-    assert "COPY --from=foreign-apt-sources /etc/apt/ /tmp/foreign-apt/" in dockerfile
-    assert dockerfile.index("keep_to_arch arm64") < dockerfile.index("RUN apt-get update")
+    assert "COPY --from=foreign-apt-sources /etc/apt/ /tmp/foreign-apt/etc-apt/" in dockerfile
+    run = "RUN sh /tmp/foreign-apt/keep-apt-sources-to-arch.sh arm64 /tmp/foreign-apt"
+    assert dockerfile.index(run) < dockerfile.index("RUN apt-get update")
     assert "ports.ubuntu.com" not in dockerfile
+    script = plan.image.context_files["keep-apt-sources-to-arch.sh"]
+    assert script.content.startswith("#!/bin/sh") and "keep-apt-sources-to-arch.sh" in plan.context_files()
     emulated = make_plan(_cross(toolchain=toolchain, emulate=True), Settings(project_name="t", home=tmp_path))
     assert "foreign-apt-sources" not in emulated.image.dockerfile
 
 
 def test_debian_cross_builds_read_every_arch_from_the_image_own_archive(tmp_path: Path) -> None:
-    dockerfile = make_plan(_cross(), Settings(project_name="t", home=tmp_path)).image.dockerfile
-    assert "foreign-apt-sources" not in dockerfile and dockerfile.count("FROM ") == 1
+    image = make_plan(_cross(), Settings(project_name="t", home=tmp_path)).image
+    assert "foreign-apt-sources" not in image.dockerfile and image.dockerfile.count("FROM ") == 1
+    assert image.context_files == {}
 
 
 def test_emulate_on_debian_builds_in_the_arm64_image_instead_of_cross_compiling(tmp_path: Path) -> None:

@@ -518,6 +518,13 @@ def test_an_empty_passphrase_option_is_a_usage_error() -> None:
     assert "--gpg-passphrase is empty" in _error_lines(result)[0]
 
 
+def test_an_empty_passphrase_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_FACTORY_GPG_PASSPHRASE", "")
+    result = _invoke("build-slurm", *NATIVE_TRIXIE, "--signing-key", "0x5EED1234ABCD5678", "--dry-run")
+    assert result.exit_code == EXIT_USAGE
+    assert "SLURM_FACTORY_GPG_PASSPHRASE is set but empty" in _error_lines(result)[0]
+
+
 # --- the other commands -------------------------------------------------------------------------------------------
 
 

@@ -105,8 +105,12 @@ def test_emulate_given_once_emulates_only_the_cells_of_another_arch(
     amd64, arm64 = plan_matrix(cells, settings).cells
     assert (amd64.name, amd64.plan.request.emulated) == ("24.11-trixie", False)
     assert (arm64.name, arm64.plan.request.emulated, arm64.plan.request.cross) == ("24.11-trixie-arm64", True, False)
-    (default,) = expand({"toolchain": ("trixie",)}, shared)
-    assert default.options["emulate"] is False, "no --arch: this host's own"
+    with pytest.raises(
+        ConfigurationError, match=r"--emulate builds the cells of another machine .* no cell is for one"
+    ):
+        expand({"toolchain": ("trixie",)}, shared)  # no --arch: this host's own
+    with pytest.raises(ConfigurationError, match="no cell is for one"):
+        expand({"toolchain": ("trixie",), "arch": ("amd64",)}, shared)
 
 
 def test_two_cells_that_make_the_same_artifact_are_refused(settings: Settings) -> None:

@@ -121,6 +121,11 @@ def expand(axes: Mapping[str, Sequence[Any] | None], shared: Mapping[str, Any]) 
         if options.get("emulate") and _for_this_host(options.get("arch")):
             options["emulate"] = False
         cells.append(Cell(name=_provisional_name(options), kind="slurm", options=options))
+    if shared.get("emulate") and not any(cell.options["emulate"] for cell in cells):
+        raise ConfigurationError(
+            "--emulate builds the cells of another machine than this host under qemu, and no cell is for one",
+            hint="add that arch to --arch (e.g. --arch amd64,arm64), or drop --emulate",
+        )
     return cells
 
 

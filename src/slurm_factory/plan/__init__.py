@@ -41,16 +41,24 @@ def _digest(*parts: str) -> str:
 
 
 def image_spec(
-    toolchain: str, engine: str, dockerfile: str, project_name: str, context: tuple[dict[str, Path], str] = ({}, "")
+    toolchain: str,
+    engine: str,
+    dockerfile: str,
+    project_name: str,
+    context: tuple[dict[str, Path], str] = ({}, ""),
+    context_files: dict[str, PlanFile] | None = None,
 ) -> ImageSpec:
     """Tagged by the hash of the Dockerfile (and of what the context adds): an unchanged toolchain is reused, a
     changed one gets a new image."""
     context_paths, context_identity = context
+    files = context_files or {}
+    rendered = [f"{name}\0{plan_file.mode}\0{plan_file.content}" for name, plan_file in sorted(files.items())]
     return ImageSpec(
         dockerfile=dockerfile,
         repository=f"{project_name}/toolchain-{toolchain}-{engine}",
-        tag=_digest(dockerfile, context_identity)[:16],
+        tag=_digest(dockerfile, context_identity, *rendered)[:16],
         context_paths=context_paths,
+        context_files=files,
     )
 
 
@@ -162,7 +170,13 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     script_path = layout.PLAN / native.BUILD_SCRIPT
     artifact_files = render_artifact_files(request)
     toolchain_name = request.toolchain.name + _foreign_suffix(request)
-    image = image_spec(toolchain_name, request.engine.value, dockerfile, settings.project_name)
+    image = image_spec(
+        toolchain_name,
+        request.engine.value,
+        dockerfile,
+        settings.project_name,
+        context_files=native.image_context_files(request),
+    )
     identity = build_id(request, image, {native.BUILD_SCRIPT: script, **artifact_files})
     container = ContainerSpec(
         command=_script_command(native.BUILD_SCRIPT),

@@ -40,6 +40,8 @@ class ImageSpec:
     repository: str
     tag: str
     context_paths: dict[str, Path] = field(default_factory=dict)
+    # Rendered files the Dockerfile COPYs (by their path in the build context).
+    context_files: dict[str, PlanFile] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -111,7 +113,7 @@ def context_files(
     image: ImageSpec, container: ContainerSpec, artifact_files: dict[str, PlanFile]
 ) -> dict[str, PlanFile]:
     """The build context as `--plan-dir` writes it: Dockerfile, scripts and the artifact's generated files."""
-    files = {"Dockerfile": PlanFile(image.dockerfile)}
+    files = {"Dockerfile": PlanFile(image.dockerfile), **image.context_files}
     for container_path, plan_file in container.files.items():
         files[str(container_path.relative_to(PLAN_DIR))] = plan_file
     for relative, plan_file in artifact_files.items():

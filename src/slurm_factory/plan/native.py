@@ -9,6 +9,8 @@ from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildRequest
 
 BUILD_SCRIPT = "build-native.sh"
+# What a cross image whose target arch's packages are in another archive runs on the sources it copies.
+APT_SOURCES_SCRIPT = "keep-apt-sources-to-arch.sh"
 # Slurm 26.05 dropped the http-parser dependency of slurmrestd; its configure no longer accepts the option.
 HTTP_PARSER_DROPPED = (26, 5)
 # The dynamic loader of each cross target: it lists a cross-built binary's libraries (what ldd does natively).
@@ -43,6 +45,13 @@ def foreign_sources_image(request: BuildRequest) -> str | None:
     return support.base_image
 
 
+def image_context_files(request: BuildRequest) -> dict[str, PlanFile]:
+    """The files the toolchain image's Dockerfile copies: the apt sources script of a ports cross build."""
+    if foreign_sources_image(request) is None:
+        return {}
+    return {APT_SOURCES_SCRIPT: PlanFile(render(f"dockerfile/{APT_SOURCES_SCRIPT}"), mode=0o755)}
+
+
 def render_dockerfile(request: BuildRequest) -> str:
     return render(
         f"dockerfile/{request.toolchain.family}.Dockerfile.j2",
@@ -53,6 +62,7 @@ def render_dockerfile(request: BuildRequest) -> str:
         repositories=image_repositories(request),
         foreign_arch=request.arch.value if request.cross else None,
         foreign_sources_image=foreign_sources_image(request),
+        apt_sources_script=APT_SOURCES_SCRIPT,
     )
 
 
