@@ -524,11 +524,11 @@ def build_compiler(
     result = CompilerResult(plan=plan)
     result.plan_dir = _written_plan_dir(plan, plan_dir)
     checks = local_checks(request, settings)
+    if dry_run:
+        result.preflight = _compiler_preflight(plan, checks)  # its host checks look up the keyring
+        return result
     if request.signing_key is not None and request.gpg_private_key is None:
         user_keyring_home()
-    if dry_run:
-        result.preflight = _compiler_preflight(plan, checks)
-        return result
     emulation_check(request)
     settings.ensure_dirs()
     started = time.monotonic()

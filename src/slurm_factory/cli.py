@@ -555,7 +555,7 @@ app.command(
 
 
 def _print_compiler_plan(plan: CompilerPlan) -> None:
-    from slurm_factory.preflight import arch_summary
+    from slurm_factory.preflight import arch_summary, image_summary
 
     request = plan.request
     stdout.out(
@@ -563,7 +563,7 @@ def _print_compiler_plan(plan: CompilerPlan) -> None:
         f"{arch_summary(request)}",
         highlight=False,
     )
-    stdout.out(f"# image    {plan.image.reference} from {request.base_image}", highlight=False)
+    stdout.out(f"# image    {image_summary(plan)}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
     _print_container(plan)
     _print_context_files(plan.context_files())

@@ -143,10 +143,14 @@ def _publish_summary(request: BuildRequest) -> str:
     return f"{request.publish.value} to {target}"
 
 
-def image_summary(plan: BuildPlan) -> str:
+def _sign_summary(signing_key: str | None) -> str:
+    return f"0x{signing_key} (its probe signature runs first in the build)" if signing_key else "no"
+
+
+def image_summary(plan: BuildPlan | CompilerPlan) -> str:
     """The toolchain image and what it is made from: a ports cross build also copies the arch image's apt sources,
     so that image must be on this host (or pullable) too."""
-    sources = foreign_sources_image(plan.request)
+    sources = foreign_sources_image(plan.request) if isinstance(plan.request, BuildRequest) else None
     copied = f" and the apt sources of {sources} (pull it with --platform linux/{plan.request.arch.value})"
     return f"{plan.image.reference} from {plan.request.base_image}{copied if sources else ''}"
 
@@ -166,9 +170,7 @@ def summary(plan: BuildPlan) -> dict[str, str]:
         "source": without_credentials(request.slurm_source or request.slurm.url),
         "artifact": str(plan.artifact_path),
         "verify": "yes" if request.verify else "no",
-        "sign": f"0x{request.signing_key} (its probe signature runs first in the build)"
-        if request.signing_key
-        else "no",
+        "sign": _sign_summary(request.signing_key),
         "publish": _publish_summary(request),
     }
 
@@ -180,11 +182,9 @@ def compiler_summary(plan: CompilerPlan) -> dict[str, str]:
         "compiler": f"GCC {request.gcc_version}, built by Spack",
         "toolchain": f"{request.toolchain.name} ({request.toolchain.os})",
         "arch": arch_summary(request),
-        "image": f"{plan.image.reference} from {request.base_image}",
+        "image": image_summary(plan),
         "artifact": str(plan.artifact_path),
-        "sign": f"0x{request.signing_key} (its probe signature runs first in the build)"
-        if request.signing_key
-        else "no",
+        "sign": _sign_summary(request.signing_key),
         "push": "the local buildcache"
         + (f" and {request.publish_url}" if compiler_publishes_elsewhere(request) else ""),
     }
