@@ -26,9 +26,8 @@ from tests.conftest import slurm_source_tarball
 from tests.distributed.cluster import DaskCluster
 from tests.e2e.helpers import cli_environment, make_throwaway_key, report_measurement
 from tests.spack.inputs import (
-    DEBIAN_SOURCES,
-    NO_SOURCES_REASON,
-    NO_SPACK_REASON,
+    NEEDS_SOURCE_MIRROR,
+    NEEDS_SPACK,
     PACKAGES_SOURCE,
     SITE_FILE,
     SPACK_SOURCE,
@@ -40,8 +39,8 @@ pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
     pytest.mark.distributed,
-    pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
-    pytest.mark.skipif(not DEBIAN_SOURCES, reason=NO_SOURCES_REASON),
+    NEEDS_SPACK,
+    NEEDS_SOURCE_MIRROR,
 ]
 
 MATRIX_TIMEOUT = 3 * 3600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from elftools.elf.elffile import ELFFile
 
 from slurm_factory.docker_layer import PROJECT_LABEL
 
@@ -267,3 +269,15 @@ class LeakWatch:
 
     def scan_file(self, path: Path) -> None:
         self._scan(str(path), path.read_bytes())
+
+
+def elf_machines(tarball: Path) -> dict[str, str]:
+    """The ELF machine type (`EM_AARCH64`, `EM_X86_64`) of every ELF file in an artifact, by member name."""
+    machines = {}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive:
+            stream = archive.extractfile(member) if member.isfile() else None
+            data = stream.read() if stream is not None else b""
+            if data.startswith(b"\x7fELF"):
+                machines[member.name] = str(ELFFile(io.BytesIO(data)).header["e_machine"])
+    return machines

@@ -9,20 +9,17 @@ figures). Run it with `SLURM_FACTORY_TEST_ARM64=1 scripts/run-tests -m arm64`; `
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from slurm_factory.artifact import sidecar
 from slurm_factory.choices import Arch
 from slurm_factory.emulation import emulation_problem
 from tests.conftest import slurm_source_tarball
-from tests.e2e.helpers import native_build, report_measurement
+from tests.e2e.helpers import elf_machines, native_build, report_measurement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.arm64]
 # Configure and compile under qemu take over an hour on 2 cores (the CHANGELOG has the figures).
@@ -36,17 +33,6 @@ def arm64_enabled() -> None:
     problem = emulation_problem(Arch.ARM64)
     if problem is not None:
         pytest.fail(f"SLURM_FACTORY_TEST_ARM64=1 but this host cannot run arm64 binaries: {problem}")
-
-
-def _elf_machines(tarball: Path) -> dict[str, str]:
-    machines = {}
-    with tarfile.open(tarball, "r:gz") as archive:
-        for member in archive:
-            stream = archive.extractfile(member) if member.isfile() else None
-            data = stream.read() if stream is not None else b""
-            if data.startswith(b"\x7fELF"):
-                machines[member.name] = str(ELFFile(io.BytesIO(data)).header["e_machine"])
-    return machines
 
 
 @pytest.mark.parametrize(("how", "options"), [("cross", ("--verify",)), ("emulated", ("--emulate",))])
@@ -81,7 +67,7 @@ def test_an_arm64_build_gives_an_aarch64_tree_named_and_recorded_as_arm64(
     compiler = manifest["toolchain"]["compiler"]
     assert ("aarch64-linux-gnu-gcc" in compiler) is (how == "cross"), compiler
     assert "libmunge2" in manifest["runtime_packages"]
-    machines = _elf_machines(build.artifact)
+    machines = elf_machines(build.artifact)
     assert len(machines) > 100
     assert {machine for machine in machines.values()} == {"EM_AARCH64"}, [
         name for name, machine in machines.items() if machine != "EM_AARCH64"

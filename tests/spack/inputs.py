@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from slurm_factory.request import REQUIRED_WHEELS
@@ -27,6 +28,9 @@ NO_SOURCES_REASON = (
     "SLURM_FACTORY_TEST_SPACK_SOURCES unset: no Debian orig tarballs for the Spack source mirror "
     "(`scripts/testenv spack-sources` fetches them)"
 )
+# The marks of a test that builds with the real Spack: skipped (saying why) without Spack or the source mirror.
+NEEDS_SPACK = pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON)
+NEEDS_SOURCE_MIRROR = pytest.mark.skipif(not DEBIAN_SOURCES, reason=NO_SOURCES_REASON)
 # Built by Spack from the Debian orig tarballs (the site file makes them buildable); the rest comes from the OS.
 SPACK_BUILT = ("http-parser", "jansson", "lz4", "libevent")
 SITE_FILE = "packages:\n" + "".join(f"  {name}:\n    buildable: true\n" for name in SPACK_BUILT)

@@ -34,13 +34,13 @@ from slurm_factory.secrets import decode_private_key
 from slurm_factory.signing import SigningKey
 from tests.e2e.helpers import make_throwaway_key, remove_project, report_measurement
 from tests.s3server import S3Server
-from tests.spack.inputs import NO_SPACK_REASON, PACKAGES_SOURCE, SPACK_SOURCE, wheels_for_trixie
+from tests.spack.inputs import NEEDS_SPACK, PACKAGES_SOURCE, SPACK_SOURCE, wheels_for_trixie
 
 DATA = Path(__file__).parent
 pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
-    pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
+    NEEDS_SPACK,
 ]
 
 

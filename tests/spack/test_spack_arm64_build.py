@@ -12,27 +12,23 @@ emulated build of the same release alone takes over an hour on 2 cores, so give 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import tarfile
 import time
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from slurm_factory.choices import Arch
 from slurm_factory.emulation import emulation_problem
 from tests.conftest import slurm_source_tarball
-from tests.e2e.helpers import remove_project, report_measurement, run_cli
+from tests.e2e.helpers import elf_machines, remove_project, report_measurement, run_cli
 from tests.spack.inputs import (
-    DEBIAN_SOURCES,
-    NO_SOURCES_REASON,
-    NO_SPACK_REASON,
+    NEEDS_SOURCE_MIRROR,
+    NEEDS_SPACK,
     PACKAGES_SOURCE,
     SITE_FILE,
     SPACK_SOURCE,
@@ -44,8 +40,8 @@ pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
     pytest.mark.arm64,
-    pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
-    pytest.mark.skipif(not DEBIAN_SOURCES, reason=NO_SOURCES_REASON),
+    NEEDS_SPACK,
+    NEEDS_SOURCE_MIRROR,
     pytest.mark.skipif(
         os.environ.get("SLURM_FACTORY_TEST_ARM64") != "1",
         reason="SLURM_FACTORY_TEST_ARM64 unset: the arm64 Spack build is a local test (scripts/testenv arm64)",
@@ -53,16 +49,6 @@ pytestmark = [
 ]
 # Everything under qemu: Spack's Python, the compilers, the verification daemons.
 EMULATED_BUILD_TIMEOUT = 4 * 3600
-
-
-def _elf_machines(tree: Path) -> dict[str, str]:
-    machines = {}
-    for path in tree.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            if data.startswith(b"\x7fELF"):
-                machines[str(path.relative_to(tree))] = str(ELFFile(io.BytesIO(data)).header["e_machine"])
-    return machines
 
 
 def test_spack_builds_an_aarch64_slurm_and_its_libraries_under_emulation_and_it_verifies(
@@ -118,10 +104,7 @@ def test_spack_builds_an_aarch64_slurm_and_its_libraries_under_emulation_and_it_
                  "cluster: sbatch", "cluster: MPI over pmix", "cluster: Lmod modulefile"):  # fmt: skip
         assert checks[name]["passed"], checks[name]
 
-    tree = tmp_path / "tree"
-    with tarfile.open(result["stored"], "r:gz") as archive:
-        archive.extractall(tree, filter="tar")
-    machines = _elf_machines(tree)
+    machines = elf_machines(Path(result["stored"]))
     assert len(machines) > 100
     assert set(machines.values()) == {"EM_AARCH64"}, [name for name, m in machines.items() if m != "EM_AARCH64"]
     assert any(name.endswith("lib/liblz4.so.1") for name in machines), "Spack's aarch64 lz4 is shipped"

@@ -48,9 +48,8 @@ from tests.e2e.helpers import (
     run_cli,
 )
 from tests.spack.inputs import (
-    DEBIAN_SOURCES,
-    NO_SOURCES_REASON,
-    NO_SPACK_REASON,
+    NEEDS_SOURCE_MIRROR,
+    NEEDS_SPACK,
     PACKAGES_SOURCE,
     SITE_FILE,
     SPACK_BUILT,
@@ -63,8 +62,8 @@ DATA = Path(__file__).parent / "data"
 pytestmark = [
     pytest.mark.spack,
     pytest.mark.docker,
-    pytest.mark.skipif(not (SPACK_SOURCE and PACKAGES_SOURCE), reason=NO_SPACK_REASON),
-    pytest.mark.skipif(not DEBIAN_SOURCES, reason=NO_SOURCES_REASON),
+    NEEDS_SPACK,
+    NEEDS_SOURCE_MIRROR,
 ]
 
 
