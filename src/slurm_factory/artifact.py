@@ -1,7 +1,9 @@
-"""The artifact: one tarball with a single top-level directory, plus `.sha256` and `.manifest.json` beside it.
+"""The artifact: one tarball with a single top-level directory, plus `.sha256` and `.manifest.json` beside it, and
+the `-debug.tar.gz` companion holding the debug symbols its stripped files point to.
 
 One writer for every engine: it re-roots the installed tree an engine copied out of its container, adds the
-generated files (modulefile, example configuration, unit templates, setup script, manifest.json), and publishes the
+generated files (modulefile, example configuration, unit templates, setup script, manifest.json), moves `lib/debug/`
+into the companion (same top-level directory: unpacked over the tree, gdb finds the symbols), and publishes the
 result into `builds/` atomically — a half-written tarball never carries the final name.
 """
 
@@ -22,6 +24,7 @@ from typing import IO, Any
 
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
+from slurm_factory.catalog.build import release_flags
 from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import BuildRequest, Engine
@@ -34,6 +37,12 @@ MANIFEST_SCHEMA = 1
 GZIP_LEVEL = 6
 # What describes one particular tarball and must go when it is replaced.
 STALE_SIDECARS = (".asc", ".verify.json", ".sbom.json", ".sbom.json.asc")
+# The debug symbols of the stripped tree: `lib/debug/.build-id/xx/yyyy.debug`, in their own tarball.
+DEBUG_DIRECTORY = "lib/debug"
+SOFTWARE_SUFFIX = "-software.tar.gz"
+DEBUG_SUFFIX = "-debug.tar.gz"
+# What sits beside a debug companion: its checksum and, once signed, its signature.
+COMPANION_SIDECARS = (".sha256", ".asc")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,15 @@ class Artifact:
 def sidecar(artifact: Path, suffix: str) -> Path:
     """`slurm-…-software.tar.gz` → `slurm-…-software.tar.gz<suffix>`."""
     return artifact.with_name(artifact.name + suffix)
+
+
+def debug_companion_name(artifact_name: str) -> str:
+    """`slurm-24.11-trixie-software.tar.gz` → `slurm-24.11-trixie-debug.tar.gz`."""
+    return artifact_name.removesuffix(SOFTWARE_SUFFIX) + DEBUG_SUFFIX
+
+
+def debug_companion(artifact: Path) -> Path:
+    return artifact.with_name(debug_companion_name(artifact.name))
 
 
 def _lines(text: str | None) -> list[str]:
@@ -164,6 +182,12 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),
         "host_libraries": _lines(meta.get("host-libraries.txt")),
+        # The release build's flags (catalog/data/build.yaml), the patches in the order applied, the contribs.
+        "build_flags": release_flags(request.arch.value, request.compiler_major).to_json(),
+        "patches": [patch.to_json() for patch in request.patches],
+        "contribs": _lines(meta.get("contribs.txt")),
+        # Filled in by the writer: the -debug companion's name, sha256, size and number of debug files.
+        "debug_symbols": None,
         # Not the time of the build: the tarball must be the same bytes whenever it is built (see `.build.json`).
         "source_date_epoch": plan.source_date_epoch,
         "tool": {"name": "slurm-factory", "version": __version__},
@@ -299,29 +323,69 @@ def manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
-def write_artifact(
-    plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any], destination: Path | None = None
-) -> Artifact:
-    """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars."""
-    root = plan.artifact_root
-    destination = destination or plan.artifact_path
-    epoch = plan.source_date_epoch
-    generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
-    for stale in STALE_SIDECARS:  # a signature or report of the previous tarball must not sit beside the new one
-        sidecar(destination, stale).unlink(missing_ok=True)
+@contextmanager
+def _tarball_writer(destination: Path) -> Iterator[tarfile.TarFile]:
+    """A reproducible .tar.gz written atomically: no file name and no time in the gzip header, PAX members."""
     with (
         atomic_writer(destination) as stream,
-        tarfile.open(tree_tar, mode="r:") as source,
-        # No file name and no time in the gzip header: the same tree gives the same bytes.
         gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as compressed,
         tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as out,
     ):
+        yield out
+
+
+def _split_debug_members(members: dict[str, _Member], root: str) -> dict[str, _Member]:
+    """Take `<root>/lib/debug` and everything under it out of `members`, with the directories above it, which
+    the companion needs too (it unpacks over the tree)."""
+    debug_top = f"{root}/{DEBUG_DIRECTORY}"
+    debug = {name: members.pop(name) for name in list(members) if name == debug_top or name.startswith(debug_top + "/")}
+    if debug:
+        for parent in PurePosixPath(debug_top).parents[:-1]:
+            if str(parent) in members:
+                debug[str(parent)] = members[str(parent)]
+    return debug
+
+
+def _write_checksum(path: Path) -> str:
+    digest = sha256_of(path)
+    write_text_atomically(sidecar(path, ".sha256"), f"{digest}  {path.name}\n")
+    return digest
+
+
+def write_artifact(
+    plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any], destination: Path | None = None
+) -> Artifact:
+    """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars. The
+    tree's debug symbols go into the companion first, so the manifest inside the tarball names its sha256."""
+    root = plan.artifact_root
+    destination = destination or plan.artifact_path
+    epoch = plan.source_date_epoch
+    companion = debug_companion(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    for stale in STALE_SIDECARS:  # a signature or report of the previous tarball must not sit beside the new one
+        sidecar(destination, stale).unlink(missing_ok=True)
+    for path in (companion, *(sidecar(companion, suffix) for suffix in COMPANION_SIDECARS)):
+        path.unlink(missing_ok=True)
+    with tarfile.open(tree_tar, mode="r:") as source:
         members = _tree_members(source, root, epoch)
+        debug = _split_debug_members(members, root)
+        if debug:
+            with _tarball_writer(companion) as out:
+                _write_sorted(out, debug)
+            manifest = {
+                **manifest,
+                "debug_symbols": {
+                    "artifact": companion.name,
+                    "sha256": _write_checksum(companion),
+                    "size": companion.stat().st_size,
+                    "files": sum(1 for member in debug.values() if member.info.isfile()),
+                },
+            }
+        generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
         known = {name for name, member in members.items() if member.info.isdir()}
         members.update(_generated_members(root, generated, known, epoch))
-        _write_sorted(out, members)
-    digest = sha256_of(destination)
-    artifact = Artifact(destination, digest, destination.stat().st_size, manifest)
-    write_text_atomically(artifact.checksum_path, f"{digest}  {destination.name}\n")
+        with _tarball_writer(destination) as out:
+            _write_sorted(out, members)
+    artifact = Artifact(destination, _write_checksum(destination), destination.stat().st_size, manifest)
     write_text_atomically(artifact.manifest_path, manifest_text(manifest))
     return artifact

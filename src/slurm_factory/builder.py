@@ -19,7 +19,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Unpack
 
 from slurm_factory import store
-from slurm_factory.artifact import Artifact, build_compiler_manifest, build_manifest, sidecar, write_artifact
+from slurm_factory.artifact import (
+    Artifact,
+    build_compiler_manifest,
+    build_manifest,
+    debug_companion,
+    sidecar,
+    write_artifact,
+)
 from slurm_factory.build_lock import image_lock, request_lock
 from slurm_factory.buildcache import cached_gcc
 from slurm_factory.catalog.spack_pins import load_spack_pins
@@ -146,7 +153,7 @@ def build(
 
     `options` are `slurm_factory.options.BuildOptions` (the same as `build-slurm`'s options, by keyword)."""
     settings = _checked_run_arguments(settings, dry_run, plan_dir)
-    request = make_request(**options)
+    request = make_request(home=settings.home, **options)
     plan = make_plan(request, settings)
     result = BuildResult(plan=plan)
     result.plan_dir = _written_plan_dir(plan, plan_dir)
@@ -442,6 +449,10 @@ def _sign_and_publish(
     result.signature = _signature(artifact.path, signer, result.public_key)
     sbom = sbom_path(artifact.path)  # every build and every reuse wrote it
     sbom_signature = _signature(sbom, signer, result.public_key)
+    companion = debug_companion(artifact.path)
+    companion_files: tuple[Path, ...] = ()
+    if companion.is_file():
+        companion_files = (companion, sidecar(companion, ".sha256"), _signature(companion, signer, result.public_key))
     request = result.plan.request
     # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
     # buildcache inside the container and adds the tarball only for `all` (SPEC.md).
@@ -456,7 +467,7 @@ def _sign_and_publish(
             result.public_key,
             request.publish_url or settings.buildcache_dir.as_uri(),
             s3,
-            companions=(sbom, sbom_signature),
+            companions=(sbom, sbom_signature, *companion_files),
         )
         result.publication = publication.to_json()
     result.durations["sign+publish"] = round(time.monotonic() - started, 3)

@@ -209,6 +209,8 @@ def _cli_parameter(item: Declared) -> inspect.Parameter:
     default: Any
     if item.is_flag:
         python_type, default = bool, bool(option.default)
+    elif option.multiple:
+        python_type, default = (list[Path] | None) if option.path else (list[str] | None), None
     elif option.choices is not None:
         python_type = option.choices if option.default is not None else option.choices | None
         default = option.choices(option.default) if option.default is not None else None
@@ -252,6 +254,8 @@ def _api_value(value: Any) -> Any:
         return value.value
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, list):
+        return [_api_value(element) for element in value] or None
     return value
 
 
@@ -404,9 +408,11 @@ def _print_container(plan: BuildPlan | CompilerPlan) -> None:
 
 
 def _print_context_files(files: dict[str, PlanFile]) -> None:
+    """Each file byte for byte (Rich would expand the tabs of patches and Makefile lines)."""
     for name, plan_file in files.items():
         stdout.rule(name)
-        stdout.out(plan_file.content, end="", highlight=False)
+        stdout.file.write(plan_file.content)
+        stdout.file.flush()
 
 
 def _run_build_compiler(api_options: dict[str, Any], extra: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ def _default_project_name() -> str:
     return os.environ.get("IF_PROJECT_NAME") or DEFAULT_PROJECT_NAME
 
 
-def _default_home() -> Path:
+def default_home() -> Path:
     configured = os.environ.get("SLURM_FACTORY_HOME")
     return Path(configured).expanduser() if configured else Path.home() / ".slurm-factory"
 
@@ -49,7 +49,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, validate_default=True, extra="forbid")
 
     project_name: str = Field(default_factory=_default_project_name)
-    home: Path = Field(default_factory=_default_home)
+    home: Path = Field(default_factory=default_home)
     jobs: int = Field(default_factory=_default_jobs, ge=1, le=MAX_JOBS)
 
     def __init__(self, **values: Any) -> None:

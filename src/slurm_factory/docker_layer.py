@@ -444,6 +444,16 @@ class RunningContainer:
         output = result.output if isinstance(result.output, bytes) else b""
         return int(result.exit_code or 0), output.decode(errors="replace")
 
+    def start_process(
+        self, command: list[str] | tuple[str, ...], user: str | None = None, environment: dict[str, str] | None = None
+    ) -> None:
+        """Start a long-running command (a daemon that stays in the foreground, as under systemd) in the running
+        container and return at once; it lives as long as the container."""
+        try:
+            self._container.exec_run(list(command), user=user or "", environment=environment, detach=True)
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"starting {command[0]} in {self.name}", error) from None
+
     def copy_out(self, path: PurePosixPath, destination: IO[bytes]) -> None:
         """Write the tar stream of `path` (as `docker cp` produces it) into `destination`."""
         try:

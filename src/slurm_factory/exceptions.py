@@ -37,6 +37,10 @@ class SourceChecksumError(ConfigurationError):
     """A Slurm source tarball does not match the release's known sha256; nothing was compiled."""
 
 
+class PatchRejectedError(ConfigurationError):
+    """A `--patch` does not apply to the release's source; found on the host before any container started."""
+
+
 class DockerError(SlurmFactoryError):
     """The Docker engine is unreachable or a Docker operation failed (exit 1)."""
 

@@ -9,6 +9,7 @@ what they carry against the catalog and each other.
 Cheap to import (no pydantic, no catalog): `--help` and shell completion read it.
 """
 
+import dataclasses
 import difflib
 import functools
 import os
@@ -48,6 +49,8 @@ class Option:
     required: bool = False
     # build-matrix: one cell per value of a comma-separated list.
     axis: bool = False
+    # Repeatable (`--patch A --patch B`): a list in Python, in the order given.
+    multiple: bool = False
 
 
 # --- options several commands share (one declaration each) ---------------------------------------------------------
@@ -226,6 +229,26 @@ class BuildOptions(TypedDict, total=False):
             default_text="build",
         ),
     ]
+    patches: Annotated[
+        list[str | os.PathLike[str]] | None,
+        Option(
+            "--patch",
+            "A patch to Slurm's source (patch -p1), applied after its sha256 is checked; repeat for several, applied "
+            "in order. Each one's sha256 goes into the manifest, the SBOM and the build id.",
+            path=True,
+            multiple=True,
+        ),
+    ]
+    releases_file: Annotated[
+        str | os.PathLike[str] | None,
+        Option(
+            "--releases-file",
+            "A site's Slurm releases (tag, sha256, date; tab-separated, as `list --json` shows the catalog's) merged "
+            "over the shipped catalog.",
+            path=True,
+            default_text="<home>/releases.tsv when it exists",
+        ),
+    ]
     spack_packages: Annotated[
         str | os.PathLike[str] | None,
         Option(
@@ -311,6 +334,14 @@ def _checked_value(item: Declared, value: Any) -> Any:
         raise ConfigurationError(f"{name}=None: a {name.replace('_', ' ')} is required")
     if value is None:
         return None
+    if item.option.multiple:
+        if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, list | tuple):
+            raise ConfigurationError(
+                f"{name}={quoted(value)}: expected a list, not {type(value).__name__}",
+                hint=f"write it as {name}=[{str(value)!r}]" if isinstance(value, str | os.PathLike) else None,
+            )
+        single = Declared(item.name, dataclasses.replace(item.option, multiple=False, required=True), item.is_flag)
+        return [_checked_value(single, element) for element in value] or None
     if item.option.path and isinstance(value, os.PathLike):
         return os.fspath(value)
     expected: type = bool if item.is_flag else str  # a StrEnum member is a str

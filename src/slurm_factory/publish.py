@@ -252,7 +252,9 @@ def _read_index(store: MirrorStore) -> tuple[dict[str, Any], str | None]:
     return loaded, version
 
 
-def _index_entry(artifact: Artifact, relative: str, signature: str | None, key: str | None) -> dict[str, Any]:
+def _index_entry(
+    artifact: Artifact, relative: str, signature: str | None, key: str | None, debug_symbols: str | None
+) -> dict[str, Any]:
     manifest = artifact.manifest
     return {
         "path": relative,
@@ -264,6 +266,7 @@ def _index_entry(artifact: Artifact, relative: str, signature: str | None, key: 
         "engine": manifest["engine"],
         "signature": signature,
         "public_key": key,
+        "debug_symbols": debug_symbols,
         "published_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
     }
 
@@ -324,6 +327,11 @@ def publish_artifact(
         key_relative = f"keys/{public_key.name}"
         publication.public_key = _put_unless_there(store, key_relative, public_key)
     signature_relative = f"{directory}/{signature.name}" if signature else None
-    entry = _index_entry(artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative)
+    companion = (manifest.get("debug_symbols") or {}).get("artifact")
+    published_names = {path.name for path in files}
+    debug_relative = f"{directory}/{companion}" if companion in published_names else None
+    entry = _index_entry(
+        artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative, debug_relative
+    )
     publication.index = _update_index(store, entry)
     return publication

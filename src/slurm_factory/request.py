@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
 from slurm_factory.catalog import SlurmRelease, Toolchain, resolve_release
 from slurm_factory.catalog.compilers import check_gcc_version
+from slurm_factory.catalog.releases import load_site_releases
 from slurm_factory.catalog.toolchains import get_toolchain
 
 # Re-exported: the request's vocabulary; it lives in `choices` so that the CLI imports it cheaply.
@@ -32,6 +33,7 @@ from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 from slurm_factory.choices import PublishMode as PublishMode
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
+from slurm_factory.patches import SourcePatch, build_patches
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secrets import passphrase_from, private_key_from
 from slurm_factory.site_packages import load_site_packages
@@ -109,6 +111,18 @@ class BuildRequest(_ForArch):
     os_packages: OsPackagesMode = OsPackagesMode.BUILD
     spack_packages: str | None = None
     site_packages: dict[str, Any] = {}
+    # Applied to the source in this order: slurm-factory's own, then the site's `--patch` files.
+    patches: tuple[SourcePatch, ...] = ()
+    releases_file: str | None = None
+
+    @property
+    def compiler_major(self) -> int:
+        """The major version of the GCC that compiles Slurm: a `--compiler-version` one, else the OS's."""
+        return int((self.compiler_version or self.toolchain.gcc).split(".")[0])
+
+    @property
+    def site_patches(self) -> tuple[SourcePatch, ...]:
+        return tuple(patch for patch in self.patches if patch.origin == "site")
 
     @property
     def flavor(self) -> str:
@@ -497,10 +511,32 @@ def _check_signing(
         raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
 
 
-def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
-    """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option."""
+SITE_RELEASES_FILE = "releases.tsv"
+
+
+def _site_releases_file(value: str | None, home: Path | None) -> Path | None:
+    """`--releases-file`, else `<home>/releases.tsv` when there is one."""
+    if value is not None:
+        path = Path(value).expanduser()
+        if not _is_file(path, value, "--releases-file"):
+            raise ConfigurationError(f"--releases-file {quoted(value)}: no such file")
+        return path.resolve()
+    if home is None:
+        from slurm_factory.config import default_home
+
+        home = default_home()
+    default = home / SITE_RELEASES_FILE
+    return default if default.is_file() else None
+
+
+def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> BuildRequest:
+    """Validate raw option values into a `BuildRequest`, or raise `ConfigurationError` naming the option. `home` is
+    where a site's `releases.tsv` is looked for (default: the settings' home)."""
     raw = checked_options(BuildOptions, given, "build()")
-    release = resolve_release(raw["slurm_version"])
+    releases_file = _site_releases_file(raw["releases_file"], home)
+    option = "--releases-file" if raw["releases_file"] is not None else "the site releases file"
+    site_releases = load_site_releases(releases_file, option) if releases_file is not None else ()
+    release = resolve_release(raw["slurm_version"], site_releases)
     chosen_toolchain = get_toolchain(raw["toolchain"])
     chosen_engine = _choice(Engine, raw["engine"], "--engine")
     buildcache_mode = _choice(BuildcacheMode, raw["buildcache"], "--buildcache")
@@ -575,6 +611,8 @@ def make_request(**given: Unpack[BuildOptions]) -> BuildRequest:
         os_packages=os_packages_mode,
         spack_packages=site_file,
         site_packages=site_packages,
+        patches=build_patches(raw["patches"]),
+        releases_file=str(releases_file) if releases_file is not None else None,
     )
 
 

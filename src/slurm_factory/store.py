@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurm_factory.artifact import Artifact, sidecar, write_text_atomically
+from slurm_factory.artifact import COMPANION_SIDECARS, Artifact, debug_companion_name, sidecar, write_text_atomically
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import BuildPlan
 from slurm_factory.signing import verify_signature
@@ -28,6 +28,18 @@ BY_ID = "by-id"
 SIDECARS = (".sha256", ".manifest.json", ".asc", ".verify.json", ".sbom.json", ".sbom.json.asc", ".build.json")
 BUILD_RECORD = ".build.json"
 ARTIFACT_PATTERN = "slurm-*-software.tar.gz"
+
+
+def artifact_file_names(name: str) -> list[str]:
+    """Every file of the artifact `name` that may sit in its store directory: the tarball, its sidecars, the
+    -debug companion and the companion's checksum and signature."""
+    companion = debug_companion_name(name)
+    return [
+        name,
+        *(name + suffix for suffix in SIDECARS),
+        companion,
+        *(companion + suffix for suffix in COMPANION_SIDECARS),
+    ]
 
 
 def store_dir(builds_dir: Path) -> Path:
@@ -85,8 +97,8 @@ def _adopt_legacy(builds_dir: Path, name: str) -> None:
     if (destination / name).exists():
         destination = store_dir(builds_dir) / f"legacy-{sha256_of(legacy)[:16]}"
     destination.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", *SIDECARS):
-        source = builds_dir / (name + suffix)
+    for file_name in artifact_file_names(name):
+        source = builds_dir / file_name
         if source.is_file() and not source.is_symlink():
             os.replace(source, destination / source.name)
 
@@ -94,9 +106,9 @@ def _adopt_legacy(builds_dir: Path, name: str) -> None:
 def link_contract_names(builds_dir: Path, stored: Path) -> Path:
     """Make the contract's name (and each sidecar's) point at `stored`; return the tarball's link."""
     _adopt_legacy(builds_dir, stored.name)
-    for suffix in ("", *SIDECARS):
-        link = builds_dir / (stored.name + suffix)
-        target = sidecar(stored, suffix) if suffix else stored
+    for file_name in artifact_file_names(stored.name):
+        link = builds_dir / file_name
+        target = stored.with_name(file_name)
         if target.is_file():
             _link(link, target)
         elif link.is_symlink():  # a sidecar of the previous artifact never describes this one

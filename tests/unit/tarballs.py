@@ -125,3 +125,31 @@ def shared_object(tmp_path: Path, rpath: str) -> bytes:
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(output), str(source), f"-Wl,-rpath,{rpath}",
                     "-Wl,--enable-new-dtags"], check=True)  # fmt: skip
     return output.read_bytes()
+
+
+HARDENED_SOURCE = """#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) { char name[64]; strcpy(name, argv[0]); printf("%s %d\\n", name, argc); return 0; }
+"""
+
+
+def compiled_program(tmp_path: Path, *flags: str) -> bytes:
+    """A real ELF program compiled with gcc and `flags` (the release build's hardening, or none)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to make a real ELF file")
+    source = tmp_path / "program.c"
+    source.write_text(HARDENED_SOURCE)
+    output = tmp_path / f"program-{abs(hash(flags))}"
+    subprocess.run(["gcc", "-o", str(output), str(source), "-Wl,-rpath,$ORIGIN", *flags], check=True)
+    return output.read_bytes()
+
+
+RELEASE_FLAGS = ("-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro")
+
+
+def hardened_members(tmp_path: Path, *extra_flags: str) -> list[Member]:
+    """The daemons and libslurmfull, each a program built with the release build's hardening."""
+    from slurm_factory.verify.static import HARDENED_FILES
+
+    program = compiled_program(tmp_path, *RELEASE_FLAGS, *extra_flags)
+    return [Member(f"{ROOT}/{path}", program, mode=0o755) for path in HARDENED_FILES]

@@ -425,9 +425,14 @@ def test_setup_script_renders_slurm_conf_for_the_unpacked_root(unpacked: Path) -
 
     assert setup.returncode == 0, setup.stderr
     slurm_conf = (unpacked / "etc" / "slurm.conf").read_text(encoding="utf-8")
-    assert f"PluginDir={unpacked}/lib/slurm\n" in slurm_conf
-    assert "@SLURM_ROOT@" not in slurm_conf
+    # No PluginDir: the relocated tree finds lib/slurm itself (relocatable-plugin-dir.patch).
+    assert "\nPluginDir=" not in slurm_conf
+    assert f"AuthAltParameters=jwt_key={unpacked}/etc/jwt_hs256.key\n" in slurm_conf
+    assert "@SLURM" not in slurm_conf
     assert (unpacked / "etc" / "cgroup.conf").is_file()
+    slurmdbd_conf = unpacked / "etc" / "slurmdbd.conf"
+    assert slurmdbd_conf.stat().st_mode & 0o777 == 0o600, "slurmdbd refuses a slurmdbd.conf others can read"
+    assert f"AuthAltParameters=jwt_key={unpacked}/etc/jwt_hs256.key\n" in slurmdbd_conf.read_text(encoding="utf-8")
 
 
 def test_setup_script_renders_systemd_units_for_the_unpacked_root(unpacked: Path) -> None:
@@ -435,9 +440,10 @@ def test_setup_script_renders_systemd_units_for_the_unpacked_root(unpacked: Path
 
     assert setup.returncode == 0, setup.stderr
     slurmd = (unpacked / "etc" / "systemd" / "slurmd.service").read_text(encoding="utf-8")
-    assert f"ExecStart={unpacked}/sbin/slurmd --systemd -d {unpacked}/sbin/slurmstepd\n" in slurmd
+    assert f"ExecStart={unpacked}/sbin/slurmd --systemd -d {unpacked}/sbin/slurmstepd $SLURMD_OPTIONS\n" in slurmd
     assert f"Environment=SLURM_CONF={unpacked}/etc/slurm.conf\n" in slurmd
-    for unit in ("slurmctld", "slurmd", "slurmdbd", "slurmrestd"):
+    assert "EnvironmentFile=-/etc/default/slurmd\n" in slurmd
+    for unit in ("slurmctld", "slurmd", "slurmdbd", "slurmrestd", "sackd"):
         rendered = (unpacked / "etc" / "systemd" / f"{unit}.service").read_text(encoding="utf-8")
         assert "@SLURM_ROOT@" not in rendered, unit
         assert "@SLURM_CONF@" not in rendered, unit
@@ -463,10 +469,73 @@ def test_setup_script_writes_to_the_directories_it_is_given(unpacked: Path, tmp_
     setup = _run_setup(unpacked, "--conf-dir", str(conf_dir), "--unit-dir", str(unit_dir))
 
     assert setup.returncode == 0, setup.stderr
-    assert f"PluginDir={unpacked}/lib/slurm\n" in (conf_dir / "slurm.conf").read_text(encoding="utf-8")
+    slurm_conf = (conf_dir / "slurm.conf").read_text(encoding="utf-8")
+    assert f"AuthAltParameters=jwt_key={conf_dir}/jwt_hs256.key\n" in slurm_conf
     slurmd = (unit_dir / "slurmd.service").read_text(encoding="utf-8")
     assert f"Environment=SLURM_CONF={conf_dir}/slurm.conf\n" in slurmd
     assert not (unpacked / "etc" / "slurm.conf").exists()
+
+
+def test_setup_script_configless_writes_units_and_no_configuration(unpacked: Path, tmp_path: Path) -> None:
+    setup = _run_setup(unpacked, "--configless", "--unit-dir", str(tmp_path / "units"))
+
+    assert setup.returncode == 0, setup.stderr
+    assert not list((unpacked / "etc").glob("*.conf")), "a configless node has no configuration on disk"
+    assert (tmp_path / "units" / "sackd.service").is_file()
+    assert "configless: no configuration written" in setup.stdout
+
+
+def test_setup_script_refuses_a_jwt_key_on_a_configless_node(unpacked: Path) -> None:
+    setup = _run_setup(unpacked, "--configless", "--jwt-key")
+
+    assert setup.returncode == 2
+    assert "a configless node has no key" in setup.stderr
+
+
+def test_setup_script_makes_a_jwt_key_once_and_keeps_it(unpacked: Path) -> None:
+    first = _run_setup(unpacked, "--jwt-key")
+    key = unpacked / "etc" / "jwt_hs256.key"
+    content = key.read_bytes()
+    second = _run_setup(unpacked, "--jwt-key")
+
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert len(content) == 32
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.read_bytes() == content
+    assert f"kept existing {key}" in second.stdout
+
+
+def test_setup_script_links_the_pam_modules_into_the_pam_directory(unpacked: Path, tmp_path: Path) -> None:
+    (unpacked / "lib" / "security").mkdir(parents=True, exist_ok=True)
+    (unpacked / "lib" / "security" / "pam_slurm_adopt.so").write_bytes(b"module")
+    pam_dir = tmp_path / "pam"
+    pam_dir.mkdir()
+
+    setup = _run_setup(unpacked, "--pam-dir", str(pam_dir))
+
+    assert setup.returncode == 0, setup.stderr
+    link = pam_dir / "pam_slurm_adopt.so"
+    assert link.is_symlink() and link.resolve() == (unpacked / "lib" / "security" / "pam_slurm_adopt.so")
+    assert not (pam_dir / "pam_slurm.so").exists(), "only modules the tree has are linked"
+
+
+def test_setup_script_users_and_dirs_need_root(unpacked: Path) -> None:
+    if os.getuid() == 0:
+        pytest.skip("runs as root here: --users would create system users on this host")
+    setup = _run_setup(unpacked, "--users")
+
+    assert setup.returncode == 2
+    assert "--users needs root" in setup.stderr
+
+
+def test_setup_script_help_lists_every_option(unpacked: Path) -> None:
+    setup = _run_setup(unpacked, "--help")
+    script = (unpacked / "sbin" / "slurm-factory-setup").read_text(encoding="utf-8")
+    handled = set(re.findall(r"^\s+(--[a-z-]+)\)", script, flags=re.MULTILINE))
+
+    assert setup.returncode == 0
+    assert handled, "no options parsed"
+    assert {option for option in handled if option in setup.stdout} == handled
 
 
 def test_setup_script_rejects_an_unknown_option(unpacked: Path) -> None:
@@ -485,7 +554,9 @@ def test_setup_script_handles_an_ampersand_in_the_unpack_path(
     setup = _run_setup(root)
 
     assert setup.returncode == 0, setup.stderr
-    assert f"PluginDir={root}/lib/slurm\n" in (root / "etc" / "slurm.conf").read_text(encoding="utf-8")
+    assert f"jwt_key={root}/etc/jwt_hs256.key\n" in (root / "etc" / "slurm.conf").read_text(encoding="utf-8")
+    slurmd = (root / "etc" / "systemd" / "slurmd.service").read_text(encoding="utf-8")
+    assert f"ExecStart={root}/sbin/slurmd --systemd" in slurmd
 
 
 def test_modulefile_derives_the_root_from_its_own_location(unpacked: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from slurm_factory.catalog import (
 )
 from slurm_factory.catalog._data import read_data_text
 from slurm_factory.catalog.compilers import check_gcc_version, load_gcc_catalog
-from slurm_factory.catalog.releases import newest_in_series, parse_releases
+from slurm_factory.catalog.releases import ReleaseLineError, load_site_releases, newest_in_series, parse_releases
 from slurm_factory.catalog.toolchains import ArchSupport, get_toolchain
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 
@@ -256,10 +257,51 @@ def test_parse_releases_rejects_a_malformed_line(line: str) -> None:
         parse_releases(text)
 
 
-def test_parse_releases_error_names_the_file_and_line_number() -> None:
+def test_parse_releases_error_names_the_line_number() -> None:
     text = f"# header\n23-11-0-1\t{B_SHA}\t2023-11-21\n24-11-5-1\t{A_SHA}\n"
-    with pytest.raises(ValueError, match=r"slurm-releases\.tsv:3"):
+    with pytest.raises(ReleaseLineError, match=r"^line 3: expected 3 tab-separated fields") as caught:
         parse_releases(text)
+    assert caught.value.number == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("26.05.5\t{sha}\t2026-10-01", "is not a release tag"),
+        ("26-05-5-1\t{short}\t2026-10-01", "is not a sha256"),
+        ("26-05-5-1\t{upper}\t2026-10-01", "is not a sha256"),
+        ("26-05-5-1\t{sha}\t01/10/2026", "is not a date"),
+    ],
+)
+def test_a_site_releases_file_line_is_refused_with_its_number(tmp_path: Path, line: str, problem: str) -> None:
+    site = tmp_path / "releases.tsv"
+    bad = line.format(sha=A_SHA, short=A_SHA[:60], upper=A_SHA.upper())
+    site.write_text(f"# our releases\n26-05-4-1\t{B_SHA}\t2026-09-01\n{bad}\n", encoding="utf-8")
+
+    with pytest.raises(ConfigurationError, match=rf"^--releases-file {re.escape(str(site))}:3: .*{problem}"):
+        load_site_releases(site)
+
+
+def test_a_site_release_is_merged_over_the_catalog_and_resolved_with_its_sha256(tmp_path: Path) -> None:
+    site = tmp_path / "releases.tsv"
+    site.write_text(f"26-05-5-1\t{A_SHA}\t2026-10-01\n", encoding="utf-8")
+
+    release = resolve_release("26.05.5", load_site_releases(site))
+    newest = resolve_release("26.05", load_site_releases(site))
+
+    assert (release.tag, release.sha256, release.origin) == ("26-05-5-1", A_SHA, str(site))
+    assert newest == release
+    with pytest.raises(ConfigurationError, match="no such release"):
+        resolve_release("26.05.5")  # the shipped catalog alone does not know it
+
+
+def test_a_site_line_that_contradicts_the_catalog_is_refused(tmp_path: Path) -> None:
+    shipped = resolve_release("24.11.5")
+    site = tmp_path / "releases.tsv"
+    site.write_text(f"{shipped.tag}\t{A_SHA}\t2025-05-07\n", encoding="utf-8")
+
+    with pytest.raises(ConfigurationError, match=f"release {shipped.tag} has sha256 {A_SHA}, the catalog's is"):
+        load_site_releases(site)
 
 
 # --- toolchains ----------------------------------------------------------------------------------------------------

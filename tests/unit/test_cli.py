@@ -58,6 +58,8 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "publish_url": None,
     "s3_endpoint_url": None,
     "os_packages": None,
+    "patches": None,
+    "releases_file": None,
     "spack_packages": None,
     "dry_run": False,
     "plan_dir": None,
@@ -161,6 +163,14 @@ OPTION_CASES = [
     pytest.param(["--os-packages", "all"], "os_packages", "all", id="os-packages"),
     pytest.param(["--os-packages", "NONE"], "os_packages", "none", id="os-packages-case-insensitive"),
     pytest.param(["--spack-packages", "/srv/site.yaml"], "spack_packages", "/srv/site.yaml", id="spack-packages"),
+    pytest.param(["--patch", "/srv/fix.patch"], "patches", ["/srv/fix.patch"], id="patch"),
+    pytest.param(
+        ["--patch", "/srv/b.patch", "--patch", "/srv/a.patch"],
+        "patches",
+        ["/srv/b.patch", "/srv/a.patch"],
+        id="patch-repeated-in-order",
+    ),
+    pytest.param(["--releases-file", "/srv/releases.tsv"], "releases_file", "/srv/releases.tsv", id="releases-file"),
     pytest.param(["--dry-run"], "dry_run", True, id="dry-run"),
     pytest.param(["--plan-dir", "{tmp}/context"], "plan_dir", Path("{tmp}/context"), id="plan-dir"),
 ]

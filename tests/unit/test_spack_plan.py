@@ -17,6 +17,7 @@ from slurm_factory.buildcache import cached_specs
 from slurm_factory.catalog import load_releases, toolchain_names
 from slurm_factory.config import Settings
 from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.patches import own_patches
 from slurm_factory.plan import make_compiler_plan, make_plan, spack
 from slurm_factory.request import make_compiler_request, make_request
 from tests.unit.buildcache_entries import write_spec_entry
@@ -63,8 +64,17 @@ def test_spack_build_context_matches_golden_files(
 def test_overlay_repository_matches_golden_files(tmp_path: Path) -> None:
     files = _plan(tmp_path, toolchain="trixie").context_files()
     overlay = {name: files[name].content for name in files if name.startswith("spack_repo/")}
-    assert set(overlay) == {"spack_repo/slurm_factory/repo.yaml", "spack_repo/slurm_factory/packages/slurm/package.py"}
-    _compare(GOLDEN / "overlay", {Path(name).name: content for name, content in overlay.items()})
+    package_dir = "spack_repo/slurm_factory/packages/slurm"
+    patches = [patch.name for patch in own_patches()]
+    assert set(overlay) == {
+        "spack_repo/slurm_factory/repo.yaml",
+        f"{package_dir}/package.py",
+        *(f"{package_dir}/{name}" for name in patches),
+    }, "the patches the recipe's patch() directives name sit beside package.py"
+    for name in patches:
+        assert f'patch("{name}", sha256=' in overlay[f"{package_dir}/package.py"]
+    _compare(GOLDEN / "overlay", {Path(name).name: content for name, content in overlay.items()
+                                  if name.endswith((".py", ".yaml"))})  # fmt: skip
 
 
 def test_overlay_package_declares_every_catalog_release_and_compiles(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ evidence, on a broken one."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from tests.unit.tarballs import (
     ROOT,
     SPACK_VIEW,
     Member,
+    compiled_program,
+    hardened_members,
     manifest,
     plugin_members,
     shared_object,
@@ -112,3 +116,79 @@ def test_arm64_tree_of_aarch64_objects_passes(tmp_path: Path) -> None:
         tmp_path, {"lib/libarm.so": _as_aarch64(shared_object(tmp_path, "$ORIGIN"))}, {"arch": "arm64"}
     )
     assert _run(static.check_machine_type, artifact, True).failed is False
+
+
+# --- the release build: hardening and split debug symbols ----------------------------------------------------------
+
+
+def _tree(tmp_path: Path, members: list[Member], overrides: dict[str, Any] | None = None) -> Path:
+    return write_artifact(tmp_path, [*plugin_members(), *members], manifest(**(overrides or {})))
+
+
+def test_daemons_built_with_the_release_flags_pass_the_hardening_check(tmp_path: Path) -> None:
+    artifact = _tree(tmp_path, hardened_members(tmp_path))
+    result = _run(static.check_hardening, artifact)
+    assert result.failed is False, result.evidence
+    assert "fortified calls" in result.summary
+
+
+def test_daemons_built_without_the_release_flags_fail_naming_each_missing_protection(tmp_path: Path) -> None:
+    plain = compiled_program(tmp_path, "-O0", "-fno-stack-protector", "-Wl,-z,norelro")
+    members = [Member(f"{ROOT}/{path}", plain, mode=0o755) for path in static.HARDENED_FILES]
+    result = _run(static.check_hardening, _tree(tmp_path, members))
+    assert result.failed is True
+    assert "sbin/slurmd: no __stack_chk_fail (not built with -fstack-protector-strong)" in result.evidence
+    assert "sbin/slurmd: no GNU_RELRO segment (not linked with -z relro)" in result.evidence
+    assert any("not built with -D_FORTIFY_SOURCE" in line for line in result.evidence)
+
+
+def test_a_missing_daemon_fails_the_hardening_check(tmp_path: Path) -> None:
+    members = [member for member in hardened_members(tmp_path) if not member.name.endswith("sbin/slurmdbd")]
+    result = _run(static.check_hardening, _tree(tmp_path, members))
+    assert result.evidence == ["sbin/slurmdbd: not in the artifact"]
+
+
+def _split(tmp_path: Path, program: bytes) -> tuple[bytes, bytes, str]:
+    """`program` split the way the build does: (stripped with a debug link, debug file, build id)."""
+    path = tmp_path / "split-program"
+    path.write_bytes(program)
+    debug = tmp_path / "split-program.debug"
+    subprocess.run(["objcopy", "--only-keep-debug", str(path), str(debug)], check=True)
+    subprocess.run(["strip", "--strip-unneeded", str(path)], check=True)
+    subprocess.run(["objcopy", f"--add-gnu-debuglink={debug}", str(path)], check=True)
+    notes = subprocess.run(["readelf", "--notes", str(path)], capture_output=True, text=True, check=True).stdout
+    build_id = re.search(r"Build ID: ([0-9a-f]+)", notes)
+    assert build_id, notes
+    return path.read_bytes(), debug.read_bytes(), build_id[1]
+
+
+def _debug_check(tmp_path: Path, members: list[Member], companion_ids: set[str] | None) -> CheckRecorder:
+    artifact_path = _tree(tmp_path, members, {"debug_symbols": {"artifact": "x-debug.tar.gz", "sha256": "0" * 64}})
+    artifact = open_artifact(scan_tarball(artifact_path))
+    recorder = CheckRecorder("static: debug symbols")
+    static.check_debug_symbols(artifact, static.collect_tree_facts(artifact), companion_ids, recorder)
+    return recorder
+
+
+def test_stripped_daemons_whose_symbols_are_in_the_companion_pass(tmp_path: Path) -> None:
+    stripped, _, build_id = _split(tmp_path, compiled_program(tmp_path, "-g", "-Wl,--build-id=sha1"))
+    members = [Member(f"{ROOT}/{path}", stripped, mode=0o755) for path in static.HARDENED_FILES]
+    result = _debug_check(tmp_path, members, {build_id})
+    assert result.failed is False, result.evidence
+
+
+def test_a_build_id_missing_from_the_companion_fails_naming_the_file(tmp_path: Path) -> None:
+    stripped, _, build_id = _split(tmp_path, compiled_program(tmp_path, "-g", "-Wl,--build-id=sha1"))
+    members = [Member(f"{ROOT}/{path}", stripped, mode=0o755) for path in static.HARDENED_FILES]
+    result = _debug_check(tmp_path, members, {"0" * 40})
+    assert result.failed is True
+    assert f"sbin/slurmd: build id {build_id} has no debug file in the companion" in result.evidence
+
+
+def test_an_unstripped_daemon_fails_the_debug_symbols_check(tmp_path: Path) -> None:
+    unstripped = compiled_program(tmp_path, "-g", "-Wl,--build-id=sha1")
+    members = [Member(f"{ROOT}/{path}", unstripped, mode=0o755) for path in static.HARDENED_FILES]
+    result = _debug_check(tmp_path, members, None)
+    assert result.failed is True
+    assert "sbin/slurmctld: still has debug information" in result.evidence
+    assert "sbin/slurmctld: no debug file (.gnu_debuglink)" in result.evidence

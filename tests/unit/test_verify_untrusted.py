@@ -20,6 +20,7 @@ from tests.unit.tarballs import (
     ARTIFACT_NAME,
     ROOT,
     Member,
+    hardened_members,
     manifest,
     plugin_members,
     shared_object,
@@ -188,7 +189,12 @@ def test_without_docker_the_report_keeps_signature_and_static_results_and_marks_
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     artifact = write_artifact(
-        artifacts, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN"))]
+        artifacts,
+        [
+            *plugin_members(),
+            *hardened_members(tmp_path),
+            Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN")),
+        ],
     )
     key = tmp_path / "key.pub.asc"
     key.write_text("not a key\n")
@@ -214,7 +220,12 @@ def test_without_docker_the_report_keeps_signature_and_static_results_and_marks_
 
 def test_without_docker_a_statically_clean_artifact_is_not_verified_in_one_line(tmp_path: Path) -> None:
     artifact = write_artifact(
-        tmp_path, [*plugin_members(), Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN"))]
+        tmp_path,
+        [
+            *plugin_members(),
+            *hardened_members(tmp_path),
+            Member(f"{ROOT}/lib/libx.so", shared_object(tmp_path, "$ORIGIN")),
+        ],
     )
 
     result = _invoke("verify", str(artifact))

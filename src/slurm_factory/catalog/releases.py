@@ -2,14 +2,19 @@
 
 A user names a series (`24.11`, meaning its newest known patch release) or an exact release (`24.11.5`). Both
 resolve to one `SlurmRelease`, whose sha256 every source tarball is checked against before anything compiles.
+
+A site adds releases the shipped catalog does not know yet in a releases file of the same columns
+(`<home>/releases.tsv`, or `--releases-file`), merged over the catalog; a malformed line is refused with its number.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from slurm_factory.catalog._data import read_data_text
 from slurm_factory.exceptions import ConfigurationError
@@ -28,6 +33,8 @@ class SlurmRelease:
     tag: str
     sha256: str
     date: dt.date
+    # Where the release is known from: the shipped catalog, or the site releases file (its path).
+    origin: str = field(default="catalog", compare=False)
 
     @property
     def version(self) -> str:
@@ -53,58 +60,115 @@ class SlurmRelease:
         return f"slurm-{self.tag}.tar.gz"
 
 
-def parse_releases(text: str) -> tuple[SlurmRelease, ...]:
+class ReleaseLineError(ValueError):
+    """A malformed line of a releases file: its line number and what is wrong with it."""
+
+    def __init__(self, number: int, problem: str) -> None:
+        super().__init__(f"line {number}: {problem}")
+        self.number = number
+        self.problem = problem
+
+
+def parse_releases(text: str, origin: str = "catalog") -> tuple[SlurmRelease, ...]:
+    """Lines of `tag<TAB>sha256<TAB>YYYY-MM-DD` (`#` comments and blank lines skipped), oldest first."""
     releases = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ValueError(f"{RELEASES_FILE}:{number}: expected 3 tab-separated fields, got {len(fields)}")
-        tag, sha256, date = fields
+            raise ReleaseLineError(number, f"expected 3 tab-separated fields (tag, sha256, date), got {len(fields)}")
+        tag, sha256, date = (value.strip() for value in fields)
         match = _TAG.match(tag)
-        if not match or not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise ValueError(f"{RELEASES_FILE}:{number}: malformed release line {line!r}")
+        if not match:
+            raise ReleaseLineError(number, f"{tag!r} is not a release tag such as 26-05-5-1")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ReleaseLineError(number, f"{sha256!r} is not a sha256 (64 lower-case hex digits)")
+        try:
+            released = dt.date.fromisoformat(date)
+        except ValueError:
+            raise ReleaseLineError(number, f"{date!r} is not a date (YYYY-MM-DD)") from None
         key = (int(match[1]), int(match[2]), int(match[3]), int(match[4]))
-        releases.append(SlurmRelease(key=key, tag=tag, sha256=sha256, date=dt.date.fromisoformat(date)))
+        releases.append(SlurmRelease(key=key, tag=tag, sha256=sha256, date=released, origin=origin))
     return tuple(sorted(releases))
 
 
 @cache
 def load_releases() -> tuple[SlurmRelease, ...]:
-    """All known releases, oldest first."""
-    return parse_releases(read_data_text(RELEASES_FILE))
+    """All releases the shipped catalog knows, oldest first."""
+    try:
+        return parse_releases(read_data_text(RELEASES_FILE))
+    except ReleaseLineError as error:
+        raise ValueError(f"{RELEASES_FILE}:{error.number}: {error.problem}") from None
 
 
-def known_series() -> list[str]:
-    return sorted({release.series for release in load_releases()})
+def load_site_releases(path: Path, option: str = "--releases-file") -> tuple[SlurmRelease, ...]:
+    """A site's releases file, each line checked (its number in the error); a release the catalog has with another
+    sha256 is refused: one release has one archive."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigurationError(f"{option} {str(path)!r}: {reason}") from None
+    try:
+        releases = parse_releases(text, origin=str(path))
+    except ReleaseLineError as error:
+        raise ConfigurationError(
+            f"{option} {path}:{error.number}: {error.problem}",
+            hint="each line is a tag, the sha256 of SchedMD's archive and the tag's date, tab-separated, as in "
+            "slurm-factory's own catalog (`slurm-factory list --json`)",
+        ) from None
+    shipped = {release.tag: release for release in load_releases()}
+    for release in releases:
+        known = shipped.get(release.tag)
+        if known is not None and known.sha256 != release.sha256:
+            raise ConfigurationError(
+                f"{option} {path}: release {release.tag} has sha256 {release.sha256}, the catalog's is {known.sha256}",
+                hint="one release has one archive: drop the line, or correct its sha256",
+            )
+    return releases
 
 
-def newest_in_series(series: str) -> SlurmRelease | None:
-    candidates = [release for release in load_releases() if release.series == series]
+def merged_releases(site: Sequence[SlurmRelease] = ()) -> tuple[SlurmRelease, ...]:
+    """The catalog's releases with a site's added (a tag both know is the catalog's), oldest first."""
+    shipped = load_releases()
+    tags = {release.tag for release in shipped}
+    return tuple(sorted((*shipped, *(release for release in site if release.tag not in tags))))
+
+
+def known_series(releases: Sequence[SlurmRelease] | None = None) -> list[str]:
+    return sorted({release.series for release in (load_releases() if releases is None else releases)})
+
+
+def newest_in_series(series: str, releases: Sequence[SlurmRelease] | None = None) -> SlurmRelease | None:
+    candidates = [
+        release for release in (load_releases() if releases is None else releases) if release.series == series
+    ]
     return max(candidates) if candidates else None
 
 
-def resolve_release(requested: str) -> SlurmRelease:
-    """`24.11` → newest 24.11 patch; `24.11.5` → that patch (newest packaging suffix); anything else is an error."""
+def resolve_release(requested: str, site: Sequence[SlurmRelease] = ()) -> SlurmRelease:
+    """`24.11` → newest 24.11 patch; `24.11.5` → that patch (newest packaging suffix); anything else is an error.
+    `site` adds a site's releases (`load_site_releases`) to the catalog's."""
+    releases = merged_releases(site)
     text = requested.strip()
     match = _REQUESTED.match(text)
-    valid = ", ".join(known_series())
+    valid = ", ".join(known_series(releases))
     if not match:
         raise ConfigurationError(
             f"--slurm-version {requested!r} is not a Slurm version; use a series ({valid}) or an exact release "
             "such as 24.11.5"
         )
     series = f"{match[1]}.{match[2]}"
-    newest = newest_in_series(series)
+    newest = newest_in_series(series, releases)
     if newest is None:
         raise ConfigurationError(f"--slurm-version {requested!r}: unknown Slurm series; known series: {valid}")
     if match[3] is None:
         return newest
     patch = int(match[3])
-    exact = [release for release in load_releases() if release.series == series and release.key[2] == patch]
+    exact = [release for release in releases if release.series == series and release.key[2] == patch]
     if not exact:
-        patches = ", ".join(sorted({r.version for r in load_releases() if r.series == series}, key=_patch_number))
+        patches = ", ".join(sorted({r.version for r in releases if r.series == series}, key=_patch_number))
         raise ConfigurationError(f"--slurm-version {requested!r}: no such release; known {series} releases: {patches}")
     return max(exact)
 

@@ -28,6 +28,10 @@ class VerifyPackages(_Frozen):
     mpi_runtime_packages: tuple[str, ...]
     mpi_build_packages: tuple[str, ...]
     mpicc: str
+    cluster_tools: tuple[str, ...]
+    # The system's PAM module directory (`{multiarch}`: the arch's triplet).
+    pam_dir: str
+    database_packages: tuple[str, ...]
 
 
 class PackageFamily(_Frozen):

@@ -149,7 +149,7 @@ def plan_matrix(cells: Sequence[Cell], settings: Settings) -> Matrix:
     errors: list[str] = []
     for cell in cells:
         try:
-            plan = make_plan(make_request(**cell.options), settings)
+            plan = make_plan(make_request(home=settings.home, **cell.options), settings)
         except ConfigurationError as error:
             errors.append(f"cell {cell.name}: {error.message}")
             continue

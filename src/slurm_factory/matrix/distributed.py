@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -28,14 +29,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from slurm_factory import __version__
-from slurm_factory.artifact import atomic_writer
+from slurm_factory.artifact import SOFTWARE_SUFFIX, atomic_writer, debug_companion_name
 from slurm_factory.choices import host_arch
 from slurm_factory.exceptions import ClusterError, ConfigurationError, quoted
 from slurm_factory.matrix.cell_process import CellProcess, CellRun
 from slurm_factory.matrix.cells import Cell, Matrix, PlannedCell
 from slurm_factory.matrix.outcome import CellOutcome, State, outcome_of
 from slurm_factory.options import BuildOptions, CompilerOptions, declared
-from slurm_factory.store import SIDECARS, link_contract_names, store_dir
+from slurm_factory.store import artifact_file_names, link_contract_names, store_dir
 
 INSTALL_HINT = "pip install 'slurm-factory[distributed]' (the same version on this host and on every worker)"
 SCHEDULER_SCHEMES = ("tcp", "tls")
@@ -165,7 +166,10 @@ def cell_paths(cells: Iterable[Cell]) -> list[str]:
     }
     paths = set()
     for cell in cells:
-        values = [cell.options.get(name) for name in path_options]
+        values: list[Any] = []
+        for name in path_options:
+            value = cell.options.get(name)
+            values.extend(value if isinstance(value, list | tuple) else [value])
         for name in SECRET_OPTIONS:  # `@path`: a file each worker reads
             secret = cell.options.get(name)
             if isinstance(secret, str) and secret.startswith("@"):
@@ -312,8 +316,8 @@ def _run_data(run: CellRun) -> dict[str, Any]:
 
 
 def _artifact_files(stored: Path) -> dict[str, bytes]:
-    """The stored tarball and its sidecars, by file name."""
-    names = [stored.name, *(stored.name + suffix for suffix in SIDECARS)]
+    """The stored tarball, its sidecars and its -debug companion, by file name."""
+    names = artifact_file_names(stored.name)
     return {name: (stored.parent / name).read_bytes() for name in names if (stored.parent / name).is_file()}
 
 
@@ -323,18 +327,34 @@ def _artifact_files(stored: Path) -> dict[str, bytes]:
 def receive_artifact(builds_dir: Path, build_id: str, files: Mapping[str, bytes], sha256: str | None) -> Path:
     """Write a worker's artifact into this host's store (the tarball checked against its sha256, the `.sha256`
     sidecar last, so that a half-received artifact is never found) and link the contract names to it."""
-    tarballs = [name for name in files if name.endswith(".tar.gz")]
-    if len(tarballs) != 1 or any(Path(name).name != name for name in files):
+    tarballs = [name for name in files if name.endswith(SOFTWARE_SUFFIX)]
+    expected = set(artifact_file_names(tarballs[0])) if len(tarballs) == 1 else set()
+    if len(tarballs) != 1 or not set(files) <= expected:
         raise ClusterError(f"a worker returned an artifact of unexpected files: {sorted(files)}")
     tarball = tarballs[0]
     if sha256 is None or hashlib.sha256(files[tarball]).hexdigest() != sha256:
         raise ClusterError(f"{tarball} from the worker does not match the sha256 its build reported")
+    _check_companion(files, tarball)
     directory = store_dir(builds_dir) / build_id
     directory.mkdir(parents=True, exist_ok=True)
     for name in sorted(files, key=lambda name: name.endswith(".sha256")):
         with atomic_writer(directory / name) as stream:
             stream.write(files[name])
     return link_contract_names(builds_dir, directory / tarball)
+
+
+def _check_companion(files: Mapping[str, bytes], tarball: str) -> None:
+    """The -debug companion a worker returned is the one the artifact's manifest names, byte for byte."""
+    companion = debug_companion_name(tarball)
+    if companion not in files:
+        return
+    try:
+        manifest = json.loads(files.get(tarball + ".manifest.json", b"{}"))
+        recorded = (manifest.get("debug_symbols") or {}).get("sha256")
+    except (ValueError, AttributeError):
+        recorded = None
+    if recorded is None or hashlib.sha256(files[companion]).hexdigest() != recorded:
+        raise ClusterError(f"{companion} from the worker does not match the sha256 its artifact's manifest records")
 
 
 @dataclass

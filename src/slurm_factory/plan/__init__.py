@@ -90,6 +90,7 @@ IDENTITY_NEUTRAL: dict[str, Any] = {
     "gpg_passphrase": None,
     "slurm_source": None,
     "s3_endpoint_url": None,
+    "releases_file": None,
 }
 
 
@@ -167,7 +168,7 @@ def _foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
 def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     dockerfile = native.render_dockerfile(request)
     script = native.render_build_script(request)
-    script_path = layout.PLAN / native.BUILD_SCRIPT
+    build_files = {native.BUILD_SCRIPT: script, **native.plan_files(request)}
     artifact_files = render_artifact_files(request)
     toolchain_name = request.toolchain.name + _foreign_suffix(request)
     image = image_spec(
@@ -177,7 +178,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         settings.project_name,
         context_files=native.image_context_files(request),
     )
-    identity = build_id(request, image, {native.BUILD_SCRIPT: script, **artifact_files})
+    identity = build_id(request, image, {**build_files, **artifact_files})
     container = ContainerSpec(
         command=_script_command(native.BUILD_SCRIPT),
         mounts=(
@@ -187,7 +188,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         environment=_container_environment(settings, request.no_cache),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
-        files={script_path: script},
+        files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
     )
     return BuildPlan(
         request=request,
@@ -240,7 +241,8 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         layout.PLAN / spack.BUILD_SCRIPT: script,
         layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
         **{layout.PLAN / name: plan_file for name, plan_file in spack.render_os_externals(request).items()},
-        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo().items()},
+        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo(request).items()},
+        layout.PLAN / native.PAM_LOADER: native.pam_loader_file(),
     }
     publish_script = spack.render_publish_script(request)
     if publish_script is not None:

@@ -13,8 +13,14 @@ from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildRequest, CompilerRequest
 
-SYSTEMD_UNITS = ("slurmctld", "slurmd", "slurmdbd", "slurmrestd")
+SYSTEMD_UNITS = ("slurmctld", "slurmd", "slurmdbd", "slurmrestd", "sackd")
+EXAMPLE_CONFIGS = ("slurm.conf", "cgroup.conf", "slurmdbd.conf")
 SETUP_SCRIPT = "sbin/slurm-factory-setup"
+UNIT_TEMPLATES = "share/slurm-factory/systemd"
+SYSTEM_TEMPLATES = {
+    "share/slurm-factory/tmpfiles.d/slurm.conf.in": "artifact/system/tmpfiles.conf.j2",
+    "share/slurm-factory/logrotate.d/slurm.in": "artifact/system/logrotate.j2",
+}
 
 
 def modulefile_path(request: BuildRequest) -> str:
@@ -32,14 +38,16 @@ def render_artifact_files(request: BuildRequest) -> dict[str, PlanFile]:
     }
     files = {
         modulefile_path(request): PlanFile(render("artifact/modules/slurm.lua.j2", **context)),
-        "etc/slurm.conf.example": PlanFile(render("artifact/etc/slurm.conf.example.j2", **context)),
-        "etc/cgroup.conf.example": PlanFile(render("artifact/etc/cgroup.conf.example.j2", **context)),
         SETUP_SCRIPT: PlanFile(render("artifact/sbin/slurm-factory-setup.j2", **context), mode=0o755),
     }
+    for name in EXAMPLE_CONFIGS:
+        files[f"etc/{name}.example"] = PlanFile(render(f"artifact/etc/{name}.example.j2", **context))
     for unit in SYSTEMD_UNITS:
-        files[f"share/slurm-factory/systemd/{unit}.service.in"] = PlanFile(
+        files[f"{UNIT_TEMPLATES}/{unit}.service.in"] = PlanFile(
             render(f"artifact/systemd/{unit}.service.j2", **context)
         )
+    for path, template in SYSTEM_TEMPLATES.items():
+        files[path] = PlanFile(render(template, **context))
     return files
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from slurm_factory.catalog.build import CompilerFlags, load_build_catalog, release_flags
 from slurm_factory.catalog.toolchains import multiarch_triplet
+from slurm_factory.patches import PATCH_ARGUMENTS
 from slurm_factory.plan import layout
 from slurm_factory.plan.model import PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildRequest
 
 BUILD_SCRIPT = "build-native.sh"
+# The loader each PAM module of the tree sits behind (templates/common/), compiled in the build container.
+PAM_LOADER = "pam_module_loader.c"
+# Perl's MakeMaker builds XS modules with the build host's compiler: a cross build ships neither the Perl API nor
+# seff, which needs it.
+NOT_CROSS_BUILT_CONTRIBS = ("perlapi", "seff")
 # What a cross image whose target arch's packages are in another archive runs on the sources it copies.
 APT_SOURCES_SCRIPT = "keep-apt-sources-to-arch.sh"
 # Slurm 26.05 dropped the http-parser dependency of slurmrestd; its configure no longer accepts the option.
@@ -73,6 +80,7 @@ def configure_options(request: BuildRequest) -> list[str]:
     native = request.toolchain.native
     options = [
         f"--prefix={prefix}",
+        *build_flags(request).configure,
         "--sysconfdir=/etc/slurm",
         "--localstatedir=/var",
         "--runstatedir=/run",
@@ -106,13 +114,43 @@ def cross_triplet(request: BuildRequest) -> str | None:
     return multiarch_triplet(request.arch.value) if request.cross else None
 
 
+def build_flags(request: BuildRequest) -> CompilerFlags:
+    """The release and hardening flags for the request's arch and the toolchain's GCC."""
+    return release_flags(request.arch.value, request.compiler_major)
+
+
+def contribs(request: BuildRequest) -> list[str]:
+    """The contribs/ directories built and installed (catalog/data/build.yaml)."""
+    shipped = load_build_catalog().contribs
+    return [name for name in shipped if not (request.cross and name in NOT_CROSS_BUILT_CONTRIBS)]
+
+
+def pam_loader_file() -> PlanFile:
+    """The C source of the loader each PAM module of a tree sits behind (both engines compile it)."""
+    return PlanFile(render(f"common/{PAM_LOADER}"))
+
+
+def plan_files(request: BuildRequest) -> dict[str, PlanFile]:
+    """What the build script reads from the plan directory besides itself: the patches and the PAM loader."""
+    files = {patch.plan_name: PlanFile(patch.text) for patch in request.patches}
+    files[PAM_LOADER] = pam_loader_file()
+    return files
+
+
 def render_build_script(request: BuildRequest) -> PlanFile:
+    catalog = load_build_catalog()
     script = render(
         f"native/{BUILD_SCRIPT}.j2",
         slurm=request.slurm,
         toolchain=request.toolchain,
         gpu=request.gpu,
         prefix=layout.install_prefix(request.artifact_root),
+        plan_dir=layout.PLAN,
+        flags=build_flags(request),
+        patches=request.patches,
+        patch_arguments=PATCH_ARGUMENTS,
+        contribs=contribs(request),
+        contrib_scripts=list(catalog.contrib_scripts),
         source_path=layout.SOURCE_MIRROR / layout.source_mirror_path(request.slurm.sha256),
         build_dir=layout.BUILD_DIR,
         meta_dir=layout.META_DIR,

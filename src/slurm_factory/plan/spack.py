@@ -12,7 +12,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from slurm_factory import __version__
-from slurm_factory.catalog import Toolchain, load_releases
+from slurm_factory.catalog import SlurmRelease, Toolchain, load_releases
+from slurm_factory.catalog.build import load_build_catalog, release_flags
 from slurm_factory.catalog.compilers import load_gcc_catalog
 from slurm_factory.catalog.os_packages import OsExternal, OsPackagesMode, os_externals
 from slurm_factory.catalog.spack_pins import SpackPins, load_spack_pins
@@ -306,12 +307,45 @@ def render_os_externals(request: BuildRequest) -> dict[str, PlanFile]:
     }
 
 
-def render_overlay_repo() -> dict[str, PlanFile]:
-    """Our package repository: `slurm` extending the builtin recipe with every catalog release and our fixes."""
-    return {
+# contribs/ the builtin recipe installs itself, and those the Spack engine leaves out: the Perl API and seff (which
+# needs it) would make Spack's perl a run-time dependency of the tree.
+BUILTIN_CONTRIBS = ("pmi2",)
+NOT_SPACK_CONTRIBS = ("perlapi", "seff")
+PAM_CONTRIBS = ("pam", "pam_slurm_adopt")
+
+
+def spack_contribs() -> list[str]:
+    """The contribs/ directories the overlay recipe installs besides the builtin recipe's."""
+    excluded = {*BUILTIN_CONTRIBS, *NOT_SPACK_CONTRIBS}
+    return [name for name in load_build_catalog().contribs if name not in excluded]
+
+
+def overlay_releases(request: BuildRequest) -> list[SlurmRelease]:
+    """The catalog's releases, and the requested one when a site's releases file added it."""
+    releases = list(load_releases())
+    return releases if request.slurm in releases else sorted([*releases, request.slurm])
+
+
+def render_overlay_repo(request: BuildRequest) -> dict[str, PlanFile]:
+    """Our package repository: `slurm` extending the builtin recipe with every catalog release, our fixes and the
+    build's patches (files beside package.py, which the recipe's `patch()` directives name)."""
+    catalog = load_build_catalog()
+    package = render(
+        "spack/slurm_package.py.j2",
+        releases=overlay_releases(request),
+        flags=release_flags(request.arch.value, request.compiler_major),
+        patches=request.patches,
+        contribs=[*spack_contribs()],
+        pam_contribs=PAM_CONTRIBS,
+        contrib_scripts=list(catalog.contrib_scripts),
+    )
+    files = {
         str(OVERLAY_REPO_FILE): PlanFile(render("spack/repo.yaml.j2", namespace=REPO_NAMESPACE)),
-        str(OVERLAY_PACKAGE): PlanFile(render("spack/slurm_package.py.j2", releases=load_releases())),
+        str(OVERLAY_PACKAGE): PlanFile(package),
     }
+    for patch in request.patches:
+        files[str(OVERLAY_PACKAGE.parent / patch.name)] = PlanFile(patch.text)
+    return files
 
 
 def image_packages(
@@ -380,6 +414,9 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
         source_date_epoch=request.slurm.source_date_epoch,
+        plan_dir=layout.PLAN,
+        flags=release_flags(request.arch.value, request.compiler_major),
+        contribs=[*BUILTIN_CONTRIBS, *spack_contribs(), *load_build_catalog().contrib_scripts],
     )
     return PlanFile(script, mode=0o755)
 

@@ -7,10 +7,13 @@ the artifact (`<name>.verify.json`) and the sidecar manifest records the outcome
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ from slurm_factory.progress import BuildMonitor, Display, SilentDisplay
 from slurm_factory.signing import verify_signature
 from slurm_factory.verify import static
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest, ScannedTarball, open_artifact, scan_tarball
-from slurm_factory.verify.containers import check_cluster, check_relocated
+from slurm_factory.verify.cluster import running_cluster
+from slurm_factory.verify.containers import check_cluster, check_relocated, database_container, start_database_server
+from slurm_factory.verify.debug_companion import DebugCompanion, find_debug_companion
 from slurm_factory.verify.images import VerifyImages, checked_base_image, emulated, verify_images
 from slurm_factory.verify.manifest import ManifestError
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
@@ -41,6 +46,8 @@ STATIC_CHECKS = (
     "static: vendor libraries",
     "static: build prefix",
     "static: plugins",
+    "static: hardening",
+    "static: debug symbols",
 )
 SBOM_CHECK = "sbom"
 DOCKER_STAGES = ("images", "relocated", "cluster")
@@ -50,7 +57,7 @@ def report_path(artifact: Path) -> Path:
     return sidecar(artifact, ".verify.json")
 
 
-def _static_checks(artifact: ArtifactUnderTest, report: VerificationReport) -> None:
+def _static_checks(artifact: ArtifactUnderTest, companion: DebugCompanion, report: VerificationReport) -> None:
     facts = static.collect_tree_facts(artifact)
     with check(report, "static: machine type") as result:
         static.check_machine_type(artifact, facts, result)
@@ -62,6 +69,13 @@ def _static_checks(artifact: ArtifactUnderTest, report: VerificationReport) -> N
         static.check_no_prefix_in_text(artifact, facts, result)
     with check(report, "static: plugins") as result:
         static.check_expected_plugins(artifact, facts, result)
+    with check(report, "static: hardening") as result:
+        static.check_hardening(facts, result)
+    with check(report, "static: debug symbols") as result:
+        if companion.problem is not None:
+            result.fail(companion.problem)
+        else:
+            static.check_debug_symbols(artifact, facts, companion.build_ids, result)
 
 
 def _ensure_image(
@@ -135,19 +149,12 @@ def _trusted_shape(tarball: ScannedTarball, report: VerificationReport) -> Artif
     return artifact
 
 
-def _container_checks(
-    report: VerificationReport,
-    setup_name: str,
-    checks: Callable[[ArtifactUnderTest, DockerSession, VerifyImages, VerificationReport], None],
-    artifact: ArtifactUnderTest,
-    session: DockerSession,
-    images: VerifyImages,
-) -> None:
+def _container_checks(report: VerificationReport, setup_name: str, checks: Callable[[], None]) -> None:
     """Run container checks; a Docker failure while setting them up is a failed check in the report, not a crash
     that leaves no report."""
     started = time.monotonic()
     try:
-        checks(artifact, session, images, report)
+        checks()
     except DockerError as error:
         seconds = round(time.monotonic() - started, 3)
         report.checks.append(
@@ -162,31 +169,48 @@ def _docker_stages(
     monitor: BuildMonitor,
     report: VerificationReport,
 ) -> None:
-    """Images, the relocated container and the cluster; without a Docker engine they are marked not run."""
+    """Images (the database starts while the others build), the relocated container and the cluster; without a
+    Docker engine they are marked not run."""
     try:
         session = session or DockerSession(settings.project_name)
     except DockerError as error:
         report.mark_not_run(DOCKER_STAGES, str(error))
         return
-    monitor.stage("verify: images")
-    images: VerifyImages | None = None
-    with check(report, "images") as result:
-        base_image = checked_base_image(artifact, session.image_exists)
-        images = verify_images(artifact, settings.project_name, base_image)
-        _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
-        _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
-        if emulated(artifact):
-            replaced = f" (from {base_image}, the {artifact.arch} image of {artifact.toolchain.name}, under emulation)"
-        elif base_image != artifact.base_image:
-            replaced = f" (from {base_image}: {artifact.base_image} is unknown)"
-        else:
-            replaced = ""
-        result.ok(f"{images.runtime.reference}, {images.cluster.reference}{replaced}")
-    if images is not None and report.checks[-1].passed:  # the images exist: the container checks can run
+    with ExitStack() as stack:
+        monitor.stage("verify: images")
+        password = secrets.token_hex(16)
+        images: VerifyImages | None = None
+        with check(report, "images") as result:
+            base_image = checked_base_image(artifact, session.image_exists)
+            images = verify_images(artifact, settings.project_name, base_image)
+            _ensure_image(session, images.database, images, monitor, artifact.toolchain.name)
+            network = stack.enter_context(session.network("verify", internal=True))
+            database = stack.enter_context(database_container(session, images, network))
+            start_database_server(database, password)
+            _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
+            _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
+            result.ok(f"{images.runtime.reference}, {images.cluster.reference}, {images.database.reference}"
+                      f"{_image_origin(artifact, base_image)}")  # fmt: skip
+        if images is None or not report.checks[-1].passed:  # the images do not exist: nothing can run
+            return
+        built = images
         monitor.stage("verify: relocated")
-        _container_checks(report, "relocated: setup", check_relocated, artifact, session, images)
+        _container_checks(report, "relocated: setup", lambda: check_relocated(artifact, session, built, report))
         monitor.stage("verify: cluster")
-        _container_checks(report, "cluster: setup", check_cluster, artifact, session, images)
+
+        def cluster_checks() -> None:
+            with running_cluster(artifact, session, built, database, network, password) as cluster:
+                check_cluster(cluster, report)
+
+        _container_checks(report, "cluster: setup", cluster_checks)
+
+
+def _image_origin(artifact: ArtifactUnderTest, base_image: str) -> str:
+    if emulated(artifact):
+        return f" (from {base_image}, the {artifact.arch} image of {artifact.toolchain.name}, under emulation)"
+    if base_image != artifact.base_image:
+        return f" (from {base_image}: {artifact.base_image} is unknown)"
+    return ""
 
 
 def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> VerificationError:
@@ -260,7 +284,9 @@ def verify_artifact(
         if artifact is None:
             report.mark_not_run((*STATIC_CHECKS, SBOM_CHECK, *DOCKER_STAGES), f"see {report.failures[-1].name}")
         else:
-            _static_checks(artifact, report)
+            companion = find_debug_companion(artifact)
+            artifact = dataclasses.replace(artifact, debug_companion=companion.path)
+            _static_checks(artifact, companion, report)
             with check(report, SBOM_CHECK) as result:
                 check_sbom(artifact, result)
             _docker_stages(artifact, settings, session, monitor, report)

@@ -29,6 +29,8 @@ class ArtifactUnderTest:
     manifest: dict[str, Any]
     sha256: str
     toolchain: Toolchain
+    # The -debug companion once verification found it beside the artifact, checked and safe to unpack.
+    debug_companion: Path | None = None
 
     @property
     def base_image(self) -> str:

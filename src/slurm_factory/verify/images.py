@@ -16,7 +16,7 @@ from slurm_factory.plan.templating import render
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
 
 # Files the verification containers run, shipped as package data (templates/verify/).
-NODE_FILES = ("ldd-check.sh", "node-start.sh", "module-check.sh")
+NODE_FILES = ("ldd-check.sh", "node-setup.sh", "module-check.sh", "db-start.sh")
 CHECK_DIR = PurePosixPath("/verify")
 MPI_BUILD_ROLE = "verify-mpi-build"
 
@@ -34,6 +34,8 @@ class VerifyImages:
     runtime: ImageSpec
     cluster: ImageSpec
     cluster_context: dict[PurePosixPath, PlanFile]
+    # The accounting database: the toolchain OS's MariaDB server (the same for every artifact of that OS).
+    database: ImageSpec
 
 
 def emulated(artifact: ArtifactUnderTest) -> bool:
@@ -84,10 +86,17 @@ def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: st
         verify=verify,
         base_image=base_image,
         runtime_image=runtime.reference,
-        cluster_packages=[*verify.lmod_packages, *verify.mpi_runtime_packages],
+        cluster_packages=[*verify.lmod_packages, *verify.mpi_runtime_packages, *verify.cluster_tools],
     )
     cluster = ImageSpec(cluster_dockerfile, f"{project_name}/verify-cluster-{name}", _tag(cluster_dockerfile, hello))
-    return VerifyImages(runtime, cluster, {PurePosixPath("mpi-hello.c"): PlanFile(hello)})
+    database_dockerfile = render(
+        "verify/runtime.Dockerfile.j2",
+        toolchain=toolchain,
+        base_image=base_image,
+        install_packages=list(dict.fromkeys([*verify.base_packages, *verify.database_packages])),
+    )
+    database = ImageSpec(database_dockerfile, f"{project_name}/verify-db-{name}", _tag(database_dockerfile))
+    return VerifyImages(runtime, cluster, {PurePosixPath("mpi-hello.c"): PlanFile(hello)}, database)
 
 
 def node_files() -> dict[PurePosixPath, PlanFile]:

@@ -158,7 +158,7 @@ class _Scanner:
             self.non_directory_roots.append(member.name)
         if member.issym():
             self.symlinks[tuple(parts)] = member.linkname
-        if parts[1:] == [MANIFEST_NAME] and member.isreg() and scan.manifest is None:
+        if parts[1:] == [MANIFEST_NAME] and member.isreg() and scan.manifest is None and scan.root in (None, parts[0]):
             scan.root = parts[0]
             scan.manifest = self._read_manifest(member, archive)
 
@@ -238,9 +238,12 @@ def open_members(path: Path) -> Iterator[tarfile.TarFile]:
         yield archive
 
 
-def scan_members(path: Path) -> MemberScan:
-    """One streamed pass over the headers of `path`; raises `NotATarball` when its first header is unreadable."""
+def scan_members(path: Path, root: str | None = None) -> MemberScan:
+    """One streamed pass over the headers of `path`; raises `NotATarball` when its first header is unreadable.
+    `root`: the top-level directory a tarball without a manifest (the -debug companion) must stay inside; else the
+    one that holds manifest.json."""
     scanner = _Scanner()
+    scanner.scan.root = root
     opened = False
     try:
         with open_members(path) as archive:

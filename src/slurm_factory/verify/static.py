@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from slurm_factory.artifact import MANIFEST_NAME
 from slurm_factory.catalog.plugins import expected_plugins
@@ -43,6 +44,13 @@ class ElfFacts:
     path: str
     runpaths: list[str]
     machine: str = ""
+    dynamic: bool = False
+    build_id: str | None = None
+    debuglink: bool = False
+    debug_info: bool = False
+    relro: bool = False
+    # Undefined dynamic symbols that show how it was compiled: __stack_chk_fail, the fortified __*_chk calls.
+    hardening_imports: tuple[str, ...] = ()
 
 
 @dataclass
@@ -55,19 +63,55 @@ class TreeFacts:
     prefix_in_text: list[str] = field(default_factory=list)
 
 
+_HARDENING_SYMBOL = re.compile(r"^__(stack_chk_fail|[a-z0-9_]+_chk)$")
+
+
+def _build_id(elf: ELFFile) -> str | None:
+    for section in elf.iter_sections():
+        if isinstance(section, NoteSection):
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    return str(note["n_desc"])
+    return None
+
+
+def _hardening_imports(elf: ELFFile) -> tuple[str, ...]:
+    table = elf.get_section_by_name(".dynsym")
+    if not isinstance(table, SymbolTableSection):
+        return ()
+    found = {
+        symbol.name
+        for symbol in table.iter_symbols()
+        if symbol["st_shndx"] == "SHN_UNDEF" and _HARDENING_SYMBOL.match(symbol.name)
+    }
+    return tuple(sorted(found))
+
+
 def _elf_facts(path: str, data: bytes) -> ElfFacts | None:
     try:
         elf = ELFFile(io.BytesIO(data))
+        runpaths: list[str] = []
+        dynamic = False
+        for section in elf.iter_sections():
+            if not isinstance(section, DynamicSection):
+                continue
+            dynamic = True
+            for tag in section.iter_tags():
+                if tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
+                    runpaths.extend(str(getattr(tag, "runpath", None) or getattr(tag, "rpath", "")).split(":"))
+        return ElfFacts(
+            path,
+            [entry for entry in runpaths if entry],
+            str(elf.header["e_machine"]),
+            dynamic=dynamic,
+            build_id=_build_id(elf),
+            debuglink=elf.get_section_by_name(".gnu_debuglink") is not None,
+            debug_info=elf.get_section_by_name(".debug_info") is not None,
+            relro=any(segment["p_type"] == "PT_GNU_RELRO" for segment in elf.iter_segments()),
+            hardening_imports=_hardening_imports(elf),
+        )
     except ELFError:
         return None
-    runpaths: list[str] = []
-    for section in elf.iter_sections():
-        if not isinstance(section, DynamicSection):
-            continue
-        for tag in section.iter_tags():
-            if tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
-                runpaths.extend(str(getattr(tag, "runpath", None) or getattr(tag, "rpath", "")).split(":"))
-    return ElfFacts(path, [entry for entry in runpaths if entry], str(elf.header["e_machine"]))
 
 
 def collect_tree_facts(artifact: ArtifactUnderTest) -> TreeFacts:
@@ -159,3 +203,65 @@ def check_machine_type(artifact: ArtifactUnderTest, facts: TreeFacts, recorder: 
         recorder.fail(f"{len(wrong)} ELF files are not {artifact.arch} ({expected})", wrong)
     else:
         recorder.ok(f"{len(facts.elf_files)} ELF files, all {artifact.arch} ({expected})")
+
+
+# The binaries whose hardening `--verify` checks: the daemons, the step daemon and the library every one loads.
+HARDENED_FILES = ("sbin/slurmctld", "sbin/slurmd", "sbin/slurmstepd", "sbin/slurmdbd", "lib/slurm/libslurmfull.so")
+
+
+def check_hardening(facts: TreeFacts, recorder: CheckRecorder) -> None:
+    """The release build's hardening is in the binaries, not only in the manifest: stack protector calls, a
+    RELRO segment, and fortified libc calls (`__*_chk`) in the daemons and libslurmfull."""
+    by_path = {elf.path: elf for elf in facts.elf_files}
+    evidence = []
+    fortified = set()
+    for path in HARDENED_FILES:
+        elf = by_path.get(path)
+        if elf is None:
+            evidence.append(f"{path}: not in the artifact")
+            continue
+        if "__stack_chk_fail" not in elf.hardening_imports:
+            evidence.append(f"{path}: no __stack_chk_fail (not built with -fstack-protector-strong)")
+        if not elf.relro:
+            evidence.append(f"{path}: no GNU_RELRO segment (not linked with -z relro)")
+        fortified |= {name for name in elf.hardening_imports if name != "__stack_chk_fail"}
+    if not fortified:
+        evidence.append("no fortified libc call (__*_chk) in any of them: not built with -D_FORTIFY_SOURCE")
+    if evidence:
+        recorder.fail("the Slurm binaries lack the release build's hardening", evidence)
+    else:
+        recorder.ok(
+            f"{len(HARDENED_FILES)} binaries with stack protector, RELRO and fortified calls "
+            f"({', '.join(sorted(fortified)[:4])}, …)"
+        )
+
+
+def check_debug_symbols(
+    artifact: ArtifactUnderTest, facts: TreeFacts, companion_ids: set[str] | None, recorder: CheckRecorder
+) -> None:
+    """No ELF file with a dynamic section still has debug information; each one that points to a debug file
+    (.gnu_debuglink) has a build id and — with the -debug companion beside the artifact (`companion_ids`: the build
+    ids it holds) — its debug file is there. Slurm's own daemons and libslurmfull must point to one."""
+    if artifact.manifest.get("debug_symbols") is None:
+        recorder.ok("the manifest names no debug companion (an artifact from before split debug symbols)")
+        return
+    shipped = [elf for elf in facts.elf_files if elf.dynamic]
+    split = [elf for elf in shipped if elf.debuglink]
+    problems = [f"{elf.path}: still has debug information" for elf in shipped if elf.debug_info]
+    problems += [f"{elf.path}: no debug file (.gnu_debuglink)" for elf in shipped
+                 if elf.path in HARDENED_FILES and not elf.debuglink]  # fmt: skip
+    problems += [f"{elf.path}: a .gnu_debuglink but no build id" for elf in split if not elf.build_id]
+    if companion_ids is not None:
+        problems += [
+            f"{elf.path}: build id {elf.build_id} has no debug file in the companion"
+            for elf in split
+            if elf.build_id and elf.build_id not in companion_ids
+        ]
+    if problems:
+        recorder.fail(f"{len(problems)} problems with the split debug symbols", problems)
+    elif companion_ids is None:
+        recorder.ok(f"{len(shipped)} ELF files stripped, {len(split)} with a build id and a debug file; the -debug "
+                    "companion is not beside the artifact, so the debug files were not checked")  # fmt: skip
+    else:
+        recorder.ok(f"{len(shipped)} ELF files stripped; the debug files of all {len(split)} that name one are in "
+                    "the -debug companion")  # fmt: skip

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # slurm-factory native build: Slurm 24.11.5 on Ubuntu 26.04 (resolute).
 # Runs inside the toolchain container. Slurm's own configure/make links against the OS's packaged libraries; the
-# result is installed into /opt/slurm-factory-build/slurm-24.11.5-resolute with $ORIGIN-relative RPATHs so it can be unpacked anywhere.
+# result is a hardened release build installed into /opt/slurm-factory-build/slurm-24.11.5-resolute with $ORIGIN-relative RPATHs, so it can be
+# unpacked anywhere, and its debug symbols split into lib/debug (the -debug companion tarball).
 set -euo pipefail
 
 SOURCE=/var/cache/slurm-factory/sources/_source-cache/archive/e1/e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332.tar.gz
 PREFIX=/opt/slurm-factory-build/slurm-24.11.5-resolute
+PLAN_DIR=/opt/slurm-factory/plan
 BUILD_DIR=/build/src
 META_DIR=/build/meta
 JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
@@ -16,6 +18,7 @@ export TZ=UTC LC_ALL=C.UTF-8
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
 stage verify-source
 echo "e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332  $SOURCE" | sha256sum --check --strict - || fail "source tarball does not match sha256 e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332"
@@ -24,6 +27,27 @@ stage unpack
 rm -rf "$BUILD_DIR" "$META_DIR" "$PREFIX"
 mkdir -p "$BUILD_DIR" "$META_DIR" "$PREFIX/lib/security"
 tar -xzf "$SOURCE" -C "$BUILD_DIR" --strip-components=1
+cd "$BUILD_DIR"
+
+stage patch
+: > "$META_DIR/patches.txt"
+if ! patch -p1 --batch --forward --no-backup-if-mismatch < "$PLAN_DIR/patches/01-relocatable-plugin-dir.patch" > "$META_DIR/patch.out" 2>&1; then
+    cat "$META_DIR/patch.out"
+    first=$(find . -name '*.rej' -print -quit)
+    [ -z "$first" ] || { printf 'first rejected hunk (%s):\n' "${first%.rej}"; head -n 12 "$first"; }
+    fail "patch 01-relocatable-plugin-dir.patch (slurm-factory) does not apply to Slurm 24.11.5"
+fi
+cat "$META_DIR/patch.out"
+printf '%s\t%s\t%s\n' '01-relocatable-plugin-dir.patch' 'slurm-factory' "$(sha256sum < "$PLAN_DIR/patches/01-relocatable-plugin-dir.patch" | cut -d' ' -f1)" >> "$META_DIR/patches.txt"
+if ! patch -p1 --batch --forward --no-backup-if-mismatch < "$PLAN_DIR/patches/02-mysql-new-handle-after-create-db.patch" > "$META_DIR/patch.out" 2>&1; then
+    cat "$META_DIR/patch.out"
+    first=$(find . -name '*.rej' -print -quit)
+    [ -z "$first" ] || { printf 'first rejected hunk (%s):\n' "${first%.rej}"; head -n 12 "$first"; }
+    fail "patch 02-mysql-new-handle-after-create-db.patch (slurm-factory) does not apply to Slurm 24.11.5"
+fi
+cat "$META_DIR/patch.out"
+printf '%s\t%s\t%s\n' '02-mysql-new-handle-after-create-db.patch' 'slurm-factory' "$(sha256sum < "$PLAN_DIR/patches/02-mysql-new-handle-after-create-db.patch" | cut -d' ' -f1)" >> "$META_DIR/patches.txt"
+rm -f "$META_DIR/patch.out"
 
 stage configure
 # ccache lives in a mounted cache directory; `--no-cache` sets CCACHE_DISABLE=1 in the container environment.
@@ -31,13 +55,18 @@ export CCACHE_DIR=/var/cache/slurm-factory/ccache
 export CCACHE_BASEDIR="$BUILD_DIR"
 export CCACHE_COMPILERCHECK=content
 export CC="ccache gcc"
-export CFLAGS="-g -O2 -ffile-prefix-map=$BUILD_DIR=."
+# A release build with the distribution's hardening flags (catalog/data/build.yaml; the manifest records them).
+HARDENING_LDFLAGS='-Wl,--build-id=sha1 -Wl,-z,lazy -Wl,-z,relro'
+export CPPFLAGS='-D_FORTIFY_SOURCE=2'
+export CFLAGS="-g -O2 -fstack-protector-strong -fstack-clash-protection -Wformat -Werror=format-security -fcf-protection -ffile-prefix-map=$BUILD_DIR=."
+# \$$ survives make: the linker sees a literal $ORIGIN.
+export LDFLAGS="$HARDENING_LDFLAGS"' -Wl,-rpath,\$$ORIGIN/../lib/slurm -Wl,-rpath,\$$ORIGIN/../lib -Wl,-rpath,\$$ORIGIN'
+printf 'CPPFLAGS=%s\nCFLAGS=%s\nLDFLAGS=%s\n' "$CPPFLAGS" "$CFLAGS" "$LDFLAGS" > "$META_DIR/build-flags.txt"
 ccache --zero-stats >/dev/null
-# \$$ survives make: the linker sees a literal $ORIGIN. -z lazy because Slurm's plugins resolve symbols from the
-# program that loads them, which immediate binding (-z now) breaks.
-export LDFLAGS='-Wl,-z,lazy -Wl,-rpath,\$$ORIGIN/../lib/slurm -Wl,-rpath,\$$ORIGIN/../lib -Wl,-rpath,\$$ORIGIN'
 configure_options=(
     --prefix=/opt/slurm-factory-build/slurm-24.11.5-resolute
+    --disable-debug
+    --enable-pkgconfig
     --sysconfdir=/etc/slurm
     --localstatedir=/var
     --runstatedir=/run
@@ -59,23 +88,104 @@ configure_options=(
     --with-http-parser
 )
 printf '%s\n' "${configure_options[@]}" > "$META_DIR/configure-options.txt"
-cd "$BUILD_DIR"
 ./configure "${configure_options[@]}"
 
 stage compile
 make -j"$JOBS"
+make -j"$JOBS" -C contribs/pmi
 make -j"$JOBS" -C contribs/pmi2
-make -C contribs/pam_slurm_adopt
+make -j"$JOBS" -C contribs/pam
+make -j"$JOBS" -C contribs/pam_slurm_adopt
+make -j"$JOBS" -C contribs/perlapi
+make -j"$JOBS" -C contribs/seff
+make -j"$JOBS" -C contribs/sgather
+make -j"$JOBS" -C contribs/sjobexit
+make -j"$JOBS" -C contribs/nss_slurm
 
 stage install
 make install
+make -C contribs/pmi install
 make -C contribs/pmi2 install
+make -C contribs/pam install
 make -C contribs/pam_slurm_adopt install
+make -C contribs/perlapi install
+make -C contribs/seff install
+make -C contribs/sgather install
+make -C contribs/sjobexit install
+make -C contribs/nss_slurm install
+install -m 0755 contribs/sjstat "$PREFIX/bin/sjstat"
+printf '%s\n' pmi pmi2 pam pam_slurm_adopt perlapi seff sgather sjobexit nss_slurm sjstat > "$META_DIR/contribs.txt"
 find "$PREFIX" -name '*.la' -delete
+stage contribs
+# ExtUtils::MakeMaker's install bookkeeping names the prefix and is of no use in a tree that is unpacked elsewhere.
+find "$PREFIX" \( -name perllocal.pod -o -name .packlist \) -delete
+# The Perl API lands in a directory named for this perl's version; lib/perl5 names it for the modulefile
+# (PERL5LIB) and for the scripts, which find it from their own location instead of the prefix.
+perl_dir=$(find "$PREFIX/lib" -name Slurm.pm -path '*/perl*' -printf '%h\n' -quit)
+if [ -n "$perl_dir" ]; then
+    ln -s "$(realpath --relative-to="$PREFIX/lib" "$perl_dir")" "$PREFIX/lib/perl5"
+fi
+for script in "$PREFIX"/bin/*; do
+    [ -f "$script" ] && ! is_elf "$script" || continue
+    sed -i -e "s|^use lib qw($PREFIX/[^)]*);|use FindBin (); use lib \"\$FindBin::RealBin/../lib/perl5\";|" \
+           -e "s|^SEFF=$PREFIX/bin/seff\$|SEFF=\"\$(dirname \"\$(readlink -f \"\$0\")\")/seff\"|" "$script"
+done
+INSTALL_PATHS=("$PREFIX")
+stage relocate-text
+# pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
+# tree find it on PATH (the modulefile puts <root>/bin there). Anything else that names an install path is reported
+# by `--verify`'s static check.
+for view_path in "${INSTALL_PATHS[@]}"; do
+    while IFS= read -r -d '' file; do
+        relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
+        sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
+    done < <(grep -rlIZF --include='*.pc' "$view_path" "$PREFIX" || true)
+    while IFS= read -r -d '' file; do
+        sed -i -e "1s|^#! *$view_path/bin/\([^ ]*\)\$|#!/usr/bin/env \1|" \
+               -e "1s|^#! *$view_path/bin/\([^ ]*\) \(.*\)\$|#!/usr/bin/env -S \1 \2|" "$file"
+    done < <(grep -rlIZ "^#! *$view_path/bin/" "$PREFIX" || true)
+done
+
+stage pam-loader
+# A PAM directory links to lib/security/<module>.so; the module itself moves to lib/security/real/, where its
+# $ORIGIN-relative RUNPATH finds libslurm again.
+mkdir -p "$PREFIX/lib/security/real"
+for module in "$PREFIX"/lib/security/*.so; do
+    name=$(basename "$module")
+    mv "$module" "$PREFIX/lib/security/real/$name"
+    # shellcheck disable=SC2086
+    $CC $CPPFLAGS $CFLAGS -fPIC -shared -DREAL_MODULE="\"real/$name\"" -o "$module" \
+        "$PLAN_DIR/pam_module_loader.c" $HARDENING_LDFLAGS -ldl
+done
+
+stage split-debug
+# Each ELF file with debug information keeps its build id, loses its symbols and gets a .gnu_debuglink; the symbols
+# go to lib/debug/.build-id/<first two hex digits>/<the rest>.debug, the layout gdb and debuginfod read. The artifact
+# writer moves lib/debug into the -debug companion tarball. Symbols of the dynamic table stay: Slurm's plugins
+# resolve what they need from the program that loads them.
+OBJCOPY=objcopy
+STRIP=strip
+DEBUG_ROOT="$PREFIX/lib/debug/.build-id"
+: > "$META_DIR/debug-files.tsv"
+while IFS= read -r -d '' file; do
+    is_elf "$file" || continue
+    sections=$(readelf --section-headers --wide "$file" 2>/dev/null) || continue
+    grep -q ' \.dynamic ' <<< "$sections" || continue
+    grep -q ' \.debug_info ' <<< "$sections" || continue
+    build_id=$(readelf --notes "$file" | awk '/Build ID:/ {print $3; exit}')
+    [ -n "$build_id" ] || fail "${file#"$PREFIX"/} has no build id (the linker flags have --build-id)"
+    debug_file="$DEBUG_ROOT/${build_id:0:2}/${build_id:2}.debug"
+    mkdir -p "$(dirname "$debug_file")"
+    "$OBJCOPY" --only-keep-debug "$file" "$debug_file"
+    chmod 0644 "$debug_file"
+    "$STRIP" --strip-unneeded --remove-section=.comment "$file"
+    "$OBJCOPY" --add-gnu-debuglink="$debug_file" "$file"
+    printf '%s\t%s\n' "${file#"$PREFIX"/}" "$build_id" >> "$META_DIR/debug-files.tsv"
+done < <(find "$PREFIX" -path "$PREFIX/lib/debug" -prune -o -type f -print0 | sort -z)
+[ -s "$META_DIR/debug-files.tsv" ] || fail "no ELF file had debug information to split"
 
 stage relocate
 # Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
-is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 : > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
@@ -89,7 +199,7 @@ while IFS= read -r -d '' file; do
     done
     patchelf --set-rpath "$runpath" "$file"
     printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
-done < <(find "$PREFIX" -type f -print0 | sort -z)
+done < <(find "$PREFIX" -path "$PREFIX/lib/debug" -prune -o -type f -print0 | sort -z)
 
 ccache --show-stats 2>&1 | tee "$META_DIR/ccache-stats.txt" || true
 stage inventory

@@ -11,6 +11,7 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
 export CCACHE_DIR=/var/cache/slurm-factory/ccache
 # shellcheck disable=SC1091
@@ -50,12 +51,12 @@ mkdir -p "$PREFIX"
 cp -a "$(readlink -f /opt/slurm-factory/spack/view)/." "$PREFIX/"
 rm -rf "$PREFIX/.spack"
 find "$PREFIX" -name '*.la' -delete
-VIEW_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
+INSTALL_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
 stage relocate-text
 # pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
-# view find it on PATH (the modulefile puts <root>/bin there). Anything else that names the view is reported by
-# `--verify`'s static check.
-for view_path in "${VIEW_PATHS[@]}"; do
+# tree find it on PATH (the modulefile puts <root>/bin there). Anything else that names an install path is reported
+# by `--verify`'s static check.
+for view_path in "${INSTALL_PATHS[@]}"; do
     while IFS= read -r -d '' file; do
         relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
         sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
@@ -68,7 +69,6 @@ done
 
 stage relocate
 # Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
-is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 : > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
@@ -82,7 +82,7 @@ while IFS= read -r -d '' file; do
     done
     patchelf --set-rpath "$runpath" "$file"
     printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
-done < <(find "$PREFIX" -type f -print0 | sort -z)
+done < <(find "$PREFIX" -path "$PREFIX/lib/debug" -prune -o -type f -print0 | sort -z)
 
 stage inventory
 "$PREFIX/bin/gcc" --version | head -n 1 > "$META_DIR/compiler.txt"

@@ -11,6 +11,7 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
 export CCACHE_DIR=/var/cache/slurm-factory/ccache
 # shellcheck disable=SC1091

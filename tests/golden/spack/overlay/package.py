@@ -6,9 +6,9 @@ from spack.package import *
 
 class Slurm(BuiltinSlurm):
     """The builtin Slurm recipe, extended rather than copied: every release slurm-factory knows (with SchedMD's
-    sha256), cgroup/v2 with +cgroup, a lua variant, the curl plugins, Slurm 26.05's configure (no
-    --with-http-parser), $ORIGIN-relative RPATHs for Slurm's own libraries, and PMI2 plus pam_slurm_adopt
-    installed."""
+    sha256), a release build with the distributions' hardening flags, slurm-factory's patches and a site's, cgroup/v2
+    with +cgroup, a lua variant, the curl plugins, Slurm 26.05's configure (no --with-http-parser), $ORIGIN-relative
+    RPATHs for Slurm's own libraries, slurm.pc, and the contribs SchedMD's packaging installs."""
 
     version("23-11-0-1", sha256="3780773a80b73ea2edb4353318b4220188f4eda92c31ab3a2bdd3a4fdec76be9")
     version("23-11-1-1", sha256="31506df24c6d24e0ea0329cac1395ab9b645bbde1518f5c469f7711df5e22c11")
@@ -64,13 +64,20 @@ class Slurm(BuiltinSlurm):
     variant("lua", default=True, description="Build the Lua job_submit and cli_filter plugins")
     depends_on("lua", when="+lua")
 
+    # In the order applied: slurm-factory's own, then the site's --patch files (their sha256 is in the spec hash).
+    patch("01-relocatable-plugin-dir.patch", sha256="603100b37832f0a2d660be5dc7e47ceb6dbaf1290b7155ad8d611e3174dda5fd")
+    patch("02-mysql-new-handle-after-create-db.patch", sha256="815eac835ee9710246d20081db00dc667605b62da43f85049ce13d270ed1cc55")
+
     def setup_build_environment(self, env):
         super().setup_build_environment(env)
-        # `\$$` survives make, so the linker records a literal $ORIGIN; `-z lazy` because Slurm's plugins resolve
-        # symbols from the program that loads them, which immediate binding breaks.
+        # A release build with the hardening flags of catalog/data/build.yaml (the manifest records them).
+        env.set("CPPFLAGS", "-D_FORTIFY_SOURCE=2")
+        env.set("CFLAGS", "-g -O2 -fstack-protector-strong -fstack-clash-protection -Wformat -Werror=format-security -fcf-protection")
+        # `\$$` survives make, so the linker records a literal $ORIGIN.
         env.append_flags(
             "LDFLAGS",
-            "-Wl,-z,lazy -Wl,-rpath,\\$$ORIGIN/../lib/slurm -Wl,-rpath,\\$$ORIGIN/../lib -Wl,-rpath,\\$$ORIGIN",
+            "-Wl,--build-id=sha1 -Wl,-z,lazy -Wl,-z,relro "
+            "-Wl,-rpath,\\$$ORIGIN/../lib/slurm -Wl,-rpath,\\$$ORIGIN/../lib -Wl,-rpath,\\$$ORIGIN",
         )
 
     def configure_args(self):
@@ -91,10 +98,22 @@ class Slurm(BuiltinSlurm):
         if spec.satisfies("+cgroup"):
             args.append("--enable-cgroupv2")
         args.append("--with-lua" if spec.satisfies("+lua") else "--without-lua")
-        args.append("--disable-static")
+        args += [
+            "--disable-debug",
+            "--enable-pkgconfig",
+            "--disable-static",
+        ]
         return args
 
     def install(self, spec, prefix):
         super().install(spec, prefix)
+        make("-C", "contribs/pmi", "install")
+        if spec.satisfies("+pam"):
+            make("-C", "contribs/pam", "install")
         if spec.satisfies("+pam"):
             make("-C", "contribs/pam_slurm_adopt", "install")
+        make("-C", "contribs/sgather", "install")
+        make("-C", "contribs/sjobexit", "install")
+        make("-C", "contribs/nss_slurm", "install")
+        install("contribs/sjstat", prefix.bin)
+        set_executable(join_path(prefix.bin, "sjstat"))

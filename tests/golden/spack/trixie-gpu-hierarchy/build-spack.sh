@@ -12,6 +12,7 @@ JOBS=${SLURM_FACTORY_JOBS:-$(nproc)}
 
 stage() { printf '==> slurm-factory stage: %s\n' "$1"; }
 fail() { printf 'slurm-factory: %s\n' "$1" >&2; exit 1; }
+is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
 export CCACHE_DIR=/var/cache/slurm-factory/ccache
 # shellcheck disable=SC1091
@@ -73,12 +74,12 @@ find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
     -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
 # libtool archives name the install tree; static archives are not what a runtime tree links (Slurm's are shared).
 find "$PREFIX" \( -name '*.la' -o -name '*.a' \) -delete
-VIEW_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
+INSTALL_PATHS=(/opt/slurm-factory/spack/view "$(readlink -f /opt/slurm-factory/spack/view)")
 stage relocate-text
 # pkg-config files compute the tree from their own directory (${pcfiledir}); scripts whose interpreter is in the
-# view find it on PATH (the modulefile puts <root>/bin there). Anything else that names the view is reported by
-# `--verify`'s static check.
-for view_path in "${VIEW_PATHS[@]}"; do
+# tree find it on PATH (the modulefile puts <root>/bin there). Anything else that names an install path is reported
+# by `--verify`'s static check.
+for view_path in "${INSTALL_PATHS[@]}"; do
     while IFS= read -r -d '' file; do
         relative=$(realpath --relative-to="$(dirname "$file")" "$PREFIX")
         sed -i "s|$view_path|\${pcfiledir}/$relative|g" "$file"
@@ -88,10 +89,54 @@ for view_path in "${VIEW_PATHS[@]}"; do
                -e "1s|^#! *$view_path/bin/\([^ ]*\) \(.*\)\$|#!/usr/bin/env -S \1 \2|" "$file"
     done < <(grep -rlIZ "^#! *$view_path/bin/" "$PREFIX" || true)
 done
+printf '%s\n' pmi2 pmi pam pam_slurm_adopt sgather sjobexit nss_slurm sjstat > "$META_DIR/contribs.txt"
+
+# The PAM loaders are compiled with the image's GCC and the release flags Slurm was built with; they need libc only.
+PLAN_DIR=/opt/slurm-factory/plan
+CC=gcc
+CPPFLAGS='-D_FORTIFY_SOURCE=2'
+CFLAGS='-g -O2 -fstack-protector-strong -fstack-clash-protection -Wformat -Werror=format-security -fcf-protection'
+HARDENING_LDFLAGS='-Wl,--build-id=sha1 -Wl,-z,lazy -Wl,-z,relro'
+stage pam-loader
+# A PAM directory links to lib/security/<module>.so; the module itself moves to lib/security/real/, where its
+# $ORIGIN-relative RUNPATH finds libslurm again.
+mkdir -p "$PREFIX/lib/security/real"
+for module in "$PREFIX"/lib/security/*.so; do
+    name=$(basename "$module")
+    mv "$module" "$PREFIX/lib/security/real/$name"
+    # shellcheck disable=SC2086
+    $CC $CPPFLAGS $CFLAGS -fPIC -shared -DREAL_MODULE="\"real/$name\"" -o "$module" \
+        "$PLAN_DIR/pam_module_loader.c" $HARDENING_LDFLAGS -ldl
+done
+
+stage split-debug
+# Each ELF file with debug information keeps its build id, loses its symbols and gets a .gnu_debuglink; the symbols
+# go to lib/debug/.build-id/<first two hex digits>/<the rest>.debug, the layout gdb and debuginfod read. The artifact
+# writer moves lib/debug into the -debug companion tarball. Symbols of the dynamic table stay: Slurm's plugins
+# resolve what they need from the program that loads them.
+OBJCOPY=objcopy
+STRIP=strip
+DEBUG_ROOT="$PREFIX/lib/debug/.build-id"
+: > "$META_DIR/debug-files.tsv"
+while IFS= read -r -d '' file; do
+    is_elf "$file" || continue
+    sections=$(readelf --section-headers --wide "$file" 2>/dev/null) || continue
+    grep -q ' \.dynamic ' <<< "$sections" || continue
+    grep -q ' \.debug_info ' <<< "$sections" || continue
+    build_id=$(readelf --notes "$file" | awk '/Build ID:/ {print $3; exit}')
+    [ -n "$build_id" ] || fail "${file#"$PREFIX"/} has no build id (the linker flags have --build-id)"
+    debug_file="$DEBUG_ROOT/${build_id:0:2}/${build_id:2}.debug"
+    mkdir -p "$(dirname "$debug_file")"
+    "$OBJCOPY" --only-keep-debug "$file" "$debug_file"
+    chmod 0644 "$debug_file"
+    "$STRIP" --strip-unneeded --remove-section=.comment "$file"
+    "$OBJCOPY" --add-gnu-debuglink="$debug_file" "$file"
+    printf '%s\t%s\n' "${file#"$PREFIX"/}" "$build_id" >> "$META_DIR/debug-files.tsv"
+done < <(find "$PREFIX" -path "$PREFIX/lib/debug" -prune -o -type f -print0 | sort -z)
+[ -s "$META_DIR/debug-files.tsv" ] || fail "no ELF file had debug information to split"
 
 stage relocate
 # Every ELF file finds the tree's libraries relative to itself: $ORIGIN/<path to each library directory>.
-is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
 : > "$META_DIR/elf-files.txt"
 while IFS= read -r -d '' file; do
     is_elf "$file" || continue
@@ -105,7 +150,7 @@ while IFS= read -r -d '' file; do
     done
     patchelf --set-rpath "$runpath" "$file"
     printf '%s\n' "${file#"$PREFIX"/}" >> "$META_DIR/elf-files.txt"
-done < <(find "$PREFIX" -type f -print0 | sort -z)
+done < <(find "$PREFIX" -path "$PREFIX/lib/debug" -prune -o -type f -print0 | sort -z)
 
 stage inventory
 gcc --version | head -n 1 > "$META_DIR/compiler.txt"

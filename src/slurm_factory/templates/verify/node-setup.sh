@@ -1,0 +1,32 @@
+#!/bin/sh
+# slurm-factory verification: install the artifact on one node of the check cluster, the way a site would.
+# usage: node-setup.sh TARBALL PREFIX ROLE PAM_DIR [DEBUG_TARBALL]
+#   ROLE controller: slurm.conf, cgroup.conf, slurmdbd.conf and a JWT key in /etc/slurm (`setup --system`)
+#   ROLE node:       configless, no configuration on disk (`setup --configless`)
+# On every node the artifact's own sbin/slurm-factory-setup creates the slurm and slurmrestd users, the spool and
+# log directories, the systemd units in /etc/systemd/system and the PAM links in PAM_DIR. Then munged with the
+# cluster's key (/verify/munge.key) and the check's users alice and bob. Prints "root <dir>".
+set -eu
+tarball=$1 prefix=$2 role=$3 pam_dir=$4 debug=${5:-}
+mkdir -p "$prefix" "$pam_dir"
+# Safe to unpack only because verify scanned every member first; never as the tarball's owner or modes.
+tar -xzf "$tarball" -C "$prefix" --no-same-owner --no-same-permissions
+[ -z "$debug" ] || tar -xzf "$debug" -C "$prefix" --no-same-owner --no-same-permissions
+root=$(find "$prefix" -mindepth 1 -maxdepth 1 -type d | sort | tail -n 1)
+case "$role" in
+    controller) "$root/sbin/slurm-factory-setup" --system --pam-dir "$pam_dir" ;;
+    node) "$root/sbin/slurm-factory-setup" --configless --users --dirs --unit-dir /etc/systemd/system \
+              --pam-dir "$pam_dir" ;;
+    *) echo "node-setup.sh: unknown role $role" >&2; exit 2 ;;
+esac
+if ! pgrep -x munged >/dev/null; then
+    install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
+    install -d -o munge -g munge -m 0755 /run/munge
+    install -o munge -g munge -m 0400 /verify/munge.key /etc/munge/munge.key
+    runuser -u munge -- munged
+fi
+for user in alice:2001 bob:2002; do
+    name=${user%%:*} uid=${user#*:}
+    getent passwd "$name" >/dev/null || useradd --create-home --uid "$uid" --user-group "$name"
+done
+echo "root $root"
