@@ -87,6 +87,14 @@ def _packages(tsv: str | None) -> list[dict[str, str]]:
     return packages
 
 
+def _os_inventory(tsv: str | None) -> list[dict[str, str]]:
+    inventory = []
+    for line in _lines(tsv):
+        name, version, license_name, *_ = [*line.split("\t"), "", ""]
+        inventory.append({"name": name, "version": version, **({"license": license_name} if license_name else {})})
+    return inventory
+
+
 def build_paths(plan: BuildPlan) -> list[str]:
     """Every container path a relocated tree must not name: the install prefix and, for Spack, the view, the
     install tree and the module roots that Spack writes into text files it copies or relocates."""
@@ -178,6 +186,8 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
         "runtime_packages": _runtime_packages(request, dependencies, meta, externals),
+        # Each OS package the build image had of those: its version and license (the SBOM lists them).
+        "os_inventory": _os_inventory(meta.get("os-inventory.tsv")),
         "spack_specs": _lines(meta.get("spack-specs.txt")),
         "spack_packages": _packages(meta.get("spack-packages.tsv")),
         "plugins": _lines(meta.get("plugins.txt")),

@@ -37,6 +37,7 @@ from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
+from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.preflight import (
@@ -45,6 +46,7 @@ from slurm_factory.preflight import (
     compiler_summary,
     emulation_check,
     local_checks,
+    patch_checks,
     source_check,
     summary,
 )
@@ -62,7 +64,7 @@ from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
 from slurm_factory.signing import SigningKey, user_keyring_home, verify_signature
 from slurm_factory.source import ensure_source, needs_download
-from slurm_factory.verify import report_path, verify_artifact
+from slurm_factory.verify import report_path, upgrade_source, verify_artifact
 
 
 @dataclass
@@ -113,6 +115,7 @@ class BuildResult:
     reused: bool = False
     stored: Path | None = None
     sbom: Path | None = None
+    debug_symbols: Path | None = None
     preflight: Preflight | None = None
 
     @property
@@ -128,6 +131,7 @@ class BuildResult:
             "reused": self.reused,
             "stored": str(self.stored) if self.stored else None,
             "sbom": str(self.sbom) if self.sbom else None,
+            "debug_symbols": str(self.debug_symbols) if self.debug_symbols else None,
             "signature": str(self.signature) if self.signature else None,
             "public_key": str(self.public_key) if self.public_key else None,
             "publication": self.publication,
@@ -159,6 +163,11 @@ def build(
     result.plan_dir = _written_plan_dir(plan, plan_dir)
     checks = local_checks(request, settings)
     _require_cached_compiler(request, settings)
+    if request.upgrade_from is not None:
+        old = upgrade_source(Path(request.upgrade_from), request.toolchain.name, request.arch.value,
+                             request.slurm.version)  # fmt: skip
+        checks.append(Check("upgrade", f"{Path(request.upgrade_from).name} (Slurm {old.version}) to "
+                                       f"{request.slurm.version} is an upgrade Slurm supports"))  # fmt: skip
     if dry_run:
         result.preflight = _preflight(plan, checks)
         return result
@@ -175,7 +184,8 @@ def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
     probed when a real build starts."""
     request = plan.request
     s3_urls = (request.publish_url, request.buildcache_url)
-    found = [source_check(plan), *_host_checks(request, s3_urls, request.signing_key if request.signs else None)]
+    found = [source_check(plan), *patch_checks(plan)]
+    found += _host_checks(request, s3_urls, request.signing_key if request.signs else None)
     return Preflight([*checks, *found], summary(plan))
 
 
@@ -267,7 +277,8 @@ def _reuse(
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
         try:
-            if request.verify and not _verified(artifact):
+            # A stored report does not cover an upgrade: with --upgrade-from, verification runs again.
+            if request.verify and (request.upgrade_from is not None or not _verified(artifact)):
                 _verify(result, artifact, settings, display, DockerSession(settings.project_name))
             elif request.verify:
                 result.verification = _load_report(report_path(artifact.path))
@@ -292,6 +303,8 @@ def _link(result: BuildResult, settings: Settings) -> None:
     link = store.link_contract_names(settings.builds_dir, result.stored)
     result.artifact = link
     result.sbom = sidecar(link, SBOM_SUFFIX) if sbom_path(result.stored).is_file() else None
+    companion = debug_companion(link)
+    result.debug_symbols = companion if debug_companion(result.stored).is_file() else None
     result.signature = sidecar(link, ".asc") if sidecar(result.stored, ".asc").is_file() else None
 
 
@@ -311,6 +324,9 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         session = _docker_session(settings, monitor) if downloads else None
         monitor.stage("source")
         ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
+        why_unchecked = check_patches_apply(plan.source_cache_path, request.patches, request.slurm.version)
+        if why_unchecked:
+            monitor.note(f"patches not checked on the host: {why_unchecked}")
         session = session or _docker_session(settings, monitor)
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
@@ -490,7 +506,8 @@ def _verify(
     """Verify the fresh artifact; the report lands in the result even when verification fails."""
     started = time.monotonic()
     try:
-        report = verify_artifact(artifact.path, settings, display=display, session=session)
+        upgrade_from = Path(result.plan.request.upgrade_from) if result.plan.request.upgrade_from else None
+        report = verify_artifact(artifact.path, settings, display=display, session=session, upgrade_from=upgrade_from)
     except VerificationError as error:
         result.verification = _load_report(error.report_path)
         raise

@@ -315,6 +315,8 @@ def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None
     else:
         stdout.print(f"[green]built[/] {result.artifact}")
     stdout.print(f"  sha256 {result.sha256}  size {_megabytes(result.size or 0)}")
+    if result.debug_symbols:
+        stdout.print(f"  debug  {result.debug_symbols} (unpack over the tree for gdb)", highlight=False)
     stdout.print(f"  log    {result.log_path}")
     if result.verification:
         from slurm_factory.verify import report_path
@@ -681,7 +683,8 @@ def list_command(json_output: JsonOption = False) -> None:
         releases.add_row(series, versions[-1], ", ".join(versions))
     stdout.print(releases)
     built = Table(title=f"Artifacts in {settings.builds_dir} (* = what the name points at)")
-    for column in ("artifact", "build id", "Slurm", "engine", "options", "size", "built", "verified", "signed"):
+    columns = ("artifact", "build id", "Slurm", "engine", "options", "size", "debug", "built", "verified", "signed")
+    for column in columns:
         built.add_column(column)
     for item in artifacts:
         row = item.to_json(keys)
@@ -692,6 +695,7 @@ def list_command(json_output: JsonOption = False) -> None:
             str(row["engine"] or "?"),
             row["options"],
             _megabytes(row["size"]),
+            _megabytes(row["debug_symbols"]["size"]) if row["debug_symbols"] else "-",
             item.built_at or "?",
             "yes" if row["verified"] else "no",
             "yes" if row["signed"] else "no",
@@ -726,13 +730,24 @@ def verify_command(
         Path | None,
         typer.Option("--public-key", help="Check the artifact's detached .asc signature against this public key."),
     ] = None,
+    upgrade_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--upgrade-from",
+            help="An older release's artifact (same toolchain): the cluster runs it first, then is upgraded in place "
+            "to TARBALL, keeping its state and database. Only upgrades Slurm supports.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Verify an existing artifact: signature, static checks, relocated ldd, a two-node cluster running jobs."""
+    """Verify an existing artifact: signature, static checks, relocated ldd, and a production-shaped cluster
+    (MariaDB + slurmdbd, configless node, login node, accounting, REST over JWT) started from its own units."""
     from slurm_factory.verify import report_path, verify_artifact
     from slurm_factory.verify.artifact_reader import require_regular_file
 
     require_regular_file(tarball)  # before anything else looks at the path
+    if upgrade_from is not None:
+        require_regular_file(upgrade_from)
     # builds/<name> links into the store: the report and the manifest's record belong beside the stored file.
     tarball = tarball.resolve() if tarball.is_symlink() else tarball
     signature = Path(f"{tarball}.asc")  # also for `verify .` or `/`, which have no name
@@ -743,7 +758,9 @@ def verify_command(
             markup=False,
         )
     try:
-        report = verify_artifact(tarball, _settings(), display=_display(json_output), public_key=public_key)
+        report = verify_artifact(
+            tarball, _settings(), display=_display(json_output), public_key=public_key, upgrade_from=upgrade_from
+        )
     except VerificationError as error:
         _show_report(error.report_path, json_output)
         raise

@@ -162,6 +162,15 @@ class BuildOptions(TypedDict, total=False):
     toolchain: Toolchain
     gpu: Annotated[bool, Option("--gpu", "Build the NVML and RSMI GPU plugins.", default=False, axis=True)]
     verify: Annotated[bool, Option("--verify", "Verify relocatability and function.", default=False)]
+    upgrade_from: Annotated[
+        str | os.PathLike[str] | None,
+        Option(
+            "--upgrade-from",
+            "With --verify: an older release's artifact of this toolchain; verification runs it first and upgrades "
+            "the cluster in place to the new build (only upgrades Slurm supports; refused before anything builds).",
+            path=True,
+        ),
+    ]
     no_cache: NoCache
     buildcache: Annotated[
         str | BuildcacheMode,

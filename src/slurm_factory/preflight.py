@@ -16,6 +16,7 @@ from typing import Any
 from slurm_factory.config import Settings
 from slurm_factory.emulation import HANDLERS, require_emulation
 from slurm_factory.exceptions import ConfigurationError, quoted
+from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan
 from slurm_factory.plan.native import foreign_sources_image
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
@@ -114,6 +115,24 @@ def source_check(plan: BuildPlan) -> Check:
         return Check("source", f"cached {plan.source_cache_path} matches (sha256 {release.sha256})")
     origin = without_credentials(request.slurm_source or release.url)
     return Check("source", f"downloaded from {origin} by the build, then checked against sha256 {release.sha256}")
+
+
+def patch_checks(plan: BuildPlan) -> list[Check]:
+    """A site's `--patch` files applied in order to the release's source on this host, when the source is here (a
+    local `--slurm-source` or the cache): one that does not apply is refused now (exit 2)."""
+    request = plan.request
+    site = request.site_patches
+    if not site:
+        return []
+    local = _local_source(request.slurm_source) if request.slurm_source else None
+    source = local or (plan.source_cache_path if plan.source_cache_path.is_file() else None)
+    if source is None:
+        return [Check("patches", f"{len(site)} site patch(es): checked once the build has the source")]
+    why_not = check_patches_apply(source, request.patches, request.slurm.version)
+    if why_not:
+        return [Check("patches", f"{len(site)} site patch(es) not checked here: {why_not}")]
+    names = ", ".join(patch.name for patch in site)
+    return [Check("patches", f"{names} apply in order to Slurm {request.slurm.version} (after slurm-factory's own)")]
 
 
 def arch_summary(request: BuildRequest | CompilerRequest) -> str:

@@ -114,6 +114,7 @@ class BuildRequest(_ForArch):
     # Applied to the source in this order: slurm-factory's own, then the site's `--patch` files.
     patches: tuple[SourcePatch, ...] = ()
     releases_file: str | None = None
+    upgrade_from: str | None = None
 
     @property
     def compiler_major(self) -> int:
@@ -511,6 +512,21 @@ def _check_signing(
         raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
 
 
+def _check_upgrade_from(value: str | None, verify: bool) -> str | None:
+    """`--upgrade-from` is verification's: an artifact file, and only with --verify (the release rule is checked
+    once the new request is known, before anything builds)."""
+    if value is None:
+        return None
+    if not verify:
+        raise ConfigurationError(
+            "--upgrade-from needs --verify: it upgrades verification's cluster", hint="add --verify"
+        )
+    path = Path(value).expanduser()
+    if not _is_file(path, value, "--upgrade-from"):
+        raise ConfigurationError(f"--upgrade-from {quoted(value)}: no such file")
+    return str(path.resolve())
+
+
 SITE_RELEASES_FILE = "releases.tsv"
 
 
@@ -612,6 +628,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         spack_packages=site_file,
         site_packages=site_packages,
         patches=build_patches(raw["patches"]),
+        upgrade_from=_check_upgrade_from(raw["upgrade_from"], raw["verify"]),
         releases_file=str(releases_file) if releases_file is not None else None,
     )
 

@@ -1,8 +1,10 @@
 """The SBOM beside every artifact: `<artifact>.sbom.json`, CycloneDX 1.6 JSON written by `cyclonedx-python-lib`.
 
-It is derived from the manifest's inventory: Slurm with its source sha256; the OS packages the tree links against
-as deb or rpm purls with their versions; for the Spack engine every Spack package with its version and hash. The
-serial number and timestamp derive from the artifact, so the same tarball always gets the same SBOM.
+It is derived from the manifest's inventory: Slurm with its source sha256, its license and the patches applied to
+it (pedigree); the operating system it was built for; every OS package a host of the tree needs — those it links
+and those it runs without linking (munge, libpmix) — as deb or rpm purls with versions and licenses where the
+package manager records them; for the Spack engine every Spack package with its version and hash; slurm-factory as
+the tool. The serial number and timestamp derive from the artifact, so the same tarball always gets the same SBOM.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
 from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.component import Component, ComponentType, Diff, Patch, PatchClassification, Pedigree
+from cyclonedx.model.license import DisjunctiveLicense
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
@@ -41,15 +45,54 @@ def _os_purl_parts(manifest: dict[str, Any]) -> tuple[str, str, str]:
     return kind, namespace, str(toolchain.get("name") or "")
 
 
-def os_package_purl(manifest: dict[str, Any], name: str, version: str) -> str:
+def os_package_purl(manifest: dict[str, Any], name: str, version: str | None) -> str:
     kind, namespace, distro = _os_purl_parts(manifest)
     return PackageURL(
         type=kind, namespace=namespace, name=name, version=version, qualifiers={"distro": distro}
     ).to_string()
 
 
+# Slurm's license: GPL v2 or later, with SchedMD's permission to link against OpenSSL (its LICENSE file).
+SLURM_LICENSE = "GPL-2.0-or-later"
+SLURM_LICENSE_NOTE = "with the exception that permits linking with OpenSSL (see Slurm's LICENSE)"
+
+
+@dataclass(frozen=True)
+class OsPackage:
+    """An OS package a host of the tree needs: linked by its ELF files, or only run or loaded (munge, libpmix)."""
+
+    name: str
+    version: str | None
+    license: str | None
+    linked: bool
+
+
+def os_packages(manifest: dict[str, Any]) -> list[OsPackage]:
+    """The linked packages (with the versions the build linked) and every other runtime package, with the version
+    and license the build image had where it had one."""
+    inventory = {entry["name"]: entry for entry in manifest.get("os_inventory") or [] if entry.get("name")}
+    linked = {entry["name"]: entry["version"] for entry in manifest.get("dependencies") or []}
+    names = sorted({*linked, *(manifest.get("runtime_packages") or [])})
+    return [
+        OsPackage(
+            name,
+            linked.get(name) or (inventory.get(name) or {}).get("version") or None,
+            (inventory.get(name) or {}).get("license") or None,
+            name in linked,
+        )
+        for name in names
+    ]
+
+
+def _patch(entry: dict[str, Any]) -> Patch:
+    origin = str(entry.get("origin"))
+    kind = PatchClassification.BACKPORT if origin == "site" else PatchClassification.UNOFFICIAL
+    return Patch(type=kind, diff=Diff(url=XsUri(f"patches/{entry['name']}")))
+
+
 def _slurm_component(manifest: dict[str, Any]) -> Component:
     slurm = manifest["slurm"]
+    patches = manifest.get("patches") or []
     return Component(
         name="slurm",
         version=str(slurm["version"]),
@@ -57,20 +100,59 @@ def _slurm_component(manifest: dict[str, Any]) -> Component:
         bom_ref="slurm",
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=str(slurm["sha256"]))],
         purl=PackageURL(type="github", namespace="schedmd", name="slurm", version=f"slurm-{slurm['tag']}"),
+        licenses=[DisjunctiveLicense(id=SLURM_LICENSE)],
         external_references=[ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(str(slurm["url"])))],
+        pedigree=Pedigree(patches=[_patch(entry) for entry in patches]) if patches else None,
+        properties=[
+            Property(name="slurm-factory:license-note", value=SLURM_LICENSE_NOTE),
+            *(
+                Property(
+                    name=f"slurm-factory:patch:{entry['name']}", value=f"{entry['origin']} sha256:{entry['sha256']}"
+                )
+                for entry in patches
+            ),
+        ],
     )
+
+
+def _license(name: str | None) -> list[DisjunctiveLicense]:
+    """A package manager's license text: an SPDX id where it is one, else its name."""
+    if not name:
+        return []
+    try:
+        return [DisjunctiveLicense(id=name)]
+    except (ValueError, TypeError):
+        return [DisjunctiveLicense(name=name)]
 
 
 def _os_components(manifest: dict[str, Any]) -> list[Component]:
     return [
         Component(
-            name=dependency["name"],
-            version=dependency["version"],
-            bom_ref=f"os:{dependency['name']}",
-            purl=PackageURL.from_string(os_package_purl(manifest, dependency["name"], dependency["version"])),
+            name=package.name,
+            version=package.version,
+            bom_ref=f"os:{package.name}",
+            purl=PackageURL.from_string(os_package_purl(manifest, package.name, package.version)),
+            licenses=_license(package.license),
+            properties=[Property(name="slurm-factory:linked", value="true" if package.linked else "false")],
         )
-        for dependency in manifest.get("dependencies") or []
+        for package in os_packages(manifest)
     ]
+
+
+def _operating_system(manifest: dict[str, Any]) -> Component:
+    toolchain = manifest.get("toolchain") or {}
+    words = str(toolchain.get("os") or "unknown").split()
+    return Component(
+        name=words[0].lower(),
+        version=" ".join(words[1:]) or None,
+        type=ComponentType.OPERATING_SYSTEM,
+        bom_ref="operating-system",
+        properties=[
+            Property(name="slurm-factory:toolchain", value=str(toolchain.get("name"))),
+            Property(name="slurm-factory:base-image", value=str(toolchain.get("base_image"))),
+            Property(name="slurm-factory:glibc", value=str(toolchain.get("glibc"))),
+        ],
+    )
 
 
 def _spack_components(manifest: dict[str, Any]) -> list[Component]:
@@ -107,7 +189,16 @@ def make_sbom(artifact: Artifact) -> str:
             Property(name="slurm-factory:build_id", value=str(manifest.get("build_id"))),
         ],
     )
-    components = [_slurm_component(manifest), *_os_components(manifest)]
+    tool = manifest.get("tool") or {}
+    bom.metadata.tools.components.add(
+        Component(
+            name=str(tool.get("name") or "slurm-factory"),
+            version=str(tool.get("version") or ""),
+            type=ComponentType.APPLICATION,
+            bom_ref="tool",
+        )
+    )
+    components = [_slurm_component(manifest), _operating_system(manifest), *_os_components(manifest)]
     if manifest.get("engine") == "spack":
         components += _spack_components(manifest)
     for component in components:
@@ -146,13 +237,10 @@ def sbom_problems(tarball: Path, sha256: str, manifest: dict[str, Any]) -> list[
     ):
         problems.append("the SBOM's Slurm component is not the release and source sha256 of the manifest")
     listed = {entry.get("purl") for entry in components.values() if str(entry.get("purl", "")).startswith("pkg:")}
-    expected = {
-        os_package_purl(manifest, dependency["name"], dependency["version"])
-        for dependency in manifest.get("dependencies") or []
-    }
+    expected = {os_package_purl(manifest, package.name, package.version) for package in os_packages(manifest)}
     for purl in sorted(expected - listed):
-        problems.append(f"linked OS package missing from the SBOM: {purl}")
+        problems.append(f"OS package the artifact needs missing from the SBOM: {purl}")
     kind, _, _ = _os_purl_parts(manifest)
     for purl in sorted(p for p in listed - expected if p.startswith(f"pkg:{kind}/")):
-        problems.append(f"the SBOM lists an OS package the artifact does not link: {purl}")
+        problems.append(f"the SBOM lists an OS package the artifact does not need: {purl}")
     return problems

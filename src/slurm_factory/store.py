@@ -176,6 +176,17 @@ class StoredArtifact:
             return False
         return any(verify_signature(self.path, signature, key)[0] for key in public_keys)
 
+    def debug_symbols(self) -> dict[str, Any] | None:
+        """The -debug companion beside the artifact: its name, size and whether it is signed."""
+        recorded = self.manifest.get("debug_symbols")
+        if not isinstance(recorded, dict):
+            return None
+        companion = self.path.with_name(debug_companion_name(self.path.name))
+        if not companion.is_file():
+            return None
+        return {"name": companion.name, "size": companion.stat().st_size,
+                "signed": sidecar(companion, ".asc").is_file()}  # fmt: skip
+
     def options(self) -> str:
         request = self.record.get("request") or {}
         manifest = self.manifest
@@ -199,6 +210,7 @@ class StoredArtifact:
             "engine": self.manifest.get("engine"),
             "options": self.options(),
             "size": self.size,
+            "debug_symbols": self.debug_symbols(),
             "verified": self.verified,
             "signed": self.signed(public_keys),
             "current": self.current,

@@ -27,7 +27,7 @@ echo "slurmctld: $("$root/sbin/slurmctld" -V)"
 echo "slurmd: $("$root/sbin/slurmd" -V)"
 "$root/sbin/slurm-factory-setup" >/dev/null
 echo "sinfo: $(SLURM_CONF="$root/etc/slurm.conf" "$root/bin/sinfo" -V)"
-grep '^PluginDir=' "$root/etc/slurm.conf"
+echo "PluginDir lines: $(grep -c '^PluginDir=' "$root/etc/slurm.conf" || true)"
 grep '^ExecStart=' "$root/etc/systemd/slurmd.service"
 
 set +u

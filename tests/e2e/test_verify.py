@@ -30,17 +30,33 @@ EXPECTED_CHECKS = {
     "static: vendor libraries",
     "static: build prefix",
     "static: plugins",
+    "static: hardening",
+    "static: debug symbols",
     "sbom",
     "images",
     "relocated: libraries",
     "relocated: versions",
+    "cluster: database",
+    "cluster: install",
     "cluster: daemons",
+    "cluster: configless node",
+    "cluster: login node (sackd)",
+    "accounting: associations",
+    "accounting: job without association refused",
     "cluster: srun",
     "cluster: sbatch",
     "cluster: srun --mpi=list",
     "cluster: Lmod modulefile",
     "cluster: srun -N2",
     "cluster: MPI over pmix",
+    "accounting: sacct",
+    "accounting: QOS limit",
+    "rest: ping",
+    "rest: job",
+    "rest: accounting",
+    "rest: refused without a valid token",
+    "cluster: pam_slurm_adopt",
+    "debug: gdb finds the symbols",
 }
 
 
@@ -137,17 +153,46 @@ def test_a_symlink_leaving_the_root_fails_the_member_scan_and_nothing_is_unpacke
         assert checks[stage]["not_run"] is True, "an unsafe tarball is never unpacked in a container"
 
 
-def test_example_config_without_plugindir_fails_daemon_start_with_the_log_line(build: Build, tmp_path: Path) -> None:
-    def drop_plugindir(root: Path) -> None:
-        example = root / "etc/slurm.conf.example"
-        lines = example.read_text().splitlines(keepends=True)
-        example.write_text("".join(line for line in lines if not line.startswith("PluginDir=")))
+def test_an_artifact_without_the_slurmdbd_accounting_plugin_fails_the_cluster(build: Build, tmp_path: Path) -> None:
+    def remove_accounting_plugin(root: Path) -> None:
+        (root / "lib/slurm/accounting_storage_slurmdbd.so").unlink()
 
-    checks = _verify_failure(build, _broken_copy(build, tmp_path, drop_plugindir))
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, remove_accounting_plugin))
+    assert checks["static: plugins"]["passed"] is False
     daemons = checks["cluster: daemons"]
     assert daemons["passed"] is False
-    assert any("slurmctld" in line and "PluginDir" in line for line in daemons["evidence"]), daemons
+    assert any("accounting_storage/slurmdbd" in line for line in daemons["evidence"]), daemons
     assert "cluster: srun" not in checks, "job checks do not run on a cluster that did not start"
+
+
+def _edit_unit(root: Path, unit: str, old: str, new: str) -> None:
+    path = root / f"share/slurm-factory/systemd/{unit}.service.in"
+    text = path.read_text()
+    assert old in text, f"{unit}: {old!r}"
+    path.write_text(text.replace(old, new))
+
+
+def test_a_slurmd_unit_that_drops_its_options_fails_the_configless_node(build: Build, tmp_path: Path) -> None:
+    """The check starts daemons from the shipped units: a unit that ignores SLURMD_OPTIONS (so --conf-server)
+    leaves the configless node without configuration, and verification says so."""
+
+    def drop_options(root: Path) -> None:
+        _edit_unit(root, "slurmd", " $SLURMD_OPTIONS", "")
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, drop_options))
+    assert checks["cluster: daemons"]["passed"] is True
+    configless = checks["cluster: configless node"]
+    assert configless["passed"] is False, configless
+    assert "accounting: associations" not in checks
+
+
+def test_a_slurmrestd_unit_without_jwt_fails_the_rest_checks(build: Build, tmp_path: Path) -> None:
+    def drop_jwt(root: Path) -> None:
+        _edit_unit(root, "slurmrestd", "Environment=SLURM_JWT=daemon\n", "")
+
+    checks = _verify_failure(build, _broken_copy(build, tmp_path, drop_jwt))
+    assert checks["cluster: sbatch"]["passed"] is True
+    assert checks["rest: ping"]["passed"] is False, checks["rest: ping"]
 
 
 def test_verify_leaves_no_containers_or_networks_behind(build: Build, docker_client: docker.DockerClient) -> None:

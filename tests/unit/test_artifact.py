@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 
 from slurm_factory import __version__
-from slurm_factory.artifact import build_manifest, write_artifact
+from slurm_factory.artifact import build_manifest, debug_companion, sidecar, write_artifact
 from slurm_factory.catalog import resolve_release
 from slurm_factory.config import Settings
+from slurm_factory.patches import own_patches
 from slurm_factory.plan import BuildPlan, make_plan
 from slurm_factory.request import make_request
+from slurm_factory.store import link_contract_names
 
 ROOT = "slurm-24.11.5-trixie"
 ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
@@ -661,3 +663,86 @@ def test_gzip_header_has_no_file_name_and_no_time(plan: BuildPlan, tree_tar: Pat
     flags, mtime = header[3], int.from_bytes(header[4:8], "little")
     assert flags & 0x08 == 0, "FNAME set"
     assert mtime == 0
+
+
+# --- the -debug companion ------------------------------------------------------------------------------------------
+
+DEBUG_FILE = f"{ROOT}/lib/debug/.build-id/ab/cdef0123.debug"
+
+
+def _tree_with_debug(tmp_path: Path) -> Path:
+    buffer = io.BytesIO(_tree_bytes())
+    with tarfile.open(fileobj=buffer, mode="a") as archive:
+        _add_dir(archive, f"{ROOT}/lib/debug")
+        _add_dir(archive, f"{ROOT}/lib/debug/.build-id")
+        _add_dir(archive, f"{ROOT}/lib/debug/.build-id/ab")
+        _add_file(archive, DEBUG_FILE, b"\x7fELF debug sections of slurmd", 0o644)
+    path = tmp_path / "scratch-debug" / "tree.tar"
+    path.parent.mkdir()
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_debug_symbols_go_into_the_companion_which_the_manifest_names_by_sha256(
+    plan: BuildPlan, manifest: dict[str, object], tmp_path: Path
+) -> None:
+    artifact = write_artifact(plan, _tree_with_debug(tmp_path), manifest)
+    companion = debug_companion(artifact.path)
+
+    assert companion.name == "slurm-24.11-trixie-debug.tar.gz"
+    assert not [name for name in _members(artifact.path) if "/lib/debug" in name]
+    assert set(_members(companion)) == {
+        ROOT, f"{ROOT}/lib", f"{ROOT}/lib/debug", f"{ROOT}/lib/debug/.build-id", f"{ROOT}/lib/debug/.build-id/ab",
+        DEBUG_FILE,
+    }  # fmt: skip
+    recorded = json.loads(_read(artifact.path, f"{ROOT}/manifest.json"))["debug_symbols"]
+    assert recorded == {
+        "artifact": companion.name,
+        "sha256": hashlib.sha256(companion.read_bytes()).hexdigest(),
+        "size": companion.stat().st_size,
+        "files": 1,
+    }
+    assert sidecar(companion, ".sha256").read_text().split() == [recorded["sha256"], companion.name]
+
+
+def test_the_companion_is_reproducible(plan: BuildPlan, manifest: dict[str, object], tmp_path: Path) -> None:
+    first = debug_companion(write_artifact(plan, _tree_with_debug(tmp_path), manifest).path).read_bytes()
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    tree = _tree_with_debug(second_dir)
+    second = debug_companion(write_artifact(plan, tree, manifest, second_dir / "out" / ARTIFACT_NAME).path)
+
+    assert second.read_bytes() == first
+
+
+def test_a_tree_without_debug_symbols_has_no_companion(
+    plan: BuildPlan, tree_tar: Path, manifest: dict[str, object]
+) -> None:
+    artifact = write_artifact(plan, tree_tar, manifest)
+    assert not debug_companion(artifact.path).exists()
+    assert json.loads(_read(artifact.path, f"{ROOT}/manifest.json"))["debug_symbols"] is None
+
+
+def test_the_store_links_the_companion_under_its_contract_name(
+    plan: BuildPlan, manifest: dict[str, object], settings: Settings, tmp_path: Path
+) -> None:
+    stored = settings.builds_dir / "by-id" / plan.build_id / ARTIFACT_NAME
+    artifact = write_artifact(plan, _tree_with_debug(tmp_path), manifest, stored)
+
+    link_contract_names(settings.builds_dir, artifact.path)
+
+    link = settings.builds_dir / "slurm-24.11-trixie-debug.tar.gz"
+    assert link.is_symlink() and link.resolve() == debug_companion(stored).resolve()
+    assert (settings.builds_dir / "slurm-24.11-trixie-debug.tar.gz.sha256").is_symlink()
+
+
+def test_the_manifest_records_the_release_flags_patches_and_contribs(plan: BuildPlan) -> None:
+    manifest = build_manifest(plan, {**META, "contribs.txt": "pmi\npmi2\nseff\n"})
+
+    assert "--disable-debug" in manifest["build_flags"]["configure"]
+    assert "-fstack-protector-strong" in manifest["build_flags"]["CFLAGS"]
+    assert "-Wl,-z,relro" in manifest["build_flags"]["LDFLAGS"]
+    assert not any("-z,now" in flag for flag in manifest["build_flags"]["LDFLAGS"])
+    assert [patch["origin"] for patch in manifest["patches"]] == ["slurm-factory"] * len(own_patches())
+    assert all(set(patch) == {"name", "origin", "sha256"} for patch in manifest["patches"]), "no host path"
+    assert manifest["contribs"] == ["pmi", "pmi2", "seff"]

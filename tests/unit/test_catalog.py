@@ -21,6 +21,7 @@ from slurm_factory.catalog._data import read_data_text
 from slurm_factory.catalog.compilers import check_gcc_version, load_gcc_catalog
 from slurm_factory.catalog.releases import ReleaseLineError, load_site_releases, newest_in_series, parse_releases
 from slurm_factory.catalog.toolchains import ArchSupport, get_toolchain
+from slurm_factory.catalog.upgrades import check_upgrade, upgrade_sources
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 
 SHARED_RELEASES = Path("/work/shared/data/slurm-releases.tsv")
@@ -422,3 +423,41 @@ def test_sources_from_the_arch_image_need_a_cross_toolchain_and_that_image() -> 
     ubuntu = {name: get_toolchain(name).arches["arm64"] for name in ("resolute", "noble", "jammy")}
     assert all(support.cross and support.foreign_apt_sources for support in ubuntu.values())
     assert not get_toolchain("trixie").arches["arm64"].foreign_apt_sources, "Debian's archive carries arm64"
+
+
+# --- upgrades -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("series", "sources"),
+    [
+        ("23.11", ["22.05", "23.02"]),
+        ("24.05", ["23.02", "23.11"]),
+        ("24.11", ["23.02", "23.11", "24.05"]),
+        ("25.11", ["24.05", "24.11", "25.05"]),
+        ("26.11", ["25.05", "25.11", "26.05"]),  # a series only a site's releases file knows
+    ],
+)
+def test_a_release_accepts_the_previous_two_majors_and_three_from_24_11_on(series: str, sources: list[str]) -> None:
+    assert upgrade_sources(series) == sources
+
+
+@pytest.mark.parametrize(("old", "new"), [("24.11.5", "25.11.7"), ("24.11.5", "24.11.7"), ("23.11.11", "24.11.5")])
+def test_supported_upgrades_pass(old: str, new: str) -> None:
+    check_upgrade(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("22.05.8", "24.11.5", "from its own patch releases and from 23.02, 23.11, 24.05"),
+        ("25.11.7", "24.11.5", "is a downgrade"),
+        ("24.11.7", "24.11.5", "is a downgrade"),
+        ("24.11.5", "24.11.5", "an upgrade needs an older one"),
+        ("23.11.11", "25.11.7", "from its own patch releases and from 24.05, 24.11, 25.05"),
+    ],
+)
+def test_unsupported_upgrades_are_refused_naming_the_supported_range(old: str, new: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
+        check_upgrade(old, new)
+    assert caught.value.exit_code == EXIT_USAGE

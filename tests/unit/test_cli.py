@@ -39,6 +39,7 @@ DEFAULT_KWARGS: dict[str, Any] = {
     "toolchain": "noble",
     "gpu": False,
     "verify": False,
+    "upgrade_from": None,
     "no_cache": False,
     "buildcache": "none",
     "publish": "none",
@@ -171,6 +172,7 @@ OPTION_CASES = [
         id="patch-repeated-in-order",
     ),
     pytest.param(["--releases-file", "/srv/releases.tsv"], "releases_file", "/srv/releases.tsv", id="releases-file"),
+    pytest.param(["--upgrade-from", "/srv/old.tar.gz"], "upgrade_from", "/srv/old.tar.gz", id="upgrade-from"),
     pytest.param(["--dry-run"], "dry_run", True, id="dry-run"),
     pytest.param(["--plan-dir", "{tmp}/context"], "plan_dir", Path("{tmp}/context"), id="plan-dir"),
 ]

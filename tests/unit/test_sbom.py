@@ -75,7 +75,7 @@ def test_sbom_names_the_artifact_and_slurm_with_its_source_sha256(tmp_path: Path
 def test_native_sbom_lists_every_linked_os_package_as_a_deb_purl(tmp_path: Path) -> None:
     document = json.loads(make_sbom(_artifact(tmp_path, _manifest())))
 
-    purls = {c["purl"] for c in document["components"] if c["purl"].startswith("pkg:deb/")}
+    purls = {c["purl"] for c in document["components"] if c.get("purl", "").startswith("pkg:deb/")}
     assert purls == {
         "pkg:deb/debian/libmunge2@0.5.16-1?distro=trixie",
         "pkg:deb/debian/libjson-c5@0.18%2Bds-1?distro=trixie",
@@ -87,13 +87,13 @@ def test_rocky_packages_are_rpm_purls(tmp_path: Path) -> None:
 
     document = json.loads(make_sbom(_artifact(tmp_path, manifest)))
 
-    assert "pkg:rpm/rocky/libmunge2@0.5.16-1?distro=rockylinux9" in {c["purl"] for c in document["components"]}
+    assert "pkg:rpm/rocky/libmunge2@0.5.16-1?distro=rockylinux9" in {c.get("purl") for c in document["components"]}
 
 
 def test_spack_sbom_lists_every_spack_package_with_version_and_hash(tmp_path: Path) -> None:
     document = json.loads(make_sbom(_artifact(tmp_path, _manifest("spack"))))
 
-    spack = {c["name"]: c for c in document["components"] if c["purl"].startswith("pkg:generic/spack/")}
+    spack = {c["name"]: c for c in document["components"] if c.get("purl", "").startswith("pkg:generic/spack/")}
     assert set(spack) == {"munge", "json-c"}
     assert spack["munge"]["version"] == "0.5.15"
     assert spack["munge"]["properties"] == [{"name": "spack:hash", "value": "h1h2h3h"}]
@@ -130,8 +130,11 @@ def test_an_sbom_missing_or_adding_an_os_package_is_reported(tmp_path: Path) -> 
 
     problems = sbom_problems(artifact.path, SHA256, changed)
 
-    assert "linked OS package missing from the SBOM: pkg:deb/debian/libmunge2@0.5.16-2?distro=trixie" in problems
-    assert any("does not link" in problem and "libjson-c5" in problem for problem in problems)
+    assert (
+        "OS package the artifact needs missing from the SBOM: pkg:deb/debian/libmunge2@0.5.16-2?distro=trixie"
+        in problems
+    )
+    assert any("does not need" in problem and "libjson-c5" in problem for problem in problems)
 
 
 def test_an_unreadable_sbom_is_reported(tmp_path: Path) -> None:
@@ -139,3 +142,63 @@ def test_an_unreadable_sbom_is_reported(tmp_path: Path) -> None:
     artifact.path.with_name(artifact.path.name + ".sbom.json").write_text("{not json")
 
     assert sbom_problems(artifact.path, SHA256, artifact.manifest)
+
+
+def _production_manifest() -> dict[str, Any]:
+    return {
+        **_manifest(),
+        "toolchain": {"name": "trixie", "os": "Debian 13", "base_image": "debian:trixie", "glibc": "2.41"},
+        "runtime_packages": ["libjson-c5", "libmunge2", "libpmix2t64", "munge"],
+        "os_inventory": [
+            {"name": "munge", "version": "0.5.16-1", "license": "GPL-3.0-or-later"},
+            {"name": "libpmix2t64", "version": "5.0.7-1"},
+            {"name": "libmunge2", "version": "0.5.16-1", "license": "LGPL-3.0-or-later"},
+        ],
+        "patches": [
+            {"name": "01-relocatable-plugin-dir.patch", "origin": "slurm-factory", "sha256": "1" * 64},
+            {"name": "03-site-hotfix.patch", "origin": "site", "sha256": "2" * 64},
+        ],
+        "tool": {"name": "slurm-factory", "version": "9.9.9"},
+    }
+
+
+def test_the_sbom_lists_packages_run_without_linking_with_versions_and_licenses(tmp_path: Path) -> None:
+    text = make_sbom(_artifact(tmp_path, _production_manifest()))
+    _validate(text)
+    components = {c["name"]: c for c in json.loads(text)["components"]}
+
+    assert components["munge"]["purl"] == "pkg:deb/debian/munge@0.5.16-1?distro=trixie"
+    assert components["munge"]["licenses"] == [{"license": {"id": "GPL-3.0-or-later"}}]
+    assert components["libpmix2t64"]["version"] == "5.0.7-1"
+    linked = {c["name"]: p["value"] for c in components.values() for p in c.get("properties", [])
+              if p["name"] == "slurm-factory:linked"}  # fmt: skip
+    assert linked == {"libjson-c5": "true", "libmunge2": "true", "libpmix2t64": "false", "munge": "false"}
+
+
+def test_the_sbom_names_the_patches_the_os_and_the_tool(tmp_path: Path) -> None:
+    document = json.loads(make_sbom(_artifact(tmp_path, _production_manifest())))
+    components = {c["bom-ref"]: c for c in document["components"]}
+
+    # The library keeps patches as a set; their file names carry the order they were applied in.
+    patches = {patch["diff"]["url"]: patch["type"] for patch in components["slurm"]["pedigree"]["patches"]}
+    assert patches == {
+        "patches/01-relocatable-plugin-dir.patch": "unofficial",
+        "patches/03-site-hotfix.patch": "backport",
+    }
+    properties = {p["name"]: p["value"] for p in components["slurm"]["properties"]}
+    assert properties["slurm-factory:patch:03-site-hotfix.patch"] == f"site sha256:{'2' * 64}"
+    assert components["slurm"]["licenses"] == [{"license": {"id": "GPL-2.0-or-later"}}]
+    assert components["operating-system"]["type"] == "operating-system"
+    assert (components["operating-system"]["name"], components["operating-system"]["version"]) == ("debian", "13")
+    assert document["metadata"]["tools"]["components"][0]["name"] == "slurm-factory"
+    assert document["metadata"]["tools"]["components"][0]["version"] == "9.9.9"
+
+
+def test_a_runtime_package_missing_from_the_sbom_is_reported(tmp_path: Path) -> None:
+    manifest = _production_manifest()
+    artifact = _artifact(tmp_path, manifest)
+    write_sbom(artifact)
+    reported = sbom_problems(
+        artifact.path, SHA256, {**manifest, "runtime_packages": [*manifest["runtime_packages"], "perl"]}
+    )
+    assert reported == ["OS package the artifact needs missing from the SBOM: pkg:deb/debian/perl?distro=trixie"]

@@ -91,6 +91,7 @@ IDENTITY_NEUTRAL: dict[str, Any] = {
     "slurm_source": None,
     "s3_endpoint_url": None,
     "releases_file": None,
+    "upgrade_from": None,
 }
 
 

@@ -159,5 +159,6 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         source_date_epoch=request.slurm.source_date_epoch,
         cross_triplet=cross_triplet(request),
         cross_loader=CROSS_LOADERS.get(request.arch.value) if request.cross else None,
+        runtime_package_names=list(request.toolchain.native.runtime_packages),
     )
     return PlanFile(script, mode=0o755)

@@ -414,6 +414,9 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         remote_buildcache=request.buildcache_url is not None,
         python=request.toolchain.spack.python,
         source_date_epoch=request.slurm.source_date_epoch,
+        # What the tree runs without linking it: munge's daemon (the OS's runtime packages of the externals are
+        # named by the detection step and added by the artifact layer).
+        runtime_package_names=["munge"],
         plan_dir=layout.PLAN,
         flags=release_flags(request.arch.value, request.compiler_major),
         contribs=[*BUILTIN_CONTRIBS, *spack_contribs(), *load_build_catalog().contrib_scripts],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.artifact import sidecar, write_text_atomically
+from slurm_factory.catalog.upgrades import check_upgrade
 from slurm_factory.choices import Arch, host_arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_layer import DockerSession
@@ -32,7 +33,7 @@ from slurm_factory.verify.cluster import running_cluster
 from slurm_factory.verify.containers import check_cluster, check_relocated, database_container, start_database_server
 from slurm_factory.verify.debug_companion import DebugCompanion, find_debug_companion
 from slurm_factory.verify.images import VerifyImages, checked_base_image, emulated, verify_images
-from slurm_factory.verify.manifest import ManifestError
+from slurm_factory.verify.manifest import ManifestError, parse_manifest
 from slurm_factory.verify.report import CheckResult, VerificationReport, check
 from slurm_factory.verify.sbom_check import check_sbom
 
@@ -168,9 +169,10 @@ def _docker_stages(
     session: DockerSession | None,
     monitor: BuildMonitor,
     report: VerificationReport,
+    old: ArtifactUnderTest | None = None,
 ) -> None:
-    """Images (the database starts while the others build), the relocated container and the cluster; without a
-    Docker engine they are marked not run."""
+    """Images (the database starts while the others build), the relocated container and the cluster (with `old`,
+    upgraded from it); without a Docker engine they are marked not run."""
     try:
         session = session or DockerSession(settings.project_name)
     except DockerError as error:
@@ -182,7 +184,8 @@ def _docker_stages(
         images: VerifyImages | None = None
         with check(report, "images") as result:
             base_image = checked_base_image(artifact, session.image_exists)
-            images = verify_images(artifact, settings.project_name, base_image)
+            old_packages = tuple(old.manifest.get("runtime_packages") or []) if old is not None else ()
+            images = verify_images(artifact, settings.project_name, base_image, extra_runtime_packages=old_packages)
             _ensure_image(session, images.database, images, monitor, artifact.toolchain.name)
             network = stack.enter_context(session.network("verify", internal=True))
             database = stack.enter_context(database_container(session, images, network))
@@ -199,7 +202,7 @@ def _docker_stages(
         monitor.stage("verify: cluster")
 
         def cluster_checks() -> None:
-            with running_cluster(artifact, session, built, database, network, password) as cluster:
+            with running_cluster(artifact, session, built, database, network, password, old) as cluster:
                 check_cluster(cluster, report)
 
         _container_checks(report, "cluster: setup", cluster_checks)
@@ -211,6 +214,34 @@ def _image_origin(artifact: ArtifactUnderTest, base_image: str) -> str:
     if base_image != artifact.base_image:
         return f" (from {base_image}: {artifact.base_image} is unknown)"
     return ""
+
+
+def upgrade_source(path: Path, toolchain: str, arch: str, version: str) -> ArtifactUnderTest:
+    """The artifact `--upgrade-from` names, checked before anything runs or builds: a safe slurm-factory artifact of
+    the same toolchain and arch, of a release Slurm supports upgrading from to `version` (exit 2 otherwise)."""
+    scanned = scan_tarball(path)
+    if not scanned.scan.safe:
+        raise ConfigurationError(f"--upgrade-from {path.name}: unsafe tarball: {scanned.scan.findings[0]}")
+    try:
+        old = open_artifact(scanned)
+    except ManifestError as error:
+        raise ConfigurationError(f"--upgrade-from {path.name}: {error}") from None
+    if (old.toolchain.name, old.arch) != (toolchain, arch):
+        raise ConfigurationError(
+            f"--upgrade-from {path.name} is for {old.toolchain.name} {old.arch}, the new release for {toolchain} "
+            f"{arch}: an upgrade keeps the nodes, so both must be for the same OS and arch"
+        )
+    check_upgrade(old.version, version)
+    return old
+
+
+def _upgrade_source_for(path: Path, new: ScannedTarball) -> ArtifactUnderTest:
+    try:
+        manifest = parse_manifest(new.scan.manifest or b"")
+    except ManifestError as error:
+        raise ConfigurationError(f"{new.path.name}: {error}") from None
+    toolchain, arch = manifest["toolchain"]["name"], str(manifest.get("arch") or "amd64")
+    return upgrade_source(path, toolchain, arch, str(manifest["slurm"]["version"]))
 
 
 def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> VerificationError:
@@ -254,15 +285,19 @@ def verify_artifact(
     display: Display | None = None,
     session: DockerSession | None = None,
     public_key: Path | None = None,
+    upgrade_from: Path | None = None,
 ) -> VerificationReport:
     """Run every check on `tarball`; return the report, or raise `VerificationError` carrying its path.
 
     The tarball is untrusted: its members are scanned and its manifest checked before anything else reads it; an
-    unsafe or malformed one fails verification and nothing of it is unpacked or run."""
+    unsafe or malformed one fails verification and nothing of it is unpacked or run. `upgrade_from`: an older
+    release's artifact; the cluster runs it first and is then upgraded in place to `tarball` (Slurm's supported
+    upgrades only, refused before any container starts)."""
     settings = settings or Settings()
     if public_key is not None and not public_key.is_file():
         raise ConfigurationError(f"--public-key {public_key}: no such file")
     scanned = scan_tarball(tarball)
+    old = _upgrade_source_for(upgrade_from, scanned) if upgrade_from is not None else None
     _require_emulation_for_foreign_arch(scanned)
     if not os.access(scanned.path.parent, os.W_OK):
         raise ConfigurationError(
@@ -289,7 +324,7 @@ def verify_artifact(
             _static_checks(artifact, companion, report)
             with check(report, SBOM_CHECK) as result:
                 check_sbom(artifact, result)
-            _docker_stages(artifact, settings, session, monitor, report)
+            _docker_stages(artifact, settings, session, monitor, report, old)
     path = report_path(scanned.path)
     _write_report(report, path, scanned, artifact.manifest if artifact else {})
     if not report.passed:

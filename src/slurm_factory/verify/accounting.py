@@ -9,6 +9,8 @@ from slurm_factory.verify.cluster import ACCOUNT, CONTROLLER, LOGIN, OTHER_USER,
 from slurm_factory.verify.report import VerificationReport, check
 
 LIMIT_QOS = "verify-limit"
+# What sacctmgr says (exiting 1) when an association is already there: an upgraded cluster keeps its own.
+ALREADY_THERE = ("nothing new added", "nothing added", "nothing modified", "already exist")
 
 
 def check_associations(cluster: Cluster, report: VerificationReport) -> bool:
@@ -22,7 +24,7 @@ def check_associations(cluster: Cluster, report: VerificationReport) -> bool:
             ("modify", "user", USER, "set", f"QOS+={LIMIT_QOS}"),
         ):
             code, output = cluster.slurm(CONTROLLER, "bin/sacctmgr", "-i", *command)
-            if code != 0 and "nothing new added" not in output.lower():
+            if code != 0 and not any(words in output.lower() for words in ALREADY_THERE):
                 result.fail(f"sacctmgr {' '.join(command[:3])} failed (exit {code})", output.splitlines()[-5:])
                 return False
         known, detail = cluster.wait_for(lambda: _controller_knows(cluster), 30)

@@ -41,6 +41,8 @@ UNIT_DIR = PurePosixPath("/etc/systemd/system")
 INSTALL_PREFIX = PurePosixPath("/srv/relocated")
 TARBALL = CHECK_DIR / "artifact.tar.gz"
 DEBUG_TARBALL = CHECK_DIR / "artifact-debug.tar.gz"
+# The release an upgrade starts from (`--upgrade-from`).
+OLD_TARBALL = CHECK_DIR / "old-artifact.tar.gz"
 NODE_MEMORY_MB = 500
 USER = "alice"  # has an association (account research)
 OTHER_USER = "bob"  # has none: accounting refuses his jobs
@@ -76,6 +78,7 @@ class Cluster:
     database_password: str
     root: PurePosixPath | None = None
     started: dict[str, list[str]] = field(default_factory=dict)
+    old_artifact: ArtifactUnderTest | None = None
 
     @property
     def patience(self) -> int:
@@ -206,6 +209,7 @@ def running_cluster(
     database: RunningContainer,
     network: str,
     database_password: str,
+    old_artifact: ArtifactUnderTest | None = None,
 ) -> Iterator[Cluster]:
     """The three nodes, started on `network` beside the `database` container, each with the artifact (and its
     debug companion), the check's scripts and the cluster's munge key. No host mount."""
@@ -224,10 +228,18 @@ def running_cluster(
                 )
             )
             put_artifact(node, artifact)
+            if old_artifact is not None:
+                node.put_host_file(old_artifact.path, OLD_TARBALL)
             node.put_bytes(CHECK_DIR / "munge.key", munge_key, mode=0o400)
             node.start()
             nodes[name] = node
-        yield Cluster(database=database, nodes=nodes, artifact=artifact, database_password=database_password)
+        yield Cluster(
+            database=database,
+            nodes=nodes,
+            artifact=artifact,
+            database_password=database_password,
+            old_artifact=old_artifact,
+        )
 
 
 def put_artifact(container: RunningContainer, artifact: ArtifactUnderTest) -> None:
@@ -238,17 +250,24 @@ def put_artifact(container: RunningContainer, artifact: ArtifactUnderTest) -> No
     container.put_files(node_files())
 
 
-def install(cluster: Cluster, report: VerificationReport, prefix: PurePosixPath, name: str) -> bool:
-    """Unpack the artifact at `prefix` on every node and run its setup script as a site would; then the
-    controller's configuration for this cluster. One check, `name`."""
+def install(
+    cluster: Cluster,
+    report: VerificationReport,
+    prefix: PurePosixPath,
+    name: str,
+    tarball: PurePosixPath = TARBALL,
+) -> bool:
+    """Unpack the artifact (`tarball` in the containers; the artifact under test's debug companion with it) at
+    `prefix` on every node and run its setup script as a site would; then the controller's configuration for this
+    cluster. One check, `name`."""
     artifact = cluster.artifact
     pam_dir = artifact.toolchain.packages.verify.pam_dir.format(multiarch=multiarch_triplet(artifact.arch))
-    debug = [str(DEBUG_TARBALL)] if artifact.debug_companion is not None else []
+    debug = [str(DEBUG_TARBALL)] if tarball == TARBALL and artifact.debug_companion is not None else []
     with check(report, name) as result:
         for node in NODES:
             role = "controller" if node == CONTROLLER else "node"
             code, output = cluster.nodes[node].run(
-                ["sh", str(CHECK_DIR / "node-setup.sh"), str(TARBALL), str(prefix), role, pam_dir, *debug]
+                ["sh", str(CHECK_DIR / "node-setup.sh"), str(tarball), str(prefix), role, pam_dir, *debug]
             )
             root = next((line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("root ")), None)
             if code != 0 or root is None:
@@ -352,11 +371,15 @@ def node_states(cluster: Cluster, from_node: str) -> tuple[dict[str, str], str]:
     return states, output.strip()
 
 
-def start_configless(cluster: Cluster, report: VerificationReport) -> bool:
+def start_configless(
+    cluster: Cluster,
+    report: VerificationReport,
+    names: tuple[str, str] = ("cluster: configless node", "cluster: login node (sackd)"),
+) -> bool:
     """The compute node's slurmd and the login node's sackd with `--conf-server` only (their options files): no
     slurm.conf on either; both fetch it from slurmctld, the node registers, clients on the login node work."""
     conf_server = f"{CONTROLLER}:{CONTROLLER_PORT}"
-    with check(report, "cluster: configless node") as result:
+    with check(report, names[0]) as result:
         cluster.write(COMPUTE, "/etc/default/slurmd", f"SLURMD_OPTIONS=--conf-server {conf_server}\n")
         service = cluster.start_unit(COMPUTE, "slurmd")
         idle, detail = cluster.wait_for(lambda: _idle(cluster, CONTROLLER, SLURM_NODES), IDLE_TIMEOUT)
@@ -378,7 +401,7 @@ def start_configless(cluster: Cluster, report: VerificationReport) -> bool:
             )
     if result.failed:
         return False
-    with check(report, "cluster: login node (sackd)") as result:
+    with check(report, names[1]) as result:
         cluster.write(LOGIN, "/etc/default/sackd", f"SACKD_OPTIONS=--conf-server {conf_server}\n")
         service = cluster.start_unit(LOGIN, "sackd")
         seen, detail = cluster.wait_for(lambda: _idle(cluster, LOGIN, SLURM_NODES), IDLE_TIMEOUT)

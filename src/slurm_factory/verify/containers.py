@@ -32,6 +32,12 @@ from slurm_factory.verify.images import CHECK_DIR, VerifyImages, node_files
 from slurm_factory.verify.jobs import check_debug_symbols_in_gdb, check_jobs, check_pam_slurm_adopt
 from slurm_factory.verify.report import VerificationReport, check
 from slurm_factory.verify.rest import check_rest
+from slurm_factory.verify.upgrade import (
+    check_database_converted,
+    check_state_kept,
+    pending_conversion,
+    run_old_release,
+)
 
 # Unpacked here, never at the build prefix (/opt/slurm-factory-build/...), so nothing can work by accident.
 RELOCATED_PREFIX = PurePosixPath("/srv/relocated/slurm-factory")
@@ -137,12 +143,22 @@ def check_cluster(cluster: Cluster, report: VerificationReport) -> None:
             result.ok(f"MariaDB {version[1] if version else ''} on {DATABASE}; slurmdbd's account created")
         else:
             result.fail(f"the MariaDB server on {DATABASE} did not start", evidence)
-    if result.failed or not install(cluster, report, INSTALL_PREFIX / "artifact", "cluster: install"):
+    if result.failed:
         return
+    old_state = run_old_release(cluster, report) if cluster.old_artifact is not None else None
+    if cluster.old_artifact is not None and old_state is None:
+        return
+    if not install(cluster, report, INSTALL_PREFIX / "artifact", "cluster: install"):
+        return
+    before = pending_conversion(cluster) if old_state is not None else ""
     if not start_controller(cluster, report) or not start_configless(cluster, report):
         return
+    if old_state is not None:
+        check_database_converted(cluster, report, old_state, before)
     if not check_associations(cluster, report):
         return
+    if old_state is not None:
+        check_state_kept(cluster, report, old_state)
     check_unassociated_user_refused(cluster, report)
     batch = check_jobs(cluster, report)
     check_job_record(cluster, report, batch)

@@ -63,11 +63,17 @@ def checked_base_image(artifact: ArtifactUnderTest, present: Callable[[str], boo
     return artifact.toolchain.base_image
 
 
-def verify_images(artifact: ArtifactUnderTest, project_name: str, base_image: str | None = None) -> VerifyImages:
+def verify_images(
+    artifact: ArtifactUnderTest,
+    project_name: str,
+    base_image: str | None = None,
+    extra_runtime_packages: tuple[str, ...] = (),
+) -> VerifyImages:
+    """`extra_runtime_packages`: what another release the cluster runs needs too (an upgrade's old release)."""
     base_image = base_image or artifact.base_image
     toolchain = artifact.toolchain
     verify = toolchain.packages.verify
-    runtime_packages = [*verify.base_packages, *artifact.manifest.get("runtime_packages", [])]
+    runtime_packages = [*verify.base_packages, *artifact.manifest.get("runtime_packages", []), *extra_runtime_packages]
     runtime_dockerfile = render(
         "verify/runtime.Dockerfile.j2",
         toolchain=toolchain,

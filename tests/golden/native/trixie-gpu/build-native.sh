@@ -228,6 +228,18 @@ while IFS= read -r library; do
     package=${owner%%:*}
     dpkg-query --show --showformat='${Package}\t${Version}\n' "$package"
 done < "$META_DIR/system-libraries.txt" | sort -u > "$META_DIR/runtime-packages.tsv"
+# Every OS package a host of this tree needs (the linked ones and those it loads or runs without linking: munge's
+# daemon, libpmix), with its version and license where the package manager records them, for the SBOM.
+{
+    cut -f1 "$META_DIR/runtime-packages.tsv"
+    printf '%s\n' perl munge libmunge2 libjson-c5 libhttp-parser2.9 libyaml-0-2 libjwt2 libhwloc15 liblua5.4-0 libmariadb3 libcurl4t64 libreadline8t64 libpam0g libdbus-1-3 liblz4-1 libnuma1 libpmix2t64
+} | sort -u | while IFS= read -r package; do
+    [ -n "$package" ] || continue
+    version=$(dpkg-query --show --showformat='${Version}' "$package" 2>/dev/null) || continue
+    # DEP-5 copyright files name the license of their first Files: paragraph first.
+    license=$(sed -n 's/^License: *\([^ ]*\).*/\1/p' "/usr/share/doc/$package/copyright" 2>/dev/null | head -n 1)
+    printf '%s\t%s\t%s\n' "$package" "$version" "$license"
+done > "$META_DIR/os-inventory.tsv"
 (cd "$PREFIX/lib/slurm" && ls -1 *.so) > "$META_DIR/plugins.txt"
 "$PREFIX/sbin/slurmd" -V > "$META_DIR/slurmd-version.txt"
 stage done

@@ -174,6 +174,17 @@ while IFS= read -r library; do
     real=$(readlink -f "$library")
     rpm --query --file --queryformat '%{NAME}\t%{VERSION}-%{RELEASE}\n' "$real" 2>/dev/null || continue
 done < "$META_DIR/system-libraries.txt" | sort -u > "$META_DIR/runtime-packages.tsv"
+# Every OS package a host of this tree needs (the linked ones and those it loads or runs without linking: munge's
+# daemon, libpmix), with its version and license where the package manager records them, for the SBOM.
+{
+    cut -f1 "$META_DIR/runtime-packages.tsv"
+    printf '%s\n' munge
+} | sort -u | while IFS= read -r package; do
+    [ -n "$package" ] || continue
+    version=$(rpm --query --queryformat '%{VERSION}-%{RELEASE}' "$package" 2>/dev/null) || continue
+    license=$(rpm --query --queryformat '%{LICENSE}' "$package" 2>/dev/null)
+    printf '%s\t%s\t%s\n' "$package" "$version" "$license"
+done > "$META_DIR/os-inventory.tsv"
 (cd "$PREFIX/lib/slurm" && ls -1 *.so) > "$META_DIR/plugins.txt"
 "$PREFIX/sbin/slurmd" -V > "$META_DIR/slurmd-version.txt"
 tr ' ' '\n' < "$(spack -e "$ENV_DIR" location -i slurm)/.spack/spack-configure-args.txt" > "$META_DIR/configure-options.txt"

@@ -176,6 +176,18 @@ while IFS= read -r library; do
     package=${owner%%:*}
     dpkg-query --show --showformat='${Package}\t${Version}\n' "$package"
 done < "$META_DIR/system-libraries.txt" | sort -u > "$META_DIR/runtime-packages.tsv"
+# Every OS package a host of this tree needs (the linked ones and those it loads or runs without linking: munge's
+# daemon, libpmix), with its version and license where the package manager records them, for the SBOM.
+{
+    cut -f1 "$META_DIR/runtime-packages.tsv"
+    printf '%s\n' munge
+} | sort -u | while IFS= read -r package; do
+    [ -n "$package" ] || continue
+    version=$(dpkg-query --show --showformat='${Version}' "$package" 2>/dev/null) || continue
+    # DEP-5 copyright files name the license of their first Files: paragraph first.
+    license=$(sed -n 's/^License: *\([^ ]*\).*/\1/p' "/usr/share/doc/$package/copyright" 2>/dev/null | head -n 1)
+    printf '%s\t%s\t%s\n' "$package" "$version" "$license"
+done > "$META_DIR/os-inventory.tsv"
 (cd "$PREFIX/lib/slurm" && ls -1 *.so) > "$META_DIR/plugins.txt"
 "$PREFIX/sbin/slurmd" -V > "$META_DIR/slurmd-version.txt"
 tr ' ' '\n' < "$(spack -e "$ENV_DIR" location -i slurm)/.spack/spack-configure-args.txt" > "$META_DIR/configure-options.txt"
