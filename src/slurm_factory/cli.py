@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
@@ -32,7 +33,7 @@ from slurm_factory.exceptions import (
     SlurmFactoryError,
     VerificationError,
 )
-from slurm_factory.options import BuildOptions, CompilerOptions, Declared, declared
+from slurm_factory.options import GROUPS, BuildOptions, CompilerOptions, Declared, declared
 
 # Everything heavy (pydantic models, the catalog, Docker, ELF parsing) is imported inside the commands that need it,
 # so `--help` and shell completion stay fast.
@@ -295,9 +296,34 @@ def _run_build_slurm(api_options: dict[str, Any], extra: dict[str, Any]) -> None
     _report_build(result, json_output, dry_run)
 
 
+# Where the options a command adds besides its declared ones are listed in `--help`.
+_EXTRA_GROUPS = {"gpg_passphrase_file": "Signing", "dry_run": "Output", "plan_dir": "Output", "json_output": "Output"}
+
+
+class GroupedCommand(typer.core.TyperCommand):
+    """Plain `--help` (fast: no Rich), its options in the sections of `options.GROUPS` instead of one long list."""
+
+    declaration: type = BuildOptions
+
+    # The context and formatter are those of the Click that typer brings (its own copy).
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        groups = {item.name: item.option.group for item in declared(self.declaration)}
+        sections: dict[str, list[tuple[str, str]]] = {name: [] for name in (*GROUPS, "Other")}
+        for parameter in self.get_params(ctx):
+            record = parameter.get_help_record(ctx)
+            if record is None:
+                continue
+            name = parameter.name or ""
+            sections[groups.get(name) or _EXTRA_GROUPS.get(name) or "Other"].append(record)
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 build_slurm_command = _one_line_errors(_declared_command(BuildOptions, _RUN_PARAMETERS, _run_build_slurm))
-app.command("build-slurm", help="Build one Slurm version for one toolchain.")(build_slurm_command)
-app.command("build", help="Alias of build-slurm.", hidden=False)(build_slurm_command)
+app.command("build-slurm", help="Build one Slurm version for one toolchain.", cls=GroupedCommand)(build_slurm_command)
+app.command("build", help="Alias of build-slurm.", hidden=False, cls=GroupedCommand)(build_slurm_command)
 
 
 def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None:
@@ -440,9 +466,13 @@ def _run_build_compiler(api_options: dict[str, Any], extra: dict[str, Any]) -> N
 
 _BUILD_COMPILER_HELP = "Build a GCC toolchain with Spack and push it to the buildcache (local by default)."
 build_compiler_command = _one_line_errors(_declared_command(CompilerOptions, _RUN_PARAMETERS, _run_build_compiler))
-app.command(
-    "build-compiler", help="Build a GCC toolchain with Spack and push it to the buildcache (local by default)."
-)(build_compiler_command)
+
+
+class _CompilerCommand(GroupedCommand):
+    declaration = CompilerOptions
+
+
+app.command("build-compiler", help=_BUILD_COMPILER_HELP, cls=_CompilerCommand)(build_compiler_command)
 
 
 def _matrix_parameter(item: Declared) -> inspect.Parameter:
@@ -559,6 +589,7 @@ app.command(
     help="Build every combination of Slurm versions, toolchains, GPU flag and arches (comma-separated lists), "
     "--jobs at once on this host or on a Dask cluster (--scheduler). Exit 0 when every cell succeeds, 1 when any "
     "failed.",
+    cls=GroupedCommand,
 )(build_matrix_command)
 
 

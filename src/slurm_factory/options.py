@@ -51,7 +51,12 @@ class Option:
     axis: bool = False
     # Repeatable (`--patch A --patch B`): a list in Python, in the order given.
     multiple: bool = False
+    # The section of `--help` and of the options reference it is listed under (one of GROUPS).
+    group: str = "What to build"
 
+
+# The sections of a build command's options, in the order `--help` and the reference list them.
+GROUPS = ("What to build", "Engine and Spack inputs", "Verification", "Signing", "Publishing and mirrors", "Output")
 
 # --- options several commands share (one declaration each) ---------------------------------------------------------
 
@@ -66,17 +71,30 @@ Toolchain = Annotated[
     ),
 ]
 NoCache = Annotated[
-    bool, Option("--no-cache", "Rebuild everything: no Docker layer cache, buildcache or ccache reuse.", default=False)
+    bool,
+    Option(
+        "--no-cache",
+        "Rebuild everything: no Docker layer cache, buildcache or ccache reuse.",
+        default=False,
+        group="Engine and Spack inputs",
+    ),
 ]
 Publish = Annotated[
     str | PublishMode,
-    Option("--publish", "What to publish: none, slurm, deps or all.", default="none", choices=PublishMode),
+    Option(
+        "--publish",
+        "What to publish: none, slurm, deps or all.",
+        default="none",
+        choices=PublishMode,
+        group="Publishing and mirrors",
+    ),
 ]
 SigningKey = Annotated[
     str | None,
     Option(
         "--signing-key",
         "GPG key that signs what is published: its 64-bit long id (0x + 16 hex digits) or 40-digit fingerprint.",
+        group="Signing",
     ),
 ]
 GpgPrivateKey = Annotated[
@@ -85,6 +103,7 @@ GpgPrivateKey = Annotated[
         "--gpg-private-key",
         "Base64 of the private key to import, or @path. Env: SLURM_FACTORY_GPG_PRIVATE_KEY.",
         default_text="",
+        group="Signing",
     ),
 ]
 GpgPassphrase = Annotated[
@@ -93,6 +112,7 @@ GpgPassphrase = Annotated[
         "--gpg-passphrase",
         "Passphrase of that key, or @path of a file holding it. Env: SLURM_FACTORY_GPG_PASSPHRASE.",
         default_text="",
+        group="Signing",
     ),
 ]
 TargetArch = Annotated[
@@ -109,7 +129,11 @@ TargetArch = Annotated[
 ]
 PublishUrl = Annotated[
     str | None,
-    Option("--publish-url", "Where to publish: a file:// path or directory (default: the local binary mirror), s3://."),
+    Option(
+        "--publish-url",
+        "Where to publish: a file:// path or directory (default: the local binary mirror), s3://.",
+        group="Publishing and mirrors",
+    ),
 ]
 S3EndpointUrl = Annotated[
     str | None,
@@ -117,6 +141,7 @@ S3EndpointUrl = Annotated[
         "--s3-endpoint-url",
         "Endpoint of an S3-compatible store (MinIO, Ceph RGW) for s3:// mirrors. Env: AWS_ENDPOINT_URL_S3, "
         "AWS_ENDPOINT_URL. Credentials: AWS_PROFILE, ~/.aws/credentials or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.",
+        group="Publishing and mirrors",
     ),
 ]
 SpackSource = Annotated[
@@ -126,6 +151,7 @@ SpackSource = Annotated[
         "Local Spack checkout, release tarball or URL instead of cloning Spack.",
         path=True,
         url=True,
+        group="Engine and Spack inputs",
     ),
 ]
 SpackPackagesSource = Annotated[
@@ -135,12 +161,16 @@ SpackPackagesSource = Annotated[
         "Local spack-packages checkout, tarball or URL instead of fetching the pinned commit.",
         path=True,
         url=True,
+        group="Engine and Spack inputs",
     ),
 ]
 PythonWheels = Annotated[
     str | os.PathLike[str] | None,
     Option(
-        "--python-wheels", "Directory of wheels (clingo, boto3 and their dependencies) for Spack's Python.", path=True
+        "--python-wheels",
+        "Directory of wheels (clingo, boto3 and their dependencies) for Spack's Python.",
+        path=True,
+        group="Engine and Spack inputs",
     ),
 ]
 BaseImage = Annotated[str | None, Option("--base-image", "Override the toolchain's base image.")]
@@ -161,7 +191,9 @@ class BuildOptions(TypedDict, total=False):
     ]
     toolchain: Toolchain
     gpu: Annotated[bool, Option("--gpu", "Build the NVML and RSMI GPU plugins.", default=False, axis=True)]
-    verify: Annotated[bool, Option("--verify", "Verify relocatability and function.", default=False)]
+    verify: Annotated[
+        bool, Option("--verify", "Verify relocatability and function.", default=False, group="Verification")
+    ]
     upgrade_from: Annotated[
         str | os.PathLike[str] | None,
         Option(
@@ -169,6 +201,7 @@ class BuildOptions(TypedDict, total=False):
             "With --verify: an older release's artifact of this toolchain; verification runs it first and upgrades "
             "the cluster in place to the new build (only upgrades Slurm supports; refused before anything builds).",
             path=True,
+            group="Verification",
         ),
     ]
     no_cache: NoCache
@@ -179,18 +212,30 @@ class BuildOptions(TypedDict, total=False):
             "Install from the binary buildcache: none, deps or all.",
             default="none",
             choices=BuildcacheMode,
+            group="Engine and Spack inputs",
         ),
     ]
     publish: Publish
     enable_hierarchy: Annotated[
-        bool, Option("--enable-hierarchy", "Lmod Core/Compiler/MPI hierarchy instead of a flat tree.", default=False)
+        bool,
+        Option(
+            "--enable-hierarchy",
+            "Lmod Core/Compiler/MPI hierarchy instead of a flat tree.",
+            default=False,
+            group="Engine and Spack inputs",
+        ),
     ]
     signing_key: SigningKey
     gpg_private_key: GpgPrivateKey
     gpg_passphrase: GpgPassphrase
     use_local_buildcache: Annotated[
         bool,
-        Option("--use-local-buildcache", "Also use ~/.slurm-factory/spack-buildcache as a mirror.", default=False),
+        Option(
+            "--use-local-buildcache",
+            "Also use ~/.slurm-factory/spack-buildcache as a mirror.",
+            default=False,
+            group="Engine and Spack inputs",
+        ),
     ]
     compiler_version: Annotated[
         str | None,
@@ -198,6 +243,7 @@ class BuildOptions(TypedDict, total=False):
             "--compiler-version",
             "Build with a GCC from `build-compiler` (e.g. 10.5.0).",
             complete=complete_gcc_version,
+            group="Engine and Spack inputs",
         ),
     ]
     engine: Annotated[
@@ -223,7 +269,8 @@ class BuildOptions(TypedDict, total=False):
     python_wheels: PythonWheels
     base_image: BaseImage
     buildcache_url: Annotated[
-        str | None, Option("--buildcache-url", "Binary mirror to read: file://, s3://, https://.")
+        str | None,
+        Option("--buildcache-url", "Binary mirror to read: file://, s3://, https://.", group="Engine and Spack inputs"),
     ]
     publish_url: PublishUrl
     s3_endpoint_url: S3EndpointUrl
@@ -236,6 +283,7 @@ class BuildOptions(TypedDict, total=False):
             "lists); none: only the compiler.",
             choices=OsPackagesMode,
             default_text="build",
+            group="Engine and Spack inputs",
         ),
     ]
     patches: Annotated[
@@ -265,6 +313,7 @@ class BuildOptions(TypedDict, total=False):
             "Spack engine: a site packages.yaml (its MPI, UCX, libfabric as externals; preferred versions and "
             "variants) merged over the generated one.",
             path=True,
+            group="Engine and Spack inputs",
         ),
     ]
 
@@ -275,7 +324,11 @@ class CompilerOptions(TypedDict, total=False):
     compiler_version: Annotated[
         str,
         Option(
-            "--compiler-version", "GCC release to build, e.g. 13.4.0.", required=True, complete=complete_gcc_version
+            "--compiler-version",
+            "GCC release to build, e.g. 13.4.0.",
+            required=True,
+            complete=complete_gcc_version,
+            group="What to build",
         ),
     ]
     toolchain: Toolchain

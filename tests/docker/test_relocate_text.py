@@ -33,8 +33,8 @@ sha256sum {PREFIX}/bin/true > /tmp/true.sha256
 
 
 def _relocation_script() -> str:
-    header = f"set -euo pipefail\nPREFIX={PREFIX}\nstage() {{ :; }}\nVIEW_PATHS=({VIEW} {RESOLVED_VIEW})\n"
-    return header + render("spack/_relocate_text.sh.j2")
+    header = f"set -euo pipefail\nPREFIX={PREFIX}\nstage() {{ :; }}\nINSTALL_PATHS=({VIEW} {RESOLVED_VIEW})\n"
+    return header + render("common/relocate-text.sh.j2")
 
 
 def test_view_paths_in_pkg_config_files_and_shebangs_follow_the_unpacked_tree(project_cleanup: str) -> None:

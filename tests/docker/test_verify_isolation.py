@@ -1,6 +1,6 @@
 """The verification stages run an untrusted artifact's programs, so their containers have no way out: the relocated
-container has no network at all, the two cluster nodes share an internal network with no gateway (the host's
-bridge has no address) and find each other by name; neither has a host mount. Checked against the real engine
+container has no network at all, the cluster's nodes and its database share an internal network with no gateway
+(the host's bridge has no address) and find each other by name; none has a host mount. Checked against the real engine
 with a TCP port the test opens on the host's loopback (a host-network container reaches it: the control)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import docker
 import pytest
 
 from slurm_factory.docker_layer import DockerSession, RunningContainer
-from slurm_factory.verify.containers import NODES, cluster_nodes, relocated_container
+from slurm_factory.verify.cluster import DATABASE, NODES, node_containers
+from slurm_factory.verify.containers import relocated_container
 
 pytestmark = pytest.mark.docker
 
@@ -71,16 +72,23 @@ def _bridge_addresses(network_id: str) -> str:
 def test_cluster_nodes_find_each_other_on_an_internal_network_without_a_gateway(
     session: DockerSession, docker_client: docker.DockerClient, loopback_port: int
 ) -> None:
-    with cluster_nodes(session, IMAGE) as nodes:
+    with (
+        session.network("verify", internal=True) as network_name,
+        node_containers(session, IMAGE, network_name) as nodes,
+        session.container(
+            IMAGE, ["sleep", "infinity"], role="verify-db", network=network_name, hostname=DATABASE
+        ) as database,  # fmt: skip
+    ):
+        database.start()
         for node in nodes.values():
             node.start()
-        for name, node in nodes.items():
+        for name, node in {**nodes, DATABASE: database}.items():
             assert not _connects(node, loopback_port), f"{name} reached the host's loopback port"
             config = _host_config(docker_client, node)
             assert not config.get("Mounts") and not config.get("Binds")
-            other = next(peer for peer in NODES if peer != name)
-            code, answer = node.run(["getent", "hosts", other])
-            assert code == 0 and answer.split()[1:] == [other], answer
+            for other in (peer for peer in (*NODES, DATABASE) if peer != name):
+                code, answer = node.run(["getent", "hosts", other])
+                assert code == 0 and answer.split()[1:] == [other], answer
         network_name = str(config["NetworkMode"])
         network = docker_client.networks.get(network_name)
         assert network.attrs["Internal"] is True

@@ -202,6 +202,26 @@ def notify_log(unit: str) -> str:
 
 
 @contextmanager
+def node_containers(session: DockerSession, image: str, network: str) -> Iterator[dict[str, RunningContainer]]:
+    """The cluster's nodes (created, not started) on `network`, an internal one: they reach each other and the
+    database by name, nothing else; no host mount."""
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                session.container(
+                    image,
+                    ["sleep", "infinity"],
+                    role=f"verify-{name}",
+                    network=network,
+                    hostname=name,
+                    extra={"dns_opt": DNS_OPTIONS},
+                )
+            )
+            for name in NODES
+        }
+
+
+@contextmanager
 def running_cluster(
     artifact: ArtifactUnderTest,
     session: DockerSession,
@@ -211,28 +231,16 @@ def running_cluster(
     database_password: str,
     old_artifact: ArtifactUnderTest | None = None,
 ) -> Iterator[Cluster]:
-    """The three nodes, started on `network` beside the `database` container, each with the artifact (and its
-    debug companion), the check's scripts and the cluster's munge key. No host mount."""
+    """The three nodes, started beside the `database` container, each with the artifact (and its debug companion,
+    and the release an upgrade starts from), the check's scripts and the cluster's munge key."""
     munge_key = os.urandom(1024)
-    with ExitStack() as stack:
-        nodes = {}
-        for name in NODES:
-            node = stack.enter_context(
-                session.container(
-                    images.cluster.reference,
-                    ["sleep", "infinity"],
-                    role=f"verify-{name}",
-                    network=network,
-                    hostname=name,
-                    extra={"dns_opt": DNS_OPTIONS},
-                )
-            )
+    with node_containers(session, images.cluster.reference, network) as nodes:
+        for node in nodes.values():
             put_artifact(node, artifact)
             if old_artifact is not None:
                 node.put_host_file(old_artifact.path, OLD_TARBALL)
             node.put_bytes(CHECK_DIR / "munge.key", munge_key, mode=0o400)
             node.start()
-            nodes[name] = node
         yield Cluster(
             database=database,
             nodes=nodes,
