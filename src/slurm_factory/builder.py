@@ -471,7 +471,7 @@ def _sign_and_publish(
         companion_files = (companion, sidecar(companion, ".sha256"), _signature(companion, signer, result.public_key))
     request = result.plan.request
     # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
-    # buildcache inside the container and adds the tarball only for `all` (SPEC.md).
+    # buildcache inside the container and adds the tarball only for `all` (docs/signing-publishing.md).
     tarball_published = request.publish is PublishMode.ALL or (
         request.engine is Engine.NATIVE and request.publish is PublishMode.SLURM
     )

@@ -1,7 +1,7 @@
 """Settings: where slurm-factory keeps its caches and which Docker namespace it owns.
 
 Environment variables give the defaults (`IF_PROJECT_NAME`, `SLURM_FACTORY_HOME`, `SPACK_JOBS`); explicit
-arguments win. The cache layout under the home directory is part of the public contract (SPEC.md).
+arguments win. The cache layout under the home directory is part of the public contract (docs/reference/settings.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The catalog: Slurm releases (parsing, resolution, checksums) and toolchains, against SPEC.md and the shared data."""
+"""The catalog: Slurm releases (parsing, resolution, checksums) and toolchains, against docs/toolchains.md."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SHA_24_11_5 = "e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332"
 A_SHA = "a" * 64
 B_SHA = "b" * 64
 
-# SPEC.md's toolchain table: name -> (OS, base image, GCC major, glibc).
+# The toolchain table of docs/toolchains.md: name -> (OS, base image, GCC major, glibc).
 SPEC_TOOLCHAINS = {
     "resolute": ("Ubuntu 26.04", "ubuntu:resolute", "15", "2.42"),
     "noble": ("Ubuntu 24.04", "ubuntu:noble", "13", "2.39"),

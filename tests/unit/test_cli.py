@@ -1,5 +1,5 @@
 """The `slurm-factory` command line: every option reaches the Python API, errors are one line with the right exit
-code, and the commands that need no Docker (dry run, plan dir, list, verify, build-compiler) behave as SPEC.md says."""
+code, and the commands that need no Docker (dry run, plan dir, list, verify, build-compiler) behave as documented."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ ALL_TOOLCHAINS = ("resolute", "noble", "jammy", "rockylinux10", "rockylinux9", "
 NATIVE_TRIXIE = ["--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5"]
 ARTIFACT_NAME = "slurm-24.11-trixie-software.tar.gz"
 
-# What build() receives when build-slurm gets no option at all (SPEC.md's defaults).
+# What build() receives when build-slurm gets no option at all (the defaults of docs/reference/options.md).
 DEFAULT_KWARGS: dict[str, Any] = {
     "arch": None,
     "emulate": False,

@@ -1,4 +1,4 @@
-"""Settings: environment defaults, the cache layout of SPEC.md, and project-name validation."""
+"""Settings: environment defaults, the cache layout of docs/reference/settings.md, and project-name validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from slurm_factory.config import DEFAULT_PROJECT_NAME, Settings, load_settings
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 
-# SPEC.md's tree under ~/.slurm-factory, in its order.
+# docs/reference/settings.md's tree under ~/.slurm-factory, in its order.
 SPEC_CACHE_DIRS = ("builds", "spack-buildcache", "spack-sourcecache", "binary_index", "ccache", "logs")
 
 

@@ -15,7 +15,8 @@ from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options, declared
 from tests.unit.test_cli import DEFAULT_KWARGS
 
-# SPEC.md's Python API example, keyword for keyword (its `settings` aside), with the CLI's defaults.
+# The contract's Python API example (docs/python-api.md), keyword for keyword (`settings` aside), with the
+# CLI's defaults.
 CONTRACT_KEYWORDS = {
     name: DEFAULT_KWARGS[name]
     for name in (

@@ -205,7 +205,7 @@ def publish_target(publish_url: str | None) -> str:
 
 
 def use_buildcache(request: BuildRequest) -> str:
-    """`spack install --use-buildcache` for the request: SPEC.md's none/deps/all, never with --no-cache."""
+    """`spack install --use-buildcache` for the request: the contract's none/deps/all, never with --no-cache."""
     if request.no_cache:
         return "never"
     if request.buildcache is BuildcacheMode.ALL:
