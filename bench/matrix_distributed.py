@@ -27,7 +27,7 @@ from typing import Any
 
 import docker
 
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = ("--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5", "--gpu", "both")

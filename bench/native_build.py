@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL
 
 FACTS_PIPELINE_SECONDS = 195.0
 FACTS_COMPILE_SECONDS = (18 + 128 + 15, 21 + 164 + 17)  # configure + make -j2 + install, best and worst

@@ -29,7 +29,7 @@ from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import BuildRequest, Engine
 from slurm_factory.source import sha256_of
-from slurm_factory.spack_lock import run_time_closure
+from slurm_factory.spack_concretization import run_time_closure
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1

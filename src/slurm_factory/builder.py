@@ -32,7 +32,7 @@ from slurm_factory.buildcache import cached_gcc
 from slurm_factory.catalog.spack_pins import load_spack_pins
 from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines import container
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted

@@ -124,12 +124,12 @@ def _one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
 
 def _interrupted_message() -> str:
     """Only a run that started containers says they were removed (they are, by their context managers)."""
-    docker_layer = sys.modules.get("slurm_factory.docker_layer")
-    started = docker_layer.DockerSession.containers_created if docker_layer is not None else 0
+    docker_engine = sys.modules.get("slurm_factory.docker_engine")
+    started = docker_engine.DockerSession.containers_created if docker_engine is not None else 0
     return f"interrupted; the {started} container(s) of this run were removed" if started else "interrupted"
 
 
-def _version_callback(value: bool) -> None:
+def _version_callback(*, value: bool) -> None:
     if value:
         stdout.print(f"slurm-factory {__version__}")
         raise typer.Exit()
@@ -147,6 +147,7 @@ def _global_options(
             show_default="slurm-factory",
         ),
     ] = None,
+    *,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; full tracebacks on error.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
@@ -177,7 +178,7 @@ def _passphrase(gpg_passphrase: str | None, gpg_passphrase_file: Path | None) ->
     if gpg_passphrase is not None and gpg_passphrase_file is not None:
         raise ConfigurationError("--gpg-passphrase and --gpg-passphrase-file are mutually exclusive; give one")
     if gpg_passphrase_file is not None:
-        from slurm_factory.secrets import read_passphrase_file
+        from slurm_factory.secret_input import read_passphrase_file
 
         read_passphrase_file(str(gpg_passphrase_file))  # unreadable: fails here, naming this option
         # As `@path`, read again where the build runs: a matrix cell's worker reads the file itself.
@@ -185,7 +186,7 @@ def _passphrase(gpg_passphrase: str | None, gpg_passphrase_file: Path | None) ->
     return gpg_passphrase
 
 
-def _display(json_output: bool) -> Display:
+def _display(*, json_output: bool) -> Display:
     from slurm_factory.progress import RichDisplay, SilentDisplay
 
     if json_output or not stderr.is_terminal:
@@ -236,16 +237,16 @@ def _cli_parameter(item: Declared) -> inspect.Parameter:
     )
 
 
-def _extra_parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+def _extra_parameter(name: str, annotation: Any, *, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 # What every build command takes beside its declared options.
 _RUN_PARAMETERS = (
-    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, None),
-    _extra_parameter("dry_run", DryRunOption, False),
-    _extra_parameter("plan_dir", PlanDirOption, None),
-    _extra_parameter("json_output", JsonOption, False),
+    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, default=None),
+    _extra_parameter("dry_run", DryRunOption, default=False),
+    _extra_parameter("plan_dir", PlanDirOption, default=None),
+    _extra_parameter("json_output", JsonOption, default=False),
 )
 
 
@@ -291,9 +292,13 @@ def _run_build_slurm(api_options: dict[str, Any], extra: dict[str, Any]) -> None
     options = _secret_options(api_options, extra)
     json_output, dry_run = extra["json_output"], extra["dry_run"]
     result = build(
-        **options, settings=_settings(), dry_run=dry_run, plan_dir=extra["plan_dir"], display=_display(json_output)
+        **options,
+        settings=_settings(),
+        dry_run=dry_run,
+        plan_dir=extra["plan_dir"],
+        display=_display(json_output=json_output),
     )
-    _report_build(result, json_output, dry_run)
+    _report_build(result, json_output=json_output, dry_run=dry_run)
 
 
 # Where the options a command adds besides its declared ones are listed in `--help`.
@@ -326,7 +331,7 @@ app.command("build-slurm", help="Build one Slurm version for one toolchain.", cl
 app.command("build", help="Alias of build-slurm.", hidden=False, cls=GroupedCommand)(build_slurm_command)
 
 
-def _report_build(result: BuildResult, json_output: bool, dry_run: bool) -> None:
+def _report_build(result: BuildResult, *, json_output: bool, dry_run: bool) -> None:
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -449,7 +454,11 @@ def _run_build_compiler(api_options: dict[str, Any], extra: dict[str, Any]) -> N
     options = _secret_options(api_options, extra)
     json_output, dry_run = extra["json_output"], extra["dry_run"]
     result = build_compiler(
-        **options, settings=_settings(), dry_run=dry_run, plan_dir=extra["plan_dir"], display=_display(json_output)
+        **options,
+        settings=_settings(),
+        dry_run=dry_run,
+        plan_dir=extra["plan_dir"],
+        display=_display(json_output=json_output),
     )
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -483,7 +492,7 @@ def _matrix_parameter(item: Declared) -> inspect.Parameter:
         return _cli_parameter(item)
     if item.is_flag:
         typer_option = typer.Option(option.flag, help=f"{option.help} In a matrix: no, yes or both (two cells).")
-        return _extra_parameter(item.name, Annotated[str, typer_option], "no")
+        return _extra_parameter(item.name, Annotated[str, typer_option], default="no")
     shown = option.default_text or option.default
     typer_option = typer.Option(
         option.flag,
@@ -491,11 +500,11 @@ def _matrix_parameter(item: Declared) -> inspect.Parameter:
         autocompletion=option.complete,
         show_default=str(shown) if shown else False,
     )
-    return _extra_parameter(item.name, Annotated[str | None, typer_option], None)
+    return _extra_parameter(item.name, Annotated[str | None, typer_option], default=None)
 
 
 _MATRIX_PARAMETERS = (
-    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, None),
+    _extra_parameter("gpg_passphrase_file", PassphraseFileOption, default=None),
     _extra_parameter(
         "jobs",
         Annotated[
@@ -509,7 +518,7 @@ _MATRIX_PARAMETERS = (
                 show_default=False,
             ),
         ],
-        None,
+        default=None,
     ),
     _extra_parameter(
         "scheduler",
@@ -521,12 +530,12 @@ _MATRIX_PARAMETERS = (
                 "builds with its own Docker engine; artifacts come back to builds/. Extra: slurm-factory[distributed].",
             ),
         ],
-        None,
+        default=None,
     ),
     _extra_parameter(
-        "dry_run", Annotated[bool, typer.Option("--dry-run", help="List the cells and their plans.")], False
+        "dry_run", Annotated[bool, typer.Option("--dry-run", help="List the cells and their plans.")], default=False
     ),
-    _extra_parameter("json_output", JsonOption, False),
+    _extra_parameter("json_output", JsonOption, default=False),
 )
 
 
@@ -632,6 +641,7 @@ def cell_command() -> None:
 @app.command("clean")
 @_one_line_errors
 def clean_command(
+    *,
     full: Annotated[bool, typer.Option("--full", help="Also remove this project's images and volumes.")] = False,
     builds: Annotated[
         bool,
@@ -645,7 +655,7 @@ def clean_command(
     """Remove this project's stopped containers (and with --full its images and volumes), or with --builds old
     artifacts."""
     from slurm_factory import store
-    from slurm_factory.docker_layer import DockerSession
+    from slurm_factory.docker_engine import DockerSession
 
     if full and builds:
         raise ConfigurationError("--full and --builds clean different things; run them one at a time")
@@ -676,7 +686,7 @@ def clean_command(
 
 @app.command("list")
 @_one_line_errors
-def list_command(json_output: JsonOption = False) -> None:
+def list_command(*, json_output: JsonOption = False) -> None:
     """Show toolchains, Slurm releases and the artifacts in builds/."""
     from rich.table import Table
 
@@ -769,6 +779,7 @@ def verify_command(
             "to TARBALL, keeping its state and database. Only upgrades Slurm supports.",
         ),
     ] = None,
+    *,
     json_output: JsonOption = False,
 ) -> None:
     """Verify an existing artifact: signature, static checks, relocated ldd, and a production-shaped cluster
@@ -790,10 +801,14 @@ def verify_command(
         )
     try:
         report = verify_artifact(
-            tarball, _settings(), display=_display(json_output), public_key=public_key, upgrade_from=upgrade_from
+            tarball,
+            _settings(),
+            display=_display(json_output=json_output),
+            public_key=public_key,
+            upgrade_from=upgrade_from,
         )
     except VerificationError as error:
-        _show_report(error.report_path, json_output)
+        _show_report(error.report_path, json_output=json_output)
         raise
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))
@@ -802,7 +817,7 @@ def verify_command(
         stdout.print(f"report {report_path(tarball)}", highlight=False, markup=False)
 
 
-def _show_report(path: Path | None, json_output: bool) -> None:
+def _show_report(path: Path | None, *, json_output: bool) -> None:
     """On failure the report is still the evidence: print it (table, or JSON with --json)."""
     if path is None or not path.is_file():
         return

@@ -35,8 +35,8 @@ from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
 from slurm_factory.patches import SourcePatch, build_patches
 from slurm_factory.s3 import is_s3_url
-from slurm_factory.secrets import passphrase_from, private_key_from
-from slurm_factory.site_packages import load_site_packages
+from slurm_factory.secret_input import passphrase_from, private_key_from
+from slurm_factory.spack_site_packages import load_site_packages
 
 _E = TypeVar("_E", bound=StrEnum)
 _V = TypeVar("_V")
@@ -279,7 +279,7 @@ def _wheel_runs_on(filename: str, machine: str) -> bool:
     return any(tag == "any" or tag.endswith("_" + machine) for tag in platforms)
 
 
-def _check_url(value: str, option: str, schemes: tuple[str, ...], allow_path: bool) -> str:
+def _check_url(value: str, option: str, schemes: tuple[str, ...], *, allow_path: bool) -> str:
     parsed = _parse_url(value, option)
     if not parsed.scheme:
         if allow_path and value.startswith(("/", "~", ".")):
@@ -366,6 +366,7 @@ def _check_base_image(value: str) -> str:
 def _check_engine_options(
     engine: Engine,
     toolchain: Toolchain,
+    *,
     gpu: bool,
     buildcache: BuildcacheMode,
     publish: PublishMode,
@@ -417,7 +418,13 @@ class _ArchChoice:
 
 
 def _check_arch(
-    value: str | Arch | None, build_arch: Arch, toolchain: Toolchain, engine: Engine, gpu: bool, emulate: bool = False
+    value: str | Arch | None,
+    build_arch: Arch,
+    toolchain: Toolchain,
+    engine: Engine,
+    *,
+    gpu: bool,
+    emulate: bool = False,
 ) -> _ArchChoice:
     """`--arch` (default: the host's) and `--emulate`. Only what the catalog says a toolchain can build for an arch
     is accepted; the rest is refused here, before any container starts, with what is supported. A foreign arch is
@@ -512,7 +519,7 @@ def _check_signing(
         raise ConfigurationError("--gpg-passphrase is given but there is no key to unlock; add --signing-key")
 
 
-def _check_upgrade_from(value: str | None, verify: bool) -> str | None:
+def _check_upgrade_from(value: str | None, *, verify: bool) -> str | None:
     """`--upgrade-from` is verification's: an artifact file, and only with --verify (the release rule is checked
     once the new request is known, before anything builds)."""
     if value is None:
@@ -568,12 +575,12 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
     _check_engine_options(
         chosen_engine,
         chosen_toolchain,
-        raw["gpu"],
-        buildcache_mode,
-        publish_mode,
-        raw["enable_hierarchy"],
-        raw["use_local_buildcache"],
-        raw["compiler_version"],
+        gpu=raw["gpu"],
+        buildcache=buildcache_mode,
+        publish=publish_mode,
+        enable_hierarchy=raw["enable_hierarchy"],
+        use_local_buildcache=raw["use_local_buildcache"],
+        compiler_version=raw["compiler_version"],
     )
     _check_signing(publish_mode, key_id, private_key, passphrase)
     if (
@@ -594,7 +601,9 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
     os_packages_mode = _os_packages_mode(raw["os_packages"], chosen_engine)
     site_file, site_packages = _site_packages(raw["spack_packages"], chosen_engine)
     build_arch = _build_arch()
-    chosen = _check_arch(raw["arch"], build_arch, chosen_toolchain, chosen_engine, raw["gpu"], raw["emulate"])
+    chosen = _check_arch(
+        raw["arch"], build_arch, chosen_toolchain, chosen_engine, gpu=raw["gpu"], emulate=raw["emulate"]
+    )
 
     return BuildRequest(
         slurm=release,
@@ -628,7 +637,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         spack_packages=site_file,
         site_packages=site_packages,
         patches=build_patches(raw["patches"]),
-        upgrade_from=_check_upgrade_from(raw["upgrade_from"], raw["verify"]),
+        upgrade_from=_check_upgrade_from(raw["upgrade_from"], verify=raw["verify"]),
         releases_file=str(releases_file) if releases_file is not None else None,
     )
 

@@ -21,7 +21,7 @@ import gnupg
 from pydantic import SecretBytes, SecretStr
 
 from slurm_factory.exceptions import ConfigurationError, SlurmFactoryError, quoted
-from slurm_factory.secrets import child_environment
+from slurm_factory.secret_input import child_environment
 
 # python-gnupg logs the status lines of every call at DEBUG (keep them, and anything near a secret, out of -v output)
 # and a failed signature as a WARNING ("potential problem: FAILURE: sign 67108875") before our own one-line error.

@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from slurm_factory import store
-from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL, ROLE_LABEL
 from tests.conftest import slurm_source_tarball
 from tests.distributed.cluster import DaskCluster, Engine
 from tests.e2e.helpers import cli_environment, report_measurement

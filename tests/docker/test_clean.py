@@ -19,7 +19,7 @@ from docker.models.containers import Container
 from typer.testing import CliRunner
 
 from slurm_factory.cli import app
-from slurm_factory.docker_layer import OWNER_LABEL, PROJECT_LABEL, DockerSession
+from slurm_factory.docker_engine import OWNER_LABEL, PROJECT_LABEL, DockerSession
 
 pytestmark = pytest.mark.docker
 

@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import pytest
 
-from slurm_factory.docker_layer import (
+from slurm_factory.docker_engine import (
     PROJECT_LABEL,
     ROLE_LABEL,
     DockerSession,

@@ -15,7 +15,7 @@ from slurm_factory.builder import _ensure_toolchain_image
 from slurm_factory.catalog.toolchains import Toolchain, load_toolchains
 from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.plan import make_plan
 from slurm_factory.progress import BuildMonitor, SilentDisplay
 from slurm_factory.request import make_request

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.plan import PlanFile
 from slurm_factory.plan.templating import render
 from tests.conftest import BASE_IMAGE

@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 import docker
 import pytest
 
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines.container import IDLE_COMMAND, SECRETS_TMPFS
 from slurm_factory.plan import layout
 from tests.conftest import BASE_IMAGE

@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.plan import make_plan
 from slurm_factory.request import make_request
 

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines.container import IDLE_COMMAND, SECRETS_TMPFS, SecretHandout, run_build
 from slurm_factory.exceptions import BuildError
 from slurm_factory.plan import BuildPlan, ContainerSpec, ImageSpec, PlanFile, layout, make_plan

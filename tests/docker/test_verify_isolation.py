@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from slurm_factory.docker_layer import DockerSession, RunningContainer
+from slurm_factory.docker_engine import DockerSession, RunningContainer
 from slurm_factory.verify.cluster import DATABASE, NODES, node_containers
 from slurm_factory.verify.containers import relocated_container
 

@@ -18,7 +18,7 @@ import docker
 import docker.errors
 from elftools.elf.elffile import ELFFile
 
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL
 
 ARTIFACT = "slurm-24.11-trixie-software.tar.gz"
 ROOT = "slurm-24.11.5-trixie"

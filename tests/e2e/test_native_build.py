@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL
 from tests.conftest import BASE_IMAGE, slurm_source_tarball
 from tests.e2e.conftest import Builds
 from tests.e2e.helpers import ARTIFACT, ROOT, Build, report_measurement, run_cli

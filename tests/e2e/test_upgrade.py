@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from slurm_factory.docker_layer import PROJECT_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL
 from slurm_factory.exceptions import EXIT_USAGE
 from tests.e2e.helpers import ARTIFACT, ROOT, Build, repack, report_measurement, run_cli
 

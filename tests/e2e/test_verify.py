@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.exceptions import VerificationError
 from slurm_factory.verify import verify_artifact
 from slurm_factory.verify.images import MPI_BUILD_ROLE

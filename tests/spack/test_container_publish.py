@@ -23,14 +23,14 @@ from pydantic import SecretStr
 
 from slurm_factory.builder import _build_handout, _ensure_toolchain_image
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines.container import run_build
 from slurm_factory.plan import PlanFile, layout, make_plan
 from slurm_factory.plan.spack_yaml import dump_spack_yaml
 from slurm_factory.progress import BuildMonitor, SilentDisplay
 from slurm_factory.request import make_request
 from slurm_factory.s3 import S3Access
-from slurm_factory.secrets import decode_private_key
+from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SigningKey
 from tests.e2e.helpers import make_throwaway_key, remove_project, report_measurement
 from tests.s3server import S3Server

@@ -23,7 +23,7 @@ from slurm_factory.plan import make_plan, write_plan_dir
 from slurm_factory.plan.spack import PUBLISH_MIRROR
 from slurm_factory.request import make_request
 from slurm_factory.s3 import S3Access
-from slurm_factory.secrets import decode_private_key
+from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE, SigningKey
 from tests.e2e.helpers import make_throwaway_key, report_measurement
 from tests.s3server import S3Server

@@ -33,7 +33,7 @@ from elftools.elf.elffile import ELFFile
 
 from slurm_factory.builder import _ensure_toolchain_image
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines.container import run_build
 from slurm_factory.plan import PlanFile, layout, make_plan
 from slurm_factory.progress import BuildMonitor, SilentDisplay

@@ -610,7 +610,7 @@ def test_spack_manifest_records_the_compiler_spack_used(tmp_path: Path) -> None:
 # --- reproducible bytes ----------------------------------------------------------------------------------------------
 
 
-def _rewritten_tree(path: Path, mtime: int, owner: int, reverse: bool) -> Path:
+def _rewritten_tree(path: Path, mtime: int, owner: int, *, reverse: bool) -> Path:
     """The same installed files as `_tree_bytes()`, streamed in another order, at another time, by another user,
     with PAX atime/ctime — what a second build on another day produces."""
     with tarfile.open(fileobj=io.BytesIO(_tree_bytes()), mode="r:") as source:
@@ -631,10 +631,14 @@ def _rewritten_tree(path: Path, mtime: int, owner: int, reverse: bool) -> Path:
 def test_the_same_tree_built_at_another_time_by_another_user_gives_identical_bytes(
     plan: BuildPlan, manifest: dict[str, object], settings: Settings, tmp_path: Path
 ) -> None:
-    first = write_artifact(plan, _rewritten_tree(tmp_path / "a" / "tree.tar", 1_700_000_000, 1000, False), manifest)
+    first = write_artifact(
+        plan, _rewritten_tree(tmp_path / "a" / "tree.tar", 1_700_000_000, 1000, reverse=False), manifest
+    )
     first_bytes = first.path.read_bytes()
 
-    second = write_artifact(plan, _rewritten_tree(tmp_path / "b" / "tree.tar", 1_800_000_123, 0, True), manifest)
+    second = write_artifact(
+        plan, _rewritten_tree(tmp_path / "b" / "tree.tar", 1_800_000_123, 0, reverse=True), manifest
+    )
 
     assert second.sha256 == first.sha256
     assert second.path.read_bytes() == first_bytes

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from slurm_factory.builder import _build_handout
 from slurm_factory.request import make_request
 from slurm_factory.s3 import CONFIG_FILE, CREDENTIALS_FILE, S3Access, S3Url
-from slurm_factory.secrets import decode_private_key
+from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE, SigningKey
 from tests.e2e.helpers import ThrowawayKey, make_throwaway_key
 from tests.s3server import S3Server

@@ -359,7 +359,7 @@ def test_toolchain_os_id_and_package_family(name: str, os_id: str, family: str) 
         ("rockylinux8", False),
     ],
 )
-def test_native_gpu_support_follows_the_os_packaging_of_nvml_headers(name: str, supports_gpu: bool) -> None:
+def test_native_gpu_support_follows_the_os_packaging_of_nvml_headers(name: str, *, supports_gpu: bool) -> None:
     assert get_toolchain(name).native.supports_gpu is supports_gpu
 
 

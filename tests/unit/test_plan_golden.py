@@ -30,7 +30,7 @@ def _variants() -> list[tuple[str, bool]]:
 
 
 @pytest.mark.parametrize(("toolchain", "gpu"), _variants(), ids=lambda v: str(v))
-def test_native_build_context_matches_golden_files(toolchain: str, gpu: bool, tmp_path: Path) -> None:
+def test_native_build_context_matches_golden_files(toolchain: str, *, gpu: bool, tmp_path: Path) -> None:
     request = make_request(slurm_version="24.11.5", toolchain=toolchain, engine="native", gpu=gpu)
     plan = make_plan(request, Settings(project_name="golden", home=tmp_path))
     directory = GOLDEN / f"{toolchain}{'-gpu' if gpu else ''}"

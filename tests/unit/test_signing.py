@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from slurm_factory import cli
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
-from slurm_factory.secrets import decode_private_key
+from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SigningKey, verify_signature
 from tests.conftest import slurm_source_tarball
 

@@ -51,7 +51,7 @@ GOLDEN_CASES = [
 
 @pytest.mark.parametrize(("toolchain", "gpu", "hierarchy", "os_packages"), GOLDEN_CASES)
 def test_spack_build_context_matches_golden_files(
-    toolchain: str, gpu: bool, hierarchy: bool, os_packages: str, tmp_path: Path
+    toolchain: str, *, gpu: bool, hierarchy: bool, os_packages: str, tmp_path: Path
 ) -> None:
     plan = _plan(tmp_path, toolchain=toolchain, gpu=gpu, enable_hierarchy=hierarchy, os_packages=os_packages)
     files = plan.context_files()
@@ -102,14 +102,14 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, str) else value
 
 
-def _spec_scalars(node: yaml.Node, under_spec_key: bool = False) -> list[yaml.ScalarNode]:
+def _spec_scalars(node: yaml.Node, *, under_spec_key: bool = False) -> list[yaml.ScalarNode]:
     found: list[yaml.ScalarNode] = []
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             found += _spec_scalars(value, under_spec_key=key.value in SPEC_KEYS)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            found += _spec_scalars(item, under_spec_key)
+            found += _spec_scalars(item, under_spec_key=under_spec_key)
     elif isinstance(node, yaml.ScalarNode) and under_spec_key:
         found.append(node)
     return found
@@ -265,7 +265,7 @@ def test_compiler_version_without_a_buildcache_is_refused() -> None:
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "clearsigned"])
-def test_cached_compiler_is_found_in_the_v3_buildcache_layout_by_target(tmp_path: Path, signed: bool) -> None:
+def test_cached_compiler_is_found_in_the_v3_buildcache_layout_by_target(tmp_path: Path, *, signed: bool) -> None:
     amd64 = write_spec_entry(tmp_path, "gcc", "10.5.0", "x86_64_v2", signed=signed)
     assert cached_specs(tmp_path, "gcc", "10.5.0") == [amd64]
     assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == [amd64]

@@ -31,7 +31,7 @@ def _artifact(tmp_path: Path, files: dict[str, bytes], overrides: dict[str, Any]
     return write_artifact(tmp_path, members, manifest(**(overrides or {})))
 
 
-def _run(check: Any, artifact_path: Path, *with_artifact: bool) -> CheckRecorder:
+def _run(check: Any, artifact_path: Path, *, with_artifact: bool = False) -> CheckRecorder:
     artifact = open_artifact(scan_tarball(artifact_path))
     facts = static.collect_tree_facts(artifact)
     recorder = CheckRecorder("static")
@@ -44,12 +44,12 @@ def _run(check: Any, artifact_path: Path, *with_artifact: bool) -> CheckRecorder
 
 def test_origin_relative_runpath_passes(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"lib/libgood.so": shared_object(tmp_path, "$ORIGIN/../lib")})
-    assert _run(static.check_runpaths, artifact, True).failed is False
+    assert _run(static.check_runpaths, artifact, with_artifact=True).failed is False
 
 
 def test_runpath_into_the_build_prefix_fails_naming_file_and_runpath(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"lib/libbad.so": shared_object(tmp_path, f"{PREFIX}/lib")})
-    result = _run(static.check_runpaths, artifact, True)
+    result = _run(static.check_runpaths, artifact, with_artifact=True)
     assert result.failed is True
     assert result.evidence == [f"lib/libbad.so: RUNPATH {PREFIX}/lib ({PREFIX}/lib names the build prefix)"]
 
@@ -57,7 +57,7 @@ def test_runpath_into_the_build_prefix_fails_naming_file_and_runpath(tmp_path: P
 def test_text_file_naming_a_spack_view_path_fails(tmp_path: Path) -> None:
     pkgconfig = f"prefix={SPACK_VIEW}\nlibdir=${{prefix}}/lib\n".encode()
     artifact = _artifact(tmp_path, {"lib/pkgconfig/slurm.pc": pkgconfig, "etc/clean.txt": b"nothing here"})
-    result = _run(static.check_no_prefix_in_text, artifact, True)
+    result = _run(static.check_no_prefix_in_text, artifact, with_artifact=True)
     assert result.failed is True
     assert result.evidence == [f"lib/pkgconfig/slurm.pc: {SPACK_VIEW}"]
 
@@ -69,12 +69,12 @@ def test_shipped_vendor_library_fails_and_a_clean_tree_passes(tmp_path: Path) ->
     clean_dir.mkdir()
     clean = _artifact(clean_dir, {})
     assert _run(static.check_no_vendor_libraries, clean).failed is False
-    assert _run(static.check_expected_plugins, clean, True).failed is False
+    assert _run(static.check_expected_plugins, clean, with_artifact=True).failed is False
 
 
 def test_gpu_artifact_without_gpu_plugins_fails_the_plugin_check(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {}, {"gpu": True})
-    result = _run(static.check_expected_plugins, artifact, True)
+    result = _run(static.check_expected_plugins, artifact, with_artifact=True)
     assert result.failed is True
     assert sorted(result.evidence) == ["gpu_nvml.so", "gpu_rsmi.so"]
 
@@ -90,14 +90,14 @@ def _as_aarch64(elf: bytes) -> bytes:
 
 def test_amd64_tree_of_x86_64_objects_passes_the_machine_type_check(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"lib/libgood.so": shared_object(tmp_path, "$ORIGIN")})
-    result = _run(static.check_machine_type, artifact, True)
+    result = _run(static.check_machine_type, artifact, with_artifact=True)
     assert result.failed is False
     assert "amd64 (EM_X86_64)" in result.summary
 
 
 def test_manifest_without_arch_is_checked_as_amd64(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"lib/libarm.so": _as_aarch64(shared_object(tmp_path, "$ORIGIN"))})
-    result = _run(static.check_machine_type, artifact, True)
+    result = _run(static.check_machine_type, artifact, with_artifact=True)
     assert result.failed is True
     assert "lib/libarm.so: EM_AARCH64" in result.evidence
 
@@ -105,7 +105,7 @@ def test_manifest_without_arch_is_checked_as_amd64(tmp_path: Path) -> None:
 def test_arm64_tree_with_an_x86_64_object_fails_naming_it(tmp_path: Path) -> None:
     elf = shared_object(tmp_path, "$ORIGIN")
     artifact = _artifact(tmp_path, {"lib/libarm.so": _as_aarch64(elf), "lib/libx86.so": elf}, {"arch": "arm64"})
-    result = _run(static.check_machine_type, artifact, True)
+    result = _run(static.check_machine_type, artifact, with_artifact=True)
     assert result.failed is True
     assert result.evidence == ["lib/libx86.so: EM_X86_64"]
     assert "not arm64 (EM_AARCH64)" in result.summary
@@ -115,7 +115,7 @@ def test_arm64_tree_of_aarch64_objects_passes(tmp_path: Path) -> None:
     artifact = _artifact(
         tmp_path, {"lib/libarm.so": _as_aarch64(shared_object(tmp_path, "$ORIGIN"))}, {"arch": "arm64"}
     )
-    assert _run(static.check_machine_type, artifact, True).failed is False
+    assert _run(static.check_machine_type, artifact, with_artifact=True).failed is False
 
 
 # --- the release build: hardening and split debug symbols ----------------------------------------------------------

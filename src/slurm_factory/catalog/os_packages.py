@@ -61,7 +61,7 @@ def _catalog() -> _OsPackagesFile:
     return _OsPackagesFile.model_validate(yaml.safe_load(read_data_text(OS_PACKAGES_FILE)))
 
 
-def _sections(mode: OsPackagesMode, gpu: bool) -> list[tuple[Kind, dict[str, _Entry]]]:
+def _sections(mode: OsPackagesMode, *, gpu: bool) -> list[tuple[Kind, dict[str, _Entry]]]:
     catalog = _catalog()
     sections: list[tuple[Kind, dict[str, _Entry]]] = []
     if mode in (OsPackagesMode.BUILD, OsPackagesMode.ALL):
@@ -73,11 +73,11 @@ def _sections(mode: OsPackagesMode, gpu: bool) -> list[tuple[Kind, dict[str, _En
     return sections
 
 
-def os_externals(toolchain: Toolchain, mode: OsPackagesMode, gpu: bool = False) -> tuple[OsExternal, ...]:
+def os_externals(toolchain: Toolchain, mode: OsPackagesMode, *, gpu: bool = False) -> tuple[OsExternal, ...]:
     """The Spack packages this toolchain's OS supplies in `mode`, in catalog order; those the OS does not package
     (an empty list for the toolchain) are left to Spack."""
     externals = []
-    for kind, entries in _sections(mode, gpu):
+    for kind, entries in _sections(mode, gpu=gpu):
         for name, entry in entries.items():
             family_packages = entry.apt if toolchain.family == "apt" else entry.dnf
             packages = toolchain.spack.os_packages.get(name, family_packages)

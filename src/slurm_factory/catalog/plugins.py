@@ -31,7 +31,7 @@ def _series_key(series: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def expected_plugins(series: str, gpu: bool) -> list[str]:
+def expected_plugins(series: str, *, gpu: bool) -> list[str]:
     """Plugin file names (in lib/slurm) an artifact of this series and GPU option must ship."""
     return [
         plugin.name

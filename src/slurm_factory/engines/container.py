@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slurm_factory.build_lock import publish_lock
-from slurm_factory.docker_layer import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
+from slurm_factory.docker_engine import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
 from slurm_factory.exceptions import BuildError, DockerError
 from slurm_factory.plan import BuildPlan, CompilerPlan, layout
 from slurm_factory.progress import BuildMonitor

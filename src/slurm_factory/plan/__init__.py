@@ -115,7 +115,7 @@ def inputs_id(
 
 
 def _container_environment(
-    settings: Settings, no_cache: bool, signing_key: str | None = None, uses_s3: bool = False
+    settings: Settings, *, no_cache: bool, signing_key: str | None = None, uses_s3: bool = False
 ) -> dict[str, str]:
     """Build parallelism, `--no-cache` switching ccache off, the id (never the key) a buildcache push signs with,
     and where boto3 finds the S3 credentials files that are written to the tmpfs (paths, never the secrets)."""
@@ -135,7 +135,7 @@ def _container_environment(
 
 
 def _spack_mounts(
-    settings: Settings, buildcache_writable: bool, publish_url: str | None, buildcache_url: str | None = None
+    settings: Settings, *, buildcache_writable: bool, publish_url: str | None, buildcache_url: str | None = None
 ) -> tuple[Mount, ...]:
     """Spack's caches at stable container paths; the local binary mirror is writable only when pushed to; other
     file:// mirrors at fixed paths (the publish target writable, a read mirror read-only)."""
@@ -186,7 +186,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
             Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
             Mount(settings.ccache_dir, layout.CCACHE),
         ),
-        environment=_container_environment(settings, request.no_cache),
+        environment=_container_environment(settings, no_cache=request.no_cache),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
@@ -235,7 +235,7 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     request = _local_mirror_as_default(request, settings)
     inputs = _image_inputs(request)
     dockerfile = spack.render_dockerfile(
-        request.toolchain, request.base_image, inputs, request.os_packages, request.gpu
+        request.toolchain, request.base_image, inputs, request.os_packages, gpu=request.gpu
     )
     script = spack.render_build_script(request)
     plan_files = {
@@ -267,8 +267,8 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         ),
         environment=_container_environment(
             settings,
-            request.no_cache,
-            request.signing_key if publishes else None,
+            no_cache=request.no_cache,
+            signing_key=request.signing_key if publishes else None,
             uses_s3=s3.is_s3_url(request.publish_url) or s3.is_s3_url(request.buildcache_url),
         ),
         install_prefix=layout.install_prefix(request.artifact_root),
@@ -364,7 +364,10 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
             settings, buildcache_writable=True, publish_url=request.publish_url if elsewhere else None
         ),
         environment=_container_environment(
-            settings, request.no_cache, request.signing_key, uses_s3=elsewhere and s3.is_s3_url(request.publish_url)
+            settings,
+            no_cache=request.no_cache,
+            signing_key=request.signing_key,
+            uses_s3=elsewhere and s3.is_s3_url(request.publish_url),
         ),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,

@@ -26,7 +26,7 @@ from slurm_factory.plan.templating import read_template, render
 from slurm_factory.request import BuildcacheMode, BuildRequest, CompilerRequest, PublishMode, file_url_path
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.signing import SECRET_KEY_FILE, SECRET_PASSPHRASE_FILE
-from slurm_factory.site_packages import overrides_os
+from slurm_factory.spack_site_packages import overrides_os
 
 BUILD_SCRIPT = "build-spack.sh"
 PUBLISH_SCRIPT = "publish-spack.sh"
@@ -91,7 +91,7 @@ def request_os_externals(request: BuildRequest) -> tuple[OsExternal, ...]:
     packages the site's `--spack-packages` file decides itself (its own externals, or built by Spack)."""
     return tuple(
         external
-        for external in os_externals(request.toolchain, request.os_packages, request.gpu)
+        for external in os_externals(request.toolchain, request.os_packages, gpu=request.gpu)
         if not overrides_os(request.site_packages.get(external.name) or {})
     )
 
@@ -238,7 +238,7 @@ def _modules(request: BuildRequest) -> dict[str, Any]:
     }
 
 
-def _config(pins: SpackPins, no_cache: bool) -> dict[str, Any]:
+def _config(pins: SpackPins, *, no_cache: bool) -> dict[str, Any]:
     return {
         "install_tree": {"root": str(layout.SPACK_INSTALL_TREE), "padded_length": pins.padded_length},
         "source_cache": str(layout.SOURCE_MIRROR),
@@ -279,7 +279,7 @@ def environment(request: BuildRequest) -> dict[str, Any]:
                 "builtin": _builtin_repo(),
             },
             "packages": _packages(request, pins),
-            "config": _config(pins, request.no_cache),
+            "config": _config(pins, no_cache=request.no_cache),
             "bootstrap": _bootstrap(),
             # "mirrors:" replaces Spack's default mirrors: only what the request names is read or written.
             "mirrors:": mirrors(request),
@@ -349,20 +349,22 @@ def render_overlay_repo(request: BuildRequest) -> dict[str, PlanFile]:
 
 
 def image_packages(
-    toolchain: Toolchain, os_packages: OsPackagesMode = OsPackagesMode.NONE, gpu: bool = False
+    toolchain: Toolchain, os_packages: OsPackagesMode = OsPackagesMode.NONE, *, gpu: bool = False
 ) -> list[str]:
     """What the image installs: the family's tools for Spack, the Python that runs it and the OS packages of the
     `--os-packages` mode (all of them, whatever a site file overrides, so one image serves every site)."""
-    supplied = [package for external in os_externals(toolchain, os_packages, gpu) for package in external.os_packages]
+    supplied = [
+        package for external in os_externals(toolchain, os_packages, gpu=gpu) for package in external.os_packages
+    ]
     return list(dict.fromkeys([*toolchain.packages.spack_packages, *toolchain.spack.python_packages, *supplied]))
 
 
-def image_components(toolchain: Toolchain, os_packages: OsPackagesMode, gpu: bool) -> list[str]:
+def image_components(toolchain: Toolchain, os_packages: OsPackagesMode, *, gpu: bool) -> list[str]:
     """apt components the image enables: the GPU ones (Debian's NVML headers are in non-free) only when the OS
     supplies the GPU libraries. (dnf repositories are enabled by the `repositories` macro.)"""
     if toolchain.family != "apt":
         return []
-    supplies_gpu = any(external.kind == "gpu" for external in os_externals(toolchain, os_packages, gpu))
+    supplies_gpu = any(external.kind == "gpu" for external in os_externals(toolchain, os_packages, gpu=gpu))
     return [*toolchain.repositories, *(toolchain.gpu_repositories if supplies_gpu else ())]
 
 
@@ -371,6 +373,7 @@ def render_dockerfile(
     base_image: str,
     inputs: ImageInputs,
     os_packages: OsPackagesMode = OsPackagesMode.NONE,
+    *,
     gpu: bool = False,
 ) -> str:
     """The Spack toolchain image; shared by Slurm builds and `build-compiler` of the same toolchain (which takes
@@ -379,8 +382,8 @@ def render_dockerfile(
         "dockerfile/spack.Dockerfile.j2",
         toolchain=toolchain,
         base_image=base_image,
-        packages=image_packages(toolchain, os_packages, gpu),
-        components=image_components(toolchain, os_packages, gpu),
+        packages=image_packages(toolchain, os_packages, gpu=gpu),
+        components=image_components(toolchain, os_packages, gpu=gpu),
         pins=load_spack_pins(),
         spack_root=layout.SPACK_ROOT,
         spack_packages=layout.SPACK_PACKAGES,
@@ -455,7 +458,7 @@ def render_publish_script(request: BuildRequest) -> PlanFile | None:
 
 
 def _gcc_environment(
-    gcc_version: str, toolchain: Toolchain, arch: Arch, no_cache: bool, mirrors: dict[str, Any], view: dict[str, Any]
+    gcc_version: str, toolchain: Toolchain, arch: Arch, *, no_cache: bool, mirrors: dict[str, Any], view: dict[str, Any]
 ) -> dict[str, Any]:
     """One GCC built by the OS compiler. `build-compiler` builds and pushes it; `--compiler-version` installs the
     same environment from the buildcache (same specs and packages, hence the same hash)."""
@@ -475,7 +478,7 @@ def _gcc_environment(
                 "fortran": {"require": [os_compiler]},
                 "gcc": {"externals": [_gcc_external(toolchain.spack.compiler, "/usr")], "buildable": True},
             },
-            "config": _config(pins, no_cache),
+            "config": _config(pins, no_cache=no_cache),
             "bootstrap": _bootstrap(),
             "mirrors:": mirrors,
             "view": {"default": view},
@@ -499,7 +502,9 @@ def compiler_environment(request: CompilerRequest) -> dict[str, Any]:
     if compiler_publishes_elsewhere(request):
         mirrors[PUBLISH_MIRROR] = _publish_mirror(request.publish_url, request.s3_endpoint_url)
     view = {"root": str(layout.SPACK_VIEW), "link_type": "copy"}
-    return _gcc_environment(request.gcc_version, request.toolchain, request.arch, request.no_cache, mirrors, view)
+    return _gcc_environment(
+        request.gcc_version, request.toolchain, request.arch, no_cache=request.no_cache, mirrors=mirrors, view=view
+    )
 
 
 def compiler_install_environment(request: BuildRequest) -> dict[str, Any]:
@@ -508,7 +513,9 @@ def compiler_install_environment(request: BuildRequest) -> dict[str, Any]:
     assert request.compiler_version is not None
     binary = {name: entry for name, entry in mirrors(request).items() if entry["binary"] and name != PUBLISH_MIRROR}
     view = {"root": str(layout.SPACK_COMPILER_VIEW), "link_type": "symlink"}
-    return _gcc_environment(request.compiler_version, request.toolchain, request.arch, request.no_cache, binary, view)
+    return _gcc_environment(
+        request.compiler_version, request.toolchain, request.arch, no_cache=request.no_cache, mirrors=binary, view=view
+    )
 
 
 def render_compiler_install_environment(request: BuildRequest) -> PlanFile:

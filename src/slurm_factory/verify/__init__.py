@@ -21,7 +21,7 @@ from slurm_factory.artifact import sidecar, write_text_atomically
 from slurm_factory.catalog.upgrades import check_upgrade
 from slurm_factory.choices import Arch, host_arch
 from slurm_factory.config import Settings
-from slurm_factory.docker_layer import DockerSession
+from slurm_factory.docker_engine import DockerSession
 from slurm_factory.emulation import require_emulation
 from slurm_factory.exceptions import ConfigurationError, DockerError, VerificationError
 from slurm_factory.plan.model import ImageSpec
@@ -159,7 +159,13 @@ def _container_checks(report: VerificationReport, setup_name: str, checks: Calla
     except DockerError as error:
         seconds = round(time.monotonic() - started, 3)
         report.checks.append(
-            CheckResult(setup_name, False, seconds, "the check containers could not run", [str(error)])
+            CheckResult(
+                setup_name,
+                passed=False,
+                seconds=seconds,
+                summary="the check containers could not run",
+                evidence=[str(error)],
+            )
         )
 
 

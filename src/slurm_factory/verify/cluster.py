@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from slurm_factory.catalog.toolchains import multiarch_triplet
-from slurm_factory.docker_layer import DockerSession, RunningContainer
+from slurm_factory.docker_engine import DockerSession, RunningContainer
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
 from slurm_factory.verify.cluster_config import (
     CLUSTER_NAME,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 
-from slurm_factory.docker_layer import NO_NETWORK, DockerSession, RunningContainer
+from slurm_factory.docker_engine import NO_NETWORK, DockerSession, RunningContainer
 from slurm_factory.verify.accounting import (
     check_associations,
     check_job_record,

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import PurePosixPath
 
 from slurm_factory.choices import arch_suffix, host_arch
-from slurm_factory.docker_layer import PROJECT_LABEL, ROLE_LABEL
+from slurm_factory.docker_engine import PROJECT_LABEL, ROLE_LABEL
 from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan.model import ImageSpec, PlanFile
 from slurm_factory.plan.templating import render

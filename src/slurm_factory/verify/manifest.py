@@ -33,7 +33,7 @@ def _type_name(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _field(document: dict[str, Any], path: str, kind: type, required: bool = True) -> Any:
+def _field(document: dict[str, Any], path: str, kind: type, *, required: bool = True) -> Any:
     """The value at dotted `path`, which must be of `kind` (absent and optional: None)."""
     value: Any = document
     walked: list[str] = []

@@ -50,7 +50,9 @@ class VerificationReport:
         return [check for check in self.checks if check.not_run]
 
     def mark_not_run(self, names: tuple[str, ...], reason: str) -> None:
-        self.checks.extend(CheckResult(name, False, 0.0, f"not run: {reason}", not_run=True) for name in names)
+        self.checks.extend(
+            CheckResult(name, passed=False, seconds=0.0, summary=f"not run: {reason}", not_run=True) for name in names
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -183,7 +183,7 @@ def check_no_prefix_in_text(artifact: ArtifactUnderTest, facts: TreeFacts, recor
 
 
 def check_expected_plugins(artifact: ArtifactUnderTest, facts: TreeFacts, recorder: CheckRecorder) -> None:
-    expected = expected_plugins(artifact.series, artifact.gpu)
+    expected = expected_plugins(artifact.series, gpu=artifact.gpu)
     missing = [name for name in expected if name not in facts.plugins]
     if missing:
         recorder.fail(f"{len(missing)} expected plugins missing from lib/slurm", missing)

@@ -157,6 +157,7 @@ class DockerSession:
         reference: str,
         labels: dict[str, str],
         on_line: LineSink,
+        *,
         nocache: bool = False,
         context_files: dict[PurePosixPath, PlanFile] | None = None,
         context_paths: dict[str, Path] | None = None,
@@ -244,7 +245,7 @@ class DockerSession:
                 raise _docker_failure(f"removing container {name}", error) from None
 
     @contextmanager
-    def network(self, role: str, internal: bool = False) -> Iterator[str]:
+    def network(self, role: str, *, internal: bool = False) -> Iterator[str]:
         """A labelled user-defined bridge network for containers that talk to each other; removed afterwards.
         `internal`: between its containers only — no route to the host or beyond."""
         name = f"{self.project_name}-{role}-{uuid.uuid4().hex[:10]}"
@@ -263,7 +264,7 @@ class DockerSession:
             except DOCKER_FAILURES as error:
                 raise _docker_failure(f"removing network {name}", error) from None
 
-    def clean(self, full: bool = False) -> CleanReport:
+    def clean(self, *, full: bool = False) -> CleanReport:
         """Remove this project's stopped containers; with `full` also its images and volumes. Running containers
         and anything without the project label are never touched."""
         report = CleanReport()

@@ -86,7 +86,7 @@ def _empty_passphrase(what: str) -> ConfigurationError:
     )
 
 
-def private_key_from(value: str | None, use_environment: bool = True) -> SecretBytes | None:
+def private_key_from(value: str | None, *, use_environment: bool = True) -> SecretBytes | None:
     """The private key from the option value, else (if allowed) from `SLURM_FACTORY_GPG_PRIVATE_KEY`."""
     if value is not None:
         return decode_private_key(value)
@@ -94,7 +94,7 @@ def private_key_from(value: str | None, use_environment: bool = True) -> SecretB
     return decode_private_key(env_value, PRIVATE_KEY_ENV) if env_value else None
 
 
-def passphrase_from(value: str | None, use_environment: bool = True) -> SecretStr | None:
+def passphrase_from(value: str | None, *, use_environment: bool = True) -> SecretStr | None:
     """The passphrase from the option value (`@path`: read from that file, which is how `--gpg-passphrase-file`
     travels to a matrix cell's worker), else (if allowed) from `SLURM_FACTORY_GPG_PASSPHRASE`."""
     if value is not None and value.startswith("@"):
