@@ -115,7 +115,7 @@ def _os_externals(meta: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _runtime_packages(
-    request: BuildRequest, dependencies: list[dict[str, str]], meta: dict[str, str], externals: list[dict[str, Any]]
+    request: BuildRequest, dependencies: list[dict[str, str]], meta: dict[str, str], *, externals: list[dict[str, Any]]
 ) -> list[str]:
     """What a host needs installed: the packages the tree links against, plus the OS packages it loads at run time
     without linking (munge's daemon, libpmix dlopened by mpi_pmix): for the native engine the toolchain's list, for
@@ -185,7 +185,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         "build_paths": build_paths(plan),
         "configure_options": _lines(meta.get("configure-options.txt")),
         "dependencies": dependencies,
-        "runtime_packages": _runtime_packages(request, dependencies, meta, externals),
+        "runtime_packages": _runtime_packages(request, dependencies, meta, externals=externals),
         # Each OS package the build image had of those: its version and license (the SBOM lists them).
         "os_inventory": _os_inventory(meta.get("os-inventory.tsv")),
         "spack_specs": _lines(meta.get("spack-specs.txt")),
@@ -251,7 +251,7 @@ def _normalized(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def _file_info(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+def _file_info(name: str, size: int, mode: int, *, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = mode
@@ -259,7 +259,7 @@ def _file_info(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
 
 
 def _directory_info(name: str, mtime: int) -> tarfile.TarInfo:
-    info = _file_info(name, 0, 0o755, mtime)
+    info = _file_info(name, 0, 0o755, mtime=mtime)
     info.type = tarfile.DIRTYPE
     return info
 
@@ -288,7 +288,7 @@ def _tree_members(source: tarfile.TarFile, root: str, mtime: int) -> dict[str, _
     return members
 
 
-def _generated_members(root: str, files: dict[str, PlanFile], known: set[str], mtime: int) -> dict[str, _Member]:
+def _generated_members(root: str, files: dict[str, PlanFile], known: set[str], *, mtime: int) -> dict[str, _Member]:
     members = {}
     for relative, plan_file in files.items():
         path = PurePosixPath(root, relative)
@@ -296,7 +296,9 @@ def _generated_members(root: str, files: dict[str, PlanFile], known: set[str], m
             if str(parent) not in known:
                 members[str(parent)] = _Member(_directory_info(str(parent), mtime), _no_data)
         data = plan_file.content.encode()
-        members[str(path)] = _Member(_file_info(str(path), len(data), plan_file.mode, mtime), partial(io.BytesIO, data))
+        members[str(path)] = _Member(
+            _file_info(str(path), len(data), plan_file.mode, mtime=mtime), partial(io.BytesIO, data)
+        )
     return members
 
 
@@ -363,7 +365,7 @@ def _write_checksum(path: Path) -> str:
 
 
 def write_artifact(
-    plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any], destination: Path | None = None
+    plan: BuildPlan | CompilerPlan, tree_tar: Path, manifest: dict[str, Any], *, destination: Path | None = None
 ) -> Artifact:
     """Assemble the tarball from the engine's tree and the plan's generated files; write it and its sidecars. The
     tree's debug symbols go into the companion first, so the manifest inside the tarball names its sha256."""
@@ -393,7 +395,7 @@ def write_artifact(
             }
         generated = {**plan.artifact_files, MANIFEST_NAME: PlanFile(manifest_text(manifest))}
         known = {name for name, member in members.items() if member.info.isdir()}
-        members.update(_generated_members(root, generated, known, epoch))
+        members.update(_generated_members(root, generated, known, mtime=epoch))
         with _tarball_writer(destination) as out:
             _write_sorted(out, members)
     artifact = Artifact(destination, _write_checksum(destination), destination.stat().st_size, manifest)

@@ -26,7 +26,7 @@ _HEX = re.compile(r"[0-9a-f]{16,128}")
 _ALGORITHM = re.compile(r"[a-z0-9]{2,16}")
 
 
-def cached_specs(mirror: Path, name: str, version: str, target: str | None = None) -> list[Path]:
+def cached_specs(mirror: Path, name: str, version: str, *, target: str | None = None) -> list[Path]:
     """The spec manifests of `name@version` in the mirror (any hash); with `target`, only those built for it (an
     arm64 build needs the aarch64 GCC, not the x86_64_v2 one beside it)."""
     directory = mirror / SPEC_MANIFESTS / name
@@ -38,7 +38,7 @@ def cached_specs(mirror: Path, name: str, version: str, target: str | None = Non
 
 def cached_gcc(mirror: Path, version: str, arch: Arch) -> list[Path]:
     """The manifests of GCC `version` built for `arch`'s Spack target (what `build-compiler --arch` pushes)."""
-    return cached_specs(mirror, "gcc", version, load_spack_pins().target(arch.value))
+    return cached_specs(mirror, "gcc", version, target=load_spack_pins().target(arch.value))
 
 
 def spec_target(mirror: Path, manifest: Path, name: str) -> str | None:

@@ -165,7 +165,7 @@ def build(
     _require_cached_compiler(request, settings)
     if request.upgrade_from is not None:
         old = upgrade_source(Path(request.upgrade_from), request.toolchain.name, request.arch.value,
-                             request.slurm.version)  # fmt: skip
+                             version=request.slurm.version)  # fmt: skip
         checks.append(Check("upgrade", f"{Path(request.upgrade_from).name} (Slurm {old.version}) to "
                                        f"{request.slurm.version} is an upgrade Slurm supports"))  # fmt: skip
     if dry_run:
@@ -175,7 +175,7 @@ def build(
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):
-        return _execute(plan, settings, display, result)
+        return _execute(plan, settings, display, result=result)
 
 
 def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
@@ -253,37 +253,39 @@ def _reusable(request: BuildRequest) -> bool:
     return not request.no_cache and not pushes_in_container
 
 
-def _execute(plan: BuildPlan, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
+def _execute(plan: BuildPlan, settings: Settings, display: Display, *, result: BuildResult) -> BuildResult:
     stored = store.stored_path(settings.builds_dir, plan)
     existing = store.find(stored) if _reusable(plan.request) else None
     if existing is not None:
-        return _reuse(plan, existing, settings, display, result)
-    return _build(plan, stored, settings, display, result)
+        return _reuse(plan, existing, settings, display=display, result=result)
+    return _build(plan, stored, settings, display=display, result=result)
 
 
 def _reuse(
-    plan: BuildPlan, artifact: Artifact, settings: Settings, display: Display, result: BuildResult
+    plan: BuildPlan, artifact: Artifact, settings: Settings, *, display: Display, result: BuildResult
 ) -> BuildResult:
     """The artifact of this identity is stored: no container starts. Only a missing report or signature is added."""
     started = time.monotonic()
     request = plan.request
     result.reused = True
     result.log_path = plan.log_path if plan.log_path.is_file() else None  # the log of the build that made it
-    _fill_result(result, artifact, {}, 0.0)
+    _fill_result(result, artifact, {}, total=0.0)
     if not sbom_path(artifact.path).is_file():  # stored before SBOMs existed
         write_sbom(artifact)
     _link(result, settings)
     with ExitStack() as stack:
-        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
+        s3 = _s3_access(
+            stack, request.s3_endpoint_url, request.publish_url, read_url=request.buildcache_url, engine=request.engine
+        )
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
         try:
             # A stored report does not cover an upgrade: with --upgrade-from, verification runs again.
             if request.verify and (request.upgrade_from is not None or not _verified(artifact)):
-                _verify(result, artifact, settings, display, DockerSession(settings.project_name))
+                _verify(result, artifact, settings, display=display, session=DockerSession(settings.project_name))
             elif request.verify:
                 result.verification = _load_report(report_path(artifact.path))
             if signer is not None:
-                _sign_and_publish(result, artifact, signer, settings, s3)
+                _sign_and_publish(result, artifact, signer, settings=settings, s3=s3)
         finally:
             _link(result, settings)
     result.durations["reuse"] = round(time.monotonic() - started, 3)
@@ -308,7 +310,7 @@ def _link(result: BuildResult, settings: Settings) -> None:
     result.signature = sidecar(link, ".asc") if sidecar(result.stored, ".asc").is_file() else None
 
 
-def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, result: BuildResult) -> BuildResult:
+def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Display, result: BuildResult) -> BuildResult:
     started = time.monotonic()
     built_at = dt.datetime.now(dt.UTC)
     request = plan.request
@@ -317,7 +319,9 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         monitor.note(f"build {plan.build_id}: Slurm {request.slurm.version} for {request.toolchain.name}")
         # Buckets and keys are checked first: cheap, and nothing long may start with a publish that will fail.
-        s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url, request.buildcache_url, request.engine)
+        s3 = _s3_access(
+            stack, request.s3_endpoint_url, request.publish_url, read_url=request.buildcache_url, engine=request.engine
+        )
         signer = stack.enter_context(_signing_key(request)) if request.signs else None
         # A local source is checked before Docker is asked; a download waits until the engine has answered.
         downloads = needs_download(request.slurm, plan.source_cache_path, request.slurm_source)
@@ -332,23 +336,23 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, display: Display, 
         _ensure_toolchain_image(plan, session, monitor)
         with _scratch_directory(settings.builds_dir) as scratch:
             handout = _build_handout(request, signer, s3) if request.engine is Engine.SPACK else None
-            output = container.run_build(plan, session, monitor, Path(scratch), handout)
+            output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
             monitor.stage("artifact")
-            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta), stored)
+            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta), destination=stored)
             write_sbom(artifact)
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
         _raise_publish_failure(output, artifact)
         monitor.close()
-        _fill_result(result, artifact, monitor.durations, time.monotonic() - started)
-        store.write_build_record(stored, plan, result.durations, built_at)
+        _fill_result(result, artifact, monitor.durations, total=time.monotonic() - started)
+        store.write_build_record(stored, plan, result.durations, built_at=built_at)
         _link(result, settings)
         try:
             if request.verify:
-                _verify(result, artifact, settings, display, session)
+                _verify(result, artifact, settings, display=display, session=session)
             if signer is not None:
-                _sign_and_publish(result, artifact, signer, settings, s3)
+                _sign_and_publish(result, artifact, signer, settings=settings, s3=s3)
         finally:  # a failed verification's report is linked too
-            store.write_build_record(stored, plan, result.durations, built_at)
+            store.write_build_record(stored, plan, result.durations, built_at=built_at)
             _link(result, settings)
     return result
 
@@ -379,6 +383,7 @@ def _s3_access(
     stack: ExitStack,
     endpoint: str | None,
     publish_url: str | None,
+    *,
     read_url: str | None = None,
     engine: Engine = Engine.SPACK,
 ) -> S3Access | None:
@@ -457,7 +462,7 @@ def _build_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSessio
 
 
 def _sign_and_publish(
-    result: BuildResult, artifact: Artifact, signer: SigningKey, settings: Settings, s3: S3Access | None
+    result: BuildResult, artifact: Artifact, signer: SigningKey, *, settings: Settings, s3: S3Access | None
 ) -> None:
     """Sign the tarball (`.asc`) and export the public key beside it; publish when asked."""
     started = time.monotonic()
@@ -481,8 +486,8 @@ def _sign_and_publish(
             published,
             result.signature,
             result.public_key,
-            request.publish_url or settings.buildcache_dir.as_uri(),
-            s3,
+            publish_url=request.publish_url or settings.buildcache_dir.as_uri(),
+            s3=s3,
             companions=(sbom, sbom_signature, *companion_files),
         )
         result.publication = publication.to_json()
@@ -501,7 +506,7 @@ def _signature(path: Path, signer: SigningKey, public_key: Path) -> Path:
 
 
 def _verify(
-    result: BuildResult, artifact: Artifact, settings: Settings, display: Display, session: DockerSession
+    result: BuildResult, artifact: Artifact, settings: Settings, *, display: Display, session: DockerSession
 ) -> None:
     """Verify the fresh artifact; the report lands in the result even when verification fails."""
     started = time.monotonic()
@@ -525,7 +530,7 @@ def _load_report(path: Path | None) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, float], total: float) -> None:
+def _fill_result(result: BuildResult, artifact: Artifact, durations: dict[str, float], *, total: float) -> None:
     result.artifact = artifact.path
     result.stored = artifact.path
     result.sha256 = artifact.sha256
@@ -577,7 +582,7 @@ def build_compiler(
         _ensure_toolchain_image(plan, session, monitor)
         with _scratch_directory(settings.builds_dir) as scratch:
             handout = SecretHandout(publish=lambda: _push_secrets(signer, s3, request.publish_url))
-            output = container.run_build(plan, session, monitor, Path(scratch), handout)
+            output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_compiler_manifest(plan, output.meta))
         monitor.close()

@@ -200,6 +200,7 @@ class DockerSession:
         image: str,
         command: list[str] | tuple[str, ...],
         role: str,
+        *,
         mounts: tuple[Mount, ...] = (),
         environment: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,

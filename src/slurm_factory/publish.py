@@ -163,7 +163,7 @@ class S3Mirror:
         metadata = head.get("Metadata", {})
         return bool(head.get("ContentLength") == size and metadata.get(SHA256_METADATA) == sha256)
 
-    def _put(self, relative: str, body: bytes | Any, sha256: str, content_type: str, **condition: str) -> None:
+    def _put(self, relative: str, body: bytes | Any, sha256: str, *, content_type: str, **condition: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -187,7 +187,7 @@ class S3Mirror:
 
     def put_file(self, relative: str, source: Path, sha256: str) -> None:
         with source.open("rb") as body:
-            self._put(relative, body, sha256, _content_type(source.name))
+            self._put(relative, body, sha256, content_type=_content_type(source.name))
 
     def read_versioned(self, relative: str) -> tuple[bytes | None, str | None]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -209,10 +209,10 @@ class S3Mirror:
         digest, content_type = hashlib.sha256(data).hexdigest(), _content_type(relative)
         condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
         try:
-            self._put(relative, data, digest, content_type, **condition)
+            self._put(relative, data, digest, content_type=content_type, **condition)
         except _ConditionalPutUnsupported:
             # An S3-compatible store without conditional writes: the last writer wins, as it always did there.
-            self._put(relative, data, digest, content_type)
+            self._put(relative, data, digest, content_type=content_type)
         except _ConditionFailed:
             return False
         return True
@@ -253,7 +253,7 @@ def _read_index(store: MirrorStore) -> tuple[dict[str, Any], str | None]:
 
 
 def _index_entry(
-    artifact: Artifact, relative: str, signature: str | None, key: str | None, debug_symbols: str | None
+    artifact: Artifact, relative: str, signature: str | None, *, key: str | None, debug_symbols: str | None
 ) -> dict[str, Any]:
     manifest = artifact.manifest
     return {
@@ -308,6 +308,7 @@ def publish_artifact(
     artifact: Artifact,
     signature: Path | None,
     public_key: Path | None,
+    *,
     publish_url: str,
     s3: S3Access | None = None,
     companions: Sequence[Path | None] = (),
@@ -331,7 +332,11 @@ def publish_artifact(
     published_names = {path.name for path in files}
     debug_relative = f"{directory}/{companion}" if companion in published_names else None
     entry = _index_entry(
-        artifact, f"{directory}/{artifact.path.name}", signature_relative, key_relative, debug_relative
+        artifact,
+        f"{directory}/{artifact.path.name}",
+        signature_relative,
+        key=key_relative,
+        debug_symbols=debug_relative,
     )
     publication.index = _update_index(store, entry)
     return publication

@@ -208,7 +208,7 @@ def _check_source(value: str) -> str:
     return str(path.resolve())
 
 
-def _check_tree_source(value: str, option: str, engine: Engine, marker: str, what: str) -> str:
+def _check_tree_source(value: str, option: str, engine: Engine, *, marker: str, what: str) -> str:
     """A checkout (a directory holding `marker`), a .tar.gz of one, or an http(s) URL of one — for sites that
     cannot clone from GitHub."""
     if engine is not Engine.SPACK:
@@ -231,12 +231,16 @@ def _check_tree_source(value: str, option: str, engine: Engine, marker: str, wha
 
 
 def _check_spack_source(value: str, engine: Engine) -> str:
-    return _check_tree_source(value, "--spack-source", engine, "bin/spack", "a Spack checkout")
+    return _check_tree_source(value, "--spack-source", engine, marker="bin/spack", what="a Spack checkout")
 
 
 def _check_spack_packages_source(value: str, engine: Engine) -> str:
     return _check_tree_source(
-        value, "--spack-packages-source", engine, "repos/spack_repo/builtin/repo.yaml", "a spack-packages checkout"
+        value,
+        "--spack-packages-source",
+        engine,
+        marker="repos/spack_repo/builtin/repo.yaml",
+        what="a spack-packages checkout",
     )
 
 
@@ -506,6 +510,7 @@ def _check_signing(
     publish: PublishMode,
     signing_key: str | None,
     private_key: SecretBytes | None,
+    *,
     passphrase: SecretStr | None,
 ) -> None:
     if publish is not PublishMode.NONE and signing_key is None:
@@ -582,7 +587,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         use_local_buildcache=raw["use_local_buildcache"],
         compiler_version=raw["compiler_version"],
     )
-    _check_signing(publish_mode, key_id, private_key, passphrase)
+    _check_signing(publish_mode, key_id, private_key, passphrase=passphrase)
     if (
         raw["compiler_version"] is not None
         and buildcache_mode is BuildcacheMode.NONE
@@ -683,7 +688,7 @@ def make_compiler_request(**given: Unpack[CompilerOptions]) -> CompilerRequest:
             f"build-compiler --publish {publish_mode.value}: a compiler is published with its dependencies or not "
             "at all; valid values: none (the local buildcache only), all",
         )
-    _check_signing(publish_mode, key_id, private_key, passphrase)
+    _check_signing(publish_mode, key_id, private_key, passphrase=passphrase)
     if raw["publish_url"] is not None and publish_mode is PublishMode.NONE:
         raise ConfigurationError("--publish-url is given but --publish is none; add --publish all")
     build_arch = _build_arch()

@@ -70,7 +70,7 @@ def _parse(path: Path, text: str) -> Any:
         raise _fail(path, f"not valid YAML ({error})") from None
 
 
-def _check_external(path: Path, name: str, index: int, external: Any) -> None:
+def _check_external(path: Path, name: str, index: int, *, external: Any) -> None:
     where = f"packages:{name}:externals[{index}]"
     if not isinstance(external, dict):
         raise _fail(path, f"{where} must be a mapping with `spec` and `prefix`")
@@ -94,7 +94,7 @@ def _check_package(path: Path, name: str, entry: Any) -> None:
     if not isinstance(externals, list):
         raise _fail(path, f"packages:{name}:externals must be a list")
     for index, external in enumerate(externals):
-        _check_external(path, name, index, external)
+        _check_external(path, name, index, external=external)
 
 
 def load_site_packages(value: str) -> tuple[str, dict[str, Any]]:

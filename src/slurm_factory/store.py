@@ -133,7 +133,7 @@ def request_record(plan: BuildPlan) -> dict[str, Any]:
     }
 
 
-def write_build_record(stored: Path, plan: BuildPlan, durations: dict[str, float], built_at: dt.datetime) -> None:
+def write_build_record(stored: Path, plan: BuildPlan, durations: dict[str, float], *, built_at: dt.datetime) -> None:
     """`<artifact>.build.json`: what the tarball must not hold (the time of the build, how long it took)."""
     record = {
         "build_id": plan.build_id,

@@ -64,7 +64,7 @@ def test_the_signing_key_reaches_only_the_publish_step_and_no_secret_outlives_it
         publish=lambda: {"signing-key.asc": key, "passphrase": passphrase, "write-credentials": b"[default]\nw\n"},
     )
     with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor:
-        output = run_build(_plan(settings), DockerSession(project_cleanup), monitor, tmp_path, handout)
+        output = run_build(_plan(settings), DockerSession(project_cleanup), monitor, scratch=tmp_path, handout=handout)
     log = (tmp_path / "steps.log").read_text()
     saw = {line.split(":")[0]: line.split()[1:] for line in log.splitlines() if "-saw:" in line}
     assert saw["build-saw"] == ["read-credentials", "1"]
@@ -79,7 +79,7 @@ def test_a_failing_publish_step_keeps_the_build_and_says_it_was_the_publish_step
     settings: Settings, project_cleanup: str, tmp_path: Path
 ) -> None:
     with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor:
-        output = run_build(_plan(settings, publish_exit=7), DockerSession(project_cleanup), monitor, tmp_path)
+        output = run_build(_plan(settings, publish_exit=7), DockerSession(project_cleanup), monitor, scratch=tmp_path)
     assert output.publish_error is not None
     assert output.publish_error.message == "the publish step of slurm-24.11.5-trixie failed (exit code 7)"
     assert output.tree_tar.stat().st_size > 0 and output.meta == {"build": "built\n"}
@@ -91,7 +91,7 @@ def test_a_failing_build_step_raises_before_anything_is_collected(
     plan = _plan(settings)
     failing = dataclasses.replace(plan, container=dataclasses.replace(plan.container, command=_step("build", 5)))
     with BuildMonitor(tmp_path / "steps.log", SilentDisplay()) as monitor, pytest.raises(BuildError) as raised:
-        run_build(failing, DockerSession(project_cleanup), monitor, tmp_path)
+        run_build(failing, DockerSession(project_cleanup), monitor, scratch=tmp_path)
     assert raised.value.message == "the build of slurm-24.11.5-trixie failed (exit code 5)"
     assert not (tmp_path / "tree.tar").exists()
 

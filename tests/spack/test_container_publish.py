@@ -81,7 +81,7 @@ def test_the_generated_slurm_environment_concretizes_inside_the_toolchain_image(
     try:
         with BuildMonitor(tmp_path / "build.log", SilentDisplay()) as monitor:
             _ensure_toolchain_image(plan, session, monitor)
-            output = run_build(plan, session, monitor, tmp_path)
+            output = run_build(plan, session, monitor, scratch=tmp_path)
     finally:
         remove_project(docker_client, settings.project_name)
     specs = json.loads(output.meta["spack.lock"])["concrete_specs"].values()
@@ -117,7 +117,9 @@ def test_the_generated_publish_step_pushes_signed_to_s3_from_the_real_toolchain_
             S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access,
         ):
             _ensure_toolchain_image(stand_in, session, monitor)
-            output = run_build(stand_in, session, monitor, tmp_path, _build_handout(request, signer, access))
+            output = run_build(
+                stand_in, session, monitor, scratch=tmp_path, handout=_build_handout(request, signer, access)
+            )
     finally:
         remove_project(docker_client, settings.project_name)
     log = (tmp_path / "build.log").read_text()

@@ -225,7 +225,7 @@ def _concretized(tmp_path: Path, docker_client: docker.DockerClient, mode: str) 
     try:
         with BuildMonitor(tmp_path / f"{mode}.log", SilentDisplay()) as monitor:
             _ensure_toolchain_image(plan, session, monitor)
-            output = run_build(plan, session, monitor, tmp_path)
+            output = run_build(plan, session, monitor, scratch=tmp_path)
     finally:
         remove_project(docker_client, settings.project_name)
     return list(json.loads(output.meta["spack.lock"])["concrete_specs"].values())

@@ -714,7 +714,7 @@ def test_the_companion_is_reproducible(plan: BuildPlan, manifest: dict[str, obje
     second_dir = tmp_path / "second"
     second_dir.mkdir()
     tree = _tree_with_debug(second_dir)
-    second = debug_companion(write_artifact(plan, tree, manifest, second_dir / "out" / ARTIFACT_NAME).path)
+    second = debug_companion(write_artifact(plan, tree, manifest, destination=second_dir / "out" / ARTIFACT_NAME).path)
 
     assert second.read_bytes() == first
 
@@ -731,7 +731,7 @@ def test_the_store_links_the_companion_under_its_contract_name(
     plan: BuildPlan, manifest: dict[str, object], settings: Settings, tmp_path: Path
 ) -> None:
     stored = settings.builds_dir / "by-id" / plan.build_id / ARTIFACT_NAME
-    artifact = write_artifact(plan, _tree_with_debug(tmp_path), manifest, stored)
+    artifact = write_artifact(plan, _tree_with_debug(tmp_path), manifest, destination=stored)
 
     link_contract_names(settings.builds_dir, artifact.path)
 

@@ -81,23 +81,29 @@ def test_inputs_that_change_the_artifact_change_the_id(
 
 def test_a_changed_rendered_file_or_toolchain_image_changes_the_id(settings: Settings) -> None:
     request = make_request(**NATIVE)
-    image = image_spec("trixie", "native", "FROM debian:trixie\n", "p")
+    image = image_spec("trixie", "native", "FROM debian:trixie\n", project_name="p")
     files = {"build-native.sh": PlanFile("make\n", mode=0o755)}
     reference = build_id(request, image, files)
 
     assert build_id(request, image, {"build-native.sh": PlanFile("make -j9\n", mode=0o755)}) != reference
     assert build_id(request, image, {"build-native.sh": PlanFile("make\n", mode=0o644)}) != reference
-    assert build_id(request, image_spec("trixie", "native", "FROM debian:trixie\nRUN x\n", "p"), files) != reference
-    changed_context = image_spec("trixie", "native", "FROM debian:trixie\n", "p", ({}, "spack v1.1.1"))
+    assert (
+        build_id(request, image_spec("trixie", "native", "FROM debian:trixie\nRUN x\n", project_name="p"), files)
+        != reference
+    )
+    changed_context = image_spec(
+        "trixie", "native", "FROM debian:trixie\n", project_name="p", context=({}, "spack v1.1.1")
+    )
     assert build_id(request, changed_context, files) != reference
     assert (
-        build_id(request, image_spec("trixie", "native", "FROM debian:trixie\n", "other-project"), files) == reference
+        build_id(request, image_spec("trixie", "native", "FROM debian:trixie\n", project_name="other-project"), files)
+        == reference
     )
 
 
 def test_the_source_checksum_is_part_of_the_id(settings: Settings) -> None:
     request = make_request(**NATIVE)
-    image = image_spec("trixie", "native", "FROM debian:trixie\n", "p")
+    image = image_spec("trixie", "native", "FROM debian:trixie\n", project_name="p")
     other_source = request.model_copy(
         update={"slurm": request.slurm.__class__(**{**request.slurm.__dict__, "sha256": "0" * 64})}
     )

@@ -214,7 +214,7 @@ def _compiler_matrix(settings: Settings) -> Any:
 
 def test_cells_start_after_what_they_need_and_never_more_than_jobs_at_once(settings: Settings) -> None:
     launcher = _ScriptedLauncher()
-    outcomes = run_matrix(_compiler_matrix(settings), launcher, 2, QuietListener())
+    outcomes = run_matrix(_compiler_matrix(settings), launcher, 2, listener=QuietListener())
     assert all(outcome.state == "built" for outcome in outcomes)
     assert launcher.most_at_once == 2
     assert set(launcher.started[:2]) == {"gcc-13.4.0-noble", "gcc-13.4.0-jammy"}
@@ -223,7 +223,8 @@ def test_cells_start_after_what_they_need_and_never_more_than_jobs_at_once(setti
 def test_a_failed_cell_skips_its_dependants_and_the_others_still_build(settings: Settings) -> None:
     launcher = _ScriptedLauncher(failing=frozenset({"gcc-13.4.0-noble"}))
     outcomes = {
-        outcome.name: outcome for outcome in run_matrix(_compiler_matrix(settings), launcher, 1, QuietListener())
+        outcome.name: outcome
+        for outcome in run_matrix(_compiler_matrix(settings), launcher, 1, listener=QuietListener())
     }
     assert outcomes["gcc-13.4.0-noble"].state == "failed"
     assert outcomes["24.11-noble"].state == "skipped"
@@ -238,7 +239,7 @@ def test_ctrl_c_stops_the_running_cells_and_cancels_the_rest(settings: Settings)
     timer = threading.Timer(0.3, _interrupt_main)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        run_matrix(matrix, launcher, 1, QuietListener())
+        run_matrix(matrix, launcher, 1, listener=QuietListener())
     assert launcher.stopped.is_set()
     assert launcher.started == ["gcc-13.4.0-noble"]
 
@@ -256,7 +257,9 @@ def _store_native_artifact(settings: Settings, tmp_path: Path) -> Path:
     plan = make_plan(make_request(slurm_version="24.11.5", toolchain="trixie", engine="native"), settings)
     tree = tmp_path / "tree.tar"
     tree.write_bytes(_tree_bytes())
-    artifact = write_artifact(plan, tree, build_manifest(plan, META), store.stored_path(settings.builds_dir, plan))
+    artifact = write_artifact(
+        plan, tree, build_manifest(plan, META), destination=store.stored_path(settings.builds_dir, plan)
+    )
     write_sbom(artifact)
     return artifact.path
 
@@ -383,7 +386,9 @@ def test_cells_that_do_not_read_what_they_publish_start_together(
 
 def test_a_failed_first_cell_does_not_skip_the_cells_after_it(settings: Settings, tmp_path: Path) -> None:
     launcher = _ScriptedLauncher(failing=frozenset({"24.11-noble"}))
-    outcomes = run_matrix(_shared_mirror_matrix(settings, **_shared_mirror(tmp_path)), launcher, 4, QuietListener())
+    outcomes = run_matrix(
+        _shared_mirror_matrix(settings, **_shared_mirror(tmp_path)), launcher, 4, listener=QuietListener()
+    )
     states = {outcome.name: outcome.state for outcome in outcomes}
     assert states == {"24.11-noble": "failed", "24.11-jammy": "built", "25.11-noble": "built", "25.11-jammy": "built"}
     assert launcher.started.index("25.11-noble") > launcher.started.index("24.11-noble")

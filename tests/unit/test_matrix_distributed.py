@@ -154,7 +154,7 @@ def test_a_received_artifact_is_stored_and_linked(settings: Settings, tmp_path: 
     stored = _store_native_artifact(settings, tmp_path)
     builds = tmp_path / "requester-builds"
     sha256 = hashlib.sha256(stored.read_bytes()).hexdigest()
-    link = receive_artifact(builds, "0123456789abcdef", _files(stored), sha256)
+    link = receive_artifact(builds, "0123456789abcdef", _files(stored), sha256=sha256)
     assert link == builds / stored.name and link.is_symlink()
     found = store.find(link.resolve())
     assert found is not None and found.sha256 == sha256
@@ -165,9 +165,9 @@ def test_a_received_artifact_that_does_not_match_its_sha256_is_refused(settings:
     stored = _store_native_artifact(settings, tmp_path)
     files = _files(stored)
     with pytest.raises(ClusterError, match="does not match the sha256"):
-        receive_artifact(tmp_path / "builds", "0123456789abcdef", files, "0" * 64)
+        receive_artifact(tmp_path / "builds", "0123456789abcdef", files, sha256="0" * 64)
     with pytest.raises(ClusterError, match="unexpected files"):
-        receive_artifact(tmp_path / "builds", "0123456789abcdef", {**files, "../escape": b""}, None)
+        receive_artifact(tmp_path / "builds", "0123456789abcdef", {**files, "../escape": b""}, sha256=None)
     assert not (tmp_path / "builds" / "by-id").exists()
 
 
@@ -215,9 +215,9 @@ def test_a_cell_built_on_a_worker_comes_back_to_this_hosts_builds(
         def event(self, name: str, event: dict[str, Any]) -> None:
             events.append((name, event))
 
-    launcher = DaskLauncher(local_client, facts, settings.project_name, settings.builds_dir)
+    launcher = DaskLauncher(local_client, facts, settings.project_name, builds_dir=settings.builds_dir)
     try:
-        (outcome,) = run_matrix(matrix, launcher, 1, Recorder())
+        (outcome,) = run_matrix(matrix, launcher, 1, listener=Recorder())
     finally:
         launcher.close()
     assert outcome.state == "reused", outcome.reason
@@ -238,7 +238,7 @@ def test_a_cell_whose_compiler_worker_is_gone_fails_saying_so(local_client: Any,
     assert slurm.cell.needs == (compiler.name,)
     ((address, info),) = local_client.scheduler_info()["workers"].items()
     facts = {address: WorkerFacts(address, str(info["name"]), __version__, arch=cell_arch(slurm))}
-    launcher = DaskLauncher(local_client, facts, settings.project_name, settings.builds_dir)
+    launcher = DaskLauncher(local_client, facts, settings.project_name, builds_dir=settings.builds_dir)
     try:
         launcher._built_on[compiler.name] = "tcp://127.0.0.1:1"  # a worker no longer in the cluster
         outcome = launcher.run_cell(slurm, lambda event: None)

@@ -74,7 +74,7 @@ def _make_artifact(builds: Path, version: str = "24.11.5", series: str = "24.11"
 
 
 def _publish(built: Built, mirror: Path) -> None:
-    publish_artifact(built.artifact, built.signature, built.public_key, mirror.as_uri())
+    publish_artifact(built.artifact, built.signature, built.public_key, publish_url=mirror.as_uri())
 
 
 def _index(mirror: Path) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def mirror(tmp_path: Path) -> Path:
 
 
 def test_publish_writes_the_artifact_its_sidecars_and_the_key_in_the_mirror_layout(built: Built, mirror: Path) -> None:
-    publication = publish_artifact(built.artifact, built.signature, built.public_key, mirror.as_uri())
+    publication = publish_artifact(built.artifact, built.signature, built.public_key, publish_url=mirror.as_uri())
     series = mirror / "trixie" / "24.11"
     name = built.artifact.path.name
     expected = {
@@ -220,7 +220,7 @@ def test_published_files_are_world_readable(built: Built, mirror: Path) -> None:
 
 
 def test_publish_without_signature_or_key_indexes_them_as_absent(built: Built, mirror: Path) -> None:
-    publication = publish_artifact(built.artifact, None, None, mirror.as_uri())
+    publication = publish_artifact(built.artifact, None, None, publish_url=mirror.as_uri())
     [entry] = _index(mirror)["artifacts"]
     assert entry["signature"] is None and entry["public_key"] is None
     assert publication.public_key is None
@@ -234,7 +234,7 @@ def test_publish_to_a_non_file_url_is_a_configuration_error_and_writes_nothing(
 ) -> None:
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(ConfigurationError) as raised:
-        publish_artifact(built.artifact, built.signature, built.public_key, url)
+        publish_artifact(built.artifact, built.signature, built.public_key, publish_url=url)
     assert raised.value.exit_code == EXIT_USAGE
     assert "--publish-url" in raised.value.message and url in raised.value.message
     assert sorted(tmp_path.rglob("*")) == before
@@ -281,7 +281,9 @@ def test_publish_to_s3_uploads_the_documented_layout_with_sha256_metadata(
     built: Built, s3_server: S3Server, s3_access: S3Access
 ) -> None:
     bucket = s3_server.new_bucket()
-    publication = publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}/site", s3_access)
+    publication = publish_artifact(
+        built.artifact, built.signature, built.public_key, publish_url=f"s3://{bucket}/site", s3=s3_access
+    )
     name = built.artifact.path.name
     objects = s3_server.objects(bucket)
     expected = {
@@ -308,7 +310,7 @@ def test_publishing_the_same_artifact_to_s3_twice_uploads_nothing_the_second_tim
 ) -> None:
     bucket = s3_server.new_bucket()
     url = f"s3://{bucket}"
-    publish_artifact(built.artifact, built.signature, built.public_key, url, s3_access)
+    publish_artifact(built.artifact, built.signature, built.public_key, publish_url=url, s3=s3_access)
     before = s3_server.objects(bucket)
     uploads: list[str] = []
     real_put = S3Mirror._put
@@ -318,7 +320,7 @@ def test_publishing_the_same_artifact_to_s3_twice_uploads_nothing_the_second_tim
         real_put(self, relative, *args)
 
     monkeypatch.setattr(S3Mirror, "_put", counting_put)
-    publish_artifact(built.artifact, built.signature, built.public_key, url, s3_access)
+    publish_artifact(built.artifact, built.signature, built.public_key, publish_url=url, s3=s3_access)
     assert uploads == []
     assert s3_server.objects(bucket) == before
 
@@ -330,7 +332,7 @@ def test_a_rebuilt_artifact_replaces_its_s3_objects_and_its_single_index_entry(
     first = _make_artifact(tmp_path / "one", payload=b"first build\n")
     second = _make_artifact(tmp_path / "two", payload=b"second build, other bytes\n")
     for built in (first, second):
-        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", s3_access)
+        publish_artifact(built.artifact, built.signature, built.public_key, publish_url=f"s3://{bucket}", s3=s3_access)
     objects = s3_server.objects(bucket)
     assert objects[f"trixie/24.11/{second.artifact.path.name}"] == second.artifact.path.read_bytes()
     [entry] = json.loads(objects["index.json"])["artifacts"]
@@ -343,7 +345,9 @@ def test_a_corrupt_s3_index_is_refused_and_nothing_is_uploaded(
     bucket = s3_server.new_bucket()
     s3_server.client().put_object(Bucket=bucket, Key="m/index.json", Body=b"{ not json")
     with pytest.raises(ConfigurationError) as raised:
-        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}/m", s3_access)
+        publish_artifact(
+            built.artifact, built.signature, built.public_key, publish_url=f"s3://{bucket}/m", s3=s3_access
+        )
     assert raised.value.message == f"s3://{bucket}/m/index.json is not valid JSON; refusing to overwrite a mirror index"
     assert s3_server.objects(bucket) == {"m/index.json": b"{ not json"}
 
@@ -358,7 +362,7 @@ def test_a_mirror_refusing_the_credentials_is_a_failure_naming_the_object(
         S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as wrong,
         pytest.raises(S3Error) as raised,
     ):
-        publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", wrong)
+        publish_artifact(built.artifact, built.signature, built.public_key, publish_url=f"s3://{bucket}", s3=wrong)
     assert raised.value.exit_code == 1
     assert f"s3://{bucket}/index.json" in raised.value.message
     assert "a-secret-the-server-does-not-know" not in raised.value.message
@@ -380,7 +384,7 @@ def _publish_another_while_reading(
         if relative == INDEX_NAME and len(raced) == 1:  # after the early check, before the merge
             raced.append(True)
             monkeypatch.setattr(store_class, "read_versioned", real_read)
-            publish_artifact(other.artifact, other.signature, other.public_key, url, s3)
+            publish_artifact(other.artifact, other.signature, other.public_key, publish_url=url, s3=s3)
         elif relative == INDEX_NAME:
             raced.append(False)
         return result
@@ -414,7 +418,7 @@ def test_a_publish_racing_another_into_an_s3_mirror_keeps_both_index_entries(
     mine = _make_artifact(tmp_path / "mine")
     other = _make_artifact(tmp_path / "other", version="25.11.7", series="25.11")
     _publish_another_while_reading(monkeypatch, S3Mirror, other, url, s3_access)
-    publish_artifact(mine.artifact, mine.signature, mine.public_key, url, s3_access)
+    publish_artifact(mine.artifact, mine.signature, mine.public_key, publish_url=url, s3=s3_access)
     index = json.loads(s3_server.objects(bucket)["m/index.json"])
     assert _series_paths(index) == [
         "trixie/24.11/slurm-24.11-trixie-software.tar.gz",
@@ -454,7 +458,7 @@ def test_an_s3_store_without_conditional_writes_still_gets_its_index(
         return client
 
     monkeypatch.setattr(s3_access, "client", client_without_conditions)
-    publish_artifact(built.artifact, built.signature, built.public_key, f"s3://{bucket}", s3_access)
+    publish_artifact(built.artifact, built.signature, built.public_key, publish_url=f"s3://{bucket}", s3=s3_access)
     assert refused == ["index.json"]
     [entry] = json.loads(s3_server.objects(bucket)["index.json"])["artifacts"]
     assert entry["sha256"] == built.artifact.sha256

@@ -36,7 +36,7 @@ def stored(settings: Settings, tmp_path: Path) -> Path:
     tree = tmp_path / "tree.tar"
     tree.write_bytes(_tree_bytes())
     destination = store.stored_path(settings.builds_dir, plan)
-    artifact = write_artifact(plan, tree, build_manifest(plan, META), destination)
+    artifact = write_artifact(plan, tree, build_manifest(plan, META), destination=destination)
     write_sbom(artifact)
     return destination
 

@@ -268,10 +268,10 @@ def test_compiler_version_without_a_buildcache_is_refused() -> None:
 def test_cached_compiler_is_found_in_the_v3_buildcache_layout_by_target(tmp_path: Path, *, signed: bool) -> None:
     amd64 = write_spec_entry(tmp_path, "gcc", "10.5.0", "x86_64_v2", signed=signed)
     assert cached_specs(tmp_path, "gcc", "10.5.0") == [amd64]
-    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == [amd64]
-    assert cached_specs(tmp_path, "gcc", "10.5.0", "aarch64") == []
+    assert cached_specs(tmp_path, "gcc", "10.5.0", target="x86_64_v2") == [amd64]
+    assert cached_specs(tmp_path, "gcc", "10.5.0", target="aarch64") == []
     arm64 = write_spec_entry(tmp_path, "gcc", "10.5.0", "aarch64", signed=signed)
-    assert cached_specs(tmp_path, "gcc", "10.5.0", "aarch64") == [arm64]
+    assert cached_specs(tmp_path, "gcc", "10.5.0", target="aarch64") == [arm64]
     assert cached_specs(tmp_path, "gcc", "13.4.0") == []
 
 
@@ -280,10 +280,10 @@ def test_an_unreadable_buildcache_entry_counts_as_absent(tmp_path: Path) -> None
     for blob in (tmp_path / "blobs").rglob("*"):
         if blob.is_file():
             blob.unlink()
-    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == []
+    assert cached_specs(tmp_path, "gcc", "10.5.0", target="x86_64_v2") == []
     manifest.write_text('{"version": 3, "data": [{"mediaType": "application/vnd.spack.spec.v5+json", '
                         '"checksumAlgorithm": "sha256", "checksum": "../../../../etc/passwd"}]}')  # fmt: skip
-    assert cached_specs(tmp_path, "gcc", "10.5.0", "x86_64_v2") == []
+    assert cached_specs(tmp_path, "gcc", "10.5.0", target="x86_64_v2") == []
 
 
 def _mount(plan: Any, container_path: str) -> Any:

@@ -105,7 +105,7 @@ def test_a_unit_without_exec_start_is_an_error() -> None:
 def test_the_cluster_slurm_conf_keeps_the_shipped_settings_and_changes_only_names_nodes_and_cgroups() -> None:
     example = _shipped("etc/slurm.conf.example")
 
-    edited = cluster_slurm_conf(example, "n1", ("n1", "n2"), 500)
+    edited = cluster_slurm_conf(example, "n1", ("n1", "n2"), memory_mb=500)
 
     for key in ("SlurmUser", "AuthAltTypes", "AccountingStorageEnforce", "SlurmctldParameters", "PrologFlags",
                 "SelectTypeParameters", "AuthType"):  # fmt: skip
@@ -119,7 +119,7 @@ def test_the_cluster_slurm_conf_keeps_the_shipped_settings_and_changes_only_name
 
 
 def test_the_cluster_slurmdbd_conf_points_at_the_database_with_its_password() -> None:
-    edited = cluster_slurmdbd_conf(_shipped("etc/slurmdbd.conf.example"), "n1", "db", "s3cret")
+    edited = cluster_slurmdbd_conf(_shipped("etc/slurmdbd.conf.example"), "n1", "db", password="s3cret")
 
     assert (value_of(edited, "StorageHost"), value_of(edited, "StoragePass"), value_of(edited, "DbdHost")) == (
         "db", "s3cret", "n1",

@@ -166,7 +166,7 @@ def _debug_check(tmp_path: Path, members: list[Member], companion_ids: set[str] 
     artifact_path = _tree(tmp_path, members, {"debug_symbols": {"artifact": "x-debug.tar.gz", "sha256": "0" * 64}})
     artifact = open_artifact(scan_tarball(artifact_path))
     recorder = CheckRecorder("static: debug symbols")
-    static.check_debug_symbols(artifact, static.collect_tree_facts(artifact), companion_ids, recorder)
+    static.check_debug_symbols(artifact, static.collect_tree_facts(artifact), companion_ids, recorder=recorder)
     return recorder
 
 

@@ -50,6 +50,7 @@ def run_build(
     plan: BuildPlan | CompilerPlan,
     session: DockerSession,
     monitor: BuildMonitor,
+    *,
     scratch: Path,
     handout: SecretHandout | None = None,
 ) -> EngineOutput:
@@ -76,11 +77,11 @@ def run_build(
         container.put_files(spec.files)
         container.start()
         if stepped:
-            exit_code = _run_step(container, spec.command, handout.build, monitor)
+            exit_code = _run_step(container, spec.command, handout.build, monitor=monitor)
         else:
             exit_code = container.stream_output(monitor.output)
         if exit_code != 0:
-            raise _step_failure(container, plan, monitor, "build", exit_code)
+            raise _step_failure(container, plan, monitor, step="build", exit_code=exit_code)
         monitor.stage("collect")
         tree_tar = scratch / "tree.tar"
         with tree_tar.open("wb") as destination:
@@ -90,14 +91,14 @@ def run_build(
         if spec.publish_command is not None:
             mirror = without_credentials(plan.request.publish_url or "the local buildcache")
             with publish_lock(plan.log_path.parent, mirror, monitor.note):
-                exit_code = _run_step(container, spec.publish_command, handout.publish, monitor)
+                exit_code = _run_step(container, spec.publish_command, handout.publish, monitor=monitor)
             if exit_code != 0:
-                publish_error = _step_failure(container, plan, monitor, "publish step", exit_code)
+                publish_error = _step_failure(container, plan, monitor, step="publish step", exit_code=exit_code)
     return EngineOutput(tree_tar=tree_tar, meta=meta, publish_error=publish_error)
 
 
 def _step_failure(
-    container: RunningContainer, plan: BuildPlan | CompilerPlan, monitor: BuildMonitor, step: str, exit_code: int
+    container: RunningContainer, plan: BuildPlan | CompilerPlan, monitor: BuildMonitor, *, step: str, exit_code: int
 ) -> BuildError:
     kept = _keep_failure_logs(container, plan)
     return BuildError(
@@ -112,6 +113,7 @@ def _run_step(
     container: RunningContainer,
     command: tuple[str, ...],
     secrets: Callable[[], dict[str, bytes]],
+    *,
     monitor: BuildMonitor,
 ) -> int:
     """One step as a streamed exec, with its secrets on the tmpfs only while it runs."""

@@ -124,7 +124,7 @@ class CellProcess:
     """The parent's side: start `slurm-factory cell`, feed it the cell, follow its events; `stop()` from any thread
     asks it to end (SIGINT, then SIGKILL after STOP_GRACE)."""
 
-    def __init__(self, cell: Cell, project_name: str, stderr_path: Path, environment: dict[str, str] | None = None):
+    def __init__(self, cell: Cell, project_name: str, stderr_path: Path, *, environment: dict[str, str] | None = None):
         self.cell = cell
         self._project_name = project_name
         self._stderr_path = stderr_path

@@ -257,7 +257,7 @@ class SealedCell:
     __str__ = __repr__
 
 
-def build_cell_on_worker(sealed: SealedCell, project_name: str, topic: str, cancel_name: str) -> dict[str, Any]:
+def build_cell_on_worker(sealed: SealedCell, project_name: str, topic: str, *, cancel_name: str) -> dict[str, Any]:
     """The Dask task: build one cell in a `slurm-factory cell` process on this worker, report its events on
     `topic`, stop it when `cancel_name` is set or the task is no longer wanted, and return its run and files."""
     from slurm_factory.config import load_settings
@@ -278,7 +278,9 @@ def build_cell_on_worker(sealed: SealedCell, project_name: str, topic: str, canc
     stderr_path = settings.logs_dir / "matrix-cells" / f"{cell.name}-{uuid.uuid4().hex[:8]}.stderr"
     process = CellProcess(cell, project_name, stderr_path)
     finished = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(process, cancel, worker, key, finished), daemon=True)
+    watcher = threading.Thread(
+        target=_watch, args=(process, cancel, worker), kwargs={"key": key, "finished": finished}, daemon=True
+    )
     watcher.start()
     try:
         run = process.run(report)
@@ -290,7 +292,7 @@ def build_cell_on_worker(sealed: SealedCell, project_name: str, topic: str, canc
     return reply
 
 
-def _watch(process: CellProcess, cancel: Any, worker: Any, key: Any, finished: threading.Event) -> None:
+def _watch(process: CellProcess, cancel: Any, worker: Any, *, key: Any, finished: threading.Event) -> None:
     """Stop the cell when the matrix is cancelled, or when its task was released (the requester is gone)."""
     while not finished.wait(WATCH_INTERVAL):
         with contextlib.suppress(Exception):  # the scheduler may be briefly unreachable: look again
@@ -324,7 +326,7 @@ def _artifact_files(stored: Path) -> dict[str, bytes]:
 # --- on the requesting host ----------------------------------------------------------------------------------------
 
 
-def receive_artifact(builds_dir: Path, build_id: str, files: Mapping[str, bytes], sha256: str | None) -> Path:
+def receive_artifact(builds_dir: Path, build_id: str, files: Mapping[str, bytes], *, sha256: str | None) -> Path:
     """Write a worker's artifact into this host's store (the tarball checked against its sha256, the `.sha256`
     sidecar last, so that a half-received artifact is never found) and link the contract names to it."""
     tarballs = [name for name in files if name.endswith(SOFTWARE_SUFFIX)]
@@ -366,7 +368,7 @@ class _Tracked:
 class DaskLauncher:
     """A `Launcher` that sends each cell to the Dask cluster and brings its artifact back to `builds_dir`."""
 
-    def __init__(self, client: Any, facts: Mapping[str, WorkerFacts], project_name: str, builds_dir: Path) -> None:
+    def __init__(self, client: Any, facts: Mapping[str, WorkerFacts], project_name: str, *, builds_dir: Path) -> None:
         distributed = _distributed()
         self._client = client
         self._facts = dict(facts)
@@ -403,7 +405,7 @@ class DaskLauncher:
                 SealedCell(pinned_cell(planned).to_json()),
                 self._project_name,
                 self._topic,
-                self._cancel_name,
+                cancel_name=self._cancel_name,
                 key=f"slurm-factory-cell-{planned.name}-{uuid.uuid4().hex[:8]}",
                 workers=workers,
                 allow_other_workers=False,
@@ -413,7 +415,7 @@ class DaskLauncher:
         try:
             reply = self._wait(future)
         except Exception as error:  # KilledWorker, CancelledError, a lost scheduler
-            return self._lost(planned, tracked, error, time.monotonic() - started)
+            return self._lost(planned, tracked, error, seconds=time.monotonic() - started)
         finally:
             with self._lock:
                 self._futures.pop(planned.name, None)
@@ -467,7 +469,7 @@ class DaskLauncher:
             return outcome
         try:
             build_id = str((outcome.result or {}).get("build_id") or planned.plan.build_id)
-            local = receive_artifact(self._builds_dir, build_id, reply.get("files", {}), outcome.sha256)
+            local = receive_artifact(self._builds_dir, build_id, reply.get("files", {}), sha256=outcome.sha256)
         except (ClusterError, OSError) as error:
             outcome.state, outcome.reason = "failed", f"the artifact did not come back from {worker}: {error}"
             return outcome
@@ -480,7 +482,7 @@ class DaskLauncher:
         outcome.artifact = local
         return outcome
 
-    def _lost(self, planned: PlannedCell, tracked: _Tracked, error: Exception, seconds: float) -> CellOutcome:
+    def _lost(self, planned: PlannedCell, tracked: _Tracked, error: Exception, *, seconds: float) -> CellOutcome:
         state: State = "cancelled" if self._stopped else "failed"
         if self._stopped:
             reason = "interrupted"
@@ -531,7 +533,7 @@ class DaskLauncher:
             self._cancel.clear()
 
 
-def dask_launcher(address: str, matrix: Matrix, project_name: str, builds_dir: Path) -> tuple[Any, DaskLauncher]:
+def dask_launcher(address: str, matrix: Matrix, project_name: str, *, builds_dir: Path) -> tuple[Any, DaskLauncher]:
     """Connect, check every worker, and return the client and the launcher (close both when done)."""
     cells = [planned.cell for planned in matrix.cells]
     refuse_secrets_in_clear(address, cells)
@@ -544,7 +546,7 @@ def dask_launcher(address: str, matrix: Matrix, project_name: str, builds_dir: P
                 f"no worker can build {', '.join(unbuildable)}: the workers are "
                 + ", ".join(f"{fact.name} ({fact.arch})" for fact in facts.values())
             )
-        return client, DaskLauncher(client, facts, project_name, builds_dir)
+        return client, DaskLauncher(client, facts, project_name, builds_dir=builds_dir)
     except BaseException:
         client.close()
         raise

@@ -53,7 +53,7 @@ class CellOutcome:
         }
 
 
-def outcome_of(name: str, kind: str, run: CellRun, where: str = "local") -> CellOutcome:
+def outcome_of(name: str, kind: str, run: CellRun, *, where: str = "local") -> CellOutcome:
     """Read a cell process's result or error into an outcome."""
     if run.result is not None and run.exit_code == 0:
         result = run.result

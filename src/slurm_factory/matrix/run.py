@@ -119,24 +119,24 @@ def build_matrix(
     settings.ensure_dirs()
     result.logs = _matrix_logs(settings)
     listener = listener or QuietListener()
-    with _launcher(settings, matrix, result.logs, scheduler) as launcher:
+    with _launcher(settings, matrix, result.logs, scheduler=scheduler) as launcher:
         started = time.monotonic()
         try:
-            result.outcomes = run_matrix(matrix, launcher, jobs, listener)
+            result.outcomes = run_matrix(matrix, launcher, jobs, listener=listener)
         finally:
             result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
 @contextlib.contextmanager
-def _launcher(settings: Settings, matrix: Matrix, logs: Path, scheduler: str | None) -> Iterator[Launcher]:
+def _launcher(settings: Settings, matrix: Matrix, logs: Path, *, scheduler: str | None) -> Iterator[Launcher]:
     """This host's launcher, or a Dask cluster's (connected and every worker checked before a cell is sent)."""
     if scheduler is None:
         yield LocalLauncher(settings.project_name, logs)
         return
     from slurm_factory.matrix.distributed import dask_launcher
 
-    client, launcher = dask_launcher(scheduler, matrix, settings.project_name, settings.builds_dir)
+    client, launcher = dask_launcher(scheduler, matrix, settings.project_name, builds_dir=settings.builds_dir)
     try:
         yield launcher
     finally:

@@ -62,7 +62,7 @@ class LocalLauncher:
             process.stop()
 
 
-def run_matrix(matrix: Matrix, launcher: Launcher, jobs: int, listener: Listener) -> list[CellOutcome]:
+def run_matrix(matrix: Matrix, launcher: Launcher, jobs: int, *, listener: Listener) -> list[CellOutcome]:
     """Every cell's outcome, in the matrix's order. KeyboardInterrupt is re-raised after every cell has ended."""
     outcomes: dict[str, CellOutcome] = {}
     pending = list(matrix.cells)

@@ -44,6 +44,7 @@ def image_spec(
     toolchain: str,
     engine: str,
     dockerfile: str,
+    *,
     project_name: str,
     context: tuple[dict[str, Path], str] = ({}, ""),
     context_files: dict[str, PlanFile] | None = None,
@@ -75,7 +76,7 @@ def build_id(request: BuildRequest, image: ImageSpec, files: dict[str, PlanFile]
         "image": image.tag,
         **({"arch": request.arch.value, "build_arch": request.build_arch.value} if request.arch != "amd64" else {}),
     }
-    return inputs_id(inputs, request.toolchain, request.base_image, image.dockerfile, files)
+    return inputs_id(inputs, request.toolchain, request.base_image, dockerfile=image.dockerfile, files=files)
 
 
 # Options that never change the tarball: verification, signing and publishing act on an artifact once it exists;
@@ -101,7 +102,7 @@ def identity_request(request: BuildRequest) -> BuildRequest:
 
 
 def inputs_id(
-    specific: dict[str, Any], toolchain: Toolchain, base_image: str, dockerfile: str, files: dict[str, PlanFile]
+    specific: dict[str, Any], toolchain: Toolchain, base_image: str, *, dockerfile: str, files: dict[str, PlanFile]
 ) -> str:
     inputs = {
         **specific,
@@ -176,7 +177,7 @@ def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         toolchain_name,
         request.engine.value,
         dockerfile,
-        settings.project_name,
+        project_name=settings.project_name,
         context_files=native.image_context_files(request),
     )
     identity = build_id(request, image, {**build_files, **artifact_files})
@@ -219,15 +220,15 @@ def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
 
 
 def _spack_image(
-    request: BuildRequest | CompilerRequest, dockerfile: str, inputs: ImageInputs, settings: Settings
+    request: BuildRequest | CompilerRequest, dockerfile: str, inputs: ImageInputs, *, settings: Settings
 ) -> ImageSpec:
     """The Spack toolchain image (`toolchain-<name>[-arm64]-spack`), with the Spack and wheels it is built from."""
     return image_spec(
         request.toolchain.name + _foreign_suffix(request),
         "spack",
         dockerfile,
-        settings.project_name,
-        (inputs.context_paths, inputs.identity),
+        project_name=settings.project_name,
+        context=(inputs.context_paths, inputs.identity),
     )
 
 
@@ -252,7 +253,7 @@ def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
         compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
         plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
     artifact_files = render_artifact_files(request)
-    image = _spack_image(request, dockerfile, inputs, settings)
+    image = _spack_image(request, dockerfile, inputs, settings=settings)
     identity = build_id(
         request, image, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
     )
@@ -354,8 +355,8 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         {"gcc": request.gcc_version, "signed": request.signing_key is not None},
         request.toolchain,
         request.base_image,
-        dockerfile,
-        {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
+        dockerfile=dockerfile,
+        files={str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
     )
     elsewhere = spack.compiler_publishes_elsewhere(request)
     container = ContainerSpec(
@@ -377,7 +378,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     return CompilerPlan(
         request=request,
         build_id=identity,
-        image=_spack_image(request, dockerfile, inputs, settings),
+        image=_spack_image(request, dockerfile, inputs, settings=settings),
         container=container,
         artifact_files=artifact_files,
         artifact_path=settings.builds_dir / request.artifact_filename,

@@ -76,11 +76,11 @@ def _static_checks(artifact: ArtifactUnderTest, companion: DebugCompanion, repor
         if companion.problem is not None:
             result.fail(companion.problem)
         else:
-            static.check_debug_symbols(artifact, facts, companion.build_ids, result)
+            static.check_debug_symbols(artifact, facts, companion.build_ids, recorder=result)
 
 
 def _ensure_image(
-    session: DockerSession, image: ImageSpec, images: VerifyImages, monitor: BuildMonitor, toolchain: str
+    session: DockerSession, image: ImageSpec, images: VerifyImages, *, monitor: BuildMonitor, toolchain: str
 ) -> None:
     if session.image_exists(image.reference):
         monitor.note(f"reusing verification image {image.reference}")
@@ -95,7 +95,9 @@ def _ensure_image(
     )
 
 
-def _mark_manifest(tarball: ScannedTarball, report: VerificationReport, path: Path, fallback: dict[str, Any]) -> None:
+def _mark_manifest(
+    tarball: ScannedTarball, report: VerificationReport, path: Path, *, fallback: dict[str, Any]
+) -> None:
     """Record the outcome in the sidecar manifest (the one inside the tarball is immutable)."""
     manifest_path = sidecar(tarball.path, ".manifest.json")
     manifest = dict(fallback)
@@ -173,6 +175,7 @@ def _docker_stages(
     artifact: ArtifactUnderTest,
     settings: Settings,
     session: DockerSession | None,
+    *,
     monitor: BuildMonitor,
     report: VerificationReport,
     old: ArtifactUnderTest | None = None,
@@ -192,23 +195,31 @@ def _docker_stages(
             base_image = checked_base_image(artifact, session.image_exists)
             old_packages = tuple(old.manifest.get("runtime_packages") or []) if old is not None else ()
             images = verify_images(artifact, settings.project_name, base_image, extra_runtime_packages=old_packages)
-            _ensure_image(session, images.database, images, monitor, artifact.toolchain.name)
+            _ensure_image(session, images.database, images, monitor=monitor, toolchain=artifact.toolchain.name)
             network = stack.enter_context(session.network("verify", internal=True))
             database = stack.enter_context(database_container(session, images, network))
             start_database_server(database, password)
-            _ensure_image(session, images.runtime, images, monitor, artifact.toolchain.name)
-            _ensure_image(session, images.cluster, images, monitor, artifact.toolchain.name)
+            _ensure_image(session, images.runtime, images, monitor=monitor, toolchain=artifact.toolchain.name)
+            _ensure_image(session, images.cluster, images, monitor=monitor, toolchain=artifact.toolchain.name)
             result.ok(f"{images.runtime.reference}, {images.cluster.reference}, {images.database.reference}"
                       f"{_image_origin(artifact, base_image)}")  # fmt: skip
         if images is None or not report.checks[-1].passed:  # the images do not exist: nothing can run
             return
         built = images
         monitor.stage("verify: relocated")
-        _container_checks(report, "relocated: setup", lambda: check_relocated(artifact, session, built, report))
+        _container_checks(report, "relocated: setup", lambda: check_relocated(artifact, session, built, report=report))
         monitor.stage("verify: cluster")
 
         def cluster_checks() -> None:
-            with running_cluster(artifact, session, built, database, network, password, old) as cluster:
+            with running_cluster(
+                artifact,
+                session,
+                built,
+                database=database,
+                network=network,
+                database_password=password,
+                old_artifact=old,
+            ) as cluster:
                 check_cluster(cluster, report)
 
         _container_checks(report, "cluster: setup", cluster_checks)
@@ -222,7 +233,7 @@ def _image_origin(artifact: ArtifactUnderTest, base_image: str) -> str:
     return ""
 
 
-def upgrade_source(path: Path, toolchain: str, arch: str, version: str) -> ArtifactUnderTest:
+def upgrade_source(path: Path, toolchain: str, arch: str, *, version: str) -> ArtifactUnderTest:
     """The artifact `--upgrade-from` names, checked before anything runs or builds: a safe slurm-factory artifact of
     the same toolchain and arch, of a release Slurm supports upgrading from to `version` (exit 2 otherwise)."""
     scanned = scan_tarball(path)
@@ -247,7 +258,7 @@ def _upgrade_source_for(path: Path, new: ScannedTarball) -> ArtifactUnderTest:
     except ManifestError as error:
         raise ConfigurationError(f"{new.path.name}: {error}") from None
     toolchain, arch = manifest["toolchain"]["name"], str(manifest.get("arch") or "amd64")
-    return upgrade_source(path, toolchain, arch, str(manifest["slurm"]["version"]))
+    return upgrade_source(path, toolchain, arch, version=str(manifest["slurm"]["version"]))
 
 
 def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> VerificationError:
@@ -264,11 +275,11 @@ def _outcome_error(report: VerificationReport, path: Path, log_path: Path) -> Ve
     )
 
 
-def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarball, manifest: dict[str, Any]) -> None:
+def _write_report(report: VerificationReport, path: Path, scanned: ScannedTarball, *, manifest: dict[str, Any]) -> None:
     """The report beside the artifact, and the outcome in its sidecar manifest."""
     try:
         report.write(path)
-        _mark_manifest(scanned, report, path, manifest)
+        _mark_manifest(scanned, report, path, fallback=manifest)
     except OSError as error:
         raise ConfigurationError(f"cannot write the verification report beside {path.name}: {error}") from None
 
@@ -289,6 +300,7 @@ def verify_artifact(
     tarball: Path,
     settings: Settings | None = None,
     display: Display | None = None,
+    *,
     session: DockerSession | None = None,
     public_key: Path | None = None,
     upgrade_from: Path | None = None,
@@ -330,9 +342,9 @@ def verify_artifact(
             _static_checks(artifact, companion, report)
             with check(report, SBOM_CHECK) as result:
                 check_sbom(artifact, result)
-            _docker_stages(artifact, settings, session, monitor, report, old)
+            _docker_stages(artifact, settings, session, monitor=monitor, report=report, old=old)
     path = report_path(scanned.path)
-    _write_report(report, path, scanned, artifact.manifest if artifact else {})
+    _write_report(report, path, scanned, manifest=artifact.manifest if artifact else {})
     if not report.passed:
         raise _outcome_error(report, path, log_path)
     return report

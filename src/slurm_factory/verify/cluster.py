@@ -102,7 +102,7 @@ class Cluster:
         code, output = self.nodes[node].run(["cat", path])
         return output if code == 0 else None
 
-    def write(self, node: str, path: str, text: str, mode: int = 0o644, owner: str | None = None) -> None:
+    def write(self, node: str, path: str, text: str, *, mode: int = 0o644, owner: str | None = None) -> None:
         container = self.nodes[node]
         container.put_bytes(PurePosixPath(path), text.encode(), mode=mode)
         if owner is not None:
@@ -226,6 +226,7 @@ def running_cluster(
     artifact: ArtifactUnderTest,
     session: DockerSession,
     images: VerifyImages,
+    *,
     database: RunningContainer,
     network: str,
     database_password: str,
@@ -262,6 +263,7 @@ def install(
     cluster: Cluster,
     report: VerificationReport,
     prefix: PurePosixPath,
+    *,
     name: str,
     tarball: PurePosixPath = TARBALL,
 ) -> bool:
@@ -294,8 +296,10 @@ def install(
 def _configure_controller(cluster: Cluster, result: CheckRecorder) -> None:
     """What a site edits in the shipped examples for this cluster; the database's password for slurmdbd."""
     edits = {
-        "slurm.conf": lambda text: cluster_slurm_conf(text, CONTROLLER, SLURM_NODES, NODE_MEMORY_MB),
-        "slurmdbd.conf": lambda text: cluster_slurmdbd_conf(text, CONTROLLER, DATABASE, cluster.database_password),
+        "slurm.conf": lambda text: cluster_slurm_conf(text, CONTROLLER, SLURM_NODES, memory_mb=NODE_MEMORY_MB),
+        "slurmdbd.conf": lambda text: cluster_slurmdbd_conf(
+            text, CONTROLLER, DATABASE, password=cluster.database_password
+        ),
         "cgroup.conf": cluster_cgroup_conf,
     }
     for name, edit in edits.items():

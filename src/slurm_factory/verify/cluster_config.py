@@ -47,7 +47,7 @@ def with_settings(text: str, settings: Mapping[str, str | None], drop_prefixes: 
     return "\n".join(lines) + "\n"
 
 
-def cluster_slurm_conf(example: str, controller: str, nodes: tuple[str, ...], memory_mb: int) -> str:
+def cluster_slurm_conf(example: str, controller: str, nodes: tuple[str, ...], *, memory_mb: int) -> str:
     """The example slurm.conf for this cluster: its name, controller, accounting host and nodes, the cgroup-free
     plugins, and a default memory per CPU so that jobs do not each take a node's whole memory."""
     settings: dict[str, str | None] = {
@@ -63,7 +63,7 @@ def cluster_slurm_conf(example: str, controller: str, nodes: tuple[str, ...], me
     return edited + f"{node_line}\n{partition}\n"
 
 
-def cluster_slurmdbd_conf(example: str, controller: str, database_host: str, password: str) -> str:
+def cluster_slurmdbd_conf(example: str, controller: str, database_host: str, *, password: str) -> str:
     """The example slurmdbd.conf with the database on its own host (so with a password) and slurmdbd on the
     controller."""
     return with_settings(

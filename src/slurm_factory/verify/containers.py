@@ -56,7 +56,7 @@ def _prepare(container: RunningContainer, artifact: ArtifactUnderTest) -> None:
 
 
 def check_relocated(
-    artifact: ArtifactUnderTest, session: DockerSession, images: VerifyImages, report: VerificationReport
+    artifact: ArtifactUnderTest, session: DockerSession, images: VerifyImages, *, report: VerificationReport
 ) -> None:
     """Unpack at another prefix in a runtime-only container; `ldd` must find every library of every ELF file."""
     with relocated_container(session, images.runtime.reference) as box:
@@ -148,13 +148,13 @@ def check_cluster(cluster: Cluster, report: VerificationReport) -> None:
     old_state = run_old_release(cluster, report) if cluster.old_artifact is not None else None
     if cluster.old_artifact is not None and old_state is None:
         return
-    if not install(cluster, report, INSTALL_PREFIX / "artifact", "cluster: install"):
+    if not install(cluster, report, INSTALL_PREFIX / "artifact", name="cluster: install"):
         return
     before = pending_conversion(cluster) if old_state is not None else ""
     if not start_controller(cluster, report) or not start_configless(cluster, report):
         return
     if old_state is not None:
-        check_database_converted(cluster, report, old_state, before)
+        check_database_converted(cluster, report, old_state, before=before)
     if not check_associations(cluster, report):
         return
     if old_state is not None:

@@ -67,6 +67,7 @@ def verify_images(
     artifact: ArtifactUnderTest,
     project_name: str,
     base_image: str | None = None,
+    *,
     extra_runtime_packages: tuple[str, ...] = (),
 ) -> VerifyImages:
     """`extra_runtime_packages`: what another release the cluster runs needs too (an upgrade's old release)."""

@@ -53,17 +53,17 @@ def _field(document: dict[str, Any], path: str, kind: type, *, required: bool = 
     return value
 
 
-def _formed(path: str, value: str, form: re.Pattern[str], what: str) -> str:
+def _formed(path: str, value: str, form: re.Pattern[str], *, what: str) -> str:
     if not form.match(value):
         raise ManifestError(f"{MANIFEST_NAME}: '{path}' is not {what}: {value[:80]!r}")
     return value
 
 
-def _strings(document: dict[str, Any], path: str, form: re.Pattern[str], what: str) -> None:
+def _strings(document: dict[str, Any], path: str, form: re.Pattern[str], *, what: str) -> None:
     for index, entry in enumerate(_field(document, path, list, required=False) or []):
         if not isinstance(entry, str):
             raise ManifestError(f"{MANIFEST_NAME}: '{path}[{index}]' must be a string, not {_type_name(entry)}")
-        _formed(f"{path}[{index}]", entry, form, what)
+        _formed(f"{path}[{index}]", entry, form, what=what)
 
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
@@ -77,12 +77,12 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     if _field(document, "tool.name", str) != "slurm-factory":
         raise ManifestError(f"{MANIFEST_NAME}: 'tool.name' is not slurm-factory: it was not written by slurm-factory")
     _field(document, "toolchain.name", str)
-    _formed("toolchain.base_image", _field(document, "toolchain.base_image", str), _IMAGE_REFERENCE, "an image")
-    _formed("slurm.series", _field(document, "slurm.series", str), _SERIES, "a Slurm series like 24.11")
-    _formed("slurm.version", _field(document, "slurm.version", str), _VERSION, "a Slurm release like 24.11.5")
-    _formed("build_prefix", _field(document, "build_prefix", str), _ABSOLUTE_PATH, "an absolute path")
-    _strings(document, "build_paths", _ABSOLUTE_PATH, "an absolute path")
-    _strings(document, "runtime_packages", _PACKAGE_NAME, "a package name")
+    _formed("toolchain.base_image", _field(document, "toolchain.base_image", str), _IMAGE_REFERENCE, what="an image")
+    _formed("slurm.series", _field(document, "slurm.series", str), _SERIES, what="a Slurm series like 24.11")
+    _formed("slurm.version", _field(document, "slurm.version", str), _VERSION, what="a Slurm release like 24.11.5")
+    _formed("build_prefix", _field(document, "build_prefix", str), _ABSOLUTE_PATH, what="an absolute path")
+    _strings(document, "build_paths", _ABSOLUTE_PATH, what="an absolute path")
+    _strings(document, "runtime_packages", _PACKAGE_NAME, what="a package name")
     _field(document, "gpu", bool, required=False)
     arch = _field(document, "arch", str, required=False)
     if arch is not None and arch not in ("amd64", "arm64"):

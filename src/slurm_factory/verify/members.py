@@ -193,7 +193,7 @@ class _Scanner:
             if link[0] != root:
                 continue
             try:
-                _resolve(link[:-1], target, self.symlinks, [SYMLINK_HOPS])
+                _resolve(link[:-1], target, self.symlinks, hops=[SYMLINK_HOPS])
             except _Escape as escape:
                 self.scan.findings.append(f"{shown('/'.join(link))}: symlink to {shown(target)} {escape}")
         return self.scan
@@ -208,7 +208,9 @@ def _through_symlinks_of(paths: list[tuple[str, ...]], links: dict[tuple[str, ..
             yield f"{shown('/'.join(path))}: its path goes through the symlink {shown('/'.join(through))}"
 
 
-def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], str], hops: list[int]) -> tuple[str, ...]:
+def _resolve(
+    base: tuple[str, ...], target: str, links: dict[tuple[str, ...], str], *, hops: list[int]
+) -> tuple[str, ...]:
     """Where `target` (a symlink's value, relative to directory `base`) ends up, following the tarball's other
     symlinks as the kernel would; `base` starts with the root, so reaching above it means leaving the root."""
     if target.startswith("/"):
@@ -225,7 +227,7 @@ def _resolve(base: tuple[str, ...], target: str, links: dict[tuple[str, ...], st
             hops[0] -= 1
             if hops[0] < 0:
                 raise _Escape(f"loops (more than {SYMLINK_HOPS} links)")
-            current = list(_resolve(tuple(current[:-1]), links[tuple(current)], links, hops))
+            current = list(_resolve(tuple(current[:-1]), links[tuple(current)], links, hops=hops))
     return tuple(current)
 
 

@@ -50,7 +50,7 @@ def newest_data_parser(listing: str) -> str | None:
 
 
 def _request(
-    cluster: Cluster, path: str, token: str | None, method: str = "GET", body: dict[str, Any] | None = None
+    cluster: Cluster, path: str, token: str | None, *, method: str = "GET", body: dict[str, Any] | None = None
 ) -> Answer:
     command = ["curl", "--silent", "--max-time", str(30 * cluster.patience), "--write-out", "\n%{http_code}",
                "-X", method, "-H", "Content-Type: application/json"]  # fmt: skip
@@ -97,8 +97,8 @@ def check_rest(cluster: Cluster, report: VerificationReport) -> None:
         else:
             result.fail(f"{version}/ping failed", _errors(answer))
             return
-    job = _check_rest_job(cluster, report, version, token)
-    _check_rest_accounting(cluster, report, version, token, job)
+    job = _check_rest_job(cluster, report, version, token=token)
+    _check_rest_accounting(cluster, report, version, token=token, job=job)
     _check_rest_refusals(cluster, report, version)
 
 
@@ -119,7 +119,7 @@ def _rest_setup(cluster: Cluster, result: CheckRecorder) -> tuple[str, str] | No
     return version, token
 
 
-def _check_rest_job(cluster: Cluster, report: VerificationReport, version: str, token: str) -> str | None:
+def _check_rest_job(cluster: Cluster, report: VerificationReport, version: str, *, token: str) -> str | None:
     with check(report, "rest: job") as result:
         job = {
             "name": "slurm-factory-rest",
@@ -128,12 +128,12 @@ def _check_rest_job(cluster: Cluster, report: VerificationReport, version: str, 
             "environment": ["PATH=/usr/bin:/bin"],
             "script": "#!/bin/sh\nhostname\n",
         }
-        answer = _request(cluster, f"/slurm/{version}/job/submit", token, "POST", {"job": job})
+        answer = _request(cluster, f"/slurm/{version}/job/submit", token, method="POST", body={"job": job})
         submitted = (answer.body or {}).get("job_id")
         if answer.status != 200 or not submitted:
             result.fail(f"{version}/job/submit failed", _errors(answer))
             return None
-        done, state = cluster.wait_for(lambda: _rest_job_state(cluster, version, token, submitted), 60)
+        done, state = cluster.wait_for(lambda: _rest_job_state(cluster, version, token, job=submitted), 60)
         if done:
             result.ok(f"job {submitted} submitted through {version}/job/submit; slurmctld reports it {state}")
         else:
@@ -141,7 +141,7 @@ def _check_rest_job(cluster: Cluster, report: VerificationReport, version: str, 
     return None if result.failed else str(submitted)
 
 
-def _rest_job_state(cluster: Cluster, version: str, token: str, job: object) -> tuple[bool, str]:
+def _rest_job_state(cluster: Cluster, version: str, token: str, *, job: object) -> tuple[bool, str]:
     answer = _request(cluster, f"/slurm/{version}/job/{job}", token)
     jobs = (answer.body or {}).get("jobs") or []
     states = _states(jobs[0].get("job_state")) if jobs else []
@@ -149,20 +149,20 @@ def _rest_job_state(cluster: Cluster, version: str, token: str, job: object) -> 
 
 
 def _check_rest_accounting(
-    cluster: Cluster, report: VerificationReport, version: str, token: str, job: str | None
+    cluster: Cluster, report: VerificationReport, version: str, *, token: str, job: str | None
 ) -> None:
     with check(report, "rest: accounting") as result:
         if job is None:
             result.fail("no REST job completed to look up (see rest: job)")
             return
-        found, detail = cluster.wait_for(lambda: _slurmdb_record(cluster, version, token, job), 30)
+        found, detail = cluster.wait_for(lambda: _slurmdb_record(cluster, version, token, job=job), 30)
         if found:
             result.ok(f"{version} slurmdb/job/{job}: {detail}")
         else:
             result.fail(f"slurmdbd's endpoint does not show job {job} completed in account {ACCOUNT}: {detail}")
 
 
-def _slurmdb_record(cluster: Cluster, version: str, token: str, job: str) -> tuple[bool, str]:
+def _slurmdb_record(cluster: Cluster, version: str, token: str, *, job: str) -> tuple[bool, str]:
     answer = _request(cluster, f"/slurmdb/{version}/job/{job}", token)
     jobs = (answer.body or {}).get("jobs") or []
     if not jobs:

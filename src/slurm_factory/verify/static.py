@@ -237,7 +237,7 @@ def check_hardening(facts: TreeFacts, recorder: CheckRecorder) -> None:
 
 
 def check_debug_symbols(
-    artifact: ArtifactUnderTest, facts: TreeFacts, companion_ids: set[str] | None, recorder: CheckRecorder
+    artifact: ArtifactUnderTest, facts: TreeFacts, companion_ids: set[str] | None, *, recorder: CheckRecorder
 ) -> None:
     """No ELF file with a dynamic section still has debug information; each one that points to a debug file
     (.gnu_debuglink) has a build id and — with the -debug companion beside the artifact (`companion_ids`: the build

@@ -53,7 +53,7 @@ def run_old_release(cluster: Cluster, report: VerificationReport) -> OldState | 
         cluster.artifact = old
         try:
             up = (
-                install(cluster, steps, INSTALL_PREFIX / "old", "install", tarball=OLD_TARBALL)
+                install(cluster, steps, INSTALL_PREFIX / "old", name="install", tarball=OLD_TARBALL)
                 and start_controller(cluster, steps, "daemons")
                 and start_configless(cluster, steps, ("configless node", "login node"))
                 and check_associations(cluster, steps)
@@ -133,7 +133,7 @@ def pending_conversion(cluster: Cluster) -> str:
     return lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "no answer"
 
 
-def check_database_converted(cluster: Cluster, report: VerificationReport, state: OldState, before: str) -> None:
+def check_database_converted(cluster: Cluster, report: VerificationReport, state: OldState, *, before: str) -> None:
     """The new slurmdbd took over the old database: it answers, and the old release's job is in it."""
     with check(report, "upgrade: database converted") as result:
         log = cluster.read(CONTROLLER, "/var/log/slurm/slurmdbd.log") or ""
