@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,7 +39,7 @@ from slurm_factory.options import GROUPS, BuildOptions, CompilerOptions, Declare
 # so `--help` and shell completion stay fast.
 if TYPE_CHECKING:
     from slurm_factory.builder import BuildResult
-    from slurm_factory.catalog import Toolchain
+    from slurm_factory.catalog import SlurmRelease, Toolchain
     from slurm_factory.config import Settings
     from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
     from slurm_factory.preflight import Preflight
@@ -692,12 +692,16 @@ def list_command(*, json_output: JsonOption = False) -> None:
 
     from slurm_factory import store
     from slurm_factory.catalog import load_toolchains
+    from slurm_factory.catalog.releases import merged_releases
+    from slurm_factory.request import site_releases
 
     settings = _settings()
+    # A site's releases file is read (and its errors reported) as a build would: `list` is how to check it.
+    releases = merged_releases(site_releases(settings.home))
     artifacts = store.stored_artifacts(settings.builds_dir)
     keys = store.public_keys(settings.builds_dir)
     if json_output:
-        typer.echo(json.dumps(_list_json([item.to_json(keys) for item in artifacts]), indent=2))
+        typer.echo(json.dumps(_list_json([item.to_json(keys) for item in artifacts], releases), indent=2))
         return
     toolchains = Table(
         title="Toolchains",
@@ -717,16 +721,19 @@ def list_command(*, json_output: JsonOption = False) -> None:
             _arm64_support(toolchain),
         )
     stdout.print(toolchains)
-    releases = Table(title="Slurm releases")
+    site = sorted({release.origin for release in releases if release.origin != "catalog"})
+    table = Table(
+        title="Slurm releases",
+        caption="each with SchedMD's sha256 in `list --json`" + (f"; from {', '.join(site)} too" if site else ""),
+    )
     for column in ("series", "newest", "releases"):
-        releases.add_column(column)
-    for series, versions in releases_by_series().items():
-        releases.add_row(series, versions[-1], ", ".join(versions))
-    stdout.print(releases)
+        table.add_column(column)
+    for series, versions in releases_by_series(releases).items():
+        table.add_row(series, versions[-1], ", ".join(versions))
+    stdout.print(table)
     built = Table(title=f"Artifacts in {settings.builds_dir} (* = what the name points at)")
-    columns = ("artifact", "build id", "Slurm", "engine", "options", "size", "debug", "built", "verified", "signed")
-    for column in columns:
-        built.add_column(column)
+    for column in ("artifact", "build id", "Slurm", "engine", "options", "size", "built", "verified", "signed"):
+        built.add_column(column, no_wrap=column == "artifact")
     for item in artifacts:
         row = item.to_json(keys)
         built.add_row(
@@ -735,8 +742,8 @@ def list_command(*, json_output: JsonOption = False) -> None:
             str(row["slurm_version"] or "?"),
             str(row["engine"] or "?"),
             row["options"],
-            _megabytes(row["size"]),
-            _megabytes(row["debug_symbols"]["size"]) if row["debug_symbols"] else "-",
+            _megabytes(row["size"])
+            + (f" +{row['debug_symbols']['size'] / 1e6:.1f} debug" if row["debug_symbols"] else ""),
             item.built_at or "?",
             "yes" if row["verified"] else "no",
             "yes" if row["signed"] else "no",
@@ -753,12 +760,15 @@ def _arm64_support(toolchain: Toolchain) -> str:
     return "cross" if support.cross and "native" in support.engines else "emulated"
 
 
-def _list_json(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
-    from slurm_factory.catalog import load_releases, load_toolchains
+def _list_json(artifacts: list[dict[str, Any]], releases: Sequence[SlurmRelease]) -> dict[str, Any]:
+    from slurm_factory.catalog import load_toolchains
 
     return {
         "toolchains": [t.model_dump(mode="json") for t in load_toolchains().values()],
-        "releases": [{"version": r.version, "tag": r.tag, "sha256": r.sha256} for r in load_releases()],
+        "releases": [
+            {"version": r.version, "tag": r.tag, "sha256": r.sha256, "date": r.date.isoformat(), "origin": r.origin}
+            for r in releases
+        ],
         "artifacts": artifacts,
     }
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slurm_factory.catalog import SlurmRelease
+
 
 def complete_toolchain(incomplete: str) -> list[tuple[str, str]]:
     """The catalog's toolchains, with their OS."""
@@ -10,12 +16,12 @@ def complete_toolchain(incomplete: str) -> list[tuple[str, str]]:
     return [(name, t.os) for name, t in load_toolchains().items() if name.startswith(incomplete)]
 
 
-def releases_by_series() -> dict[str, list[str]]:
-    """Every release of every series, oldest first."""
+def releases_by_series(releases: Sequence[SlurmRelease] | None = None) -> dict[str, list[str]]:
+    """Every release of every series (the catalog's, or `releases`), oldest first."""
     from slurm_factory.catalog import load_releases
 
     by_series: dict[str, list[str]] = {}
-    for release in load_releases():
+    for release in load_releases() if releases is None else releases:
         versions = by_series.setdefault(release.series, [])
         if release.version not in versions:
             versions.append(release.version)

@@ -29,8 +29,19 @@ from slurm_factory.exceptions import ConfigurationError, PatchRejectedError, quo
 MAX_PATCH_BYTES = 8 * 1024 * 1024
 PATCH_DIR = PurePosixPath("patches")
 # What GNU patch is run with, here and in the build container: strip one leading directory (a/, b/), never ask,
-# never apply in reverse on its own, no .orig files in the tree.
-PATCH_ARGUMENTS = ("-p1", "--batch", "--forward", "--no-backup-if-mismatch")
+# never apply in reverse on its own, no .orig files in the tree, and no fuzz: a hunk whose context does not match
+# exactly is refused, not applied somewhere nearby (what Debian's quilt does for the same reason).
+PATCH_ARGUMENTS = ("-p1", "--batch", "--forward", "--no-backup-if-mismatch", "--fuzz=0")
+# What `patch` says, first match wins, and what it means for a hotfix.
+_PATCH_PROBLEMS = (
+    ("Only garbage", "it holds no hunk patch can read"),
+    ("malformed patch", None),
+    ("dangerous file name", "it names a file outside the source tree"),
+    ("previously applied", "it is already in the source, or applies only in reverse"),
+    ("FAILED", None),
+    ("can't find file", "a file it patches is not in the source"),
+    ("No file to patch", "a file it patches is not in the source"),
+)
 _DIFF_HEADER = re.compile(rb"^(--- |\+\+\+ |diff --git |\*\*\* |Index: )", re.MULTILINE)
 
 
@@ -124,14 +135,16 @@ def _first_rejected_hunk(tree: Path) -> str | None:
 
 
 def _rejection(output: str) -> str:
-    """`src/x.c: Hunk #1 FAILED at 3.` — the first failure `patch` reported, with the file it was patching."""
+    """The first problem `patch` reported (its output and errors), with the file it was patching."""
     current = ""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for line in lines:
         if line.startswith("patching file "):
             current = line.removeprefix("patching file ").strip("'")
-        elif "FAILED" in line or "malformed" in line or line.startswith(("No file to patch", "can't find file")):
-            return f"{current}: {line}" if current else line
+        for marker, meaning in _PATCH_PROBLEMS:
+            if marker in line:
+                said = f"{line} ({meaning})" if meaning else line
+                return f"{current}: {said}" if current and marker == "FAILED" else said
     return lines[-1] if lines else "patch failed"
 
 
@@ -168,7 +181,8 @@ def check_patches_apply(source_tarball: Path, patches: Sequence[SourcePatch], ve
             if done.returncode != 0:
                 hunk = _first_rejected_hunk(tree)
                 raise PatchRejectedError(
-                    f"--patch {quoted(patch.source)} does not apply to Slurm {version}: {_rejection(done.stdout)}",
+                    f"--patch {quoted(patch.source)} does not apply to Slurm {version}: "
+                    f"{_rejection(done.stdout + chr(10) + done.stderr)}",
                     hint=(f"first rejected hunk: {hunk}; " if hunk else "")
                     + "rebase the patch onto this release (it is applied with patch -p1 after the patches before it)",
                 )

@@ -533,10 +533,7 @@ def _check_upgrade_from(value: str | None, *, verify: bool) -> str | None:
         raise ConfigurationError(
             "--upgrade-from needs --verify: it upgrades verification's cluster", hint="add --verify"
         )
-    path = Path(value).expanduser()
-    if not _is_file(path, value, "--upgrade-from"):
-        raise ConfigurationError(f"--upgrade-from {quoted(value)}: no such file")
-    return str(path.resolve())
+    return str(_existing_file(value, "--upgrade-from"))
 
 
 SITE_RELEASES_FILE = "releases.tsv"
@@ -545,16 +542,36 @@ SITE_RELEASES_FILE = "releases.tsv"
 def _site_releases_file(value: str | None, home: Path | None) -> Path | None:
     """`--releases-file`, else `<home>/releases.tsv` when there is one."""
     if value is not None:
-        path = Path(value).expanduser()
-        if not _is_file(path, value, "--releases-file"):
-            raise ConfigurationError(f"--releases-file {quoted(value)}: no such file")
-        return path.resolve()
+        return _existing_file(value, "--releases-file")
     if home is None:
         from slurm_factory.config import default_home
 
         home = default_home()
     default = home / SITE_RELEASES_FILE
-    return default if default.is_file() else None
+    if default.exists() or default.is_symlink():  # there, so meant: a directory or a broken link is an error
+        return _existing_file(str(default), "the site releases file")
+    return None
+
+
+def _existing_file(value: str, option: str) -> Path:
+    """`value` names a regular file (after `~`), refused in words that say what it is instead."""
+    path = Path(value).expanduser()
+    if not value.strip():
+        raise ConfigurationError(f"{option} is empty: name a file")
+    if not _is_file(path, value, option):
+        reason = "not a regular file" if path.exists() else "no such file"
+        raise ConfigurationError(f"{option} {quoted(value)}: {reason}")
+    return path.resolve()
+
+
+def site_releases(home: Path | None, releases_file: str | None = None) -> tuple[SlurmRelease, ...]:
+    """A site's releases (`releases_file`, else `<home>/releases.tsv` when there is one), each line checked."""
+    return _read_site_releases(_site_releases_file(releases_file, home), given=releases_file is not None)
+
+
+def _read_site_releases(path: Path | None, *, given: bool) -> tuple[SlurmRelease, ...]:
+    option = "--releases-file" if given else "the site releases file"
+    return load_site_releases(path, option) if path is not None else ()
 
 
 def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> BuildRequest:
@@ -562,9 +579,8 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
     where a site's `releases.tsv` is looked for (default: the settings' home)."""
     raw = checked_options(BuildOptions, given, "build()")
     releases_file = _site_releases_file(raw["releases_file"], home)
-    option = "--releases-file" if raw["releases_file"] is not None else "the site releases file"
-    site_releases = load_site_releases(releases_file, option) if releases_file is not None else ()
-    release = resolve_release(raw["slurm_version"], site_releases)
+    releases_file_given = raw["releases_file"] is not None
+    release = resolve_release(raw["slurm_version"], _read_site_releases(releases_file, given=releases_file_given))
     chosen_toolchain = get_toolchain(raw["toolchain"])
     chosen_engine = _choice(Engine, raw["engine"], "--engine")
     buildcache_mode = _choice(BuildcacheMode, raw["buildcache"], "--buildcache")

@@ -750,3 +750,45 @@ def test_the_manifest_records_the_release_flags_patches_and_contribs(plan: Build
     assert [patch["origin"] for patch in manifest["patches"]] == ["slurm-factory"] * len(own_patches())
     assert all(set(patch) == {"name", "origin", "sha256"} for patch in manifest["patches"]), "no host path"
     assert manifest["contribs"] == ["pmi", "pmi2", "seff"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--conf-dir", "--configless"), "--conf-dir needs a value, not the option --configless"),
+        (("--unit-dir", "/srv/my units"), "a path with white space, % or \\ cannot be written into a systemd unit"),
+        (("--conf-dir", "/srv/100%"), "a path with white space, % or \\ cannot be written into a systemd unit"),
+        (("--configless", "--jwt-key"), "a configless node has no key"),
+        (("--pam-dir", "/nonexistent/security"), "--pam-dir /nonexistent/security: no such directory"),
+        (("--slurm-uid", "4o1"), "--slurm-uid needs a number, not '4o1'"),
+    ],
+)
+def test_setup_script_refuses_before_it_writes_anything(unpacked: Path, args: tuple[str, ...], message: str) -> None:
+    before = sorted(path.relative_to(unpacked) for path in unpacked.rglob("*"))
+
+    setup = _run_setup(unpacked, *args)
+
+    assert setup.returncode == 2
+    assert message in setup.stderr
+    assert sorted(path.relative_to(unpacked) for path in unpacked.rglob("*")) == before
+
+
+def test_setup_script_says_the_jwt_key_the_configuration_names_is_missing(unpacked: Path) -> None:
+    without_key = _run_setup(unpacked)
+    with_key = _run_setup(unpacked, "--jwt-key")
+
+    assert f"{unpacked}/etc/jwt_hs256.key, which does not exist yet" in without_key.stdout
+    assert "does not exist yet" not in with_key.stdout
+
+
+def test_setup_script_refuses_an_unpack_path_a_unit_cannot_hold(
+    plan: BuildPlan, tree_tar: Path, manifest: dict[str, object], tmp_path: Path
+) -> None:
+    artifact = write_artifact(plan, tree_tar, manifest)
+    root = _unpack(artifact.path, tmp_path / "my site" / "opt").resolve()
+
+    setup = _run_setup(root)
+
+    assert setup.returncode == 2
+    assert "the tree's root" in setup.stderr
+    assert not (root / "etc" / "slurm.conf").exists()

@@ -271,7 +271,11 @@ def test_parse_releases_error_names_the_line_number() -> None:
         ("26.05.5\t{sha}\t2026-10-01", "is not a release tag"),
         ("26-05-5-1\t{short}\t2026-10-01", "is not a sha256"),
         ("26-05-5-1\t{upper}\t2026-10-01", "is not a sha256"),
-        ("26-05-5-1\t{sha}\t01/10/2026", "is not a date"),
+        ("26-05-5-1\t{sha}\t01/10/2026", "is not a release date"),
+        ("26-05-5-1\t{sha}\t1970-01-01", "is not a release date"),
+        ("26-05-5-1\t{sha}\t2026-02-30", "is not a release date"),
+        ("\uff12\uff16-05-5-1\t{sha}\t2026-10-01", "is not a release tag"),
+        ("26-05-4-1\t{sha}\t2026-10-01", "26-05-4-1 is listed already, on line 2"),
     ],
 )
 def test_a_site_releases_file_line_is_refused_with_its_number(tmp_path: Path, line: str, problem: str) -> None:
@@ -281,6 +285,13 @@ def test_a_site_releases_file_line_is_refused_with_its_number(tmp_path: Path, li
 
     with pytest.raises(ConfigurationError, match=rf"^--releases-file {re.escape(str(site))}:3: .*{problem}"):
         load_site_releases(site)
+
+
+def test_a_site_releases_file_may_start_with_a_byte_order_mark_and_have_indented_comments(tmp_path: Path) -> None:
+    site = tmp_path / "releases.tsv"
+    site.write_text(f"\ufeff# ours\n   # indented\n26-05-5-1\t{A_SHA}\t2026-10-01\n", encoding="utf-8")
+
+    assert [release.tag for release in load_site_releases(site)] == ["26-05-5-1"]
 
 
 def test_a_site_release_is_merged_over_the_catalog_and_resolved_with_its_sha256(tmp_path: Path) -> None:
@@ -461,3 +472,20 @@ def test_unsupported_upgrades_are_refused_naming_the_supported_range(old: str, n
     with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
         check_upgrade(old, new)
     assert caught.value.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("old", ["24.11", "24.11.x", "\uff12\uff14.11.5", "24.11.5; rm", ""])
+def test_an_old_release_that_is_not_a_release_is_refused_before_comparing(old: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"is not a Slurm release such as 24\.11\.5"):
+        check_upgrade(old, "25.11.7")
+
+
+def test_a_packaging_suffix_does_not_change_which_release_it_is() -> None:
+    check_upgrade("24.11.5-1", "25.11.7")
+    with pytest.raises(ConfigurationError, match="an upgrade needs an older one"):
+        check_upgrade("25.11.7-2", "25.11.7")
+
+
+def test_a_series_a_site_knows_takes_its_place_among_the_majors() -> None:
+    # 26.02 between 25.11 and 26.05: 26.05's window moves along (the previous three majors).
+    assert upgrade_sources("26.05", known=("26.02",)) == ["25.05", "25.11", "26.02"]

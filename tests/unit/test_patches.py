@@ -126,3 +126,28 @@ def test_a_patch_changes_the_build_id_and_is_in_the_plan_and_the_manifest_order(
 def test_a_patch_list_given_as_one_string_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"patches='fix.patch': expected a list"):
         make_request(slurm_version="24.11.5", toolchain="trixie", engine="native", patches="fix.patch")  # type: ignore[typeddict-item]
+
+
+def test_a_patch_that_needs_fuzz_is_refused(tmp_path: Path) -> None:
+    """A hotfix whose context does not match exactly is not applied somewhere nearby."""
+    context_off = tmp_path / "context.patch"
+    context_off.write_text(
+        "--- a/src/answer.c\n+++ b/src/answer.c\n@@ -1,4 +1,4 @@\n int Answer(void)\n {\n-\treturn 41;\n"
+        "+\treturn 42;\n }\n"
+    )
+
+    with pytest.raises(PatchRejectedError, match=r"context\.patch.*Hunk #1 FAILED"):
+        check_patches_apply(_source(tmp_path), _site_only([context_off]), "24.11.5")
+
+
+def test_a_patch_already_in_the_source_says_so(tmp_path: Path) -> None:
+    patch = _patch(tmp_path, "twice.patch", "41", "42")
+    with pytest.raises(PatchRejectedError, match="already in the source"):
+        check_patches_apply(_source(tmp_path), _site_only([patch, patch]), "24.11.5")
+
+
+def test_garbage_with_a_diff_header_says_what_patch_found(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.patch"
+    garbage.write_text("--- a/src/answer.c\n+++ b/src/answer.c\nthis is no hunk\n")
+    with pytest.raises(PatchRejectedError, match=r"garbage|no hunk"):
+        check_patches_apply(_source(tmp_path), _site_only([garbage]), "24.11.5")

@@ -64,6 +64,14 @@ BAD_INPUTS = [
     pytest.param(
         {"slurm_version": "24.11.99"}, "--slurm-version", ("24.11.0", "24.11.5", "24.11.7"), id="version-unknown-patch"
     ),
+    # --releases-file, --upgrade-from
+    pytest.param({"releases_file": "{tmp}/none.tsv"}, "--releases-file", ("no such file",), id="releases-file-missing"),
+    pytest.param({"releases_file": "{tmp}"}, "--releases-file", ("not a regular file",), id="releases-file-directory"),
+    pytest.param({"releases_file": " "}, "--releases-file", ("is empty",), id="releases-file-empty"),
+    pytest.param(
+        {"verify": True, "upgrade_from": "{tmp}"}, "--upgrade-from", ("not a regular file",), id="upgrade-from-dir"
+    ),
+    pytest.param({"upgrade_from": "{tmp}/old.tar.gz"}, "--upgrade-from", ("--verify",), id="upgrade-without-verify"),
     # --toolchain
     pytest.param({"toolchain": "centos7"}, "--toolchain", ALL_TOOLCHAINS, id="toolchain-unknown"),
     pytest.param({"toolchain": "Noble"}, "--toolchain", ALL_TOOLCHAINS, id="toolchain-wrong-case"),
@@ -790,3 +798,16 @@ def test_a_dry_run_prints_no_password_of_a_source_url(capsys: pytest.CaptureFixt
     assert exited.value.code == 0
     assert "https://***@127.0.0.1:1/slurm-24.11.5.tar.gz" in captured.out
     assert "secretpw" not in captured.out + captured.err
+
+
+def test_the_homes_releases_file_is_read_and_a_directory_in_its_place_is_refused(tmp_path: Path) -> None:
+    site_sha = "a" * 64
+    (tmp_path / "releases.tsv").write_text(f"26-05-5-1\t{site_sha}\t2026-10-01\n", encoding="utf-8")
+
+    request = make_request(home=tmp_path, slurm_version="26.05.5")
+
+    assert (request.slurm.tag, request.slurm.sha256) == ("26-05-5-1", site_sha)
+    (tmp_path / "releases.tsv").unlink()
+    (tmp_path / "releases.tsv").mkdir()
+    with pytest.raises(ConfigurationError, match=r"the site releases file .*: not a regular file"):
+        make_request(home=tmp_path, slurm_version="24.11.5")

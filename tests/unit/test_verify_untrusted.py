@@ -110,6 +110,20 @@ BAD_INPUTS = [
         report=True,
     ),
     BadInput(
+        "version-of-another-series",
+        _with_manifest(manifest(slurm={"version": "25.11.7", "series": "24.11"})),
+        EXIT_FAILURE,
+        REPORTED + "manifest — manifest.json: 'slurm.version' '25.11.7' is not of 'slurm.series' '24.11'",
+        report=True,
+    ),
+    BadInput(
+        "version-in-other-digits",
+        _with_manifest(manifest(slurm={"version": "\u0662\u0664.11.5", "series": "24.11"})),
+        EXIT_FAILURE,
+        REPORTED + "manifest — manifest.json: 'slurm.version' is not a Slurm release like 24.11.5",
+        report=True,
+    ),
+    BadInput(
         "gpu-a-string",
         _with_manifest(manifest(gpu="yes")),
         EXIT_FAILURE,

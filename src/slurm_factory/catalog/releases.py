@@ -21,8 +21,14 @@ from slurm_factory.exceptions import ConfigurationError
 
 RELEASES_FILE = "slurm-releases.tsv"
 ARCHIVE_URL = "https://github.com/SchedMD/slurm/archive/refs/tags/slurm-{tag}.tar.gz"
-_TAG = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)$")
-_REQUESTED = re.compile(r"^(\d{2})\.(\d{2})(?:\.(\d+))?$")
+# ASCII digits only: `int()` takes other scripts' digits too, and a tag is also part of a URL.
+_TAG = re.compile(r"^([0-9]{2})-([0-9]{2})-([0-9]{1,3})-([0-9]{1,3})$")
+_REQUESTED = re.compile(r"^([0-9]{2})\.([0-9]{2})(?:\.([0-9]{1,3}))?$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# Slurm's first release tag is from 2002; a release date is every mtime of a build, so it must be a plausible one.
+_FIRST_RELEASE_YEAR = 2002
+# A releases file is a few hundred lines; one far larger is not one.
+MAX_RELEASES_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, order=True)
@@ -72,8 +78,9 @@ class ReleaseLineError(ValueError):
 def parse_releases(text: str, origin: str = "catalog") -> tuple[SlurmRelease, ...]:
     """Lines of `tag<TAB>sha256<TAB>YYYY-MM-DD` (`#` comments and blank lines skipped), oldest first."""
     releases = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
         if len(fields) != 3:
@@ -85,9 +92,14 @@ def parse_releases(text: str, origin: str = "catalog") -> tuple[SlurmRelease, ..
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ReleaseLineError(number, f"{sha256!r} is not a sha256 (64 lower-case hex digits)")
         try:
-            released = dt.date.fromisoformat(date)
+            released = dt.date.fromisoformat(date) if _DATE.match(date) else None
         except ValueError:
-            raise ReleaseLineError(number, f"{date!r} is not a date (YYYY-MM-DD)") from None
+            released = None
+        if released is None or not _FIRST_RELEASE_YEAR <= released.year <= dt.date.today().year + 1:
+            raise ReleaseLineError(number, f"{date!r} is not a release date (YYYY-MM-DD)")
+        if tag in seen:
+            raise ReleaseLineError(number, f"{tag} is listed already, on line {seen[tag]}")
+        seen[tag] = number
         key = (int(match[1]), int(match[2]), int(match[3]), int(match[4]))
         releases.append(SlurmRelease(key=key, tag=tag, sha256=sha256, date=released, origin=origin))
     return tuple(sorted(releases))
@@ -106,6 +118,12 @@ def load_site_releases(path: Path, option: str = "--releases-file") -> tuple[Slu
     """A site's releases file, each line checked (its number in the error); a release the catalog has with another
     sha256 is refused: one release has one archive."""
     try:
+        if not path.is_file():
+            raise ConfigurationError(f"{option} {str(path)!r}: not a regular file")
+        if path.stat().st_size > MAX_RELEASES_FILE_BYTES:
+            raise ConfigurationError(
+                f"{option} {str(path)!r}: over {MAX_RELEASES_FILE_BYTES} bytes; not a releases file"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
@@ -115,8 +133,8 @@ def load_site_releases(path: Path, option: str = "--releases-file") -> tuple[Slu
     except ReleaseLineError as error:
         raise ConfigurationError(
             f"{option} {path}:{error.number}: {error.problem}",
-            hint="each line is a tag, the sha256 of SchedMD's archive and the tag's date, tab-separated, as in "
-            "slurm-factory's own catalog (`slurm-factory list --json`)",
+            hint="each line is a tag (26-05-5-1), the sha256 of SchedMD's archive of it and the tag's date "
+            "(YYYY-MM-DD), tab-separated, as in slurm-factory's catalog/data/slurm-releases.tsv",
         ) from None
     shipped = {release.tag: release for release in load_releases()}
     for release in releases:
@@ -162,15 +180,26 @@ def resolve_release(requested: str, site: Sequence[SlurmRelease] = ()) -> SlurmR
     series = f"{match[1]}.{match[2]}"
     newest = newest_in_series(series, releases)
     if newest is None:
-        raise ConfigurationError(f"--slurm-version {requested!r}: unknown Slurm series; known series: {valid}")
+        raise ConfigurationError(
+            f"--slurm-version {requested!r}: unknown Slurm series; known series: {valid}", hint=_SITE_RELEASES_HINT
+        )
     if match[3] is None:
         return newest
     patch = int(match[3])
     exact = [release for release in releases if release.series == series and release.key[2] == patch]
     if not exact:
         patches = ", ".join(sorted({r.version for r in releases if r.series == series}, key=_patch_number))
-        raise ConfigurationError(f"--slurm-version {requested!r}: no such release; known {series} releases: {patches}")
+        raise ConfigurationError(
+            f"--slurm-version {requested!r}: no such release; known {series} releases: {patches}",
+            hint=_SITE_RELEASES_HINT,
+        )
     return max(exact)
+
+
+_SITE_RELEASES_HINT = (
+    "a release newer than slurm-factory's catalog: add its tag, sha256 and date to <home>/releases.tsv "
+    "(or give --releases-file)"
+)
 
 
 def _patch_number(version: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 import yaml
@@ -24,19 +25,27 @@ def _rules() -> _UpgradeRules:
     return _UpgradeRules.model_validate(yaml.safe_load(read_data_text("upgrades.yaml")))
 
 
+_RELEASE = re.compile(r"^([0-9]{2})\.([0-9]{2})\.([0-9]{1,3})(?:-[0-9]+)?$")
+
+
 def _key(series: str) -> tuple[int, int]:
     major, minor = series.split(".")[:2]
     return int(major), int(minor)
 
 
-def _series_of(version: str) -> str:
-    return ".".join(version.split(".")[:2])
+def _release_key(version: str, option: str) -> tuple[int, int, int]:
+    """`24.11.5` (or a packaging suffix: `24.11.5-1`) as numbers; anything else is refused."""
+    match = _RELEASE.match(version)
+    if match is None:
+        raise ConfigurationError(f"{option}: {version[:40]!r} is not a Slurm release such as 24.11.5")
+    return int(match[1]), int(match[2]), int(match[3])
 
 
-def upgrade_sources(series: str) -> list[str]:
-    """The major releases `series` accepts the state of (oldest first): the previous two, three from 24.11 on."""
+def upgrade_sources(series: str, known: tuple[str, ...] = ()) -> list[str]:
+    """The major releases `series` accepts the state of (oldest first): the previous two, three from 24.11 on.
+    `known`: other series (a site's releases file, the old artifact's) take their place among the majors."""
     rules = _rules()
-    ordered = sorted({*rules.major_releases, series}, key=_key)
+    ordered = sorted({*rules.major_releases, *known, series}, key=_key)
     window = rules.previous
     for since, count in sorted(rules.previous_since.items(), key=lambda item: _key(item[0])):
         if _key(series) >= _key(since):
@@ -48,9 +57,8 @@ def upgrade_sources(series: str) -> list[str]:
 def check_upgrade(old_version: str, new_version: str, option: str = "--upgrade-from") -> None:
     """Refuse (exit 2) an upgrade Slurm does not support: a downgrade, the same release, or an old release outside
     the new one's window; the message names the range it supports."""
-    old_series, new_series = _series_of(old_version), _series_of(new_version)
-    old_key = (*_key(old_series), int(old_version.split(".")[2]))
-    new_key = (*_key(new_series), int(new_version.split(".")[2]))
+    old_key, new_key = _release_key(old_version, option), _release_key(new_version, option)
+    old_series, new_series = f"{old_key[0]:02d}.{old_key[1]:02d}", f"{new_key[0]:02d}.{new_key[1]:02d}"
     if old_key == new_key:
         raise ConfigurationError(f"{option}: both artifacts are Slurm {new_version}; an upgrade needs an older one")
     if old_key > new_key:
@@ -58,7 +66,7 @@ def check_upgrade(old_version: str, new_version: str, option: str = "--upgrade-f
             f"{option}: Slurm {old_version} to {new_version} is a downgrade, which Slurm does not support",
             hint="give the older release's artifact to --upgrade-from",
         )
-    sources = upgrade_sources(new_series)
+    sources = upgrade_sources(new_series, known=(old_series,))
     if old_series != new_series and old_series not in sources:
         supported = f"its own patch releases and from {', '.join(sources)}" if sources else "its own patch releases"
         raise ConfigurationError(

@@ -17,8 +17,8 @@ from slurm_factory.artifact import MANIFEST_NAME
 # quotes or shell characters can pass.
 _IMAGE_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 _PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~-]{0,127}$")
-_SERIES = re.compile(r"^\d{2}\.\d{2}$")
-_VERSION = re.compile(r"^\d{2}\.\d{2}\.\d{1,3}(-\d+)?$")
+_SERIES = re.compile(r"^[0-9]{2}\.[0-9]{2}$")
+_VERSION = re.compile(r"^[0-9]{2}\.[0-9]{2}\.[0-9]{1,3}(-[0-9]+)?$")
 _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]{1,4095}$")
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}
 
@@ -80,6 +80,9 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
     _formed("toolchain.base_image", _field(document, "toolchain.base_image", str), _IMAGE_REFERENCE, what="an image")
     _formed("slurm.series", _field(document, "slurm.series", str), _SERIES, what="a Slurm series like 24.11")
     _formed("slurm.version", _field(document, "slurm.version", str), _VERSION, what="a Slurm release like 24.11.5")
+    series, version = document["slurm"]["series"], document["slurm"]["version"]
+    if not version.startswith(series + "."):
+        raise ManifestError(f"{MANIFEST_NAME}: 'slurm.version' {version!r} is not of 'slurm.series' {series!r}")
     _formed("build_prefix", _field(document, "build_prefix", str), _ABSOLUTE_PATH, what="an absolute path")
     _strings(document, "build_paths", _ABSOLUTE_PATH, what="an absolute path")
     _strings(document, "runtime_packages", _PACKAGE_NAME, what="a package name")

@@ -31,7 +31,7 @@ cd "$BUILD_DIR"
 
 stage patch
 : > "$META_DIR/patches.txt"
-if ! patch -p1 --batch --forward --no-backup-if-mismatch < "$PLAN_DIR/patches/01-relocatable-plugin-dir.patch" > "$META_DIR/patch.out" 2>&1; then
+if ! patch -p1 --batch --forward --no-backup-if-mismatch --fuzz=0 < "$PLAN_DIR/patches/01-relocatable-plugin-dir.patch" > "$META_DIR/patch.out" 2>&1; then
     cat "$META_DIR/patch.out"
     first=$(find . -name '*.rej' -print -quit)
     [ -z "$first" ] || { printf 'first rejected hunk (%s):\n' "${first%.rej}"; head -n 12 "$first"; }
@@ -39,7 +39,7 @@ if ! patch -p1 --batch --forward --no-backup-if-mismatch < "$PLAN_DIR/patches/01
 fi
 cat "$META_DIR/patch.out"
 printf '%s\t%s\t%s\n' '01-relocatable-plugin-dir.patch' 'slurm-factory' "$(sha256sum < "$PLAN_DIR/patches/01-relocatable-plugin-dir.patch" | cut -d' ' -f1)" >> "$META_DIR/patches.txt"
-if ! patch -p1 --batch --forward --no-backup-if-mismatch < "$PLAN_DIR/patches/02-mysql-new-handle-after-create-db.patch" > "$META_DIR/patch.out" 2>&1; then
+if ! patch -p1 --batch --forward --no-backup-if-mismatch --fuzz=0 < "$PLAN_DIR/patches/02-mysql-new-handle-after-create-db.patch" > "$META_DIR/patch.out" 2>&1; then
     cat "$META_DIR/patch.out"
     first=$(find . -name '*.rej' -print -quit)
     [ -z "$first" ] || { printf 'first rejected hunk (%s):\n' "${first%.rej}"; head -n 12 "$first"; }
