@@ -200,7 +200,10 @@ PassphraseFileOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; build nothing.")]
 PlanDirOption = Annotated[
-    Path | None, typer.Option("--plan-dir", help="Write the rendered build context into this directory.")
+    Path | None,
+    typer.Option(
+        "--plan-dir", help="Write the rendered build context into this directory (without --dry-run, it still builds)."
+    ),
 ]
 
 

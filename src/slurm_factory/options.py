@@ -120,8 +120,8 @@ TargetArch = Annotated[
     Option(
         "--arch",
         "The machine the artifact runs on: amd64 or arm64. From an x86_64 host, arm64 is cross-compiled where the OS "
-        "has a cross toolchain (native engine on Debian), else built in the arch's image under qemu emulation "
-        "(always with Spack).",
+        "has a cross toolchain (native engine on Debian and Ubuntu), else built in the arch's image under qemu "
+        "emulation (always with Spack).",
         choices=Arch,
         default_text="the host's",
         axis=True,
@@ -232,7 +232,7 @@ class BuildOptions(TypedDict, total=False):
         bool,
         Option(
             "--use-local-buildcache",
-            "Also use ~/.slurm-factory/spack-buildcache as a mirror.",
+            "Also use <home>/spack-buildcache (default ~/.slurm-factory) as a mirror.",
             default=False,
             group="Engine and Spack inputs",
         ),
@@ -290,8 +290,8 @@ class BuildOptions(TypedDict, total=False):
         list[str | os.PathLike[str]] | None,
         Option(
             "--patch",
-            "A patch to Slurm's source (patch -p1), applied after its sha256 is checked; repeat for several, applied "
-            "in order. Each one's sha256 goes into the manifest, the SBOM and the build id.",
+            "A patch to Slurm's source (patch -p1), applied after the source's sha256 is checked; repeat for several, "
+            "applied in order. Each one's sha256 goes into the manifest, the SBOM and the build id.",
             path=True,
             multiple=True,
         ),

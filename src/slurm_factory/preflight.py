@@ -127,7 +127,8 @@ def patch_checks(plan: BuildPlan) -> list[Check]:
     local = _local_source(request.slurm_source) if request.slurm_source else None
     source = local or (plan.source_cache_path if plan.source_cache_path.is_file() else None)
     if source is None:
-        return [Check("patches", f"{len(site)} site patch(es): checked once the build has the source")]
+        when = "checked on this host right after the build downloads the source, before any image"
+        return [Check("patches", f"{len(site)} site patch(es): {when}")]
     why_not = check_patches_apply(source, request.patches, request.slurm.version)
     if why_not:
         return [Check("patches", f"{len(site)} site patch(es) not checked here: {why_not}")]

@@ -23,7 +23,7 @@ RUN_OPTIONS = {
             "--dry-run",
             "Validate and print the plan (every file of the build context) and the preflight; build nothing.",
         ),
-        ("--plan-dir DIR", "Write the rendered build context into DIR."),
+        ("--plan-dir DIR", "Write the rendered build context into DIR (the build still runs without --dry-run)."),
         ("--json", "Machine-readable result on stdout."),
     ],
 }
