@@ -25,11 +25,11 @@ from typing import IO, Any
 from slurm_factory import __version__
 from slurm_factory.catalog import Toolchain
 from slurm_factory.catalog.build import release_flags
-from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile, layout
+from slurm_factory.engines import engine_for
+from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
-from slurm_factory.request import BuildRequest, Engine
+from slurm_factory.request import BuildRequest
 from slurm_factory.source import sha256_of
-from slurm_factory.spack_concretization import run_time_closure
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -96,15 +96,8 @@ def _os_inventory(tsv: str | None) -> list[dict[str, str]]:
 
 
 def build_paths(plan: BuildPlan) -> list[str]:
-    """Every container path a relocated tree must not name: the install prefix and, for Spack, the view, the
-    install tree and the module roots that Spack writes into text files it copies or relocates."""
-    paths = [str(plan.container.install_prefix)]
-    if plan.request.engine is Engine.SPACK:
-        paths += [
-            str(path)
-            for path in (layout.SPACK_VIEW, layout.SPACK_INSTALL_TREE, layout.SPACK_MODULES, layout.SPACK_COMPILER_VIEW)
-        ]
-    return paths
+    """Every container path a relocated tree must not name: the install prefix and the engine's own."""
+    return engine_for(plan.request.engine).build_paths(plan)
 
 
 def _os_externals(meta: dict[str, str]) -> list[dict[str, Any]]:
@@ -118,17 +111,9 @@ def _runtime_packages(
     request: BuildRequest, dependencies: list[dict[str, str]], meta: dict[str, str], *, externals: list[dict[str, Any]]
 ) -> list[str]:
     """What a host needs installed: the packages the tree links against, plus the OS packages it loads at run time
-    without linking (munge's daemon, libpmix dlopened by mpi_pmix): for the native engine the toolchain's list, for
-    the Spack engine the runtime packages of every OS-supplied library in Slurm's link/run closure."""
+    without linking (munge's daemon, libpmix dlopened by mpi_pmix), which the engine knows."""
     linked = {dependency["name"] for dependency in dependencies}
-    if request.engine is Engine.NATIVE:
-        linked |= set(request.toolchain.native.runtime_packages)
-    else:
-        closure = run_time_closure(meta.get("spack.lock"), "slurm")
-        for external in externals:
-            if external.get("name") in closure:
-                linked |= set(external.get("runtime_packages", []))
-    return sorted(linked)
+    return sorted(linked | engine_for(request.engine).runtime_packages(request, meta, externals))
 
 
 def _toolchain_record(toolchain: Toolchain, base_image: str) -> dict[str, str]:
@@ -146,6 +131,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
     request = plan.request
     dependencies = _packages(meta.get("runtime-packages.tsv"))
     externals = _os_externals(meta)
+    engine_fields = engine_for(request.engine).manifest_fields(request)
     return {
         "schema": MANIFEST_SCHEMA,
         "artifact": request.artifact_filename,
@@ -167,20 +153,11 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         "arch": request.arch.value,
         "cross_compiled": request.cross,
         "built_under_emulation": request.emulated,
-        # The compiler Spack built everything with (the OS GCC, or the --compiler-version GCC from the buildcache).
-        "spack_compiler": (
-            f"gcc@{request.compiler_version or request.toolchain.spack.compiler}"
-            if request.engine is Engine.SPACK
-            else None
-        ),
+        "spack_compiler": engine_fields["spack_compiler"],
         "gpu": request.gpu,
-        # What the Spack engine took from the toolchain OS: the mode and each package with its OS version.
-        "os_packages": request.os_packages.value if request.engine is Engine.SPACK else None,
+        "os_packages": engine_fields["os_packages"],
         "os_externals": externals,
-        # Spack's Lmod tree under modules/spack (the artifact's own modulefile is modules/slurm either way).
-        "spack_modules": (
-            ("hierarchy" if request.enable_hierarchy else "flat") if request.engine is Engine.SPACK else None
-        ),
+        "spack_modules": engine_fields["spack_modules"],
         "build_prefix": str(plan.container.install_prefix),
         "build_paths": build_paths(plan),
         "configure_options": _lines(meta.get("configure-options.txt")),

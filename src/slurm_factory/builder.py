@@ -33,7 +33,7 @@ from slurm_factory.catalog.spack_pins import load_spack_pins
 from slurm_factory.choices import Arch
 from slurm_factory.config import Settings
 from slurm_factory.docker_engine import DockerSession
-from slurm_factory.engines import container
+from slurm_factory.engines import container, engine_for
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
@@ -56,7 +56,6 @@ from slurm_factory.request import (
     BuildRequest,
     CompilerRequest,
     Engine,
-    PublishMode,
     make_compiler_request,
     make_request,
 )
@@ -249,8 +248,7 @@ def _require_cached_compiler(request: BuildRequest, settings: Settings) -> None:
 
 def _reusable(request: BuildRequest) -> bool:
     """`--no-cache` always builds; a Spack push to a buildcache needs the install tree inside the build container."""
-    pushes_in_container = request.engine is Engine.SPACK and request.publish is not PublishMode.NONE
-    return not request.no_cache and not pushes_in_container
+    return not request.no_cache and not engine_for(request.engine).publishes_in_container(request)
 
 
 def _execute(plan: BuildPlan, settings: Settings, display: Display, *, result: BuildResult) -> BuildResult:
@@ -335,7 +333,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
         monitor.stage("image")
         _ensure_toolchain_image(plan, session, monitor)
         with _scratch_directory(settings.builds_dir) as scratch:
-            handout = _build_handout(request, signer, s3) if request.engine is Engine.SPACK else None
+            handout = _build_handout(request, signer, s3) if engine_for(request.engine).runs_spack else None
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
             monitor.stage("artifact")
             artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta), destination=stored)
@@ -396,7 +394,7 @@ def _s3_access(
     purpose = "--publish-url" if publishes else "--buildcache-url"
     access = stack.enter_context(S3Access(endpoint, required=publishes, purpose=purpose))
     if publishes and publish_url is not None:
-        access.probe(S3Url.parse(publish_url), lists=engine is Engine.SPACK)
+        access.probe(S3Url.parse(publish_url), lists=engine_for(engine).runs_spack)
     return access
 
 
@@ -477,10 +475,7 @@ def _sign_and_publish(
     request = result.plan.request
     # The native engine publishes its tarball for `slurm` and `all`; the Spack engine pushed packages to the
     # buildcache inside the container and adds the tarball only for `all` (docs/signing-publishing.md).
-    tarball_published = request.publish is PublishMode.ALL or (
-        request.engine is Engine.NATIVE and request.publish is PublishMode.SLURM
-    )
-    if tarball_published:
+    if engine_for(request.engine).publishes_tarball(request.publish):
         published = Artifact(artifact.path, artifact.sha256, artifact.size, result.manifest)
         publication = publish_artifact(
             published,

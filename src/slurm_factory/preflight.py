@@ -15,6 +15,7 @@ from typing import Any
 
 from slurm_factory.config import Settings
 from slurm_factory.emulation import HANDLERS, require_emulation
+from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan
@@ -23,7 +24,6 @@ from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.request import (
     BuildRequest,
     CompilerRequest,
-    Engine,
     PublishMode,
     file_url_path,
     without_credentials,
@@ -178,9 +178,7 @@ def image_summary(plan: BuildPlan | CompilerPlan) -> str:
 def summary(plan: BuildPlan) -> dict[str, str]:
     """What the build would do, in the words `--dry-run` prints last."""
     request = plan.request
-    engine = request.engine.value + (
-        f" (--os-packages {request.os_packages.value})" if request.engine is Engine.SPACK else ""
-    )
+    engine = engine_for(request.engine).describe(request)
     return {
         "release": f"Slurm {request.slurm.version} ({request.slurm.tag})",
         "toolchain": f"{request.toolchain.name} ({request.toolchain.os}){', gpu' if request.gpu else ''}",

@@ -31,6 +31,7 @@ from slurm_factory.choices import BuildcacheMode as BuildcacheMode
 from slurm_factory.choices import Engine as Engine
 from slurm_factory.choices import OsPackagesMode as OsPackagesMode
 from slurm_factory.choices import PublishMode as PublishMode
+from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
 from slurm_factory.patches import SourcePatch, build_patches
@@ -211,8 +212,7 @@ def _check_source(value: str) -> str:
 def _check_tree_source(value: str, option: str, engine: Engine, *, marker: str, what: str) -> str:
     """A checkout (a directory holding `marker`), a .tar.gz of one, or an http(s) URL of one — for sites that
     cannot clone from GitHub."""
-    if engine is not Engine.SPACK:
-        raise ConfigurationError(f"{option} needs the Spack engine; the native engine does not use Spack")
+    engine_for(engine).refuse_spack_option(option)
     parsed = _parse_url(value, option)
     if parsed.scheme in ("http", "https") and parsed.netloc:
         return value
@@ -251,8 +251,7 @@ REQUIRED_WHEELS = ("clingo", "boto3")
 def _check_python_wheels(value: str, engine: Engine, arch: Arch) -> str:
     """A directory of wheels (`pip download`) for the Python that runs Spack, so the image needs no PyPI; clingo's
     compiled wheel must be for the machine the build runs on (the arch's own, under emulation)."""
-    if engine is not Engine.SPACK:
-        raise ConfigurationError("--python-wheels needs the Spack engine; the native engine does not use Spack")
+    engine_for(engine).refuse_spack_option("--python-wheels")
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
         raise ConfigurationError(f"--python-wheels {quoted(value)}: no such directory")
@@ -378,9 +377,8 @@ def _check_engine_options(
     use_local_buildcache: bool,
     compiler_version: str | None,
 ) -> None:
-    """Options that only the Spack engine can honour are refused for the native engine, not silently dropped."""
-    if engine is not Engine.NATIVE:
-        return
+    """Options that only the Spack engine can honour are refused for another engine, not silently dropped."""
+    chosen = engine_for(engine)
     spack_only = {
         "--buildcache": buildcache is not BuildcacheMode.NONE,
         "--use-local-buildcache": use_local_buildcache,
@@ -390,14 +388,12 @@ def _check_engine_options(
     }
     for option, given in spack_only.items():
         if given:
-            raise ConfigurationError(
-                f"{option} needs the Spack engine; the native engine builds against the OS's packaged libraries "
-                "and has no Spack buildcache or module hierarchy",
-                hint="drop the option or use --engine spack",
+            chosen.refuse_spack_option(
+                option, why="builds against the OS's packaged libraries and has no Spack buildcache or module hierarchy"
             )
-    if gpu and not toolchain.native.supports_gpu:
+    if gpu and not chosen.supports_gpu(toolchain):
         raise ConfigurationError(
-            f"--gpu with --engine native is not available on {toolchain.name}: {toolchain.os} packages no NVML "
+            f"--gpu with --engine {engine.value} is not available on {toolchain.name}: {toolchain.os} packages no NVML "
             "and RSMI development headers",
             hint="use --engine spack, or a toolchain whose OS packages them (trixie, bookworm, noble, resolute)",
         )
@@ -450,8 +446,8 @@ def _check_arch(
         raise ConfigurationError(
             f"--arch {arch.value} from an {build_arch.value} host is not supported: only builds from amd64 to arm64 are"
         )
-    # Spack has no cross path: it builds a foreign arch inside that arch's image of the OS.
-    emulated = emulate or not support.cross or engine is Engine.SPACK
+    # An engine without a cross path (Spack) builds a foreign arch inside that arch's image of the OS.
+    emulated = emulate or not support.cross or not engine_for(engine).cross_compiles
     if emulated and support.base_image is None:
         raise ConfigurationError(
             f"--arch {arch.value} under emulation: the catalog has no {arch.value} image of {toolchain.name}"
@@ -483,26 +479,20 @@ def _unsupported(arch: Arch, toolchain: Toolchain, engine: Engine) -> str:
 
 
 def _os_packages_mode(value: str | OsPackagesMode | None, engine: Engine) -> OsPackagesMode:
-    """The Spack engine's default is `build`; the native engine always builds against the OS, so the option is
-    refused for it rather than accepted and ignored."""
+    """The engine's default (Spack: `build`); an engine that always builds against the OS (native) refuses the
+    option rather than accepting and ignoring it."""
+    chosen = engine_for(engine)
     if value is None:
-        return OsPackagesMode.ALL if engine is Engine.NATIVE else OsPackagesMode.BUILD
-    if engine is Engine.NATIVE:
-        raise ConfigurationError(
-            "--os-packages needs the Spack engine; the native engine always builds against the OS's packages",
-            hint="drop the option or use --engine spack",
-        )
+        return chosen.default_os_packages
+    if not chosen.chooses_os_packages:
+        chosen.refuse_spack_option("--os-packages", why="always builds against the OS's packages")
     return _choice(OsPackagesMode, value, "--os-packages")
 
 
 def _site_packages(value: str | None, engine: Engine) -> tuple[str | None, dict[str, Any]]:
     if value is None:
         return None, {}
-    if engine is not Engine.SPACK:
-        raise ConfigurationError(
-            "--spack-packages needs the Spack engine; the native engine does not use Spack",
-            hint="drop the option or use --engine spack",
-        )
+    engine_for(engine).refuse_spack_option("--spack-packages")
     return load_site_packages(value)
 
 

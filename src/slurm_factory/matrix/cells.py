@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slurm_factory.buildcache import cached_gcc
-from slurm_factory.choices import Arch, BuildcacheMode, Engine, PublishMode, host_arch
+from slurm_factory.choices import Arch, BuildcacheMode, PublishMode, host_arch
 from slurm_factory.config import Settings
+from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, declared
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan
@@ -210,7 +211,7 @@ def _with_compiler_cells(planned: list[PlannedCell], settings: Settings) -> list
 
 def _publishes_what_it_reads(request: BuildRequest) -> bool:
     """A Spack cell that publishes its dependencies to the mirror it installs binaries from."""
-    if request.engine is not Engine.SPACK or request.publish not in (PublishMode.DEPS, PublishMode.ALL):
+    if not engine_for(request.engine).runs_spack or request.publish not in (PublishMode.DEPS, PublishMode.ALL):
         return False
     if request.buildcache not in (BuildcacheMode.DEPS, BuildcacheMode.ALL):
         return False

@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 from slurm_factory import __version__, s3
 from slurm_factory.catalog import Toolchain
 from slurm_factory.config import Settings
+from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError
-from slurm_factory.plan import layout, native, spack
-from slurm_factory.plan.artifact_files import render_artifact_files, render_compiler_artifact_files
+from slurm_factory.plan import layout, spack
+from slurm_factory.plan.artifact_files import render_compiler_artifact_files
 from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.request import BuildRequest, CompilerRequest, Engine, PublishMode, file_url_path
+from slurm_factory.request import BuildRequest, CompilerRequest, PublishMode, file_url_path
 
 __all__ = [
     "BuildPlan",
@@ -115,7 +116,7 @@ def inputs_id(
     return _digest(json.dumps(inputs, sort_keys=True))[:16]
 
 
-def _container_environment(
+def container_environment(
     settings: Settings, *, no_cache: bool, signing_key: str | None = None, uses_s3: bool = False
 ) -> dict[str, str]:
     """Build parallelism, `--no-cache` switching ccache off, the id (never the key) a buildcache push signs with,
@@ -135,7 +136,7 @@ def _container_environment(
     return environment
 
 
-def _spack_mounts(
+def spack_mounts(
     settings: Settings, *, buildcache_writable: bool, publish_url: str | None, buildcache_url: str | None = None
 ) -> tuple[Mount, ...]:
     """Spack's caches at stable container paths; the local binary mirror is writable only when pushed to; other
@@ -155,11 +156,11 @@ def _spack_mounts(
     return tuple(mounts)
 
 
-def _script_command(name: str) -> tuple[str, ...]:
+def script_command(name: str) -> tuple[str, ...]:
     return ("bash", str(layout.PLAN / name))
 
 
-def _foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
+def foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
     """The toolchain image of a build for another arch: `-cross-arm64` (host tools, arm64 -dev packages) or
     `-arm64` (the arch's own image, run under emulation)."""
     if request.cross:
@@ -167,51 +168,14 @@ def _foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
     return f"-{request.arch.value}" if request.emulated else ""
 
 
-def _native_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
-    dockerfile = native.render_dockerfile(request)
-    script = native.render_build_script(request)
-    build_files = {native.BUILD_SCRIPT: script, **native.plan_files(request)}
-    artifact_files = render_artifact_files(request)
-    toolchain_name = request.toolchain.name + _foreign_suffix(request)
-    image = image_spec(
-        toolchain_name,
-        request.engine.value,
-        dockerfile,
-        project_name=settings.project_name,
-        context_files=native.image_context_files(request),
-    )
-    identity = build_id(request, image, {**build_files, **artifact_files})
-    container = ContainerSpec(
-        command=_script_command(native.BUILD_SCRIPT),
-        mounts=(
-            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
-            Mount(settings.ccache_dir, layout.CCACHE),
-        ),
-        environment=_container_environment(settings, no_cache=request.no_cache),
-        install_prefix=layout.install_prefix(request.artifact_root),
-        meta_dir=layout.META_DIR,
-        files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
-    )
-    return BuildPlan(
-        request=request,
-        build_id=identity,
-        image=image,
-        container=container,
-        artifact_files=artifact_files,
-        source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
-        artifact_path=settings.builds_dir / request.artifact_filename,
-        log_path=settings.logs_dir / f"{identity}.log",
-    )
-
-
 _Request = TypeVar("_Request", BuildRequest, CompilerRequest)
 
 
-def _image_inputs(request: BuildRequest | CompilerRequest) -> ImageInputs:
+def spack_image_inputs(request: BuildRequest | CompilerRequest) -> ImageInputs:
     return image_inputs(request.spack_source, request.spack_packages_source, request.python_wheels)
 
 
-def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
+def local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
     """`--publish-url` naming the local buildcache is the default target: one mount and one push, not two."""
     directory = file_url_path(request.publish_url)
     if directory is not None and directory.resolve() == settings.buildcache_dir.resolve():
@@ -219,12 +183,12 @@ def _local_mirror_as_default(request: _Request, settings: Settings) -> _Request:
     return request
 
 
-def _spack_image(
+def spack_image(
     request: BuildRequest | CompilerRequest, dockerfile: str, inputs: ImageInputs, *, settings: Settings
 ) -> ImageSpec:
     """The Spack toolchain image (`toolchain-<name>[-arm64]-spack`), with the Spack and wheels it is built from."""
     return image_spec(
-        request.toolchain.name + _foreign_suffix(request),
+        request.toolchain.name + foreign_suffix(request),
         "spack",
         dockerfile,
         project_name=settings.project_name,
@@ -232,76 +196,14 @@ def _spack_image(
     )
 
 
-def _spack_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
-    request = _local_mirror_as_default(request, settings)
-    inputs = _image_inputs(request)
-    dockerfile = spack.render_dockerfile(
-        request.toolchain, request.base_image, inputs, request.os_packages, gpu=request.gpu
-    )
-    script = spack.render_build_script(request)
-    plan_files = {
-        layout.PLAN / spack.BUILD_SCRIPT: script,
-        layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
-        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_os_externals(request).items()},
-        **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo(request).items()},
-        layout.PLAN / native.PAM_LOADER: native.pam_loader_file(),
-    }
-    publish_script = spack.render_publish_script(request)
-    if publish_script is not None:
-        plan_files[layout.PLAN / spack.PUBLISH_SCRIPT] = publish_script
-    if request.compiler_version is not None:
-        compiler_environment = layout.PLAN / spack.COMPILER_ENVIRONMENT / spack.ENVIRONMENT_FILE
-        plan_files[compiler_environment] = spack.render_compiler_install_environment(request)
-    artifact_files = render_artifact_files(request)
-    image = _spack_image(request, dockerfile, inputs, settings=settings)
-    identity = build_id(
-        request, image, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
-    )
-    publishes = request.publish is not PublishMode.NONE
-    container = ContainerSpec(
-        command=_script_command(spack.BUILD_SCRIPT),
-        mounts=_spack_mounts(
-            settings,
-            buildcache_writable=publishes and request.publish_url is None,
-            publish_url=request.publish_url if publishes else None,
-            buildcache_url=request.buildcache_url,
-        ),
-        environment=_container_environment(
-            settings,
-            no_cache=request.no_cache,
-            signing_key=request.signing_key if publishes else None,
-            uses_s3=s3.is_s3_url(request.publish_url) or s3.is_s3_url(request.buildcache_url),
-        ),
-        install_prefix=layout.install_prefix(request.artifact_root),
-        meta_dir=layout.META_DIR,
-        files=plan_files,
-        publish_command=_script_command(spack.PUBLISH_SCRIPT) if publishes else None,
-    )
-    return BuildPlan(
-        request=request,
-        build_id=identity,
-        image=image,
-        container=container,
-        artifact_files=artifact_files,
-        source_cache_path=settings.sourcecache_dir / layout.source_mirror_path(request.slurm.sha256),
-        artifact_path=settings.builds_dir / request.artifact_filename,
-        log_path=settings.logs_dir / f"{identity}.log",
-    )
-
-
-def _engine_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
-    if request.engine is Engine.NATIVE:
-        return _native_plan(request, settings)
-    return _spack_plan(request, settings)
-
-
 def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
     """The plan of `request`, identified by what decides its artifact (see `IDENTITY_NEUTRAL`)."""
-    plan = _engine_plan(request, settings)
+    engine = engine_for(request.engine)
+    plan = engine.plan(request, settings)
     neutral = identity_request(request)
     if neutral == request:
         return plan
-    identity = _engine_plan(neutral, settings).build_id
+    identity = engine.plan(neutral, settings).build_id
     return dataclasses.replace(plan, build_id=identity, log_path=settings.logs_dir / f"{identity}.log")
 
 
@@ -342,8 +244,8 @@ def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path
 
 def make_compiler_plan(request: CompilerRequest, settings: Settings) -> CompilerPlan:
     """`build-compiler`: the Spack toolchain image of that OS, a GCC environment, a push to the binary mirror."""
-    request = _local_mirror_as_default(request, settings)
-    inputs = _image_inputs(request)
+    request = local_mirror_as_default(request, settings)
+    inputs = spack_image_inputs(request)
     dockerfile = spack.render_dockerfile(request.toolchain, request.base_image, inputs)
     plan_files = {
         layout.PLAN / spack.COMPILER_SCRIPT: spack.render_compiler_script(request),
@@ -360,11 +262,9 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     )
     elsewhere = spack.compiler_publishes_elsewhere(request)
     container = ContainerSpec(
-        command=_script_command(spack.COMPILER_SCRIPT),
-        mounts=_spack_mounts(
-            settings, buildcache_writable=True, publish_url=request.publish_url if elsewhere else None
-        ),
-        environment=_container_environment(
+        command=script_command(spack.COMPILER_SCRIPT),
+        mounts=spack_mounts(settings, buildcache_writable=True, publish_url=request.publish_url if elsewhere else None),
+        environment=container_environment(
             settings,
             no_cache=request.no_cache,
             signing_key=request.signing_key,
@@ -373,12 +273,12 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
         files=plan_files,
-        publish_command=_script_command(spack.COMPILER_PUBLISH_SCRIPT),
+        publish_command=script_command(spack.COMPILER_PUBLISH_SCRIPT),
     )
     return CompilerPlan(
         request=request,
         build_id=identity,
-        image=_spack_image(request, dockerfile, inputs, settings=settings),
+        image=spack_image(request, dockerfile, inputs, settings=settings),
         container=container,
         artifact_files=artifact_files,
         artifact_path=settings.builds_dir / request.artifact_filename,

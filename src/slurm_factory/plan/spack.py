@@ -164,7 +164,7 @@ def _mirror(
 
 
 def container_mirror_url(url: str, mount: PurePosixPath) -> str:
-    """A `file://` mirror is bind-mounted at a fixed container path (plan._spack_mounts); other URLs are used as
+    """A `file://` mirror is bind-mounted at a fixed container path (plan.spack_mounts); other URLs are used as
     they are."""
     return f"file://{mount}" if file_url_path(url) is not None else url
 
