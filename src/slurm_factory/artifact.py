@@ -126,8 +126,9 @@ def _toolchain_record(toolchain: Toolchain, base_image: str) -> dict[str, str]:
     }
 
 
-def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
-    """What was built, from what, how and against which dependency versions."""
+def build_manifest(plan: BuildPlan, meta: dict[str, str], *, base_image_id: str | None = None) -> dict[str, Any]:
+    """What was built, from what, how and against which dependency versions. `base_image_id`: the id of the base
+    image the toolchain image was built from (base_images.py), when it is known."""
     request = plan.request
     dependencies = _packages(meta.get("runtime-packages.tsv"))
     externals = _os_externals(meta)
@@ -146,6 +147,7 @@ def build_manifest(plan: BuildPlan, meta: dict[str, str]) -> dict[str, Any]:
         },
         "toolchain": {
             **_toolchain_record(request.toolchain, request.base_image),
+            "base_image_id": base_image_id,
             "compiler": (meta.get("compiler.txt") or "").strip(),
         },
         "engine": request.engine.value,

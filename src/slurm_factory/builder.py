@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Unpack
 
-from slurm_factory import store
+from slurm_factory import base_images, store
 from slurm_factory.artifact import (
     Artifact,
     build_compiler_manifest,
@@ -35,7 +35,7 @@ from slurm_factory.config import Settings
 from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines import container, engine_for
 from slurm_factory.engines.container import SecretHandout
-from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError, quoted
+from slurm_factory.exceptions import BuildError, ConfigurationError, DockerError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
 from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
@@ -168,7 +168,7 @@ def build(
         checks.append(Check("upgrade", f"{Path(request.upgrade_from).name} (Slurm {old.version}) to "
                                        f"{request.slurm.version} is an upgrade Slurm supports"))  # fmt: skip
     if dry_run:
-        result.preflight = _preflight(plan, checks)
+        result.preflight = _preflight(plan, checks, settings)
         return result
     emulation_check(request)
     settings.ensure_dirs()
@@ -177,15 +177,27 @@ def build(
         return _execute(plan, settings, display, result=result)
 
 
-def _preflight(plan: BuildPlan, checks: list[Check]) -> Preflight:
-    """`--dry-run`: what can be checked without contacting anything — the source's sha256, that this host runs a
-    foreign arch's programs, boto3 for s3:// — then what the build would do. The signing key and the bucket are
-    probed when a real build starts."""
+def _preflight(plan: BuildPlan, checks: list[Check], settings: Settings) -> Preflight:
+    """`--dry-run`: what can be checked without contacting anything but this host's Docker engine — the source's
+    sha256, the patches, the base image against its pin, that this host runs a foreign arch's programs, boto3 for
+    s3:// — then what the build would do. The signing key and the bucket are probed when a real build starts."""
     request = plan.request
     s3_urls = (request.publish_url, request.buildcache_url)
-    found = [source_check(plan), *patch_checks(plan)]
+    found = [source_check(plan), *patch_checks(plan), _base_image_check(plan, settings)]
     found += _host_checks(request, s3_urls, request.signing_key if request.signs else None)
     return Preflight([*checks, *found], summary(plan))
+
+
+def _base_image_check(plan: BuildPlan, settings: Settings) -> Check:
+    """The base image's local id against its pin (base_images.py); nothing is pulled or started."""
+    base = plan.request.base_image
+    pinned = base_images.load_pins(settings.home).get(base)
+    try:
+        current = DockerSession(settings.project_name, timeout=10).image_id(base)
+    except DockerError:
+        pin = f"pinned to {base_images.short_id(pinned.image_id)} on {pinned.pinned_on}" if pinned else "not pinned"
+        return Check("base image", f"{base}: {pin}; not compared, the Docker engine is not reachable")
+    return Check("base image", base_images.describe(base, pinned, current))
 
 
 def _compiler_preflight(plan: CompilerPlan, checks: list[Check]) -> Preflight:
@@ -331,12 +343,13 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
             monitor.note(f"patches not checked on the host: {why_unchecked}")
         session = session or _docker_session(settings, monitor)
         monitor.stage("image")
-        _ensure_toolchain_image(plan, session, monitor)
+        base_image_id = _ensure_toolchain_image(plan, session, monitor, home=settings.home)
         with _scratch_directory(settings.builds_dir) as scratch:
             handout = _build_handout(request, signer, s3) if engine_for(request.engine).runs_spack else None
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
             monitor.stage("artifact")
-            artifact = write_artifact(plan, output.tree_tar, build_manifest(plan, output.meta), destination=stored)
+            manifest = build_manifest(plan, output.meta, base_image_id=base_image_id)
+            artifact = write_artifact(plan, output.tree_tar, manifest, destination=stored)
             write_sbom(artifact)
         monitor.note(f"artifact {artifact.path} sha256 {artifact.sha256}")
         _raise_publish_failure(output, artifact)
@@ -438,25 +451,50 @@ def _signing_key(request: BuildRequest) -> SigningKey:
     return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
-def _ensure_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor) -> None:
+def _ensure_toolchain_image(
+    plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor, *, home: Path
+) -> str | None:
+    """The toolchain image, built unless it is there; returns the id of the base image it was built from."""
     with image_lock(plan.log_path.parent, plan.image.reference, monitor.note):
-        _build_toolchain_image(plan, session, monitor)
+        return _build_toolchain_image(plan, session, monitor, home=home)
 
 
-def _build_toolchain_image(plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor) -> None:
+def _build_toolchain_image(
+    plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor, *, home: Path
+) -> str | None:
     request = plan.request
+    base = request.base_image
+    pinned = base_images.load_pins(home).get(base)
+    current = session.image_id(base)
     if not request.no_cache and session.image_exists(plan.image.reference):
+        built_from = session.image_labels(plan.image.reference).get(base_images.BASE_IMAGE_ID_LABEL)
         monitor.note(f"reusing toolchain image {plan.image.reference}")
-        return
+        if built_from is not None and current is not None and built_from != current:
+            monitor.note(
+                f"base image {base} now names {base_images.short_id(current)}; this toolchain image was built "
+                f"from {base_images.short_id(built_from)}, and stays so until --no-cache or `clean --full`"
+            )
+        return built_from
+    monitor.note(f"base image {base_images.describe(base, pinned, current)}")
+    labels = session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name})
+    if current is not None:
+        labels[base_images.BASE_IMAGE_ID_LABEL] = current
     session.build_image(
         plan.image.dockerfile,
         plan.image.reference,
-        session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name}),
+        labels,
         monitor.output,
         nocache=request.no_cache,
         context_files={PurePosixPath(name): plan_file for name, plan_file in plan.image.context_files.items()},
         context_paths=plan.image.context_paths,
     )
+    current = current or session.image_id(base)  # pulled by the image build
+    if current is not None:
+        moved = base_images.pin(home, base, current, lock_dir=plan.log_path.parent)
+        if moved is not None:
+            monitor.note(f"base image {base} pinned anew to {base_images.short_id(current)} "
+                         f"(was {base_images.short_id(moved.image_id)}, pinned on {moved.pinned_on})")  # fmt: skip
+    return current
 
 
 def _sign_and_publish(
@@ -574,7 +612,7 @@ def build_compiler(
             signer = stack.enter_context(key)
         session = _docker_session(settings, monitor)
         monitor.stage("image")
-        _ensure_toolchain_image(plan, session, monitor)
+        _ensure_toolchain_image(plan, session, monitor, home=settings.home)
         with _scratch_directory(settings.builds_dir) as scratch:
             handout = SecretHandout(publish=lambda: _push_secrets(signer, s3, request.publish_url))
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)

@@ -125,10 +125,10 @@ class DockerSession:
     # Containers this process created (each is removed when its block ends): what an interrupted run reports.
     containers_created = 0
 
-    def __init__(self, project_name: str, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, project_name: str, client: docker.DockerClient | None = None, *, timeout: int = 600) -> None:
         self.project_name = project_name
         try:
-            self.client = client or docker.from_env(timeout=600)
+            self.client = client or docker.from_env(timeout=timeout)
             self.client.ping()
         except DOCKER_FAILURES as error:
             raise DockerError(
@@ -150,6 +150,24 @@ class DockerSession:
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"inspecting image {reference}", error) from None
         return True
+
+    def image_id(self, reference: str) -> str | None:
+        """The id (`sha256:…`) of the local image `reference` names, or None when there is none."""
+        try:
+            return str(self.client.images.get(reference).id)
+        except docker.errors.ImageNotFound:
+            return None
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"inspecting image {reference}", error) from None
+
+    def image_labels(self, reference: str) -> dict[str, str]:
+        """The labels of the local image `reference` (none when it has none or is not there)."""
+        try:
+            return dict(self.client.images.get(reference).labels or {})
+        except docker.errors.ImageNotFound:
+            return {}
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"inspecting image {reference}", error) from None
 
     def build_image(
         self,

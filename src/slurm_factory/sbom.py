@@ -150,6 +150,7 @@ def _operating_system(manifest: dict[str, Any]) -> Component:
         properties=[
             Property(name="slurm-factory:toolchain", value=str(toolchain.get("name"))),
             Property(name="slurm-factory:base-image", value=str(toolchain.get("base_image"))),
+            Property(name="slurm-factory:base-image-id", value=str(toolchain.get("base_image_id") or "unknown")),
             Property(name="slurm-factory:glibc", value=str(toolchain.get("glibc"))),
         ],
     )

@@ -10,6 +10,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import docker
 import pytest
 from elftools.elf.elffile import ELFFile
 
@@ -124,3 +125,16 @@ def test_the_manifest_sidecar_names_the_companion_and_its_sha256(build: Build) -
     assert recorded["debug_symbols"]["artifact"] == companion.name
     assert recorded["debug_symbols"]["sha256"] == companion.with_name(companion.name + ".sha256").read_text().split()[0]
     assert build.result["debug_symbols"] == str(build.link.with_name(companion.name))
+
+
+def test_the_manifest_records_the_base_image_built_from_and_the_home_pins_it(
+    build: Build, docker_client: docker.DockerClient
+) -> None:
+    recorded = json.loads(build.artifact.with_name(build.artifact.name + ".manifest.json").read_text())
+    base = recorded["toolchain"]["base_image"]
+    image_id = docker_client.images.get(base).id
+    pins = json.loads((build.home / "base-images.json").read_text())
+
+    assert recorded["toolchain"]["base_image_id"] == image_id
+    assert pins["pins"][base]["image_id"] == image_id
+    assert f"base image {base} is {image_id.removeprefix('sha256:')[:12]}, as pinned on" in build.log_text

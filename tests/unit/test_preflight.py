@@ -20,7 +20,7 @@ def test_a_dry_run_reports_its_checks_and_a_summary_without_creating_the_home(se
 
     assert result.preflight is not None
     report = result.preflight.to_json()
-    assert [check["subject"] for check in report["checks"]] == ["home", "source"]
+    assert [check["subject"] for check in report["checks"]] == ["home", "source", "base image"]
     assert f"{settings.home} will be created" in report["checks"][0]["finding"]
     assert report["release"] == "Slurm 24.11.5 (24-11-5-1)" and report["engine"] == "native"
     assert report["sign"] == "no" and report["publish"] == "no"
@@ -85,7 +85,7 @@ def test_a_dry_run_for_another_arch_checks_that_this_host_runs_its_programs(
 
     assert result.preflight is not None
     report = result.preflight.to_json()
-    assert [check["subject"] for check in report["checks"]] == ["home", "source", "emulation"]
+    assert [check["subject"] for check in report["checks"]] == ["home", "source", "base image", "emulation"]
     assert report["arch"] == "arm64, built under qemu emulation in arm64v8/debian:trixie"
     cross = build(**NATIVE, arch="arm64", settings=settings, dry_run=True).preflight
     assert cross is not None and cross.summary["arch"].startswith("arm64, cross-compiled on this amd64 host")
