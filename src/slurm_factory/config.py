@@ -92,6 +92,11 @@ class Settings(BaseModel):
         return self.home / "binary_index"
 
     @property
+    def concretizations_dir(self) -> Path:
+        """Spack concretizations (`<key>.lock`), keyed by the toolchain image and every file of the environment."""
+        return self.home / "spack-concretizations"
+
+    @property
     def ccache_dir(self) -> Path:
         return self.home / "ccache"
 
@@ -105,6 +110,7 @@ class Settings(BaseModel):
             self.buildcache_dir,
             self.sourcecache_dir,
             self.binary_index_dir,
+            self.concretizations_dir,
             self.ccache_dir,
             self.logs_dir,
         ]

@@ -59,10 +59,13 @@ def _cells(stdout: str) -> dict[str, dict[str, Any]]:
     return {cell["name"]: cell for cell in json.loads(stdout)["cells"]}
 
 
-def _project_containers(engine: Engine, project: str) -> list[Any]:
+def _project_containers(engine: Engine, project: str) -> list[dict[str, Any]]:
+    """The project's containers as the engine lists them (state and labels), without inspecting each: a container
+    removed between the listing and its inspection would otherwise fail the poll."""
     client = docker.DockerClient(base_url=engine.docker_host, timeout=30)
     try:
-        return list(client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}))
+        listed = client.containers.list(all=True, sparse=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+        return [{"state": c.attrs.get("State"), "labels": c.attrs.get("Labels") or {}} for c in listed]
     finally:
         client.close()
 
@@ -123,7 +126,7 @@ class _BuildWatcher:
             name
             for name, worker in self._cluster.workers.items()
             if any(
-                c.status == "running" and c.labels.get(ROLE_LABEL) == "build"
+                c["state"] == "running" and c["labels"].get(ROLE_LABEL) == "build"
                 for c in _project_containers(worker.engine, self._project)
             )
         ]

@@ -25,7 +25,9 @@ done < <(find "$root" -type f -print0)
 
 echo "slurmctld: $("$root/sbin/slurmctld" -V)"
 echo "slurmd: $("$root/sbin/slurmd" -V)"
-"$root/sbin/slurm-factory-setup" >/dev/null
+# The configuration names SlurmUser=slurm: --users creates it (and slurmrestd), as a site's setup does.
+"$root/sbin/slurm-factory-setup" --users >/dev/null
+id slurm >/dev/null && echo "users: slurm $(id -u slurm), slurmrestd $(id -u slurmrestd)"
 echo "sinfo: $(SLURM_CONF="$root/etc/slurm.conf" "$root/bin/sinfo" -V)"
 echo "PluginDir lines: $(grep -c '^PluginDir=' "$root/etc/slurm.conf" || true)"
 grep '^ExecStart=' "$root/etc/systemd/slurmd.service"

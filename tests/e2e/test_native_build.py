@@ -144,6 +144,7 @@ def test_relocated_tree_runs_in_a_fresh_runtime_only_container(
     assert "slurmctld: slurm 24.11.5" in output
     assert "slurmd: slurm 24.11.5" in output
     assert "sinfo: slurm 24.11.5" in output
+    assert "users: slurm 401, slurmrestd 402" in output, "slurm-factory-setup --users takes the documented ids"
     assert "PluginDir lines: 0" in output, "the relocated tree finds its plugins without PluginDir"
     assert f"ExecStart={root}/sbin/slurmd --systemd -d {root}/sbin/slurmstepd $SLURMD_OPTIONS" in output
     assert f"module: SLURM_ROOT={root} sinfo={root}/bin/sinfo slurmd={root}/sbin/slurmd" in output

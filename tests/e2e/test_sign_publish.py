@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_factory.artifact import debug_companion
 from tests.conftest import slurm_source_tarball
 from tests.e2e.conftest import Builds
 from tests.e2e.helpers import ARTIFACT, SecretScanner, make_throwaway_key, run_cli
@@ -63,7 +64,9 @@ def test_signature_verifies_with_plain_gpg_and_a_flipped_byte_fails(builds: Buil
 
 def test_publish_writes_the_documented_mirror_layout(builds: Builds) -> None:
     series = builds.mirror / "trixie" / "24.11"
-    for name in (ARTIFACT, ARTIFACT + ".asc", ARTIFACT + ".sha256", ARTIFACT + ".manifest.json"):
+    companion = debug_companion(Path(ARTIFACT)).name
+    for name in (ARTIFACT, ARTIFACT + ".asc", ARTIFACT + ".sha256", ARTIFACT + ".manifest.json",
+                 companion, companion + ".sha256", companion + ".asc"):  # fmt: skip
         assert (series / name).is_file(), name
     assert hashlib.sha256((series / ARTIFACT).read_bytes()).hexdigest() == builds.cold.result["sha256"]
     assert (builds.mirror / "keys" / f"{builds.key.fingerprint[-16:]}.pub.asc").is_file()
@@ -82,6 +85,8 @@ def test_publish_to_s3_uploads_an_artifact_a_site_verifies_with_the_key_from_the
     key_name = f"{builds.key.fingerprint[-16:]}.pub.asc"
     suffixes = ("", ".asc", ".sha256", ".manifest.json", ".sbom.json", ".sbom.json.asc")
     expected = {f"slurm/trixie/24.11/{ARTIFACT}{suffix}" for suffix in suffixes}
+    companion = debug_companion(Path(ARTIFACT)).name
+    expected |= {f"slurm/trixie/24.11/{companion}{suffix}" for suffix in ("", ".sha256", ".asc")}
     assert set(objects) == {*expected, f"slurm/keys/{key_name}", "slurm/index.json"}
     assert objects[f"slurm/trixie/24.11/{ARTIFACT}"] == builds.warm.artifact.read_bytes()
     [entry] = json.loads(objects["slurm/index.json"])["artifacts"]

@@ -11,7 +11,10 @@ from slurm_factory.config import DEFAULT_PROJECT_NAME, Settings, load_settings
 from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 
 # docs/reference/settings.md's tree under ~/.slurm-factory, in its order.
-SPEC_CACHE_DIRS = ("builds", "spack-buildcache", "spack-sourcecache", "binary_index", "ccache", "logs")
+# docs/reference/settings.md
+SPEC_CACHE_DIRS = (
+    "builds", "spack-buildcache", "spack-sourcecache", "binary_index", "spack-concretizations", "ccache", "logs",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -196,6 +199,7 @@ def test_cache_dirs_are_named_exactly_as_in_spec(tmp_path: Path) -> None:
     assert settings.buildcache_dir == tmp_path / "spack-buildcache"
     assert settings.sourcecache_dir == tmp_path / "spack-sourcecache"
     assert settings.binary_index_dir == tmp_path / "binary_index"
+    assert settings.concretizations_dir == tmp_path / "spack-concretizations"
     assert settings.ccache_dir == tmp_path / "ccache"
     assert settings.logs_dir == tmp_path / "logs"
     assert settings.cache_dirs() == [tmp_path / name for name in SPEC_CACHE_DIRS]

@@ -455,3 +455,56 @@ def test_packages_from_a_tarball_or_a_url_are_unpacked_into_place(tmp_path: Path
     url = "https://mirror.example.org/spack-packages.tar.gz"
     from_url = _plan(tmp_path, toolchain="trixie", spack_packages_source=url).image.dockerfile
     assert f"curl -fsSL '{url}' | tar -xz --strip-components=1 -C /opt/spack-packages" in from_url
+
+
+# --- the stored concretization -------------------------------------------------------------------------------------
+
+
+def _concretization_inputs(tmp_path: Path, **options: Any) -> str:
+    return str(
+        _plan(tmp_path, toolchain="trixie", **options).container.environment["SLURM_FACTORY_CONCRETIZATION_INPUTS"]
+    )
+
+
+def test_where_a_build_pushes_or_reads_binaries_does_not_change_its_concretization_key(tmp_path: Path) -> None:
+    plain = _concretization_inputs(tmp_path)
+
+    assert _concretization_inputs(tmp_path, publish="all", signing_key="0x5EED1234ABCD5678") == plain
+    assert _concretization_inputs(tmp_path, buildcache="all") == plain
+    assert _concretization_inputs(tmp_path, verify=True) == plain
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"gpu": True}, id="gpu"),
+        pytest.param({"os_packages": "all"}, id="os-packages"),
+        pytest.param({"slurm_version": "24.11.7"}, id="release"),
+        pytest.param({"no_cache": True}, id="no-cache"),
+        pytest.param({"base_image": "registry.site.example/debian:trixie"}, id="base-image"),
+    ],
+)
+def test_what_decides_the_concretization_changes_its_key(tmp_path: Path, options: dict[str, Any]) -> None:
+    request = make_request(**{"slurm_version": "24.11.5", "engine": "spack", "toolchain": "trixie", **options})
+    changed = make_plan(request, Settings(project_name="golden", home=tmp_path))
+
+    assert changed.container.environment["SLURM_FACTORY_CONCRETIZATION_INPUTS"] != _concretization_inputs(tmp_path)
+
+
+def test_a_site_patch_changes_the_concretization_key(tmp_path: Path) -> None:
+    patch = tmp_path / "site.patch"
+    patch.write_text("--- a/NEWS\n+++ b/NEWS\n@@ -1 +1 @@\n-x\n+y\n", encoding="utf-8")
+
+    assert _concretization_inputs(tmp_path, patches=[str(patch)]) != _concretization_inputs(tmp_path)
+
+
+def test_the_stored_concretizations_are_mounted_and_named_in_the_script(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, toolchain="trixie")
+    mount = next(m for m in plan.container.mounts if str(m.container) == "/var/cache/slurm-factory/concretizations")
+    script = plan.context_files()["build-spack.sh"].content
+
+    assert mount.host == tmp_path / "spack-concretizations" and not mount.read_only
+    assert "stored_concretization=/var/cache/slurm-factory/concretizations/$concretization_key.lock" in script
+    assert 'cp "$stored_concretization" "$ENV_DIR/spack.lock"' in script
+    fresh = _plan(tmp_path, toolchain="trixie", no_cache=True).context_files()["build-spack.sh"].content
+    assert 'cp "$stored_concretization" "$ENV_DIR/spack.lock"' not in fresh, "--no-cache always solves afresh"

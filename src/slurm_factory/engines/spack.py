@@ -82,6 +82,9 @@ class SpackEngine(BuildEngine):
                 no_cache=request.no_cache,
                 signing_key=request.signing_key if publishes else None,
                 uses_s3=s3.is_s3_url(request.publish_url) or s3.is_s3_url(request.buildcache_url),
+                concretization_inputs=spack.concretization_inputs(
+                    spack.environment(request), image.tag, spack.render_overlay_repo(request)
+                ),
             ),
             install_prefix=layout.install_prefix(request.artifact_root),
             meta_dir=layout.META_DIR,

@@ -117,11 +117,19 @@ def inputs_id(
 
 
 def container_environment(
-    settings: Settings, *, no_cache: bool, signing_key: str | None = None, uses_s3: bool = False
+    settings: Settings,
+    *,
+    no_cache: bool,
+    signing_key: str | None = None,
+    uses_s3: bool = False,
+    concretization_inputs: str | None = None,
 ) -> dict[str, str]:
     """Build parallelism, `--no-cache` switching ccache off, the id (never the key) a buildcache push signs with,
-    and where boto3 finds the S3 credentials files that are written to the tmpfs (paths, never the secrets)."""
+    where boto3 finds the S3 credentials files that are written to the tmpfs (paths, never the secrets), and the
+    digest a Spack concretization is stored under (plan/spack.py `concretization_inputs`)."""
     environment = {"SLURM_FACTORY_JOBS": str(settings.jobs)}
+    if concretization_inputs is not None:
+        environment["SLURM_FACTORY_CONCRETIZATION_INPUTS"] = concretization_inputs
     if no_cache:
         environment["CCACHE_DISABLE"] = "1"
     if signing_key is not None:
@@ -145,6 +153,7 @@ def spack_mounts(
         Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR),
         Mount(settings.ccache_dir, layout.CCACHE),
         Mount(settings.binary_index_dir, layout.BINARY_INDEX),
+        Mount(settings.concretizations_dir, layout.CONCRETIZATIONS),
         Mount(settings.buildcache_dir, layout.BUILDCACHE, read_only=not buildcache_writable),
     ]
     publish_directory = file_url_path(publish_url)
@@ -261,6 +270,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
         files={str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files,
     )
     elsewhere = spack.compiler_publishes_elsewhere(request)
+    image = spack_image(request, dockerfile, inputs, settings=settings)
     container = ContainerSpec(
         command=script_command(spack.COMPILER_SCRIPT),
         mounts=spack_mounts(settings, buildcache_writable=True, publish_url=request.publish_url if elsewhere else None),
@@ -269,6 +279,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
             no_cache=request.no_cache,
             signing_key=request.signing_key,
             uses_s3=elsewhere and s3.is_s3_url(request.publish_url),
+            concretization_inputs=spack.concretization_inputs(spack.compiler_environment(request), image.tag, {}),
         ),
         install_prefix=layout.install_prefix(request.artifact_root),
         meta_dir=layout.META_DIR,
@@ -278,7 +289,7 @@ def make_compiler_plan(request: CompilerRequest, settings: Settings) -> Compiler
     return CompilerPlan(
         request=request,
         build_id=identity,
-        image=spack_image(request, dockerfile, inputs, settings=settings),
+        image=image,
         container=container,
         artifact_files=artifact_files,
         artifact_path=settings.builds_dir / request.artifact_filename,

@@ -30,6 +30,8 @@ BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/buildcache")
 PUBLISH_MIRROR = PurePosixPath("/var/cache/slurm-factory/publish-mirror")
 REMOTE_BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/remote-buildcache")
 BINARY_INDEX = PurePosixPath("/var/cache/slurm-factory/binary_index")
+# Spack concretizations (spack.lock) stored by what decides them, reused by the next build of the same inputs.
+CONCRETIZATIONS = PurePosixPath("/var/cache/slurm-factory/concretizations")
 SECRETS = PurePosixPath("/run/slurm-factory-secrets")
 
 # The Spack engine: Spack and the builtin package repository live in the toolchain image; the install tree, view and

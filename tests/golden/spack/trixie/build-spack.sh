@@ -44,7 +44,26 @@ spack -e "$ENV_DIR" python "$ENV_DIR/detect_externals.py" "$ENV_DIR/os-externals
     "$ENV_DIR/externals.yaml" "$META_DIR/os-externals.json"
 
 stage concretize
-spack -e "$ENV_DIR" concretize --force
+# A concretization is stored under a key of what decides it: SLURM_FACTORY_CONCRETIZATION_INPUTS (the plan's
+# digest of the toolchain image, the environment's specs, packages, concretizer and repos, the overlay package and
+# its patches) and the externals this image detected. The same key again (a rebuild from the buildcache) installs
+# the stored spack.lock instead of solving again; any changed input is another key. --no-cache solves afresh.
+concretization_key=$(
+    {
+        printf '%s\n' "$SLURM_FACTORY_CONCRETIZATION_INPUTS"
+        if [ -f "$ENV_DIR/externals.yaml" ]; then cat "$ENV_DIR/externals.yaml"; fi
+    } | sha256sum | cut -c1-32
+)
+stored_concretization=/var/cache/slurm-factory/concretizations/$concretization_key.lock
+if [ -s "$stored_concretization" ]; then
+    cp "$stored_concretization" "$ENV_DIR/spack.lock"
+    echo "==> reusing concretization $concretization_key"
+else
+    spack -e "$ENV_DIR" concretize --force
+fi
+cp "$ENV_DIR/spack.lock" "$stored_concretization.$$.tmp"
+mv -f "$stored_concretization.$$.tmp" "$stored_concretization"
+echo "$concretization_key" > "$META_DIR/concretization-key.txt"
 cp "$ENV_DIR/spack.lock" "$META_DIR/spack.lock"
 
 stage install
