@@ -50,7 +50,7 @@ def test_a_cross_image_installs_from_the_copied_sources_each_kept_to_its_arch(
     plan = make_plan(request, Settings(project_name=project_cleanup, home=tmp_path))
     assert "FROM " + sources_image + " AS foreign-apt-sources" in plan.image.dockerfile
     with BuildMonitor(tmp_path / "image.log", SilentDisplay()) as monitor:
-        _ensure_toolchain_image(plan, session, monitor)
+        _ensure_toolchain_image(plan, session, monitor, home=tmp_path)
     reference = plan.image.reference
 
     with session.container(reference, ["sleep", "infinity"], role="probe") as box:

@@ -80,7 +80,7 @@ def test_the_generated_slurm_environment_concretizes_inside_the_toolchain_image(
     session = DockerSession(settings.project_name)
     try:
         with BuildMonitor(tmp_path / "build.log", SilentDisplay()) as monitor:
-            _ensure_toolchain_image(plan, session, monitor)
+            _ensure_toolchain_image(plan, session, monitor, home=settings.home)
             output = run_build(plan, session, monitor, scratch=tmp_path)
     finally:
         remove_project(docker_client, settings.project_name)
@@ -116,7 +116,7 @@ def test_the_generated_publish_step_pushes_signed_to_s3_from_the_real_toolchain_
             SigningKey(key.fingerprint, decode_private_key(f"@{key.key_file}"), SecretStr(key.passphrase)) as signer,
             S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access,
         ):
-            _ensure_toolchain_image(stand_in, session, monitor)
+            _ensure_toolchain_image(stand_in, session, monitor, home=settings.home)
             output = run_build(
                 stand_in, session, monitor, scratch=tmp_path, handout=_build_handout(request, signer, access)
             )
