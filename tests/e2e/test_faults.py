@@ -24,6 +24,7 @@ import docker
 import pytest
 
 from tests.conftest import slurm_source_tarball
+from tests.e2e.conftest import seed_ccache
 from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_project, report_measurement
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -97,8 +98,11 @@ class FaultRun:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[FaultRun]:
+def run(tmp_path: Path, warm_ccache: Path) -> Iterator[FaultRun]:
+    """The home's ccache is a copy of the e2e build's: the faults strike at configure, and the build that then
+    runs to the end need not compile cold (the cold compile is the e2e build's test)."""
     home, mirror = tmp_path / "home", tmp_path / "mirror"
+    seed_ccache(home, warm_ccache)
     # gpg-agent's socket lives in the temporary GnuPG home: its path must stay under the 108-byte socket limit.
     tmp = Path(tempfile.mkdtemp(prefix="sf-fault-"))
     key = make_throwaway_key(tmp_path)

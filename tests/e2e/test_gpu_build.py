@@ -20,6 +20,7 @@ import docker
 import pytest
 
 from tests.conftest import slurm_source_tarball
+from tests.e2e.conftest import seed_ccache
 from tests.e2e.helpers import Build, remove_project, report_measurement, run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -29,8 +30,13 @@ GPU_ROOT = "slurm-24.11.5-trixie-gpu"
 
 
 @pytest.fixture(scope="module")
-def gpu_matrix(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+def gpu_matrix(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory, warm_ccache: Path
+) -> Iterator[Matrix]:
+    """Both cells at once in a home whose ccache is a copy of the e2e build's (the CPU cell is that build's
+    request; the GPU cell shares most of its objects)."""
     home = tmp_path_factory.mktemp("e2e-gpu-home")
+    seed_ccache(home, warm_ccache)
     project = f"sf-e2e-gpu-{uuid.uuid4().hex[:8]}"
     try:
         started = time.monotonic()
