@@ -1,11 +1,12 @@
 """Base images pinned on first use: the image id a base image reference (`debian:trixie`) named when a toolchain
-image was first built from it, kept in `<home>/base-images.json`.
+image was built from it, recorded in `<home>/base-images.json`.
 
-A tag moves (a distribution refreshes its images); an artifact claims to be reproducible from its inputs. So the
-first build from a tag records the image id it saw; later builds and `--dry-run` compare the tag's current image
-with that pin and say when it moved. Each toolchain image carries the id of the base it was built from (a label),
-and every manifest records it (`toolchain.base_image_id`). A reference with an `@sha256:` digest is pinned by its
-content already. The pins file is the site's: delete an entry (or the file) to accept a moved tag silently.
+A tag moves (a distribution refreshes its images); an artifact claims to be reproducible from its inputs. So each
+toolchain image is built from an image whose id is known (pulled first when the engine has none), carries that id
+as a label, and every manifest records it (`toolchain.base_image_id`); an existing toolchain image is reused, so a
+moved tag does not change the bytes of a request until `--no-cache` rebuilds it. The record is what `--dry-run`
+and the build log compare the tag's current image with, to say when it moved; building from a moved tag records
+the new id. A reference with an `@sha256:` digest is pinned by its content and never recorded.
 """
 
 from __future__ import annotations
@@ -102,18 +103,32 @@ def short_id(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def describe(reference: str, pinned: BaseImagePin | None, current_id: str | None) -> str:
-    """The base image in one sentence: pinned and unchanged, moved, new, or not here."""
+def describe(reference: str, pinned: BaseImagePin | None, current_id: str | None, *, building: bool = False) -> str:
+    """The base image in one sentence: as recorded, moved, not recorded yet, or not here. `building`: said while
+    a toolchain image is built from it."""
     if pinned_by_digest(reference):
         return f"{reference} is pinned by its digest"
     if current_id is None:
-        where = f"pinned to {short_id(pinned.image_id)} on {pinned.pinned_on}; " if pinned else ""
-        return f"{reference}: {where}not on this Docker engine (the image build pulls it)"
+        where = f"recorded as {short_id(pinned.image_id)} on {pinned.pinned_on}; " if pinned else ""
+        return f"{reference}: {where}not on this Docker engine (the build pulls it)"
     if pinned is None:
-        return f"{reference} is {short_id(current_id)}; the first build from it pins that id"
+        return f"{reference} is {short_id(current_id)}; the first toolchain image built from it records that id"
     if pinned.image_id == current_id:
-        return f"{reference} is {short_id(current_id)}, as pinned on {pinned.pinned_on}"
+        return f"{reference} is {short_id(current_id)}, as recorded on {pinned.pinned_on}"
+    moved = (
+        f"{reference} moved: it was {short_id(pinned.image_id)} when recorded on {pinned.pinned_on}, it now names "
+        f"{short_id(current_id)}"
+    )
+    if building:
+        return f"{moved}, which this toolchain image is built from"
+    return f"{moved}; the next toolchain image built from it (--no-cache, or a changed toolchain) records that id"
+
+
+def toolchain_image_note(built_from: str, current_id: str | None) -> str:
+    """What the existing toolchain image was built from, against what the tag names now."""
+    if built_from == current_id:
+        return "the toolchain image was built from it"
     return (
-        f"{reference} moved: pinned to {short_id(pinned.image_id)} on {pinned.pinned_on}, it now names "
-        f"{short_id(current_id)}; a new toolchain image is built from it (and pinned) the next time one is built"
+        f"the existing toolchain image was built from {short_id(built_from)} and is reused, so the bytes stay the "
+        "same (--no-cache rebuilds it from the tag)"
     )

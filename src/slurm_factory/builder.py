@@ -6,6 +6,7 @@ artifact. Everything that can be refused is refused before Docker is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -193,11 +194,18 @@ def _base_image_check(plan: BuildPlan, settings: Settings) -> Check:
     base = plan.request.base_image
     pinned = base_images.load_pins(settings.home).get(base)
     try:
-        current = DockerSession(settings.project_name, timeout=10).image_id(base)
+        session = DockerSession(settings.project_name, timeout=10)
+        current = session.image_id(base)
+        built_from = session.image_labels(plan.image.reference).get(base_images.BASE_IMAGE_ID_LABEL)
     except DockerError:
-        pin = f"pinned to {base_images.short_id(pinned.image_id)} on {pinned.pinned_on}" if pinned else "not pinned"
-        return Check("base image", f"{base}: {pin}; not compared, the Docker engine is not reachable")
-    return Check("base image", base_images.describe(base, pinned, current))
+        record = "not recorded"
+        if pinned is not None:
+            record = f"recorded as {base_images.short_id(pinned.image_id)} on {pinned.pinned_on}"
+        return Check("base image", f"{base}: {record}; not compared, the Docker engine is not reachable")
+    finding = base_images.describe(base, pinned, current)
+    if built_from is not None:
+        finding += "; " + base_images.toolchain_image_note(built_from, current)
+    return Check("base image", finding)
 
 
 def _compiler_preflight(plan: CompilerPlan, checks: list[Check]) -> Preflight:
@@ -344,6 +352,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
         session = session or _docker_session(settings, monitor)
         monitor.stage("image")
         base_image_id = _ensure_toolchain_image(plan, session, monitor, home=settings.home)
+        plan = _with_toolchain_image_id(plan, session)
         with _scratch_directory(settings.builds_dir) as scratch:
             handout = _build_handout(request, signer, s3) if engine_for(request.engine).runs_spack else None
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
@@ -451,6 +460,16 @@ def _signing_key(request: BuildRequest) -> SigningKey:
     return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
+def _with_toolchain_image_id(plan: BuildPlan, session: DockerSession) -> BuildPlan:
+    """The build container is told the id of the toolchain image it runs in (a Spack concretization is stored
+    under it: a rebuilt image, with other builtin packages or another OS state, solves again)."""
+    image_id = session.image_id(plan.image.reference)
+    if image_id is None:
+        return plan
+    environment = {**plan.container.environment, "SLURM_FACTORY_TOOLCHAIN_IMAGE_ID": image_id}
+    return dataclasses.replace(plan, container=dataclasses.replace(plan.container, environment=environment))
+
+
 def _ensure_toolchain_image(
     plan: BuildPlan | CompilerPlan, session: DockerSession, monitor: BuildMonitor, *, home: Path
 ) -> str | None:
@@ -475,10 +494,12 @@ def _build_toolchain_image(
                 f"from {base_images.short_id(built_from)}, and stays so until --no-cache or `clean --full`"
             )
         return built_from
-    monitor.note(f"base image {base_images.describe(base, pinned, current)}")
+    if current is None:  # pulled now, so that the toolchain image can carry its id
+        monitor.note(f"pulling base image {base}")
+        current = session.pull_image(base)
+    monitor.note(f"base image {base_images.describe(base, pinned, current, building=True)}")
     labels = session.labels("toolchain", **{"org.slurm-factory.toolchain": request.toolchain.name})
-    if current is not None:
-        labels[base_images.BASE_IMAGE_ID_LABEL] = current
+    labels[base_images.BASE_IMAGE_ID_LABEL] = current
     session.build_image(
         plan.image.dockerfile,
         plan.image.reference,
@@ -488,12 +509,10 @@ def _build_toolchain_image(
         context_files={PurePosixPath(name): plan_file for name, plan_file in plan.image.context_files.items()},
         context_paths=plan.image.context_paths,
     )
-    current = current or session.image_id(base)  # pulled by the image build
-    if current is not None:
-        moved = base_images.pin(home, base, current, lock_dir=plan.log_path.parent)
-        if moved is not None:
-            monitor.note(f"base image {base} pinned anew to {base_images.short_id(current)} "
-                         f"(was {base_images.short_id(moved.image_id)}, pinned on {moved.pinned_on})")  # fmt: skip
+    moved = base_images.pin(home, base, current, lock_dir=plan.log_path.parent)
+    if moved is not None:
+        monitor.note(f"base image {base} recorded anew as {base_images.short_id(current)} "
+                     f"(was {base_images.short_id(moved.image_id)}, recorded on {moved.pinned_on})")  # fmt: skip
     return current
 
 

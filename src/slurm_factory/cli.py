@@ -25,6 +25,7 @@ from rich.text import Text
 
 from slurm_factory import __version__
 from slurm_factory.completion import releases_by_series
+from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -405,7 +406,7 @@ def _print_plan(plan: BuildPlan) -> None:
     )
     stdout.out(f"# image    {image_summary(plan)}", highlight=False)
     stdout.out(f"# artifact {plan.artifact_path}", highlight=False)
-    if request.engine.value == "spack":
+    if engine_for(request.engine).chooses_os_packages:
         _print_os_externals(plan)
     _print_container(plan)
     _print_context_files(plan.context_files())
@@ -760,7 +761,8 @@ def _arm64_support(toolchain: Toolchain) -> str:
     support = toolchain.arches.get("arm64")
     if support is None:
         return "no"
-    return "cross" if support.cross and "native" in support.engines else "emulated"
+    cross_engines = [name for name in support.engines if engine_for(name).cross_compiles]
+    return "cross" if support.cross and cross_engines else "emulated"
 
 
 def _list_json(artifacts: list[dict[str, Any]], releases: Sequence[SlurmRelease]) -> dict[str, Any]:

@@ -160,6 +160,16 @@ class DockerSession:
         except DOCKER_FAILURES as error:
             raise _docker_failure(f"inspecting image {reference}", error) from None
 
+    def pull_image(self, reference: str) -> str:
+        """Pull `reference` from its registry; its id. A registry that cannot be reached is one clear error."""
+        try:
+            return str(self.client.images.pull(reference).id)
+        except DOCKER_FAILURES as error:
+            raise DockerError(
+                f"cannot pull the base image {reference}: {error}",
+                hint="make it available to this engine (docker pull, or docker load/import), or give --base-image",
+            ) from None
+
     def image_labels(self, reference: str) -> dict[str, str]:
         """The labels of the local image `reference` (none when it has none or is not there)."""
         try:

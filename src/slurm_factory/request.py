@@ -545,11 +545,17 @@ def _site_releases_file(value: str | None, home: Path | None) -> Path | None:
 
 def _existing_file(value: str, option: str) -> Path:
     """`value` names a regular file (after `~`), refused in words that say what it is instead."""
-    path = Path(value).expanduser()
     if not value.strip():
         raise ConfigurationError(f"{option} is empty: name a file")
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of a user this host does not know
+        raise ConfigurationError(f"{option} {quoted(value)}: no such user's home directory") from None
     if not _is_file(path, value, option):
-        reason = "not a regular file" if path.exists() else "no such file"
+        if path.is_symlink() and not path.exists():
+            reason = f"a broken symbolic link (to {quoted(str(path.readlink()))})"
+        else:
+            reason = "not a regular file" if path.exists() else "no such file"
         raise ConfigurationError(f"{option} {quoted(value)}: {reason}")
     return path.resolve()
 

@@ -199,9 +199,10 @@ def make_sbom(artifact: Artifact) -> str:
             bom_ref="tool",
         )
     )
-    components = [_slurm_component(manifest), _operating_system(manifest), *_os_components(manifest)]
-    if manifest.get("engine") == "spack":
-        components += _spack_components(manifest)
+    # What Spack built (none for a native artifact, whose manifest lists no spack_packages).
+    components = [
+        _slurm_component(manifest), _operating_system(manifest), *_os_components(manifest), *_spack_components(manifest)
+    ]  # fmt: skip
     for component in components:
         bom.components.add(component)
     bom.register_dependency(bom.metadata.component, components)

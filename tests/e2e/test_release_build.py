@@ -137,4 +137,4 @@ def test_the_manifest_records_the_base_image_built_from_and_the_home_pins_it(
 
     assert recorded["toolchain"]["base_image_id"] == image_id
     assert pins["pins"][base]["image_id"] == image_id
-    assert f"base image {base} is {image_id.removeprefix('sha256:')[:12]}, as pinned on" in build.log_text
+    assert f"base image {base} is {image_id.removeprefix('sha256:')[:12]}, as recorded on" in build.log_text

@@ -792,3 +792,16 @@ def test_setup_script_refuses_an_unpack_path_a_unit_cannot_hold(
     assert setup.returncode == 2
     assert "the tree's root" in setup.stderr
     assert not (root / "etc" / "slurm.conf").exists()
+
+
+def test_setup_script_checks_a_directory_again_after_following_its_link(unpacked: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site config"
+    target.mkdir()
+    link = tmp_path / "etc-slurm"
+    link.symlink_to(target)
+
+    setup = _run_setup(unpacked, "--conf-dir", str(link))
+
+    assert setup.returncode == 2
+    assert "--conf-dir (resolved)" in setup.stderr
+    assert list(target.iterdir()) == [], "nothing written through the link"

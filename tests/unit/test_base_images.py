@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_factory.base_images import describe, load_pins, pin, pins_path
+from slurm_factory.base_images import describe, load_pins, pin, pins_path, toolchain_image_note
 from slurm_factory.exceptions import ConfigurationError
 
 OLD = "sha256:" + "1" * 64
@@ -22,7 +22,7 @@ def test_the_first_build_pins_the_id_and_the_same_id_again_changes_nothing(tmp_p
     assert pins_path(tmp_path).read_bytes() == written
     pinned = load_pins(tmp_path)["debian:trixie"]
     assert pinned.image_id == OLD
-    assert describe("debian:trixie", pinned, OLD) == f"debian:trixie is {'1' * 12}, as pinned on {pinned.pinned_on}"
+    assert describe("debian:trixie", pinned, OLD) == f"debian:trixie is {'1' * 12}, as recorded on {pinned.pinned_on}"
 
 
 def test_a_moved_tag_is_said_and_pinned_anew_keeping_the_other_pins(tmp_path: Path) -> None:
@@ -30,9 +30,9 @@ def test_a_moved_tag_is_said_and_pinned_anew_keeping_the_other_pins(tmp_path: Pa
     pin(tmp_path, "ubuntu:noble", OLD, lock_dir=tmp_path)
     before = load_pins(tmp_path)["debian:trixie"]
 
-    assert describe("debian:trixie", before, NEW).startswith(
-        f"debian:trixie moved: pinned to {'1' * 12} on {before.pinned_on}, it now names {'2' * 12}"
-    )
+    moved = f"debian:trixie moved: it was {'1' * 12} when recorded on {before.pinned_on}, it now names {'2' * 12}"
+    assert describe("debian:trixie", before, NEW).startswith(moved + "; the next toolchain image built from it")
+    assert describe("debian:trixie", before, NEW, building=True) == moved + ", which this toolchain image is built from"
     previous = pin(tmp_path, "debian:trixie", NEW, lock_dir=tmp_path)
 
     assert previous == before
@@ -50,8 +50,14 @@ def test_a_reference_with_a_digest_is_never_written_to_the_pins(tmp_path: Path) 
 
 def test_an_image_not_on_the_engine_and_one_not_pinned_yet_are_said_so(tmp_path: Path) -> None:
     absent = describe("debian:trixie", None, None)
-    assert absent == "debian:trixie: not on this Docker engine (the image build pulls it)"
-    assert describe("debian:trixie", None, NEW) == f"debian:trixie is {'2' * 12}; the first build from it pins that id"
+    assert absent == "debian:trixie: not on this Docker engine (the build pulls it)"
+    first = describe("debian:trixie", None, NEW)
+    assert first == f"debian:trixie is {'2' * 12}; the first toolchain image built from it records that id"
+
+
+def test_a_reused_toolchain_image_older_than_the_tag_is_said_to_keep_the_bytes() -> None:
+    assert toolchain_image_note(OLD, OLD) == "the toolchain image was built from it"
+    assert toolchain_image_note(OLD, NEW).startswith(f"the existing toolchain image was built from {'1' * 12} and is")
 
 
 @pytest.mark.parametrize("content", ["not json", "[]", '{"pins": {"debian:trixie": {"image_id": 1}}}'])

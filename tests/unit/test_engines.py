@@ -75,9 +75,13 @@ def test_only_the_spack_engine_names_its_own_paths_in_the_build_paths(tmp_path: 
 
 
 def test_nothing_outside_the_engines_branches_on_an_engines_name() -> None:
-    """The request, plan, artifact, builder, preflight and matrix ask the engine; `Engine.X` appears outside
-    engines/ only where a request is made for a fixed engine (build-compiler is Spack's)."""
-    branch = re.compile(r"engine (?:is|is not|==|!=) Engine\.|Engine\.\w+ (?:is|==|!=|in)")
+    """The request, plan, artifact, builder, preflight, matrix, CLI and SBOM ask the engine; `Engine.X` appears
+    outside engines/ only where a request is made for a fixed engine (build-compiler is Spack's)."""
+    branch = re.compile(
+        r"engine (?:is|is not|==|!=) Engine\.|Engine\.\w+ (?:is|==|!=|in)"  # the enum
+        r"|engine(?:\.value|\"\)|'\]|\"\]) *(?:==|!=)"  # its value, or a manifest's "engine"
+        r"|[\"'](?:native|spack)[\"'] (?:not )?in [\w.]*engines"  # the catalog's lists of engines
+    )
     found = [
         f"{path.relative_to(SOURCE)}:{number}"
         for path in sorted(SOURCE.rglob("*.py"))

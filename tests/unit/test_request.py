@@ -69,6 +69,9 @@ BAD_INPUTS = [
     pytest.param({"releases_file": "{tmp}"}, "--releases-file", ("not a regular file",), id="releases-file-directory"),
     pytest.param({"releases_file": " "}, "--releases-file", ("is empty",), id="releases-file-empty"),
     pytest.param(
+        {"releases_file": "~no-such-user-here/r.tsv"}, "--releases-file", ("no such user",), id="releases-file-user"
+    ),
+    pytest.param(
         {"verify": True, "upgrade_from": "{tmp}"}, "--upgrade-from", ("not a regular file",), id="upgrade-from-dir"
     ),
     pytest.param({"upgrade_from": "{tmp}/old.tar.gz"}, "--upgrade-from", ("--verify",), id="upgrade-without-verify"),
@@ -811,3 +814,11 @@ def test_the_homes_releases_file_is_read_and_a_directory_in_its_place_is_refused
     (tmp_path / "releases.tsv").mkdir()
     with pytest.raises(ConfigurationError, match=r"the site releases file .*: not a regular file"):
         make_request(home=tmp_path, slurm_version="24.11.5")
+
+
+def test_a_broken_link_as_the_releases_file_is_said_to_be_one(tmp_path: Path) -> None:
+    link = tmp_path / "releases.tsv"
+    link.symlink_to(tmp_path / "gone.tsv")
+
+    with pytest.raises(ConfigurationError, match=r"a broken symbolic link \(to .*gone\.tsv"):
+        make_request(releases_file=str(link))

@@ -197,8 +197,8 @@ def resolve_release(requested: str, site: Sequence[SlurmRelease] = ()) -> SlurmR
 
 
 _SITE_RELEASES_HINT = (
-    "a release newer than slurm-factory's catalog: add its tag, sha256 and date to <home>/releases.tsv "
-    "(or give --releases-file)"
+    "a release newer than slurm-factory's catalog: add its tag, sha256 and date to releases.tsv in "
+    "slurm-factory's home (~/.slurm-factory, or $SLURM_FACTORY_HOME), or to the file --releases-file names"
 )
 
 

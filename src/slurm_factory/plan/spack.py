@@ -302,6 +302,8 @@ def concretization_inputs(environment_document: dict[str, Any], image_tag: str, 
     spack.lock under the result (templates/spack/_install.sh.j2)."""
     section = environment_document["spack"]
     decided = {key: section[key] for key in CONCRETIZATION_SECTIONS if key in section}
+    # `reuse` is off for --no-cache, whose fresh solve then replaces the stored lock of the same inputs.
+    decided["concretizer"] = {k: v for k, v in decided.get("concretizer", {}).items() if k != "reuse"}
     payload = {
         "image": image_tag,
         "environment": decided,

@@ -40,31 +40,38 @@ export SOURCE_DATE_EPOCH=1746576000
 
 stage concretize
 # A concretization is stored under a key of what decides it: SLURM_FACTORY_CONCRETIZATION_INPUTS (the plan's
-# digest of the toolchain image, the environment's specs, packages, concretizer and repos, the overlay package and
-# its patches) and the externals this image detected. The same key again (a rebuild from the buildcache) installs
-# the stored spack.lock instead of solving again; any changed input is another key. --no-cache solves afresh.
+# digest of the environment's specs, packages, concretizer and repos, the overlay package and its patches),
+# SLURM_FACTORY_TOOLCHAIN_IMAGE_ID (the toolchain image this build runs in: Spack, its builtin packages, the OS)
+# and the externals this image detected. The same key again (a rebuild from the buildcache) installs the stored
+# spack.lock instead of solving again; any changed input is another key. --no-cache solves afresh and replaces
+# the stored lock; one that does not parse is solved again too.
 concretization_key=$(
     {
-        printf '%s\n' "$SLURM_FACTORY_CONCRETIZATION_INPUTS"
+        printf '%s\n' "$SLURM_FACTORY_CONCRETIZATION_INPUTS" "${SLURM_FACTORY_TOOLCHAIN_IMAGE_ID:-}"
         if [ -f "$ENV_DIR/externals.yaml" ]; then cat "$ENV_DIR/externals.yaml"; fi
     } | sha256sum | cut -c1-32
 )
 stored_concretization=/var/cache/slurm-factory/concretizations/$concretization_key.lock
-if [ -s "$stored_concretization" ]; then
+lock_parses() { "$SPACK_PYTHON" -c 'import json, sys; json.load(open(sys.argv[1]))["concrete_specs"]' "$1" 2>/dev/null; }
+if [ -s "$stored_concretization" ] && lock_parses "$stored_concretization"; then
     cp "$stored_concretization" "$ENV_DIR/spack.lock"
-    echo "==> reusing concretization $concretization_key"
+    echo "==> reusing concretization $concretization_key ($stored_concretization)"
 else
     spack -e "$ENV_DIR" concretize --force
 fi
-cp "$ENV_DIR/spack.lock" "$stored_concretization.$$.tmp"
-mv -f "$stored_concretization.$$.tmp" "$stored_concretization"
+if ! cmp -s "$ENV_DIR/spack.lock" "$stored_concretization"; then
+    # A name of its own in the store (builds of one key may run at once), then an atomic rename.
+    stored_tmp=$(mktemp "/var/cache/slurm-factory/concretizations/.$concretization_key.XXXXXX")
+    cp "$ENV_DIR/spack.lock" "$stored_tmp"
+    mv -f "$stored_tmp" "$stored_concretization"
+fi
 echo "$concretization_key" > "$META_DIR/concretization-key.txt"
 cp "$ENV_DIR/spack.lock" "$META_DIR/spack.lock"
 
 stage install
 if ! spack -e "$ENV_DIR" install --jobs "$JOBS" --use-buildcache never --fail-fast; then
     collect_failure_logs
-    fail "spack install failed; the failing packages' logs are above and in the build log directory"
+    fail "spack install failed; the failing packages' logs are above and in the build log directory (concretization $concretization_key; --no-cache solves it again)"
 fi
 
 stage modules
