@@ -115,3 +115,10 @@ def s3_access(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server) -> Iterator[
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
     with S3Access(s3_server.endpoint, required=True, purpose="--publish-url") as access:
         yield access
+
+
+# The session's e2e builds, for every directory that reads them (e2e, the distributed tests' ccache); imported last,
+# since that module uses this one's helpers.
+from tests.e2e.shared_builds import build, builds, warm_ccache  # noqa: E402
+
+__all__ = ["build", "builds", "warm_ccache"]

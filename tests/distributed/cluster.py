@@ -9,7 +9,7 @@ Fixtures (tests/distributed/conftest.py makes them visible to the tests here):
   dask_cluster    per test: `dask scheduler` and one `dask worker` per engine (no nanny, so a worker's pid is the
                   worker itself and a test can SIGKILL it), dashboards off, everything bound to 127.0.0.1; every
                   process it started is gone when the test ends. Each worker has a fresh SLURM_FACTORY_HOME whose
-                  ccache is the session's (shared_ccache).
+                  ccache is the session's (shared_ccache, a copy of the e2e build's).
   project         module: the Docker project name of the module's builds, whose containers and images are removed
                   from every engine at the end.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,9 +202,13 @@ def _running(process: Any) -> bool:
 
 
 @pytest.fixture(scope="session")
-def shared_ccache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ccache for every worker home of the session: a cell retried or rebuilt compiles from it."""
-    return tmp_path_factory.mktemp("dask-ccache")
+def shared_ccache(tmp_path_factory: pytest.TempPathFactory, warm_ccache: Path) -> Path:
+    """One ccache for every worker home of the session, a copy of the e2e build's: what these tests prove is where
+    cells run and what comes back, not a cold compile (the e2e build measures that). A test that needs the cells
+    to compile at the same time gives each worker an empty one (`_cold_ccache`)."""
+    ccache = tmp_path_factory.mktemp("dask-ccache")
+    shutil.copytree(warm_ccache, ccache, dirs_exist_ok=True)
+    return ccache
 
 
 def _worker_home(logs: Path, name: str, ccache: Path) -> Path:

@@ -24,8 +24,8 @@ import docker
 import pytest
 
 from tests.conftest import slurm_source_tarball
-from tests.e2e.conftest import seed_ccache
 from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_project, report_measurement
+from tests.e2e.shared_builds import seed_ccache
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 

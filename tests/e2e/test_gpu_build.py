@@ -20,8 +20,8 @@ import docker
 import pytest
 
 from tests.conftest import slurm_source_tarball
-from tests.e2e.conftest import seed_ccache
 from tests.e2e.helpers import Build, remove_project, report_measurement, run_cli
+from tests.e2e.shared_builds import seed_ccache
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 

@@ -20,8 +20,8 @@ import pytest
 
 from slurm_factory.docker_engine import PROJECT_LABEL
 from tests.conftest import BASE_IMAGE, slurm_source_tarball
-from tests.e2e.conftest import Builds
 from tests.e2e.helpers import ARTIFACT, ROOT, Build, report_measurement, run_cli
+from tests.e2e.shared_builds import Builds
 
 HERE = Path(__file__).parent
 RELOCATED_PREFIX = "/srv/elsewhere/cluster-software"

@@ -10,8 +10,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import Builds, StoreBuilds
+from tests.e2e.conftest import StoreBuilds
 from tests.e2e.helpers import ARTIFACT, run_cli
+from tests.e2e.shared_builds import Builds
 from tests.tardiff import first_difference
 
 

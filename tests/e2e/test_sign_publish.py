@@ -13,8 +13,8 @@ import pytest
 
 from slurm_factory.artifact import debug_companion
 from tests.conftest import slurm_source_tarball
-from tests.e2e.conftest import Builds
 from tests.e2e.helpers import ARTIFACT, SecretScanner, make_throwaway_key, run_cli
+from tests.e2e.shared_builds import Builds
 from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -167,3 +167,6 @@ def test_verify_checks_the_signature_with_the_given_public_key(builds: Builds, t
     assert done.returncode == 1
     checks = {entry["name"]: entry for entry in json.loads(done.stdout)["checks"]}
     assert checks["signature"]["passed"] is False
+    assert checks["static: RUNPATH"]["passed"] is True, "the host checks still read it"
+    for stage in ("images", "relocated", "cluster"):
+        assert checks[stage]["not_run"] is True, "an artifact that is not the key holder's is never run"

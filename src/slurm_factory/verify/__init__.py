@@ -40,6 +40,7 @@ from slurm_factory.verify.sbom_check import check_sbom
 __all__ = ["VerificationReport", "verify_artifact"]
 
 MEMBERS_CHECK = "static: members"
+SIGNATURE_CHECK = "signature"
 MANIFEST_CHECK = "manifest"
 STATIC_CHECKS = (
     "static: machine type",
@@ -116,17 +117,19 @@ def _mark_manifest(
     write_text_atomically(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _signature_check(tarball: Path, public_key: Path, report: VerificationReport) -> None:
+def _signature_check(tarball: Path, public_key: Path, report: VerificationReport) -> bool:
+    """The detached signature verifies with `public_key` (the report says why not)."""
     signature = sidecar(tarball, ".asc")
-    with check(report, "signature") as result:
+    with check(report, SIGNATURE_CHECK) as result:
         if not signature.is_file():
             result.fail(f"no detached signature {signature.name} beside the artifact")
-            return
+            return False
         valid, detail = verify_signature(tarball, signature, public_key)
         if valid:
             result.ok(detail)
         else:
             result.fail(f"{signature.name} does not verify with {public_key.name}", [detail])
+    return not result.failed
 
 
 def _trusted_shape(tarball: ScannedTarball, report: VerificationReport) -> ArtifactUnderTest | None:
@@ -331,8 +334,7 @@ def verify_artifact(
     artifact = None
     with BuildMonitor(log_path, display or SilentDisplay()) as monitor:
         monitor.stage("verify: static")
-        if public_key is not None:
-            _signature_check(scanned.path, public_key, report)
+        authentic = public_key is None or _signature_check(scanned.path, public_key, report)
         artifact = _trusted_shape(scanned, report)
         if artifact is None:
             report.mark_not_run((*STATIC_CHECKS, SBOM_CHECK, *DOCKER_STAGES), f"see {report.failures[-1].name}")
@@ -342,7 +344,11 @@ def verify_artifact(
             _static_checks(artifact, companion, report)
             with check(report, SBOM_CHECK) as result:
                 check_sbom(artifact, result)
-            _docker_stages(artifact, settings, session, monitor=monitor, report=report, old=old)
+            if authentic:
+                _docker_stages(artifact, settings, session, monitor=monitor, report=report, old=old)
+            else:
+                # Not the publisher's (or not provably): read, never run.
+                report.mark_not_run(DOCKER_STAGES, f"the artifact is not authentic (see {SIGNATURE_CHECK})")
     path = report_path(scanned.path)
     _write_report(report, path, scanned, manifest=artifact.manifest if artifact else {})
     if not report.passed:

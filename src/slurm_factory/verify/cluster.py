@@ -56,6 +56,23 @@ REST_OPTIONS = f"SLURMRESTD_LISTEN={CONTROLLER}:{REST_PORT}\n" + "".join(
 )
 IDLE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 90
+# What `timeout` and the dynamic loader exit with when the program cannot run at all (not found, not executable, a
+# library missing): asking again cannot change the answer.
+CANNOT_RUN = (126, 127)
+# Polls in a row that find a daemon gone before a wait on it gives up (the first ones may precede its exec).
+GONE_POLLS = 3
+
+
+class Hopeless(Exception):
+    """A probe's answer that waiting cannot change (the client cannot run, it failed fatally): `wait_for` stops."""
+
+
+def give_up_unless_runnable(code: int, output: str) -> None:
+    """Raise `Hopeless` when a client exited as a program that cannot run does, with what it printed."""
+    if code in CANNOT_RUN:
+        raise Hopeless(output.strip()[-300:] or f"exit {code}")
+
+
 # Another arch's binaries under qemu user emulation: the daemons start and jobs run several times slower.
 EMULATED_SLOWDOWN = 6
 DAEMON_LOGS = {
@@ -144,13 +161,16 @@ class Cluster:
             time.sleep(0.05)
 
     def wait_ready(self, node: str, unit: str, seconds: float) -> bool:
-        """A Type=notify unit's daemon said READY=1 on its notify socket."""
+        """A Type=notify unit's daemon said READY=1 on its notify socket (no longer waited for once it is gone)."""
 
         def ready() -> tuple[bool, str]:
             text = self.read(node, notify_log(unit)) or ""
             return "READY=1" in text, text
 
-        return self.wait_for(ready, seconds)[0]
+        return self.wait_for(ready, seconds, daemon=(node, unit))[0]
+
+    def running(self, node: str, daemon: str) -> bool:
+        return self.nodes[node].run(["pgrep", "-x", daemon])[0] == 0
 
     def stop_daemons(self, node: str, daemons: tuple[str, ...]) -> None:
         """SIGTERM, then wait until each is gone (state saved), as `systemctl stop` would."""
@@ -159,7 +179,7 @@ class Cluster:
             container.run(["pkill", "-TERM", "-x", daemon])
         deadline = time.monotonic() + 30 * self.patience
         while time.monotonic() < deadline:
-            alive = [daemon for daemon in daemons if container.run(["pgrep", "-x", daemon])[0] == 0]
+            alive = [daemon for daemon in daemons if self.running(node, daemon)]
             if not alive:
                 return
             time.sleep(0.3)
@@ -183,13 +203,25 @@ class Cluster:
                     evidence += [f"{node}:{log}: {line}" for line in output.splitlines()]
         return evidence
 
-    def wait_for(self, probe: Callable[[], tuple[bool, str]], seconds: float) -> tuple[bool, str]:
-        """Call `probe()` (returning `(done, detail)`) until it is done or `seconds` times the patience pass."""
+    def wait_for(
+        self, probe: Callable[[], tuple[bool, str]], seconds: float, *, daemon: tuple[str, str] | None = None
+    ) -> tuple[bool, str]:
+        """Call `probe()` (returning `(done, detail)`) until it is done or `seconds` times the patience pass. It
+        stops early, not done, when the probe raises `Hopeless` or the `(node, daemon)` whose work it waits for is
+        no longer running: a broken artifact fails in seconds, not after every timeout."""
         deadline = time.monotonic() + seconds * self.patience
+        gone = 0
         while True:
-            done, detail = probe()
+            try:
+                done, detail = probe()
+            except Hopeless as hopeless:
+                return False, str(hopeless)
             if done or time.monotonic() >= deadline:
                 return done, detail
+            if daemon is not None:
+                gone = 0 if self.running(*daemon) else gone + 1
+                if gone >= GONE_POLLS:
+                    return False, f"{daemon[1]} on {daemon[0]} is not running ({detail or 'no answer'})"
             time.sleep(0.5)
 
 
@@ -317,9 +349,9 @@ def start_controller(cluster: Cluster, report: VerificationReport, name: str = "
     slurmrestd — each from its unit."""
     with check(report, name) as result:
         services = {"slurmdbd": cluster.start_unit(CONTROLLER, "slurmdbd")}
-        answered, detail = cluster.wait_for(lambda: _dbd_answers(cluster), 90)
+        answered, detail = cluster.wait_for(lambda: _dbd_answers(cluster), 90, daemon=(CONTROLLER, "slurmdbd"))
         if not answered:
-            result.fail("slurmdbd did not answer sacctmgr", [detail, *cluster.log_tails(CONTROLLER, ("slurmdbd",))])
+            result.fail("sacctmgr could not reach slurmdbd", [detail, *cluster.log_tails(CONTROLLER, ("slurmdbd",))])
             return False
         code, output = cluster.slurm(CONTROLLER, "bin/sacctmgr", "-i", "add", "cluster", CLUSTER_NAME)
         if code != 0 and "already exists" not in output.lower():
@@ -335,7 +367,7 @@ def start_controller(cluster: Cluster, report: VerificationReport, name: str = "
             result.fail(f"{', '.join(not_ready)} never sent READY=1 to the notify socket (Type=notify)",
                         cluster.log_tails(CONTROLLER, ("slurmctld", "slurmd")))  # fmt: skip
             return False
-        up, detail = cluster.wait_for(lambda: _controller_answers(cluster), 45)
+        up, detail = cluster.wait_for(lambda: _controller_answers(cluster), 45, daemon=(CONTROLLER, "slurmctld"))
         if not up:
             result.fail(f"slurmctld did not answer: {detail}", cluster.log_tails(CONTROLLER, ("slurmctld",)))
             return False
@@ -353,12 +385,23 @@ def start_controller(cluster: Cluster, report: VerificationReport, name: str = "
 
 def _dbd_answers(cluster: Cluster) -> tuple[bool, str]:
     code, output = cluster.slurm(CONTROLLER, "bin/sacctmgr", "-n", "-P", "list", "cluster")
+    _give_up_on_a_broken_client(code, output)
     return code == 0, output.strip()[-200:]
 
 
 def _controller_answers(cluster: Cluster) -> tuple[bool, str]:
     code, output = cluster.slurm(CONTROLLER, "bin/scontrol", "ping")
+    _give_up_on_a_broken_client(code, output)
     return code == 0 and "UP" in output, output.strip()[-200:]
+
+
+def _give_up_on_a_broken_client(code: int, output: str) -> None:
+    """On the controller, which has its slurm.conf on disk, a client that cannot run or dies `fatal:` (a plugin it
+    cannot load) will not recover by waiting; one that cannot reach its daemon yet only prints `error:`."""
+    give_up_unless_runnable(code, output)
+    fatal = [line for line in output.splitlines() if ": fatal: " in line]
+    if code != 0 and fatal:
+        raise Hopeless("; ".join([*output.strip().splitlines()[-4:-1], fatal[-1]]))
 
 
 def _wrong_users(cluster: Cluster, node: str, services: dict[str, ServiceCommand]) -> list[str]:
@@ -374,7 +417,9 @@ def _wrong_users(cluster: Cluster, node: str, services: dict[str, ServiceCommand
 
 
 def node_states(cluster: Cluster, from_node: str) -> tuple[dict[str, str], str]:
+    """Each node's state as `sinfo` on `from_node` sees it (`Hopeless` when sinfo cannot run there)."""
     code, output = cluster.slurm(from_node, "bin/sinfo", "-h", "-N", "-o", "%N %T")
+    give_up_unless_runnable(code, output)
     states = {}
     for line in output.splitlines():
         parts = line.split()
@@ -394,7 +439,15 @@ def start_configless(
     with check(report, names[0]) as result:
         cluster.write(COMPUTE, "/etc/default/slurmd", f"SLURMD_OPTIONS=--conf-server {conf_server}\n")
         service = cluster.start_unit(COMPUTE, "slurmd")
-        idle, detail = cluster.wait_for(lambda: _idle(cluster, CONTROLLER, SLURM_NODES), IDLE_TIMEOUT)
+        if "--conf-server" not in service.argv:
+            result.fail(
+                f"slurmd on {COMPUTE} started without --conf-server: `{' '.join(service.argv)}` from its unit "
+                "(the options file's SLURMD_OPTIONS never reach it), and there are no DNS SRV records to find one"
+            )
+            return False
+        idle, detail = cluster.wait_for(
+            lambda: _idle(cluster, CONTROLLER, SLURM_NODES), IDLE_TIMEOUT, daemon=(COMPUTE, "slurmd")
+        )
         on_disk = [path for path in ("/etc/slurm/slurm.conf", str(CONF_DIR / "slurm.conf"))
                    if cluster.read(COMPUTE, path) is not None]  # fmt: skip
         fetched = cluster.read(COMPUTE, "/run/slurm/conf/slurm.conf")
@@ -416,7 +469,12 @@ def start_configless(
     with check(report, names[1]) as result:
         cluster.write(LOGIN, "/etc/default/sackd", f"SACKD_OPTIONS=--conf-server {conf_server}\n")
         service = cluster.start_unit(LOGIN, "sackd")
-        seen, detail = cluster.wait_for(lambda: _idle(cluster, LOGIN, SLURM_NODES), IDLE_TIMEOUT)
+        if "--conf-server" not in service.argv:
+            result.fail(f"sackd on {LOGIN} started without --conf-server: `{' '.join(service.argv)}` from its unit")
+            return False
+        seen, detail = cluster.wait_for(
+            lambda: _idle(cluster, LOGIN, SLURM_NODES), IDLE_TIMEOUT, daemon=(LOGIN, "sackd")
+        )
         user = cluster.process_user(LOGIN, "sackd")
         if not cluster.wait_ready(LOGIN, "sackd", 30):
             result.fail(f"sackd on {LOGIN} never sent READY=1", cluster.log_tails(LOGIN, ("sackd",)))
