@@ -1,9 +1,9 @@
 """A real local Dask cluster for the build-matrix tests (issue #14): a scheduler and two workers as processes on
-127.0.0.1, each worker with its own Docker engine (an extra dockerd that `scripts/testenv engine NAME` starts beside
+127.0.0.1, each worker with its own Docker engine (an extra dockerd that tests/testenv.py starts beside
 the default one: its own socket, data root, exec root and containerd) named by DOCKER_HOST in its environment.
 
 Fixtures (tests/distributed/conftest.py makes them visible to the tests here):
-  docker_engines  session: the engines w1 and w2, started by `scripts/testenv engine` unless already running (and
+  docker_engines  session: the engines w1 and w2, started by tests/testenv.py unless already running (and
                   then stopped again at the end of the session); skipped with the reason when an engine cannot be
                   started, a failure instead under scripts/run-tests (SLURM_FACTORY_TESTS_REQUIRE_DOCKER=1).
   dask_cluster    per test: `dask scheduler` and one `dask worker` per engine (no nanny, so a worker's pid is the
@@ -16,6 +16,7 @@ Fixtures (tests/distributed/conftest.py makes them visible to the tests here):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -34,10 +35,10 @@ import docker
 import docker.errors
 import pytest
 
+from tests import testenv
 from tests.e2e.helpers import remove_project
 
 REPO = Path(__file__).resolve().parents[2]
-TESTENV = REPO / "scripts" / "testenv"
 ENGINE_NAMES = ("w1", "w2")
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -84,11 +85,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _engine_host(name: str) -> str:
-    out = subprocess.run([str(TESTENV), "engine-host", name], check=True, capture_output=True, text=True).stdout
-    return out.strip().removeprefix("DOCKER_HOST=")
-
-
 def _root_dir(docker_host: str) -> str | None:
     """The engine's DockerRootDir, or None when nothing answers on its socket."""
     try:
@@ -109,47 +105,32 @@ def _tail(text: str, lines: int = 15) -> str:
 
 @pytest.fixture(scope="session")
 def docker_engines() -> Iterator[dict[str, Engine]]:
-    """The extra engines w1 and w2, by name."""
-    hosts = {name: _engine_host(name) for name in ENGINE_NAMES}
-    started: list[str] = []
+    """The extra engines w1 and w2, by name (tests/testenv.py starts them; those it started are stopped again)."""
+    wanted = {name: testenv.extra_engine(name) for name in ENGINE_NAMES}
+    started = [name for name, engine in wanted.items() if _root_dir(engine.docker_host) is None]
     try:
         # Started side by side: most of a cold start is copying images in, which the two do at once.
-        starting = {
-            name: subprocess.Popen(
-                [str(TESTENV), "engine", name],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for name, host in hosts.items()
-            if _root_dir(host) is None
-        }
-        failures = []
-        for name, process in starting.items():
-            started.append(name)
-            try:
-                _, err = process.communicate(timeout=ENGINE_START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, err = process.communicate()
-            if process.returncode != 0:
-                failures.append(f"engine {name} (exit {process.returncode}):\n{_tail(err)}")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(ENGINE_NAMES)) as pool:
+            starting = {name: pool.submit(testenv.ensure_engine, name) for name in started}
+            failures = []
+            for name, future in starting.items():
+                try:
+                    future.result(timeout=ENGINE_START_TIMEOUT)
+                except (testenv.TestenvError, concurrent.futures.TimeoutError) as error:
+                    failures.append(f"engine {name}: {error or 'did not start in time'}")
         if failures:
-            _unavailable("scripts/testenv could not start the extra Docker engines: " + "\n".join(failures))
+            _unavailable("tests/testenv.py could not start the extra Docker engines: " + "\n".join(failures))
         engines = {}
-        for name, host in hosts.items():
-            root_dir = _root_dir(host)
+        for name, engine in wanted.items():
+            root_dir = _root_dir(engine.docker_host)
             if root_dir is None:
-                _unavailable(f"engine {name} does not answer on {host}")
+                _unavailable(f"engine {name} does not answer on {engine.docker_host}")
             assert root_dir is not None
-            engines[name] = Engine(name, host, root_dir)
+            engines[name] = Engine(name, engine.docker_host, root_dir)
         yield engines
     finally:
         for name in started:
-            subprocess.run(
-                [str(TESTENV), "engine-down", name], stdin=subprocess.DEVNULL, capture_output=True, check=False
-            )
+            testenv.engine_down(name)
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:

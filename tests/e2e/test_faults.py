@@ -23,6 +23,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests import testenv
 from tests.conftest import slurm_source_tarball
 from tests.e2e.helpers import cli_environment, make_throwaway_key, remove_project, report_measurement
 from tests.e2e.shared_builds import seed_ccache
@@ -160,22 +161,12 @@ def test_interrupted_builds_leave_nothing_behind_and_the_same_request_then_build
         remove_project(docker_client, project)
 
 
-def _testenv_dockerd_pid() -> int | None:
-    """The engine `scripts/testenv up` started (it keeps its pid), the only one a test may kill and restart."""
-    state = Path(os.environ.get("SLURM_FACTORY_TESTENV_DIR") or Path.home() / ".cache" / "slurm-factory-testenv")
-    pidfile = state / "dockerd.pid"
-    if not pidfile.is_file():
-        return None
-    pid = int(pidfile.read_text().strip())
-    return pid if Path(f"/proc/{pid}").exists() else None
-
-
 def test_a_docker_engine_killed_mid_compile_fails_in_one_line_and_the_next_build_removes_its_container(
     docker_client: docker.DockerClient, run: FaultRun
 ) -> None:
     if os.environ.get("SLURM_FACTORY_TEST_KILL_ENGINE") != "1":
         pytest.skip("kills and restarts the Docker engine: set SLURM_FACTORY_TEST_KILL_ENGINE=1 (local fault set)")
-    pid = _testenv_dockerd_pid()
+    pid = testenv.started_dockerd_pid()  # the only engine a test may kill and restart
     if pid is None:
         pytest.skip("the Docker engine was not started by scripts/testenv; a test kills only an engine it started")
     home, tmp, project = run.home, run.tmp, run.project
