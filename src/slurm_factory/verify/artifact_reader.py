@@ -89,7 +89,8 @@ class ScannedTarball:
 def _not_an_artifact(path: Path, why: str) -> ConfigurationError:
     return ConfigurationError(
         f"{shown(str(path))} is not a slurm-factory artifact: {why}",
-        hint="an artifact is a tarball from ~/.slurm-factory/builds/: slurm-<series>-<toolchain>[-gpu]-software.tar.gz",
+        hint="an artifact is a tarball from ~/.slurm-factory/builds/: "
+        "slurm-<series>-<toolchain>[-arm64][-gpu]-software.tar.gz",
     )
 
 
