@@ -45,6 +45,8 @@ DEFAULT_PIDFILES = (
 )
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# Copying the base images into a cold engine (seconds each, measured); a hung `docker load` ends here.
+COPY_TIMEOUT = 600.0
 ANSWER_TIMEOUT = 10
 
 
@@ -337,11 +339,19 @@ def copy_images(engine: ExtraEngine, images: Sequence[str]) -> None:
         return
     log(f"copying {' '.join(missing)} into engine {engine.name}")
     save = subprocess.Popen(["docker", "save", *missing], stdout=subprocess.PIPE)
-    load = subprocess.run(
-        ["docker", "-H", engine.docker_host, "load"], stdin=save.stdout, capture_output=True, text=True, check=False
-    )
-    if save.stdout is not None:
-        save.stdout.close()
+    try:
+        load = subprocess.run(
+            ["docker", "-H", engine.docker_host, "load"], stdin=save.stdout, capture_output=True, text=True,
+            timeout=COPY_TIMEOUT, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        save.kill()
+        raise TestenvError(
+            f"copying {' '.join(missing)} into engine {engine.name} took over {COPY_TIMEOUT:.0f} s"
+        ) from None
+    finally:
+        if save.stdout is not None:
+            save.stdout.close()
     if save.wait() != 0 or load.returncode != 0:
         raise TestenvError(f"copying {' '.join(missing)} into engine {engine.name} failed: {load.stderr.strip()}")
 
@@ -377,11 +387,11 @@ def _unescape_mount_path(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field)
 
 
-def mounts_below(path: Path) -> list[Path]:
+def mounts_below(path: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
     """What is mounted below `path`, deepest first."""
     prefix = f"{path}/"
     targets = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in mountinfo.read_text().splitlines():
         target = _unescape_mount_path(line.split()[4])
         if target.startswith(prefix):
             targets.append(Path(target))

@@ -117,7 +117,7 @@ def docker_engines() -> Iterator[dict[str, Engine]]:
                 try:
                     future.result(timeout=ENGINE_START_TIMEOUT)
                 except (testenv.TestenvError, concurrent.futures.TimeoutError) as error:
-                    failures.append(f"engine {name}: {error or 'did not start in time'}")
+                    failures.append(f"engine {name}: {str(error) or 'did not start in time'}")
         if failures:
             _unavailable("tests/testenv.py could not start the extra Docker engines: " + "\n".join(failures))
         engines = {}

@@ -67,9 +67,7 @@ def test_the_started_engine_is_the_one_in_the_state_directory_only_while_it_runs
     assert testenv.started_dockerd_pid() is None
 
 
-def test_mount_points_with_escaped_spaces_below_a_directory_are_listed_deepest_first(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_mount_points_with_escaped_spaces_below_a_directory_are_listed_deepest_first(tmp_path: Path) -> None:
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(
         "22 1 0:21 / / rw shared:1 - ext4 /dev/root rw\n"
@@ -77,15 +75,9 @@ def test_mount_points_with_escaped_spaces_below_a_directory_are_listed_deepest_f
         "31 22 0:4 / /e/w1/exec/my\\040dir rw - tmpfs tmpfs rw\n"
         "32 22 0:4 / /e/w10/exec rw - tmpfs tmpfs rw\n"
     )
-    real_path = Path
-
-    def fake_path(*parts: str) -> Path:
-        return mountinfo if parts == ("/proc/self/mountinfo",) else real_path(*parts)
-
-    monkeypatch.setattr(testenv, "Path", fake_path)
-    assert testenv.mounts_below(real_path("/e/w1")) == [
-        real_path("/e/w1/exec/netns/default"),
-        real_path("/e/w1/exec/my dir"),
+    assert testenv.mounts_below(Path("/e/w1"), mountinfo=mountinfo) == [
+        Path("/e/w1/exec/netns/default"),
+        Path("/e/w1/exec/my dir"),
     ]
 
 
