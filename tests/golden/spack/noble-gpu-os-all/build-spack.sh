@@ -38,6 +38,16 @@ spack --version
 # Reproducible builds: tools that honour it write the release date instead of the time of the build.
 export SOURCE_DATE_EPOCH=1746576000
 
+stage install-tree
+# The install tree and the view (/opt/slurm-factory/spack) are kept in the cache under a key of the concretization inputs,
+# their configuration and the toolchain image's id (slurm_factory.spack_install_trees): a rebuild of the same inputs
+# finds its packages installed and the view up to date. The later steps copy the view and change only the copy.
+# Trees beyond the 2 most recently used that no build is using are removed.
+if [ -n "${SLURM_FACTORY_INSTALL_TREE_KEY:-}" ]; then
+    echo "==> install tree $SLURM_FACTORY_INSTALL_TREE_KEY kept in the cache"
+    "$SPACK_PYTHON" "$ENV_DIR/prune_install_trees.py" /var/cache/slurm-factory/spack-installs "$SLURM_FACTORY_INSTALL_TREE_KEY" 2
+fi
+
 stage externals
 # The packages taken from the toolchain OS (--os-packages), registered with the versions this image really has.
 spack -e "$ENV_DIR" python "$ENV_DIR/detect_externals.py" "$ENV_DIR/os-externals.json" \
@@ -92,9 +102,11 @@ cp -a /opt/slurm-factory/spack/modules/. "$PREFIX/modules/spack/"
 # The index maps hashes to module paths in this container; only `spack module ... loads` reads it.
 rm -f "$PREFIX/modules/spack/module-index.yaml"
 # Spack's module files name the view and (hierarchy) the module root; make each compute the tree's root from its
-# own location instead. Their "Configure options" line names the install tree: the manifest records the options.
+# own location instead. Their "Configure options" line names the install tree: the manifest records the options. The
+# line naming the time they were written goes (a reproducible tree).
 find "$PREFIX/modules/spack" -name '*.lua' -print0 | xargs -0 -r sed -i \
     -e '1i local slurm_factory_root = myFileName():match("^(.*)/modules/spack/")' \
+    -e '/^-- Module file created by spack .* on [0-9-]* [0-9:.]*$/d' \
     -e '/^whatis(\[\[Configure options : /d' \
     -e 's|"/opt/slurm-factory/spack/view|slurm_factory_root .. "|g' \
     -e 's|"/opt/slurm-factory/spack/modules|slurm_factory_root .. "/modules/spack|g'
