@@ -356,7 +356,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
         plan = _with_toolchain_image_id(plan, session)
         with (
             _scratch_directory(settings.builds_dir) as scratch,
-            kept_install_tree(plan, settings.spack_installs_dir) as plan,
+            kept_install_tree(plan, settings.spack_installs_dir, monitor.note) as plan,
         ):
             handout = _build_handout(request, signer, s3) if engine_for(request.engine).runs_spack else None
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)

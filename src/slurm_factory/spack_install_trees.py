@@ -5,9 +5,10 @@ tree) are a host directory bind-mounted at their fixed container path, one per k
 the plan's digest of the concretization inputs and the environment's config and view sections
 (plan/spack.py `install_tree_inputs`) and the id of the toolchain image the build runs in. A rebuild of the same
 inputs in the same image finds every package of its stored concretization installed and the view up to date, and
-installs nothing; a changed input is another key, hence an empty tree. The host holds a shared lock on `<key>.lock`
-while the build container runs (build and publish steps); the build script's prune step
-(templates/spack/prune_install_trees.py) removes the trees beyond the newest few whose lock it can take exclusively.
+installs nothing; a changed input is another key, hence an empty tree. The host holds an exclusive lock on
+`<key>.lock` while the build container runs (build and publish steps): builds of one key take turns, since the view
+and the module tree in it are regenerated in place. The build script's prune step
+(templates/spack/prune_install_trees.py) removes the trees beyond the newest few whose lock it can take.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,13 +50,14 @@ def lock_path(installs_dir: Path, key: str) -> Path:
 
 
 @contextmanager
-def shared_lock(path: Path) -> Iterator[None]:
-    """A shared flock on `path`, created if missing, its mtime the time of this use (the prune step keeps the most
-    recently used trees). A lock file the prune step removed while this waited is opened again."""
+def tree_lock(path: Path, note: Callable[[str], None] | None = None) -> Iterator[None]:
+    """An exclusive flock on `path`, created if missing, its mtime the time of this use (the prune step keeps the
+    most recently used trees); `note` is told when another build holds it and this one waits. A lock file the prune
+    step removed while this waited is opened again."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_SH)
+            _lock_or_wait(descriptor, path, note)
             if _same_file(descriptor, path):
                 break
         except BaseException:
@@ -69,6 +71,15 @@ def shared_lock(path: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
+def _lock_or_wait(descriptor: int, path: Path, note: Callable[[str], None] | None) -> None:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if note is not None:
+            note(f"another build uses the kept install tree {path.stem}; waiting for it")
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
 def _same_file(descriptor: int, path: Path) -> bool:
     try:
         named = path.stat()
@@ -79,7 +90,9 @@ def _same_file(descriptor: int, path: Path) -> bool:
 
 
 @contextmanager
-def kept_install_tree(plan: BuildPlan, installs_dir: Path) -> Iterator[BuildPlan]:
+def kept_install_tree(
+    plan: BuildPlan, installs_dir: Path, note: Callable[[str], None] | None = None
+) -> Iterator[BuildPlan]:
     """The plan with its kept install tree mounted and named to the build script, held in use while the block
     runs; the plan unchanged when it keeps none."""
     key = tree_key_for(plan)
@@ -88,7 +101,7 @@ def kept_install_tree(plan: BuildPlan, installs_dir: Path) -> Iterator[BuildPlan
         return
     installs_dir.mkdir(parents=True, exist_ok=True)
     tree = installs_dir / key
-    with shared_lock(lock_path(installs_dir, key)):
+    with tree_lock(lock_path(installs_dir, key), note):
         tree.mkdir(exist_ok=True)
         container = dataclasses.replace(
             plan.container,

@@ -7,6 +7,7 @@ import dataclasses
 import fcntl
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,8 +23,8 @@ from slurm_factory.spack_install_trees import (
     install_tree_key,
     kept_install_tree,
     lock_path,
-    shared_lock,
     tree_key_for,
+    tree_lock,
 )
 
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -136,11 +137,25 @@ def test_a_lock_file_replaced_while_waiting_is_opened_again(tmp_path: Path) -> N
     path = tmp_path / "k.lock"
     path.touch()
     os.utime(path, (0, 0))
-    with shared_lock(path):
+    with tree_lock(path):
         assert path.stat().st_mtime > 0, "the lock's mtime says when the tree was last used"
         path.unlink()  # the prune step removed it: the next user creates and locks a new one
-    with shared_lock(path):
+    with tree_lock(path):
         assert path.exists()
+
+
+def test_a_build_of_a_key_in_use_says_so_and_waits(tmp_path: Path) -> None:
+    path = tmp_path / "k.lock"
+    notes: list[str] = []
+    holder = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    timer = threading.Timer(0.3, os.close, (holder,))
+    timer.start()
+    try:
+        with tree_lock(path, notes.append):
+            assert notes == ["another build uses the kept install tree k; waiting for it"]
+    finally:
+        timer.join()
 
 
 # --- the prune step --------------------------------------------------------------------------------------------

@@ -3,11 +3,11 @@ build container, as the user that owns what the containers wrote).
 
 Usage: prune_install_trees.py DIRECTORY OWN_KEY KEEP
 
-DIRECTORY holds `<key>/` trees and their `<key>.lock` files. A build holds a shared flock on its lock file while it
-runs, and sets the lock's mtime when it starts: the trees are ordered by that time. The tree of OWN_KEY and the
+DIRECTORY holds `<key>/` trees and their `<key>.lock` files. A build holds a flock on its lock file while it runs,
+and sets the lock's mtime when it starts: the trees are ordered by that time. The tree of OWN_KEY and the
 KEEP - 1 most recently used others stay; each other one is removed only under an exclusive lock taken without
 waiting (a tree another build is using is skipped), and its lock file with it, so a build that waited on it opens
-the lock again (slurm_factory.spack_install_trees.shared_lock).
+the lock again (slurm_factory.spack_install_trees.tree_lock).
 """
 
 from __future__ import annotations
