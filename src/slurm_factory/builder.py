@@ -64,7 +64,6 @@ from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
 from slurm_factory.signing import SigningKey, user_keyring_home, verify_signature
 from slurm_factory.source import ensure_source, needs_download
-from slurm_factory.spack_install_trees import kept_install_tree
 from slurm_factory.verify import report_path, upgrade_source, verify_artifact
 
 
@@ -354,10 +353,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
         monitor.stage("image")
         base_image_id = _ensure_toolchain_image(plan, session, monitor, home=settings.home)
         plan = _with_toolchain_image_id(plan, session)
-        with (
-            _scratch_directory(settings.builds_dir) as scratch,
-            kept_install_tree(plan, settings.spack_installs_dir, monitor.note) as plan,
-        ):
+        with _scratch_directory(settings.builds_dir) as scratch:
             handout = _build_handout(request, signer, s3) if engine_for(request.engine).runs_spack else None
             output = container.run_build(plan, session, monitor, scratch=Path(scratch), handout=handout)
             monitor.stage("artifact")

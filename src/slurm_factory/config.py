@@ -97,11 +97,6 @@ class Settings(BaseModel):
         return self.home / "spack-concretizations"
 
     @property
-    def spack_installs_dir(self) -> Path:
-        """Spack install trees kept between builds (`<key>/`), keyed by the concretization inputs and the image id."""
-        return self.home / "spack-installs"
-
-    @property
     def ccache_dir(self) -> Path:
         return self.home / "ccache"
 
@@ -116,7 +111,6 @@ class Settings(BaseModel):
             self.sourcecache_dir,
             self.binary_index_dir,
             self.concretizations_dir,
-            self.spack_installs_dir,
             self.ccache_dir,
             self.logs_dir,
         ]

@@ -13,8 +13,7 @@ from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 # docs/reference/settings.md's tree under ~/.slurm-factory, in its order.
 # docs/reference/settings.md
 SPEC_CACHE_DIRS = (
-    "builds", "spack-buildcache", "spack-sourcecache", "binary_index", "spack-concretizations", "spack-installs",
-    "ccache", "logs",
+    "builds", "spack-buildcache", "spack-sourcecache", "binary_index", "spack-concretizations", "ccache", "logs",
 )  # fmt: skip
 
 

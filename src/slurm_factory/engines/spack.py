@@ -12,8 +12,6 @@ from slurm_factory.engines import BuildEngine
 from slurm_factory.plan import (
     BuildPlan,
     ContainerSpec,
-    KeptInstallTree,
-    Mount,
     build_id,
     container_environment,
     layout,
@@ -56,7 +54,6 @@ class SpackEngine(BuildEngine):
             layout.PLAN / spack.BUILD_SCRIPT: spack.render_build_script(request),
             layout.PLAN / spack.ENVIRONMENT_FILE: spack.render_environment(request),
             **{layout.PLAN / name: plan_file for name, plan_file in spack.render_os_externals(request).items()},
-            **{layout.PLAN / name: plan_file for name, plan_file in spack.render_prune_script(request).items()},
             **{layout.PLAN / name: plan_file for name, plan_file in spack.render_overlay_repo(request).items()},
             layout.PLAN / native.PAM_LOADER: native.pam_loader_file(),
         }
@@ -72,13 +69,6 @@ class SpackEngine(BuildEngine):
             request, image, {str(path): plan_file for path, plan_file in plan_files.items()} | artifact_files
         )
         publishes = request.publish is not PublishMode.NONE
-        environment = spack.environment(request)
-        concretization = spack.concretization_inputs(environment, image.tag, spack.render_overlay_repo(request))
-        keeps_tree = spack.keeps_install_tree(request)
-        # The kept trees, for the prune step; the build's own is mounted at SPACK_STATE once the toolchain image's id
-        # is known (slurm_factory.spack_install_trees).
-        installs = (Mount(settings.spack_installs_dir, layout.SPACK_INSTALLS),) if keeps_tree else ()
-        kept = KeptInstallTree(layout.SPACK_STATE, spack.install_tree_inputs(environment, concretization))
         container = ContainerSpec(
             command=script_command(spack.BUILD_SCRIPT),
             mounts=spack_mounts(
@@ -86,20 +76,20 @@ class SpackEngine(BuildEngine):
                 buildcache_writable=publishes and request.publish_url is None,
                 publish_url=request.publish_url if publishes else None,
                 buildcache_url=request.buildcache_url,
-            )
-            + installs,
+            ),
             environment=container_environment(
                 settings,
                 no_cache=request.no_cache,
                 signing_key=request.signing_key if publishes else None,
                 uses_s3=s3.is_s3_url(request.publish_url) or s3.is_s3_url(request.buildcache_url),
-                concretization_inputs=concretization,
+                concretization_inputs=spack.concretization_inputs(
+                    spack.environment(request), image.tag, spack.render_overlay_repo(request)
+                ),
             ),
             install_prefix=layout.install_prefix(request.artifact_root),
             meta_dir=layout.META_DIR,
             files=plan_files,
             publish_command=script_command(spack.PUBLISH_SCRIPT) if publishes else None,
-            kept_install_tree=kept if keeps_tree else None,
         )
         return BuildPlan(
             request=request,

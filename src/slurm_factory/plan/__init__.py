@@ -17,15 +17,7 @@ from slurm_factory.exceptions import ConfigurationError
 from slurm_factory.plan import layout, spack
 from slurm_factory.plan.artifact_files import render_compiler_artifact_files
 from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
-from slurm_factory.plan.model import (
-    BuildPlan,
-    CompilerPlan,
-    ContainerSpec,
-    ImageSpec,
-    KeptInstallTree,
-    Mount,
-    PlanFile,
-)
+from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
 from slurm_factory.request import BuildRequest, CompilerRequest, PublishMode, file_url_path
 
 __all__ = [
@@ -33,7 +25,6 @@ __all__ = [
     "CompilerPlan",
     "ContainerSpec",
     "ImageSpec",
-    "KeptInstallTree",
     "Mount",
     "PlanFile",
     "make_compiler_plan",

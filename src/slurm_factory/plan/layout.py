@@ -32,9 +32,6 @@ REMOTE_BUILDCACHE = PurePosixPath("/var/cache/slurm-factory/remote-buildcache")
 BINARY_INDEX = PurePosixPath("/var/cache/slurm-factory/binary_index")
 # Spack concretizations (spack.lock) stored by what decides them, reused by the next build of the same inputs.
 CONCRETIZATIONS = PurePosixPath("/var/cache/slurm-factory/concretizations")
-# Spack install trees and views kept between builds, one per key (slurm_factory.spack_install_trees); the build's own
-# is mounted at SPACK_STATE, all of them here for the prune step.
-SPACK_INSTALLS = PurePosixPath("/var/cache/slurm-factory/spack-installs")
 SECRETS = PurePosixPath("/run/slurm-factory-secrets")
 
 # The Spack engine: Spack and the builtin package repository live in the toolchain image; the install tree, view and
@@ -42,9 +39,7 @@ SECRETS = PurePosixPath("/run/slurm-factory-secrets")
 SPACK_ROOT = PurePosixPath("/opt/spack")
 SPACK_PACKAGES = PurePosixPath("/opt/spack-packages")
 SPACK_PYTHON = PurePosixPath("/opt/spack-python")
-# SPACK_STATE holds all four; a Slurm build keeps it between builds of the same inputs (SPACK_INSTALLS).
-SPACK_STATE = PurePosixPath("/opt/slurm-factory/spack")
-SPACK_INSTALL_TREE = SPACK_STATE / "opt"
-SPACK_VIEW = SPACK_STATE / "view"
-SPACK_MODULES = SPACK_STATE / "modules"
-SPACK_COMPILER_VIEW = SPACK_STATE / "compiler"
+SPACK_INSTALL_TREE = PurePosixPath("/opt/slurm-factory/spack/opt")
+SPACK_VIEW = PurePosixPath("/opt/slurm-factory/spack/view")
+SPACK_MODULES = PurePosixPath("/opt/slurm-factory/spack/modules")
+SPACK_COMPILER_VIEW = PurePosixPath("/opt/slurm-factory/spack/compiler")

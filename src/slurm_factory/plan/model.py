@@ -49,19 +49,9 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
-class KeptInstallTree:
-    """A directory of the build container kept between builds of the same `inputs` (a digest of what decides its
-    content), once the toolchain image's id is known (slurm_factory.spack_install_trees)."""
-
-    mount: PurePosixPath
-    inputs: str
-
-
-@dataclass(frozen=True)
 class ContainerSpec:
     """How the build container runs: command, mounts, environment and what comes out of it. `publish_command`, when
-    set, runs in the same container after a successful build (the signing key is handed over only for it).
-    `kept_install_tree`, when set, is Spack's install tree and view, kept between builds of the same inputs."""
+    set, runs in the same container after a successful build (the signing key is handed over only for it)."""
 
     command: tuple[str, ...]
     mounts: tuple[Mount, ...]
@@ -70,7 +60,6 @@ class ContainerSpec:
     meta_dir: PurePosixPath
     files: dict[PurePosixPath, PlanFile] = field(default_factory=dict)
     publish_command: tuple[str, ...] | None = None
-    kept_install_tree: KeptInstallTree | None = None
 
 
 @dataclass(frozen=True)

@@ -38,16 +38,6 @@ spack --version
 # Reproducible builds: tools that honour it write the release date instead of the time of the build.
 export SOURCE_DATE_EPOCH=1746576000
 
-stage install-tree
-# The install tree and the view (/opt/slurm-factory/spack) are kept in the cache under a key of the concretization inputs,
-# their configuration and the toolchain image's id (slurm_factory.spack_install_trees): a rebuild of the same inputs
-# finds its packages installed and the view up to date. The later steps copy the view and change only the copy.
-# Trees beyond the 2 most recently used that no build is using are removed.
-if [ -n "${SLURM_FACTORY_INSTALL_TREE_KEY:-}" ]; then
-    echo "==> install tree $SLURM_FACTORY_INSTALL_TREE_KEY kept in the cache"
-    "$SPACK_PYTHON" "$ENV_DIR/prune_install_trees.py" /var/cache/slurm-factory/spack-installs "$SLURM_FACTORY_INSTALL_TREE_KEY" 2
-fi
-
 stage externals
 # The packages taken from the toolchain OS (--os-packages), registered with the versions this image really has.
 spack -e "$ENV_DIR" python "$ENV_DIR/detect_externals.py" "$ENV_DIR/os-externals.json" \
