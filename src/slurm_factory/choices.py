@@ -30,6 +30,14 @@ class PublishMode(StrEnum):
     ALL = "all"
 
 
+class PackageKind(StrEnum):
+    """What a build produces (`--package`): the relocatable tarball, the toolchain OS's native packages, or both."""
+
+    TARBALL = "tarball"
+    DEB = "deb"
+    ALL = "all"
+
+
 class OsPackagesMode(StrEnum):
     """What a Spack build takes from the toolchain OS (`--os-packages`)."""
 

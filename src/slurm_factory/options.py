@@ -25,6 +25,7 @@ from slurm_factory.choices import (
     BuildcacheMode,
     Engine,
     OsPackagesMode,
+    PackageKind,
     PublishMode,
 )
 from slurm_factory.completion import complete_gcc_version, complete_slurm_version, complete_toolchain
@@ -191,6 +192,25 @@ class BuildOptions(TypedDict, total=False):
     ]
     toolchain: Toolchain
     gpu: Annotated[bool, Option("--gpu", "Build the NVML and RSMI GPU plugins.", default=False, axis=True)]
+    package: Annotated[
+        str | PackageKind,
+        Option(
+            "--package",
+            "What to produce: tarball (the relocatable tree), deb (the OS's native packages, installed in /usr and "
+            "/etc/slurm; native engine on apt toolchains) or all (both, from one request).",
+            default="tarball",
+            choices=PackageKind,
+        ),
+    ]
+    package_release: Annotated[
+        str | None,
+        Option(
+            "--package-release",
+            "With --package deb|all: the packages' release number (the N of 24.11.5-N+sf.<codename>); bump it to "
+            "rebuild the same Slurm release so that apt upgrades to it.",
+            default_text="1",
+        ),
+    ]
     verify: Annotated[
         bool, Option("--verify", "Verify relocatability and function.", default=False, group="Verification")
     ]

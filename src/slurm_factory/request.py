@@ -30,10 +30,12 @@ from slurm_factory.choices import Arch as Arch
 from slurm_factory.choices import BuildcacheMode as BuildcacheMode
 from slurm_factory.choices import Engine as Engine
 from slurm_factory.choices import OsPackagesMode as OsPackagesMode
+from slurm_factory.choices import PackageKind as PackageKind
 from slurm_factory.choices import PublishMode as PublishMode
 from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions, checked_options
+from slurm_factory.packages.versions import DEFAULT_RELEASE, check_package_release
 from slurm_factory.patches import SourcePatch, build_patches
 from slurm_factory.s3 import is_s3_url
 from slurm_factory.secret_input import passphrase_from, private_key_from
@@ -91,6 +93,9 @@ class BuildRequest(_ForArch):
     toolchain: Toolchain
     engine: Engine
     gpu: bool = False
+    # What the build produces (`--package`) and the native packages' release number (packages/versions.py).
+    package: PackageKind = PackageKind.TARBALL
+    package_release: int = DEFAULT_RELEASE
     verify: bool = False
     no_cache: bool = False
     buildcache: BuildcacheMode = BuildcacheMode.NONE
@@ -143,6 +148,15 @@ class BuildRequest(_ForArch):
     @property
     def signs(self) -> bool:
         return self.signing_key is not None
+
+    @property
+    def builds_tarball(self) -> bool:
+        return self.package in (PackageKind.TARBALL, PackageKind.ALL)
+
+    @property
+    def builds_packages(self) -> bool:
+        """The toolchain OS's native packages (`--package deb|all`)."""
+        return self.package is not PackageKind.TARBALL
 
 
 def _choice(enum: type[_E], value: str | _E, option: str) -> _E:
@@ -399,6 +413,38 @@ def _check_engine_options(
         )
 
 
+def _check_package(
+    kind: PackageKind, release: str | None, *, engine: Engine, toolchain: Toolchain, foreign: bool
+) -> int:
+    """`--package deb|all` needs the native engine on an apt toolchain building for this host's arch;
+    `--package-release` means something only then. Returns the release number."""
+    if kind is PackageKind.TARBALL:
+        if release is not None:
+            raise ConfigurationError(
+                f"--package-release {release} is given but --package is tarball; it numbers native packages",
+                hint="add --package deb (or all), or drop --package-release",
+            )
+        return DEFAULT_RELEASE
+    if not engine_for(engine).builds_native_packages:
+        raise ConfigurationError(
+            f"--package {kind.value} needs the native engine; the {engine.value} engine's libraries are its own, "
+            "not the OS's, and a package manager cannot resolve them",
+            hint="add --engine native",
+        )
+    if toolchain.family != "apt":
+        raise ConfigurationError(
+            f"--package {kind.value} builds .deb packages, for apt toolchains; {toolchain.name} ({toolchain.os}) uses "
+            f"{toolchain.family}, and .rpm packages are not built yet",
+            hint="use --package tarball on this toolchain, or an apt toolchain (trixie, bookworm, noble, resolute)",
+        )
+    if foreign:
+        raise ConfigurationError(
+            f"--package {kind.value} builds for this host's arch only; a foreign arch's packages are not built yet",
+            hint="drop --arch, or build the tarball (--package tarball)",
+        )
+    return check_package_release(release) if release is not None else DEFAULT_RELEASE
+
+
 def _build_arch() -> Arch:
     arch = host_arch()
     if arch is None:
@@ -581,6 +627,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
     chosen_engine = _choice(Engine, raw["engine"], "--engine")
     buildcache_mode = _choice(BuildcacheMode, raw["buildcache"], "--buildcache")
     publish_mode = _choice(PublishMode, raw["publish"], "--publish")
+    package_kind = _choice(PackageKind, raw["package"], "--package")
     key_id = _normalize_key_id(raw["signing_key"]) if raw["signing_key"] is not None else None
     # The SLURM_FACTORY_GPG_* variables only matter to a signed build: a globally exported secret must not break
     # an unsigned one.
@@ -630,6 +677,14 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         build_arch=build_arch,
         emulated=chosen.emulated,
         gpu=raw["gpu"],
+        package=package_kind,
+        package_release=_check_package(
+            package_kind,
+            raw["package_release"],
+            engine=chosen_engine,
+            toolchain=chosen_toolchain,
+            foreign=chosen.arch is not build_arch,
+        ),
         verify=raw["verify"],
         no_cache=raw["no_cache"],
         buildcache=buildcache_mode,

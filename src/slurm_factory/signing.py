@@ -190,28 +190,34 @@ class SigningKey:
             return "the key is protected by a passphrase and none was given"
         return str(getattr(result, "status", None) or "gpg refused to sign")
 
-    def _sign(self, path: Path, output: Path) -> Any:
+    def _sign(self, path: Path, output: Path, *, inline: bool = False) -> Any:
         with path.open("rb") as stream:
             return self.gpg.sign_file(
                 stream,
                 keyid=self.fingerprint,
                 passphrase=self._passphrase_text(),
-                detach=True,
-                clearsign=False,
+                detach=not inline,
+                clearsign=inline,
                 binary=False,
                 output=str(output),
             )
 
-    def sign_detached(self, path: Path) -> Path:
-        """Write `<path>.asc`, an ASCII-armored detached signature, atomically."""
-        signature = path.with_name(path.name + ".asc")
-        partial = signature.with_name(f".{signature.name}.partial")
-        result = self._sign(path, partial)
+    def sign_detached(self, path: Path, signature: Path | None = None) -> Path:
+        """Write an ASCII-armored detached signature (default `<path>.asc`), atomically."""
+        return self._signed(path, signature or path.with_name(path.name + ".asc"), inline=False)
+
+    def sign_inline(self, path: Path, signed: Path) -> Path:
+        """Write `signed`, `path`'s text with a clear-text signature around it (an apt repository's InRelease)."""
+        return self._signed(path, signed, inline=True)
+
+    def _signed(self, path: Path, output: Path, *, inline: bool) -> Path:
+        partial = output.with_name(f".{output.name}.partial")
+        result = self._sign(path, partial, inline=inline)
         if not result or not partial.is_file():
             partial.unlink(missing_ok=True)
             raise SigningError(f"signing {path.name} failed: {getattr(result, 'status', 'gpg error')}")
-        os.replace(partial, signature)
-        return signature
+        os.replace(partial, output)
+        return output
 
     def export_secret_key(self) -> bytes:
         """The armored secret key, for a Spack buildcache push inside a build container (delivered there only

@@ -42,6 +42,8 @@ class BuildEngine(ABC):
     chooses_os_packages: ClassVar[bool]
     # The publish modes that add the tarball to the mirror (the others push only what the container pushes).
     tarball_publish_modes: ClassVar[frozenset[PublishMode]]
+    # Builds the toolchain OS's native packages (`--package deb|all`): only an engine that links the OS's libraries.
+    builds_native_packages: ClassVar[bool] = False
     # Why an option of `runs_spack` is refused, after "--X needs the Spack engine; the <kind> engine ".
     without_spack: ClassVar[str] = ""
 

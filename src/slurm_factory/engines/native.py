@@ -35,6 +35,7 @@ class NativeEngine(BuildEngine):
     chooses_os_packages = False
     tarball_publish_modes = frozenset({PublishMode.SLURM, PublishMode.ALL})
     without_spack = "does not use Spack"
+    builds_native_packages = True
 
     def supports_gpu(self, toolchain: Toolchain) -> bool:
         return toolchain.native.supports_gpu

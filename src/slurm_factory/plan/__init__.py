@@ -18,7 +18,8 @@ from slurm_factory.plan import layout, spack
 from slurm_factory.plan.artifact_files import render_compiler_artifact_files
 from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.request import BuildRequest, CompilerRequest, PublishMode, file_url_path
+from slurm_factory.packages.versions import DEFAULT_RELEASE
+from slurm_factory.request import BuildRequest, CompilerRequest, PackageKind, PublishMode, file_url_path
 
 __all__ = [
     "BuildPlan",
@@ -94,6 +95,9 @@ IDENTITY_NEUTRAL: dict[str, Any] = {
     "s3_endpoint_url": None,
     "releases_file": None,
     "upgrade_from": None,
+    # The tarball is the same whether or not packages are built beside it (they have their own id).
+    "package": PackageKind.TARBALL,
+    "package_release": DEFAULT_RELEASE,
 }
 
 

@@ -94,6 +94,22 @@ class BuildPlan(_ContainerBuild):
 
 
 @dataclass(frozen=True)
+class PackagePlan(_ContainerBuild):
+    """`--package deb`: the packaging image (the toolchain image and the packaging tools), the container that builds
+    the package set, and where the set is stored. `artifact_path` is the stored set's directory."""
+
+    request: BuildRequest
+    source_cache_path: Path
+    version: str
+    # The toolchain image the packaging image is built FROM (it is built first when missing).
+    toolchain_image: ImageSpec
+
+    @property
+    def artifact_root(self) -> str:
+        return f"slurm-smd {self.version}"
+
+
+@dataclass(frozen=True)
 class CompilerPlan(_ContainerBuild):
     """A validated `build-compiler` request rendered like a build plan (same image, container and tarball shape)."""
 

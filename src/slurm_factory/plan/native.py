@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from slurm_factory.catalog.build import CompilerFlags, load_build_catalog, release_flags
 from slurm_factory.catalog.toolchains import multiarch_triplet
 from slurm_factory.patches import PATCH_ARGUMENTS
@@ -73,13 +75,30 @@ def render_dockerfile(request: BuildRequest) -> str:
     )
 
 
-def configure_options(request: BuildRequest) -> list[str]:
-    """Slurm's configure options: everything the OS provides is enabled explicitly, so a missing library fails
-    configure instead of silently dropping a plugin."""
+@dataclass(frozen=True)
+class InstallDirs:
+    """Where configure installs: the only part of the options the native packages (packages/deb.py) change."""
+
+    prefix: str
+    pam_dir: str
+    # What the packages add (libdir, the systemd unit directory); the tree has none.
+    extra: tuple[str, ...] = ()
+
+
+def tree_install_dirs(request: BuildRequest) -> InstallDirs:
+    """The tarball's tree: its relocatable prefix, with the PAM modules inside it."""
     prefix = layout.install_prefix(request.artifact_root)
+    return InstallDirs(prefix=str(prefix), pam_dir=f"{prefix}/lib/security")
+
+
+def configure_options(request: BuildRequest, *, install_dirs: InstallDirs | None = None) -> list[str]:
+    """Slurm's configure options: everything the OS provides is enabled explicitly, so a missing library fails
+    configure instead of silently dropping a plugin. `install_dirs` defaults to the tarball's tree."""
+    dirs = install_dirs or tree_install_dirs(request)
     native = request.toolchain.native
     options = [
-        f"--prefix={prefix}",
+        f"--prefix={dirs.prefix}",
+        *dirs.extra,
         *build_flags(request).configure,
         "--sysconfdir=/etc/slurm",
         "--localstatedir=/var",
@@ -87,7 +106,7 @@ def configure_options(request: BuildRequest) -> list[str]:
         "--without-rpath",
         "--disable-static",
         "--enable-pam",
-        f"--with-pam_dir={prefix}/lib/security",
+        f"--with-pam_dir={dirs.pam_dir}",
         "--enable-cgroupv2",
         "--enable-slurmrestd",
         "--with-munge",

@@ -1,0 +1,197 @@
+"""The plan of `--package deb`: the `debian/` directory, the build script and the packaging image, rendered from the
+same request as the tarball (its configure options, flags, patches and contribs), for the FHS layout.
+
+Pure: nothing here touches Docker or the disk beyond the package's templates and data.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath
+
+from slurm_factory import __version__
+from slurm_factory.catalog.build import load_build_catalog
+from slurm_factory.catalog.deb_packages import load_deb_packages
+from slurm_factory.catalog.toolchains import multiarch_triplet
+from slurm_factory.config import Settings
+from slurm_factory.engines import engine_for
+from slurm_factory.packages.versions import debian_version
+from slurm_factory.plan import container_environment, image_spec, inputs_id, layout, native, script_command
+from slurm_factory.plan.model import ContainerSpec, ImageSpec, Mount, PackagePlan, PlanFile
+from slurm_factory.plan.templating import render
+from slurm_factory.request import BuildRequest
+
+BUILD_SCRIPT = "build-deb.sh"
+DEBIAN_TEMPLATES = "packages/deb/debian"
+# Where the package set is written in the container (what is copied out).
+OUTPUT_DIR = PurePosixPath("/build/packages")
+# What builds, checks and indexes .deb packages (apt-utils: apt-ftparchive, for the repository).
+PACKAGING_TOOLS = ("debhelper", "dpkg-dev", "fakeroot", "lintian", "apt-utils")
+# The rendered files of debian/ (every other file there is shipped as it is).
+RENDERED = ("control", "rules", "changelog")
+
+
+@dataclass(frozen=True)
+class SystemdUnit:
+    package: str
+    name: str
+
+
+def package_install_dirs(request: BuildRequest) -> native.InstallDirs:
+    """The FHS layout: programs in /usr, libraries and plugins in the multiarch directory, units where systemd
+    looks for a package's, PAM modules where the OS keeps its own."""
+    libdir = f"/usr/lib/{multiarch_triplet(request.arch.value)}"
+    return native.InstallDirs(
+        prefix="/usr",
+        pam_dir=f"{libdir}/security",
+        extra=(f"--libdir={libdir}", "--with-systemdsystemunitdir=/usr/lib/systemd/system"),
+    )
+
+
+def package_version(request: BuildRequest) -> str:
+    return debian_version(request.slurm, release=request.package_release, codename=request.toolchain.codename)
+
+
+def units() -> list[SystemdUnit]:
+    return [SystemdUnit(package.name, unit) for package in load_deb_packages().packages for unit in package.units]
+
+
+def changelog_date(request: BuildRequest) -> str:
+    """The release date in debian/changelog's RFC 2822 form: dpkg-buildpackage takes SOURCE_DATE_EPOCH from it."""
+    return email.utils.formatdate(request.slurm.source_date_epoch, usegmt=False).replace("-0000", "+0000")
+
+
+def render_debian_files(request: BuildRequest) -> dict[str, PlanFile]:
+    """debian/ as the build script copies it into the source: control, rules and changelog rendered, the rest (the
+    .install lists, maintainer scripts, /etc/default files, copyright) as shipped."""
+    catalog = load_deb_packages()
+    context = {
+        "slurm": request.slurm,
+        "os": request.toolchain.os,
+        "codename": request.toolchain.codename,
+        "version": package_version(request),
+        "maintainer": catalog.maintainer,
+        "packages": catalog.packages,
+        "flags": native.build_flags(request),
+        "configure_options": native.configure_options(request, install_dirs=package_install_dirs(request)),
+        "contribs": native.contribs(request),
+        "contrib_scripts": list(load_build_catalog().contrib_scripts),
+        "units": units(),
+        "patches": [_PatchLine(patch.name, patch.origin, patch.sha256) for patch in request.patches],
+        "tool_version": __version__,
+        "date": changelog_date(request),
+    }
+    files = {name: PlanFile(render(f"{DEBIAN_TEMPLATES}/{name}.j2", **context)) for name in RENDERED}
+    files["rules"] = PlanFile(files["rules"].content, mode=0o755)
+    for name, content in _shipped_debian_files().items():
+        mode = 0o755 if name.endswith(("postinst", "postrm")) else 0o644
+        files[name] = PlanFile(content, mode=mode)
+    return files
+
+
+@dataclass(frozen=True)
+class _PatchLine:
+    name: str
+    origin: str
+    sha256: str
+
+
+def _shipped_debian_files() -> dict[str, str]:
+    """The files of templates/packages/deb/debian/ that are not templates, by their path below debian/."""
+    root = resources.files("slurm_factory").joinpath("templates", *DEBIAN_TEMPLATES.split("/"))
+    found: dict[str, str] = {}
+    pending = [(root, "")]
+    while pending:
+        directory, prefix = pending.pop()
+        for entry in directory.iterdir():
+            if entry.is_dir():
+                pending.append((entry, f"{prefix}{entry.name}/"))
+            elif not entry.name.endswith(".j2"):
+                found[f"{prefix}{entry.name}"] = entry.read_text(encoding="utf-8")
+    return dict(sorted(found.items()))
+
+
+def render_build_script(request: BuildRequest) -> PlanFile:
+    script = render(
+        f"packages/{BUILD_SCRIPT}.j2",
+        slurm=request.slurm,
+        toolchain=request.toolchain,
+        version=package_version(request),
+        source_path=layout.SOURCE_MIRROR / layout.source_mirror_path(request.slurm.sha256),
+        plan_dir=layout.PLAN,
+        build_dir=layout.BUILD_DIR,
+        meta_dir=layout.META_DIR,
+        output_dir=OUTPUT_DIR,
+        ccache_dir=layout.CCACHE,
+        source_date_epoch=request.slurm.source_date_epoch,
+        patches=request.patches,
+        patch_arguments=native.PATCH_ARGUMENTS,
+    )
+    return PlanFile(script, mode=0o755)
+
+
+def render_dockerfile(toolchain_image: ImageSpec, request: BuildRequest) -> str:
+    return render(
+        "packages/deb.Dockerfile.j2",
+        toolchain=request.toolchain,
+        toolchain_image=toolchain_image.reference,
+        packages=list(PACKAGING_TOOLS),
+    )
+
+
+def make_package_plan(request: BuildRequest, settings: Settings) -> PackagePlan:
+    """The package set's plan. Its id is computed from what decides the packages' bytes: the tarball's inputs that
+    matter to them (source, patches, flags, the toolchain image) and the packaging (debian/, version)."""
+    toolchain_plan = engine_for(request.engine).plan(request, settings)
+    toolchain_image = toolchain_plan.image
+    dockerfile = render_dockerfile(toolchain_image, request)
+    image = image_spec(
+        f"{request.toolchain.name}-deb", request.engine.value, dockerfile, project_name=settings.project_name
+    )
+    debian = render_debian_files(request)
+    build_files = {
+        BUILD_SCRIPT: render_build_script(request),
+        **native.plan_files(request),
+        **{f"debian/{name}": plan_file for name, plan_file in debian.items()},
+    }
+    version = package_version(request)
+    identity = inputs_id(
+        {
+            "slurm": [request.slurm.tag, request.slurm.sha256],
+            "source_date_epoch": request.slurm.source_date_epoch,
+            "package": "deb",
+            "version": version,
+            "gpu": request.gpu,
+            "toolchain_image": toolchain_image.tag,
+            "image": image.tag,
+        },
+        request.toolchain,
+        request.base_image,
+        dockerfile=dockerfile,
+        files=build_files,
+    )
+    container = ContainerSpec(
+        command=script_command(BUILD_SCRIPT),
+        mounts=(
+            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
+            Mount(settings.ccache_dir, layout.CCACHE),
+        ),
+        environment=container_environment(settings, no_cache=request.no_cache),
+        install_prefix=OUTPUT_DIR,
+        meta_dir=layout.META_DIR,
+        files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
+    )
+    return PackagePlan(
+        request=request,
+        build_id=identity,
+        image=image,
+        container=container,
+        artifact_files={},
+        source_cache_path=toolchain_plan.source_cache_path,
+        artifact_path=settings.builds_dir / "packages" / identity,
+        log_path=settings.logs_dir / f"{identity}.log",
+        version=version,
+        toolchain_image=toolchain_image,
+    )

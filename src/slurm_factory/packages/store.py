@@ -1,0 +1,158 @@
+"""The stored package set of one build id: `builds/packages/<id>/` with the .deb files, `SHA256SUMS`, the
+lintian report and `manifest.json`; `builds/slurm-<flavor>-deb` names the newest set of a request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slurm_factory import __version__
+from slurm_factory.exceptions import BuildError
+from slurm_factory.plan.model import PackagePlan
+
+SUMS_FILE = "SHA256SUMS"
+MANIFEST_FILE = "manifest.json"
+LINTIAN_FILE = "lintian.txt"
+PACKAGES_DIR = "packages"
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    package: str
+    version: str
+    file: str
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256,
+                "size": self.size}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PackageSet:
+    directory: Path
+    version: str
+    files: tuple[PackageFile, ...]
+    manifest: dict[str, Any]
+
+    @property
+    def debs(self) -> list[Path]:
+        return [self.directory / entry.file for entry in self.files]
+
+    @property
+    def size(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "version": self.version, "size": self.size,
+                "packages": [entry.to_json() for entry in self.files]}  # fmt: skip
+
+
+def contract_name(builds_dir: Path, plan: PackagePlan) -> Path:
+    """`builds/slurm-<series>-<toolchain>[-gpu]-deb`: the request's newest package set."""
+    return builds_dir / f"slurm-{plan.request.flavor}-deb"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find(directory: Path) -> PackageSet | None:
+    """The stored set, when it is complete and every file still has the bytes its manifest records."""
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    files = tuple(PackageFile(**entry) for entry in manifest["packages"])
+    for entry in files:
+        path = directory / entry.file
+        if not path.is_file() or path.stat().st_size != entry.size or _sha256(path) != entry.sha256:
+            return None
+    return PackageSet(directory, manifest["version"], files, manifest)
+
+
+def _package_rows(meta: dict[str, str]) -> list[tuple[str, str, str]]:
+    rows = [tuple(line.split("\t")) for line in meta.get("packages.tsv", "").splitlines() if line.strip()]
+    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3]
+
+
+def write_package_set(
+    plan: PackagePlan, tree_tar: Path, meta: dict[str, str], *, durations: dict[str, float]
+) -> PackageSet:
+    """Unpack the container's output (only its .deb files) into the stored directory, atomically."""
+    destination = plan.artifact_path
+    partial = destination.with_name(f".{destination.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(tree_tar) as archive:
+        for member in archive.getmembers():
+            name = Path(member.name).name
+            if member.isfile() and name.endswith(".deb") and "/" not in name:
+                source = archive.extractfile(member)
+                assert source is not None
+                with source, (partial / name).open("wb") as target:
+                    shutil.copyfileobj(source, target)
+    rows = _package_rows(meta)
+    files = []
+    for package, version, name in sorted(rows):
+        path = partial / name
+        if not path.is_file():
+            raise BuildError(f"the package build listed {name} but did not produce it", log_path=plan.log_path)
+        files.append(PackageFile(package, version, name, _sha256(path), path.stat().st_size))
+    if not files:
+        raise BuildError("the package build produced no .deb file", log_path=plan.log_path)
+    (partial / SUMS_FILE).write_text("".join(f"{entry.sha256}  {entry.file}\n" for entry in files), encoding="utf-8")
+    (partial / LINTIAN_FILE).write_text(meta.get("lintian.txt", ""), encoding="utf-8")
+    manifest = {
+        "kind": "deb",
+        "build_id": plan.build_id,
+        "slurm_version": plan.request.slurm.version,
+        "slurm_sha256": plan.request.slurm.sha256,
+        "toolchain": plan.request.toolchain.name,
+        "codename": plan.request.toolchain.codename,
+        "arch": plan.request.arch.value,
+        "version": plan.version,
+        "package_release": plan.request.package_release,
+        "packages": [entry.to_json() for entry in files],
+        "lintian": lintian_summary(meta.get("lintian.txt", "")),
+        "patches": [{"name": patch.name, "origin": patch.origin, "sha256": patch.sha256}
+                    for patch in plan.request.patches],  # fmt: skip
+        "built_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "durations": durations,
+        "tool_version": __version__,
+    }
+    (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(destination, ignore_errors=True)
+    os.replace(partial, destination)
+    return PackageSet(destination, plan.version, tuple(files), manifest)
+
+
+def lintian_summary(report: str) -> dict[str, int]:
+    """lintian's tags by severity (E, W, I, P, X; O: overridden), as counts."""
+    counts: dict[str, int] = {}
+    for line in report.splitlines():
+        if len(line) > 2 and line[1] == ":" and line[0] in "EWIPXNO":
+            counts[line[0]] = counts.get(line[0], 0) + 1
+    return counts
+
+
+def link_contract_name(builds_dir: Path, plan: PackagePlan) -> Path:
+    """Point `builds/slurm-<flavor>-deb` at the stored set (relative, so the builds directory can move)."""
+    link = contract_name(builds_dir, plan)
+    partial = link.with_name(f".{link.name}.link")
+    partial.unlink(missing_ok=True)
+    partial.symlink_to(os.path.relpath(plan.artifact_path, builds_dir))
+    os.replace(partial, link)
+    return link
