@@ -38,8 +38,11 @@ from slurm_factory.engines import container, engine_for
 from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, DockerError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
+from slurm_factory.packages.build import PackageResult, build_packages
+from slurm_factory.packages.deb import make_package_plan
 from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
+from slurm_factory.plan.model import PackagePlan
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.preflight import (
     Check,
@@ -117,6 +120,10 @@ class BuildResult:
     sbom: Path | None = None
     debug_symbols: Path | None = None
     preflight: Preflight | None = None
+    # `--package deb|all`: the native package set (its own build id, store, repository and report).
+    packages: PackageResult | None = None
+    package_plan: PackagePlan | None = None
+    dry_run: bool = False
 
     @property
     def build_id(self) -> str:
@@ -141,7 +148,9 @@ class BuildResult:
             "log": str(self.log_path) if self.log_path else None,
             "plan_dir": str(self.plan_dir) if self.plan_dir else None,
             "preflight": self.preflight.to_json() if self.preflight else None,
-            "dry_run": self.artifact is None,
+            "packages": self.packages.to_json() if self.packages else None,
+            "package_build_id": self.package_plan.build_id if self.package_plan else None,
+            "dry_run": self.dry_run,
         }
 
 
@@ -159,7 +168,8 @@ def build(
     settings = _checked_run_arguments(settings, dry_run, plan_dir)
     request = make_request(home=settings.home, **options)
     plan = make_plan(request, settings)
-    result = BuildResult(plan=plan)
+    package_plan = make_package_plan(request, settings) if request.builds_packages else None
+    result = BuildResult(plan=plan, package_plan=package_plan, dry_run=dry_run)
     result.plan_dir = _written_plan_dir(plan, plan_dir)
     checks = local_checks(request, settings)
     _require_cached_compiler(request, settings)
@@ -175,7 +185,32 @@ def build(
     settings.ensure_dirs()
     display = display or SilentDisplay()
     with request_lock(settings.logs_dir, plan.build_id, display.stage):
-        return _execute(plan, settings, display, result=result)
+        if request.builds_tarball:
+            result = _execute(plan, settings, display, result=result)
+        if package_plan is not None:
+            result.packages = _build_packages(package_plan, plan, settings, display=display)
+        return result
+
+
+def _build_packages(
+    package_plan: PackagePlan, plan: BuildPlan, settings: Settings, *, display: Display
+) -> PackageResult:
+    """The native packages of the request, from the tarball's source and toolchain image."""
+    request = plan.request
+
+    def ensure_image(session: DockerSession, monitor: BuildMonitor) -> object:
+        return _ensure_toolchain_image(plan, session, monitor, home=settings.home)
+
+    def ensure_plan_source(monitor: BuildMonitor) -> None:
+        monitor.stage("source")
+        ensure_source(request.slurm, plan.source_cache_path, request.slurm_source)
+        why_unchecked = check_patches_apply(plan.source_cache_path, request.patches, request.slurm.version)
+        if why_unchecked:
+            monitor.note(f"patches not checked on the host: {why_unchecked}")
+
+    return build_packages(
+        package_plan, settings, display=display, ensure_toolchain_image=ensure_image, ensure_source=ensure_plan_source
+    )
 
 
 def _preflight(plan: BuildPlan, checks: list[Check], settings: Settings) -> Preflight:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from slurm_factory.builder import BuildResult
     from slurm_factory.catalog import SlurmRelease, Toolchain
     from slurm_factory.config import Settings
+    from slurm_factory.packages.build import PackageResult
     from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
     from slurm_factory.preflight import Preflight
     from slurm_factory.progress import Display
@@ -345,6 +346,32 @@ def _report_build(result: BuildResult, *, json_output: bool, dry_run: bool) -> N
         return
     if result.plan_dir:
         stderr.print(f"build context written to {result.plan_dir}")
+    if result.artifact is not None:
+        _report_tarball(result)
+    if result.packages is not None:
+        _report_packages(result.packages)
+
+
+def _report_packages(packages: PackageResult) -> None:
+    verb = "reused" if packages.reused else "built"
+    stdout.print(f"[green]{verb}[/] {packages.link} ({len(packages.package_set.files)} .deb packages, "
+                 f"{packages.plan.version}, {_megabytes(packages.package_set.size)})", highlight=False)  # fmt: skip
+    lintian = packages.package_set.manifest.get("lintian", {})
+    tags = ", ".join(f"{count} {severity}" for severity, count in sorted(lintian.items())) or "no tags"
+    stdout.print(f"  lintian {tags} (E errors, W warnings, O overridden with a reason, I information)", highlight=False)
+    stdout.print(f"  log    {packages.log_path}", highlight=False)
+    if packages.publication is not None:
+        stdout.print(f"  apt    {packages.publication.source_line}", highlight=False, markup=False)
+        stdout.print(f"  key    {packages.publication.public_key} (install it as the signed-by file)",
+                     highlight=False)  # fmt: skip
+    if packages.verification is not None:
+        checks = packages.verification["checks"]
+        stdout.print(f"  verified: {len(checks)} checks passed; report {packages.package_set.directory}/verify.json",
+                     highlight=False, markup=False)  # fmt: skip
+    stdout.print("  " + "  ".join(f"{stage} {seconds:.0f}s" for stage, seconds in packages.durations.items()))
+
+
+def _report_tarball(result: BuildResult) -> None:
     if result.reused:
         stdout.print(f"[green]reused[/] {result.artifact} (build {result.build_id}, stored {result.stored})")
     else:
@@ -697,15 +724,22 @@ def list_command(*, json_output: JsonOption = False) -> None:
     from slurm_factory import store
     from slurm_factory.catalog import load_toolchains
     from slurm_factory.catalog.releases import merged_releases
+    from slurm_factory.packages.store import stored_sets, verified
     from slurm_factory.request import site_releases
 
     settings = _settings()
     # A site's releases file is read (and its errors reported) as a build would: `list` is how to check it.
     releases = merged_releases(site_releases(settings.home))
     artifacts = store.stored_artifacts(settings.builds_dir)
+    package_sets = stored_sets(settings.builds_dir)
     keys = store.public_keys(settings.builds_dir)
     if json_output:
-        typer.echo(json.dumps(_list_json([item.to_json(keys) for item in artifacts], releases), indent=2))
+        listing = _list_json([item.to_json(keys) for item in artifacts], releases)
+        listing["package_sets"] = [
+            {**package_set.to_json(), "kind": "deb", "current": current, "verified": verified(package_set)}
+            for package_set, current in package_sets
+        ]
+        typer.echo(json.dumps(listing, indent=2))
         return
     toolchains = Table(
         title="Toolchains",
@@ -736,12 +770,13 @@ def list_command(*, json_output: JsonOption = False) -> None:
         table.add_row(series, versions[-1], ", ".join(versions))
     stdout.print(table)
     built = Table(title=f"Artifacts in {settings.builds_dir} (* = what the name points at)")
-    for column in ("artifact", "build id", "Slurm", "engine", "options", "size", "built", "verified", "signed"):
+    for column in ("artifact", "kind", "build id", "Slurm", "engine", "options", "size", "built", "verified", "signed"):
         built.add_column(column, no_wrap=column == "artifact")
     for item in artifacts:
         row = item.to_json(keys)
         built.add_row(
             ("* " if item.current else "  ") + item.path.name,
+            "tarball",
             item.build_id,
             str(row["slurm_version"] or "?"),
             str(row["engine"] or "?"),
@@ -751,6 +786,20 @@ def list_command(*, json_output: JsonOption = False) -> None:
             item.built_at or "?",
             "yes" if row["verified"] else "no",
             "yes" if row["signed"] else "no",
+        )
+    for package_set, current in package_sets:
+        manifest = package_set.manifest
+        built.add_row(
+            ("* " if current else "  ") + f"packages/{package_set.directory.name}",
+            f"deb ({len(package_set.files)})",
+            str(manifest.get("build_id", "?")),
+            f"{manifest.get('slurm_version', '?')} ({package_set.version})",
+            "native",
+            str(manifest.get("toolchain", "?")),
+            _megabytes(package_set.size),
+            str(manifest.get("built_at", "?")),
+            "yes" if verified(package_set) else "no",
+            "-",  # .deb files are not signed one by one: the apt repository's Release is
         )
     stdout.print(built)
 

@@ -369,6 +369,16 @@ class RunningContainer:
     def put_files(self, files: dict[PurePosixPath, PlanFile]) -> None:
         self._put_archive(tar_of_files(files))
 
+    def commit(self, reference: str, labels: dict[str, str]) -> str:
+        """Save the container's file system as the image `reference` (with `labels`, so `clean --full` finds it);
+        returns the image id."""
+        repository, _, tag = reference.rpartition(":")
+        try:
+            image = self._container.commit(repository=repository, tag=tag, conf={"Labels": labels})
+        except DOCKER_FAILURES as error:
+            raise _docker_failure(f"saving {self.name} as {reference}", error) from None
+        return str(image.id)
+
     def put_bytes(self, path: PurePosixPath, data: bytes, mode: int = 0o600) -> None:
         self._put_archive(_tar_of_blob(path, data, mode))
 

@@ -414,7 +414,13 @@ def _check_engine_options(
 
 
 def _check_package(
-    kind: PackageKind, release: str | None, *, engine: Engine, toolchain: Toolchain, foreign: bool
+    kind: PackageKind,
+    release: str | None,
+    *,
+    engine: Engine,
+    toolchain: Toolchain,
+    foreign: bool,
+    delivery: PackageDelivery,
 ) -> int:
     """`--package deb|all` needs the native engine on an apt toolchain building for this host's arch;
     `--package-release` means something only then. Returns the release number."""
@@ -442,7 +448,39 @@ def _check_package(
             f"--package {kind.value} builds for this host's arch only; a foreign arch's packages are not built yet",
             hint="drop --arch, or build the tarball (--package tarball)",
         )
+    _check_package_delivery(kind, delivery)
     return check_package_release(release) if release is not None else DEFAULT_RELEASE
+
+
+@dataclass(frozen=True)
+class PackageDelivery:
+    """What happens to native packages after the build: publishing, verification, an upgrade source."""
+
+    publish: PublishMode
+    publish_url: str | None
+    verify: bool
+    upgrade_from: str | None
+
+
+def _check_package_delivery(kind: PackageKind, delivery: PackageDelivery) -> None:
+    """Packages are published into a file:// apt repository and verified by installing them from it with apt."""
+    if is_s3_url(delivery.publish_url):
+        raise ConfigurationError(
+            f"--package {kind.value} publishes an apt repository into file:// mirrors; s3:// is not supported for "
+            "packages yet",
+            hint="publish into a file:// directory and serve or sync it, or use --package tarball for s3://",
+        )
+    if delivery.verify and delivery.publish is PublishMode.NONE:
+        raise ConfigurationError(
+            f"--verify with --package {kind.value} installs the packages with apt from their signed repository: it "
+            "needs --publish slurm (and --signing-key)",
+            hint="add --publish slurm --signing-key KEY (the repository is the local buildcache unless --publish-url)",
+        )
+    if delivery.upgrade_from is not None and kind is PackageKind.DEB:
+        raise ConfigurationError(
+            "--upgrade-from names a tarball; packages are upgraded from the earlier release in their repository",
+            hint="drop --upgrade-from (verification upgrades from the repository's previous release of this Slurm)",
+        )
 
 
 def _build_arch() -> Arch:
@@ -684,6 +722,9 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
             engine=chosen_engine,
             toolchain=chosen_toolchain,
             foreign=chosen.arch is not build_arch,
+            delivery=PackageDelivery(
+                publish_mode, raw["publish_url"], verify=raw["verify"], upgrade_from=raw["upgrade_from"]
+            ),
         ),
         verify=raw["verify"],
         no_cache=raw["no_cache"],

@@ -1,4 +1,5 @@
-"""The .deb package split (`data/deb_packages.yaml`): names, dependencies, units and descriptions."""
+"""The .deb package split (`data/deb_packages.yaml`): names, dependencies, units, descriptions and the lintian
+tags accepted for them."""
 
 from __future__ import annotations
 
@@ -29,9 +30,18 @@ class DebPackage(_Frozen):
     units: tuple[str, ...] = ()
 
 
+class LintianOverride(_Frozen):
+    """A lintian tag (with its context pattern) accepted for `packages`, and why."""
+
+    tag: str
+    packages: tuple[str, ...]
+    reason: str
+
+
 class DebPackages(_Frozen):
     maintainer: str
     packages: tuple[DebPackage, ...]
+    lintian_overrides: tuple[LintianOverride, ...] = ()
 
 
 @cache

@@ -13,8 +13,12 @@ from slurm_factory.build_lock import publish_lock
 from slurm_factory.docker_engine import BUILD_ID_LABEL, DockerSession, RunningContainer, ensure_host_dirs
 from slurm_factory.exceptions import BuildError, DockerError
 from slurm_factory.plan import BuildPlan, CompilerPlan, layout
+from slurm_factory.plan.model import PackagePlan
 from slurm_factory.progress import BuildMonitor
 from slurm_factory.request import without_credentials
+
+# Every plan that runs one build container: a tarball, a compiler, a native package set.
+ContainerPlan = BuildPlan | CompilerPlan | PackagePlan
 
 IDLE_COMMAND = ("sleep", "infinity")
 # Memory-backed, private to root, never part of the container's writable layer.
@@ -47,7 +51,7 @@ class SecretHandout:
 
 
 def run_build(
-    plan: BuildPlan | CompilerPlan,
+    plan: ContainerPlan,
     session: DockerSession,
     monitor: BuildMonitor,
     *,
@@ -98,7 +102,7 @@ def run_build(
 
 
 def _step_failure(
-    container: RunningContainer, plan: BuildPlan | CompilerPlan, monitor: BuildMonitor, *, step: str, exit_code: int
+    container: RunningContainer, plan: ContainerPlan, monitor: BuildMonitor, *, step: str, exit_code: int
 ) -> BuildError:
     kept = _keep_failure_logs(container, plan)
     return BuildError(
@@ -129,7 +133,7 @@ def _run_step(
             container.clear_directory(layout.SECRETS)
 
 
-def _keep_failure_logs(container: RunningContainer, plan: BuildPlan | CompilerPlan) -> Path | None:
+def _keep_failure_logs(container: RunningContainer, plan: ContainerPlan) -> Path | None:
     """Copy `<meta>/failure/*` (spack-build-out.txt, config.log of failed packages) next to the build log."""
     try:
         logs = container.read_text_files(plan.container.meta_dir / "failure")

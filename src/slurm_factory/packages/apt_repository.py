@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from slurm_factory.docker_engine import DockerSession
-from slurm_factory.exceptions import ConfigurationError, PublishError
+from slurm_factory.exceptions import BuildError, ConfigurationError
 from slurm_factory.packages.store import PackageSet
 from slurm_factory.plan.model import Mount, PackagePlan, PlanFile
 from slurm_factory.plan.templating import render
@@ -131,7 +131,7 @@ def _index(plan: PackagePlan, repository: Path, session: DockerSession, monitor:
         container.start()
         exit_code = container.stream_output(monitor.output)
     if exit_code != 0:
-        raise PublishError(f"indexing the apt repository {repository} failed (exit code {exit_code})")
+        raise BuildError(f"indexing the apt repository {repository} failed (exit code {exit_code})")
 
 
 def sign_release(dist: Path, signer: SigningKey) -> None:

@@ -7,18 +7,27 @@ Pure: nothing here touches Docker or the disk beyond the package's templates and
 from __future__ import annotations
 
 import email.utils
+import textwrap
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
 
 from slurm_factory import __version__
 from slurm_factory.catalog.build import load_build_catalog
-from slurm_factory.catalog.deb_packages import load_deb_packages
+from slurm_factory.catalog.deb_packages import DebPackage, load_deb_packages
 from slurm_factory.catalog.toolchains import multiarch_triplet
 from slurm_factory.config import Settings
 from slurm_factory.engines import engine_for
 from slurm_factory.packages.versions import debian_version
+from slurm_factory.patches import PATCH_ARGUMENTS
 from slurm_factory.plan import container_environment, image_spec, inputs_id, layout, native, script_command
+from slurm_factory.plan.artifact_files import (
+    EXAMPLE_CONFIGS,
+    SYSTEM_TEMPLATES,
+    artifact_context,
+    render_example_config,
+    render_unit,
+)
 from slurm_factory.plan.model import ContainerSpec, ImageSpec, Mount, PackagePlan, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildRequest
@@ -27,8 +36,15 @@ BUILD_SCRIPT = "build-deb.sh"
 DEBIAN_TEMPLATES = "packages/deb/debian"
 # Where the package set is written in the container (what is copied out).
 OUTPUT_DIR = PurePosixPath("/build/packages")
-# What builds, checks and indexes .deb packages (apt-utils: apt-ftparchive, for the repository).
-PACKAGING_TOOLS = ("debhelper", "dpkg-dev", "fakeroot", "lintian", "apt-utils")
+# What builds, checks and indexes .deb packages (apt-utils: apt-ftparchive, for the repository; chrpath: the Perl
+# modules' build-tree RUNPATH is removed).
+PACKAGING_TOOLS = ("debhelper", "dpkg-dev", "fakeroot", "lintian", "apt-utils", "chrpath")
+# debian/control and debian/changelog lines (lintian: at most 80 columns).
+LINE_WIDTH = 79
+CONF_DIR = "/etc/slurm"
+SLURM_CONF = f"{CONF_DIR}/slurm.conf"
+# The package that ships the example configuration and the logrotate file (debian/<package>.examples, .logrotate).
+MAIN_PACKAGE = "slurm-smd"
 # The rendered files of debian/ (every other file there is shipped as it is).
 RENDERED = ("control", "rules", "changelog")
 
@@ -58,6 +74,68 @@ def units() -> list[SystemdUnit]:
     return [SystemdUnit(package.name, unit) for package in load_deb_packages().packages for unit in package.units]
 
 
+def description_lines(package: DebPackage) -> list[str]:
+    """The extended description, its paragraphs wrapped for debian/control ("" separates paragraphs)."""
+    lines: list[str] = []
+    paragraph: list[str] = []
+    for entry in (*package.description, ""):
+        if entry:
+            paragraph.append(entry)
+            continue
+        if paragraph:
+            lines += [*textwrap.wrap(" ".join(paragraph), LINE_WIDTH - 1), ""]
+            paragraph = []
+    return lines[:-1]
+
+
+def changelog_entries(request: BuildRequest) -> list[str]:
+    """debian/changelog's items, each wrapped below its `* `."""
+    items = [f"Slurm {request.slurm.version} (SchedMD tag {request.slurm.tag}) for {request.toolchain.os}, built by "
+             f"slurm-factory {__version__}."]  # fmt: skip
+    items += [f"Patch {patch.name} ({patch.origin}), sha256 {patch.sha256[:16]}." for patch in request.patches]
+    lines = []
+    for item in items:
+        wrapped = textwrap.wrap(item, LINE_WIDTH - 4)
+        lines += [f"* {wrapped[0]}", *(f"  {line}" for line in wrapped[1:])]
+    return lines
+
+
+def lintian_overrides(request: BuildRequest) -> dict[str, str]:
+    """debian/<package>.lintian-overrides: each accepted tag under the comment that says why."""
+    multiarch = multiarch_triplet(request.arch.value)
+    texts: dict[str, list[str]] = {}
+    for override in load_deb_packages().lintian_overrides:
+        comment = [f"# {line}" for line in textwrap.wrap(override.reason, LINE_WIDTH - 2)]
+        for package in override.packages:
+            texts.setdefault(package, []).extend([*comment, override.tag.format(multiarch=multiarch), ""])
+    return {f"{package}.lintian-overrides": "\n".join(lines) for package, lines in sorted(texts.items())}
+
+
+def packaged_files(request: BuildRequest) -> dict[str, str]:
+    """The units, example configuration and logrotate file every build ships, rendered for /usr and /etc/slurm:
+    debian/<package>.<unit>.service (dh_installsystemd), examples/ (dh_installexamples) and
+    debian/slurm-smd.logrotate (a conffile in /etc/logrotate.d)."""
+    context = artifact_context(request, packaged=True)
+    files = {}
+    for unit in units():
+        text = render_unit(unit.name, context)
+        files[f"{unit.package}.{unit.name}.service"] = _fill_placeholders(text)
+    for name in EXAMPLE_CONFIGS:
+        files[f"examples/{name}"] = _fill_placeholders(render_example_config(name, context))
+    files[f"{MAIN_PACKAGE}.examples"] = "".join(f"debian/examples/{name}\n" for name in EXAMPLE_CONFIGS)
+    (logrotate,) = (template for path, template in SYSTEM_TEMPLATES.items() if "logrotate" in path)
+    files[f"{MAIN_PACKAGE}.logrotate"] = render(logrotate, **context)
+    return files
+
+
+def _fill_placeholders(text: str) -> str:
+    """What the tarball's setup script fills in on the target host, known here: the FHS paths."""
+    placeholders = {"@SLURM_ROOT@": "/usr", "@SLURM_CONF_DIR@": CONF_DIR, "@SLURM_CONF@": SLURM_CONF}
+    for placeholder, value in placeholders.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
 def changelog_date(request: BuildRequest) -> str:
     """The release date in debian/changelog's RFC 2822 form: dpkg-buildpackage takes SOURCE_DATE_EPOCH from it."""
     return email.utils.formatdate(request.slurm.source_date_epoch, usegmt=False).replace("-0000", "+0000")
@@ -74,28 +152,22 @@ def render_debian_files(request: BuildRequest) -> dict[str, PlanFile]:
         "version": package_version(request),
         "maintainer": catalog.maintainer,
         "packages": catalog.packages,
+        "descriptions": {package.name: description_lines(package) for package in catalog.packages},
+        "entries": changelog_entries(request),
         "flags": native.build_flags(request),
         "configure_options": native.configure_options(request, install_dirs=package_install_dirs(request)),
         "contribs": native.contribs(request),
         "contrib_scripts": list(load_build_catalog().contrib_scripts),
         "units": units(),
-        "patches": [_PatchLine(patch.name, patch.origin, patch.sha256) for patch in request.patches],
-        "tool_version": __version__,
         "date": changelog_date(request),
     }
     files = {name: PlanFile(render(f"{DEBIAN_TEMPLATES}/{name}.j2", **context)) for name in RENDERED}
     files["rules"] = PlanFile(files["rules"].content, mode=0o755)
-    for name, content in _shipped_debian_files().items():
+    generated = {**lintian_overrides(request), **packaged_files(request)}
+    for name, content in {**_shipped_debian_files(), **generated}.items():
         mode = 0o755 if name.endswith(("postinst", "postrm")) else 0o644
         files[name] = PlanFile(content, mode=mode)
-    return files
-
-
-@dataclass(frozen=True)
-class _PatchLine:
-    name: str
-    origin: str
-    sha256: str
+    return dict(sorted(files.items()))
 
 
 def _shipped_debian_files() -> dict[str, str]:
@@ -127,7 +199,7 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         ccache_dir=layout.CCACHE,
         source_date_epoch=request.slurm.source_date_epoch,
         patches=request.patches,
-        patch_arguments=native.PATCH_ARGUMENTS,
+        patch_arguments=PATCH_ARGUMENTS,
     )
     return PlanFile(script, mode=0o755)
 

@@ -32,8 +32,13 @@ class PackageFile:
     size: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256,
-                "size": self.size}  # fmt: skip
+        return {
+            "package": self.package,
+            "version": self.version,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,12 @@ class PackageSet:
         return sum(entry.size for entry in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return {"directory": str(self.directory), "version": self.version, "size": self.size,
-                "packages": [entry.to_json() for entry in self.files]}  # fmt: skip
+        return {
+            "directory": str(self.directory),
+            "version": self.version,
+            "size": self.size,
+            "packages": [entry.to_json() for entry in self.files],
+        }
 
 
 def contract_name(builds_dir: Path, plan: PackagePlan) -> Path:
@@ -127,8 +136,9 @@ def write_package_set(
         "package_release": plan.request.package_release,
         "packages": [entry.to_json() for entry in files],
         "lintian": lintian_summary(meta.get("lintian.txt", "")),
-        "patches": [{"name": patch.name, "origin": patch.origin, "sha256": patch.sha256}
-                    for patch in plan.request.patches],  # fmt: skip
+        "patches": [
+            {"name": patch.name, "origin": patch.origin, "sha256": patch.sha256} for patch in plan.request.patches
+        ],
         "built_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "durations": durations,
         "tool_version": __version__,
@@ -140,10 +150,11 @@ def write_package_set(
 
 
 def lintian_summary(report: str) -> dict[str, int]:
-    """lintian's tags by severity (E, W, I, P, X; O: overridden), as counts."""
+    """lintian's tags by severity (E, W, I, P, X; O: overridden), as counts; N lines (the overrides' reasons) are
+    not counted."""
     counts: dict[str, int] = {}
     for line in report.splitlines():
-        if len(line) > 2 and line[1] == ":" and line[0] in "EWIPXNO":
+        if len(line) > 2 and line[1] == ":" and line[0] in "EWIPXO":
             counts[line[0]] = counts.get(line[0], 0) + 1
     return counts
 
@@ -156,3 +167,23 @@ def link_contract_name(builds_dir: Path, plan: PackagePlan) -> Path:
     partial.symlink_to(os.path.relpath(plan.artifact_path, builds_dir))
     os.replace(partial, link)
     return link
+
+
+def stored_sets(builds_dir: Path) -> list[tuple[PackageSet, bool]]:
+    """Every complete package set in `builds/packages/`, and whether a `slurm-<flavor>-deb` name points at it."""
+    current = {link.resolve() for link in builds_dir.glob("slurm-*-deb") if link.is_symlink()}
+    found = []
+    for directory in sorted((builds_dir / PACKAGES_DIR).glob("*")):
+        package_set = find(directory) if directory.is_dir() and not directory.name.startswith(".") else None
+        if package_set is not None:
+            found.append((package_set, directory.resolve() in current))
+    return found
+
+
+def verified(package_set: PackageSet) -> bool:
+    """A passed verification report (packages/verify_apt.py) is in the set's directory."""
+    report = package_set.directory / "verify.json"
+    try:
+        return bool(json.loads(report.read_text(encoding="utf-8")).get("passed"))
+    except (OSError, ValueError):
+        return False

@@ -46,3 +46,58 @@ def check_package_release(value: object) -> int:
             hint="bump it by one for each rebuild of the same Slurm release",
         )
     return int(text)
+
+
+def _character_order(character: str) -> int:
+    """dpkg's order of the non-digit parts: `~` before the end, the end before letters, letters before the rest."""
+    if character == "~":
+        return -1
+    if character.isalpha():
+        return ord(character)
+    return ord(character) + 256
+
+
+def _compare_fragment(left: str, right: str) -> int:
+    """dpkg's comparison of an upstream version or a revision: alternating non-digit and digit runs."""
+    left_index = right_index = 0
+    while left_index < len(left) or right_index < len(right):
+        while (left_index < len(left) and not left[left_index].isdigit()) or (
+            right_index < len(right) and not right[right_index].isdigit()
+        ):
+            left_order = (
+                _character_order(left[left_index]) if left_index < len(left) and not left[left_index].isdigit() else 0
+            )
+            right_order = (
+                _character_order(right[right_index])
+                if right_index < len(right) and not right[right_index].isdigit()
+                else 0
+            )
+            if left_order != right_order:
+                return -1 if left_order < right_order else 1
+            left_index += 1
+            right_index += 1
+        left_start, right_start = left_index, right_index
+        while left_index < len(left) and left[left_index].isdigit():
+            left_index += 1
+        while right_index < len(right) and right[right_index].isdigit():
+            right_index += 1
+        left_number = int(left[left_start:left_index] or 0)
+        right_number = int(right[right_start:right_index] or 0)
+        if left_number != right_number:
+            return -1 if left_number < right_number else 1
+    return 0
+
+
+def _split_version(version: str) -> tuple[int, str, str]:
+    epoch, _, rest = version.rpartition(":") if ":" in version else ("0", "", version)
+    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+    return int(epoch or 0), upstream, revision
+
+
+def compare_versions(left: str, right: str) -> int:
+    """-1, 0 or 1 as `dpkg --compare-versions left lt|eq|gt right` would answer (the ordering apt upgrades by)."""
+    left_epoch, left_upstream, left_revision = _split_version(left)
+    right_epoch, right_upstream, right_revision = _split_version(right)
+    if left_epoch != right_epoch:
+        return -1 if left_epoch < right_epoch else 1
+    return _compare_fragment(left_upstream, right_upstream) or _compare_fragment(left_revision, right_revision)

@@ -14,11 +14,11 @@ from slurm_factory.catalog import Toolchain
 from slurm_factory.config import Settings
 from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.packages.versions import DEFAULT_RELEASE
 from slurm_factory.plan import layout, spack
 from slurm_factory.plan.artifact_files import render_compiler_artifact_files
 from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
 from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
-from slurm_factory.packages.versions import DEFAULT_RELEASE
 from slurm_factory.request import BuildRequest, CompilerRequest, PackageKind, PublishMode, file_url_path
 
 __all__ = [

@@ -27,25 +27,38 @@ def modulefile_path(request: BuildRequest) -> str:
     return f"modules/slurm/{request.slurm.version}.lua"
 
 
-def render_artifact_files(request: BuildRequest) -> dict[str, PlanFile]:
-    """Paths relative to the artifact root → rendered files."""
-    context = {
+def artifact_context(request: BuildRequest, *, packaged: bool) -> dict[str, object]:
+    """What the shared templates (units, example configuration, logrotate) are rendered with; `packaged`: for the
+    native packages' FHS layout instead of a relocatable tree."""
+    return {
         "slurm": request.slurm,
         "toolchain": request.toolchain,
         "engine": request.engine.value,
         "gpu": request.gpu,
         "tool_version": __version__,
+        "packaged": packaged,
     }
+
+
+def render_example_config(name: str, context: dict[str, object]) -> str:
+    return render(f"artifact/etc/{name}.example.j2", **context)
+
+
+def render_unit(unit: str, context: dict[str, object]) -> str:
+    return render(f"artifact/systemd/{unit}.service.j2", **context)
+
+
+def render_artifact_files(request: BuildRequest) -> dict[str, PlanFile]:
+    """Paths relative to the artifact root → rendered files."""
+    context = artifact_context(request, packaged=False)
     files = {
         modulefile_path(request): PlanFile(render("artifact/modules/slurm.lua.j2", **context)),
         SETUP_SCRIPT: PlanFile(render("artifact/sbin/slurm-factory-setup.j2", **context), mode=0o755),
     }
     for name in EXAMPLE_CONFIGS:
-        files[f"etc/{name}.example"] = PlanFile(render(f"artifact/etc/{name}.example.j2", **context))
+        files[f"etc/{name}.example"] = PlanFile(render_example_config(name, context))
     for unit in SYSTEMD_UNITS:
-        files[f"{UNIT_TEMPLATES}/{unit}.service.in"] = PlanFile(
-            render(f"artifact/systemd/{unit}.service.j2", **context)
-        )
+        files[f"{UNIT_TEMPLATES}/{unit}.service.in"] = PlanFile(render_unit(unit, context))
     for path, template in SYSTEM_TEMPLATES.items():
         files[path] = PlanFile(render(template, **context))
     return files

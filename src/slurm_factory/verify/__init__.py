@@ -80,7 +80,7 @@ def _static_checks(artifact: ArtifactUnderTest, companion: DebugCompanion, repor
             static.check_debug_symbols(artifact, facts, companion.build_ids, recorder=result)
 
 
-def _ensure_image(
+def ensure_verify_image(
     session: DockerSession, image: ImageSpec, images: VerifyImages, *, monitor: BuildMonitor, toolchain: str
 ) -> None:
     if session.image_exists(image.reference):
@@ -198,12 +198,12 @@ def _docker_stages(
             base_image = checked_base_image(artifact, session.image_exists)
             old_packages = tuple(old.manifest.get("runtime_packages") or []) if old is not None else ()
             images = verify_images(artifact, settings.project_name, base_image, extra_runtime_packages=old_packages)
-            _ensure_image(session, images.database, images, monitor=monitor, toolchain=artifact.toolchain.name)
+            ensure_verify_image(session, images.database, images, monitor=monitor, toolchain=artifact.toolchain.name)
             network = stack.enter_context(session.network("verify", internal=True))
             database = stack.enter_context(database_container(session, images, network))
             start_database_server(database, password)
-            _ensure_image(session, images.runtime, images, monitor=monitor, toolchain=artifact.toolchain.name)
-            _ensure_image(session, images.cluster, images, monitor=monitor, toolchain=artifact.toolchain.name)
+            ensure_verify_image(session, images.runtime, images, monitor=monitor, toolchain=artifact.toolchain.name)
+            ensure_verify_image(session, images.cluster, images, monitor=monitor, toolchain=artifact.toolchain.name)
             result.ok(f"{images.runtime.reference}, {images.cluster.reference}, {images.database.reference}"
                       f"{_image_origin(artifact, base_image)}")  # fmt: skip
         if images is None or not report.checks[-1].passed:  # the images do not exist: nothing can run

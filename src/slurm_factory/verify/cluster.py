@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 
 from slurm_factory.catalog.toolchains import multiarch_triplet
 from slurm_factory.docker_engine import DockerSession, RunningContainer
+from slurm_factory.plan.model import Mount
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
 from slurm_factory.verify.cluster_config import (
     CLUSTER_NAME,
@@ -96,6 +97,10 @@ class Cluster:
     root: PurePosixPath | None = None
     started: dict[str, list[str]] = field(default_factory=dict)
     old_artifact: ArtifactUnderTest | None = None
+    # Where the units are read from: the setup script's directory for a tree, the system's for native packages.
+    unit_dir: PurePosixPath = UNIT_DIR
+    # The release under test ships an Lmod modulefile (a tree does; native packages put programs on PATH).
+    lmod: bool = True
 
     @property
     def patience(self) -> int:
@@ -128,9 +133,9 @@ class Cluster:
     def start_unit(self, node: str, unit: str) -> ServiceCommand:
         """Start the service of `<unit>.service` as systemd would: its runtime directories owned by its user, its
         command line as its user and group, with its environment (options files included)."""
-        text = self.read(node, str(UNIT_DIR / f"{unit}.service"))
+        text = self.read(node, str(self.unit_dir / f"{unit}.service"))
         if text is None:
-            raise UnitError(f"{unit}.service is not in {UNIT_DIR} on {node}: the setup script did not write it")
+            raise UnitError(f"{unit}.service is not in {self.unit_dir} on {node}: nothing installed it")
         service = parse_unit(f"{unit}.service", text, lambda path: self.read(node, path))
         owner = f"{service.user or 'root'}:{service.group or service.user or 'root'}"
         for directory in service.runtime_directories:
@@ -234,9 +239,11 @@ def notify_log(unit: str) -> str:
 
 
 @contextmanager
-def node_containers(session: DockerSession, image: str, network: str) -> Iterator[dict[str, RunningContainer]]:
+def node_containers(
+    session: DockerSession, image: str, network: str, *, mounts: tuple[Mount, ...] = ()
+) -> Iterator[dict[str, RunningContainer]]:
     """The cluster's nodes (created, not started) on `network`, an internal one: they reach each other and the
-    database by name, nothing else; no host mount."""
+    database by name, nothing else; no host mount but the read-only `mounts` (a package repository)."""
     with ExitStack() as stack:
         yield {
             name: stack.enter_context(
@@ -246,6 +253,7 @@ def node_containers(session: DockerSession, image: str, network: str) -> Iterato
                     role=f"verify-{name}",
                     network=network,
                     hostname=name,
+                    mounts=mounts,
                     extra={"dns_opt": DNS_OPTIONS},
                 )
             )
@@ -316,7 +324,7 @@ def install(
                 result.fail(f"installing the artifact on {node} failed (exit {code})", output.splitlines()[-12:])
                 return False
             cluster.root = PurePosixPath(root)
-        _configure_controller(cluster, result)
+        configure_controller(cluster, result)
         if not result.failed:
             result.ok(
                 f"unpacked at {cluster.root} on {', '.join(NODES)}; slurm-factory-setup made the users, directories, "
@@ -325,7 +333,7 @@ def install(
     return not result.failed
 
 
-def _configure_controller(cluster: Cluster, result: CheckRecorder) -> None:
+def configure_controller(cluster: Cluster, result: CheckRecorder) -> None:
     """What a site edits in the shipped examples for this cluster; the database's password for slurmdbd."""
     edits = {
         "slurm.conf": lambda text: cluster_slurm_conf(text, CONTROLLER, SLURM_NODES, memory_mb=NODE_MEMORY_MB),

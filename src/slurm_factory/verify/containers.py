@@ -33,6 +33,7 @@ from slurm_factory.verify.jobs import check_debug_symbols_in_gdb, check_jobs, ch
 from slurm_factory.verify.report import VerificationReport, check
 from slurm_factory.verify.rest import check_rest
 from slurm_factory.verify.upgrade import (
+    OldState,
     check_database_converted,
     check_state_kept,
     pending_conversion,
@@ -136,14 +137,7 @@ def database_ready(database: RunningContainer, timeout: float) -> tuple[bool, li
 def check_cluster(cluster: Cluster, report: VerificationReport) -> None:
     """The production-shaped cluster, one check after the other: database, install, daemons from their units,
     configless node and login node, accounting, jobs, REST, pam_slurm_adopt, gdb."""
-    with check(report, "cluster: database") as result:
-        ready, evidence = database_ready(cluster.database, 120.0 * cluster.patience)
-        version = re.search(r"Ver\s+(\S+)", "\n".join(evidence))
-        if ready:
-            result.ok(f"MariaDB {version[1] if version else ''} on {DATABASE}; slurmdbd's account created")
-        else:
-            result.fail(f"the MariaDB server on {DATABASE} did not start", evidence)
-    if result.failed:
+    if not check_database(cluster, report):
         return
     old_state = run_old_release(cluster, report) if cluster.old_artifact is not None else None
     if cluster.old_artifact is not None and old_state is None:
@@ -151,6 +145,14 @@ def check_cluster(cluster: Cluster, report: VerificationReport) -> None:
     if not install(cluster, report, INSTALL_PREFIX / "artifact", name="cluster: install"):
         return
     before = pending_conversion(cluster) if old_state is not None else ""
+    check_release_under_test(cluster, report, old_state=old_state, before=before)
+
+
+def check_release_under_test(
+    cluster: Cluster, report: VerificationReport, *, old_state: OldState | None, before: str
+) -> None:
+    """The installed release under test: its daemons in SchedMD's order, the configless nodes, accounting; after an
+    upgrade (`old_state`) the old release's database and state; then the workload."""
     if not start_controller(cluster, report) or not start_configless(cluster, report):
         return
     if old_state is not None:
@@ -159,6 +161,24 @@ def check_cluster(cluster: Cluster, report: VerificationReport) -> None:
         return
     if old_state is not None:
         check_state_kept(cluster, report, old_state)
+    check_workload(cluster, report)
+
+
+def check_database(cluster: Cluster, report: VerificationReport) -> bool:
+    """The MariaDB server of the database container serves, with slurmdbd's account."""
+    with check(report, "cluster: database") as result:
+        ready, evidence = database_ready(cluster.database, 120.0 * cluster.patience)
+        version = re.search(r"Ver\s+(\S+)", "\n".join(evidence))
+        if ready:
+            result.ok(f"MariaDB {version[1] if version else ''} on {DATABASE}; slurmdbd's account created")
+        else:
+            result.fail(f"the MariaDB server on {DATABASE} did not start", evidence)
+    return not result.failed
+
+
+def check_workload(cluster: Cluster, report: VerificationReport) -> None:
+    """What a running cluster with accounting must do: refuse a user without an association, run jobs (srun,
+    sbatch, MPI, two nodes), record them, enforce a QOS limit, answer REST, adopt ssh sessions, debug in gdb."""
     check_unassociated_user_refused(cluster, report)
     batch = check_jobs(cluster, report)
     check_job_record(cluster, report, batch)

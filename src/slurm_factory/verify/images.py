@@ -16,7 +16,14 @@ from slurm_factory.plan.templating import render
 from slurm_factory.verify.artifact_reader import ArtifactUnderTest
 
 # Files the verification containers run, shipped as package data (templates/verify/).
-NODE_FILES = ("ldd-check.sh", "node-setup.sh", "module-check.sh", "db-start.sh")
+NODE_FILES = (
+    "ldd-check.sh",
+    "node-setup.sh",
+    "package-node-setup.sh",
+    "node-accounts.sh",
+    "module-check.sh",
+    "db-start.sh",
+)
 CHECK_DIR = PurePosixPath("/verify")
 MPI_BUILD_ROLE = "verify-mpi-build"
 

@@ -20,7 +20,8 @@ def check_jobs(cluster: Cluster, report: VerificationReport) -> str | None:
     _check_srun(cluster, report)
     batch = _check_sbatch(cluster, report)
     _check_mpi_plugins(cluster, report)
-    _check_modulefile(cluster, report)
+    if cluster.lmod:
+        _check_modulefile(cluster, report)
     _check_two_nodes(cluster, report)
     _check_mpi_job(cluster, report)
     return batch

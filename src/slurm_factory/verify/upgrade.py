@@ -58,8 +58,8 @@ def run_old_release(cluster: Cluster, report: VerificationReport) -> OldState | 
                 and start_configless(cluster, steps, ("configless node", "login node"))
                 and check_associations(cluster, steps)
             )
-            state = _leave_state(cluster, steps, old.version) if up else None
-            _stop_everything(cluster)
+            state = leave_state(cluster, steps, old.version) if up else None
+            stop_everything(cluster)
         finally:
             cluster.artifact = new_artifact
         failed = steps.failures
@@ -76,7 +76,7 @@ def run_old_release(cluster: Cluster, report: VerificationReport) -> OldState | 
     return state
 
 
-def _leave_state(cluster: Cluster, steps: VerificationReport, version: str) -> OldState | None:
+def leave_state(cluster: Cluster, steps: VerificationReport, version: str) -> OldState | None:
     with check(steps, "state") as result:
         code, output = cluster.slurm(
             LOGIN, "bin/sbatch", "--parsable", "-o", "/dev/null", "--wrap", "hostname", user=USER
@@ -108,7 +108,7 @@ def _leave_state(cluster: Cluster, steps: VerificationReport, version: str) -> O
     return None if result.failed or held is None else OldState(version, completed, held)
 
 
-def _stop_everything(cluster: Cluster) -> None:
+def stop_everything(cluster: Cluster) -> None:
     for node in NODES:
         cluster.stop_daemons(node, DAEMONS_BY_NODE.get(node, ()))
 

@@ -1,0 +1,270 @@
+"""`--package deb`: the request's refusals, the version rules, the rendered debian/ directory (what lintian and
+dpkg read), the stored set and the repository index that verification reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slurm_factory.catalog.deb_packages import load_deb_packages
+from slurm_factory.config import Settings
+from slurm_factory.exceptions import BuildError, ConfigurationError
+from slurm_factory.packages import store
+from slurm_factory.packages.apt_repository import AptPublication, add_to_pool
+from slurm_factory.packages.deb import (
+    LINE_WIDTH,
+    description_lines,
+    make_package_plan,
+    package_install_dirs,
+    render_debian_files,
+)
+from slurm_factory.packages.verify_apt import previous_release, read_index, tampered_copy
+from slurm_factory.packages.versions import compare_versions, debian_version
+from slurm_factory.plan import native
+from slurm_factory.request import BuildRequest, make_request
+
+NATIVE_DEB = {"engine": "native", "toolchain": "trixie", "slurm_version": "24.11.5", "package": "deb"}
+
+
+def _request(**options: object) -> BuildRequest:
+    return make_request(**{**NATIVE_DEB, **options})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"engine": "spack"}, "needs the native engine"),
+        ({"toolchain": "rockylinux9"}, ".rpm packages are not built yet"),
+        ({"package_release": "0"}, "from 1 to 9999"),
+        ({"package_release": "two"}, "from 1 to 9999"),
+        ({"package": "tarball", "package_release": "2"}, "--package is tarball"),
+        ({"verify": True}, "needs --publish slurm"),
+        ({"upgrade_from": "/nonexistent/old.tar.gz"}, "packages are upgraded from the earlier release"),
+    ],
+)
+def test_a_package_request_that_cannot_be_built_is_refused_naming_why(options: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        _request(**options)
+
+
+def test_packages_are_not_published_to_s3_yet() -> None:
+    with pytest.raises(ConfigurationError, match="s3:// is not supported for packages"):
+        _request(publish_url="s3://bucket/apt", publish="slurm", signing_key="0x" + "A" * 16)
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("24.11.5-1+sf.trixie", "24.11.5-2+sf.trixie"),  # --package-release bumps a rebuild
+        ("24.11.5-9+sf.trixie", "24.11.5-10+sf.trixie"),  # numerically, not as text
+        ("24.11.5-1", "24.11.5-1+sf.trixie"),  # above SchedMD's own package of the same release
+        ("24.11.5-2+sf.trixie", "24.11.5+tag2-1+sf.trixie"),  # a re-tag above any rebuild of the first tag
+        ("24.11.5+tag2-1+sf.trixie", "24.11.6-1+sf.trixie"),  # below the next patch release
+        ("24.11.6-1+sf.trixie", "25.05.0-1+sf.trixie"),
+        ("1.0~rc1-1", "1.0-1"),  # dpkg's tilde sorts before the end
+        ("9.9-1", "1:0.1-1"),  # an epoch wins
+    ],
+)
+def test_versions_sort_as_dpkg_sorts_them(older: str, newer: str) -> None:
+    assert compare_versions(older, newer) == -1
+    assert compare_versions(newer, older) == 1
+    assert compare_versions(newer, newer) == 0
+
+
+def test_the_package_version_names_the_release_the_rebuild_and_the_codename() -> None:
+    request = _request(package_release="3")
+    assert debian_version(request.slurm, release=request.package_release, codename="trixie") == "24.11.5-3+sf.trixie"
+
+
+def test_the_packages_are_configured_for_the_fhs_layout_with_the_tarballs_other_options() -> None:
+    request = _request()
+    packaged = native.configure_options(request, install_dirs=package_install_dirs(request))
+    tree = native.configure_options(request)
+    assert "--prefix=/usr" in packaged and "--libdir=/usr/lib/x86_64-linux-gnu" in packaged
+    assert "--sysconfdir=/etc/slurm" in packaged
+    unchanged = [option for option in tree if not option.startswith(("--prefix", "--with-pam_dir"))]
+    assert [option for option in packaged if option in unchanged] == unchanged
+
+
+def _debian(**options: object) -> dict[str, str]:
+    return {name: plan_file.content for name, plan_file in render_debian_files(_request(**options)).items()}
+
+
+def test_descriptions_and_changelog_lines_fit_lintians_width() -> None:
+    debian = _debian()
+    descriptions = [line for line in debian["control"].splitlines() if line.startswith(("Description:", " "))]
+    for name, lines in (("control", descriptions), ("changelog", debian["changelog"].splitlines())):
+        long = [line for line in lines if len(line) > LINE_WIDTH + 1]
+        assert not long, (name, long)
+    assert "Package: slurm-smd-slurmctld" in debian["control"]
+    assert debian["changelog"].startswith("slurm-smd (24.11.5-1+sf.trixie) trixie; urgency=medium")
+
+
+def test_description_paragraphs_are_wrapped_and_separated() -> None:
+    package = next(package for package in load_deb_packages().packages if package.name == "slurm-smd")
+    lines = description_lines(package)
+    assert "" in lines and lines[0] and lines[-1]
+    assert max(map(len, lines)) <= LINE_WIDTH - 1
+    assert " ".join(line for line in lines if line).startswith("Slurm is a fault-tolerant")
+
+
+def test_every_lintian_override_names_its_reason_in_a_comment_above_it() -> None:
+    debian = _debian()
+    overrides = {name: text for name, text in debian.items() if name.endswith(".lintian-overrides")}
+    catalog = load_deb_packages().lintian_overrides
+    assert {f"{package}.lintian-overrides" for entry in catalog for package in entry.packages} == set(overrides)
+    for name, text in overrides.items():
+        lines = text.splitlines()
+        tags = [index for index, line in enumerate(lines) if line and not line.startswith("#")]
+        assert tags, name
+        for index in tags:
+            assert index > 0 and lines[index - 1].startswith("# "), (name, lines[index])
+    assert (
+        "custom-library-search-path RUNPATH /usr/lib/x86_64-linux-gnu/slurm *"
+        in overrides["slurm-smd-client.lintian-overrides"]
+    )
+
+
+def test_the_units_run_the_daemons_from_usr_sbin_with_etc_slurm() -> None:
+    debian = _debian()
+    units = {name: text for name, text in debian.items() if name.endswith(".service")}
+    assert set(units) == {f"slurm-smd-{unit}.{unit}.service" for unit in
+                          ("slurmctld", "slurmd", "slurmdbd", "slurmrestd", "sackd")}  # fmt: skip
+    for name, text in units.items():
+        assert "@" not in text.replace("@slurm-factory", ""), name
+        daemon = name.split(".")[1]
+        assert f"ExecStart=/usr/sbin/{daemon} " in text, name
+        assert "Environment=SLURM_CONF=/etc/slurm/slurm.conf" in text, name
+        assert "slurm-factory-setup" not in text, name
+    assert "User=slurmrestd" in units["slurm-smd-slurmrestd.slurmrestd.service"]
+
+
+def test_the_examples_a_site_copies_name_etc_slurm_and_no_setup_script() -> None:
+    debian = _debian()
+    assert debian["slurm-smd.examples"].splitlines() == [
+        "debian/examples/slurm.conf", "debian/examples/cgroup.conf", "debian/examples/slurmdbd.conf",
+    ]  # fmt: skip
+    for name in ("slurm.conf", "cgroup.conf", "slurmdbd.conf"):
+        text = debian[f"examples/{name}"]
+        assert "@SLURM_CONF_DIR@" not in text and "slurm-factory-setup" not in text, name
+    assert "AuthAltParameters=jwt_key=/etc/slurm/jwt_hs256.key" in debian["examples/slurm.conf"]
+
+
+def test_the_rules_never_start_stop_or_restart_a_daemon_from_dpkg() -> None:
+    rules = _debian()["rules"]
+    lines = [line.strip() for line in rules.splitlines() if "dh_installsystemd -p" in line]
+    assert len(lines) == 5
+    for line in lines:
+        assert {"--no-start", "--no-stop-on-upgrade", "--no-restart-after-upgrade"} <= set(line.split()), line
+
+
+def test_a_patch_is_named_in_the_changelog(tmp_path: Path) -> None:
+    patch = tmp_path / "site-fix.patch"
+    patch.write_text("--- a/README\n+++ b/README\n@@ -1 +1 @@\n-a\n+b\n", encoding="utf-8")
+    changelog = _debian(patches=[str(patch)])["changelog"]
+    joined = " ".join(line.strip() for line in changelog.splitlines())
+    assert re.search(r"\* Patch \d+-site-fix\.patch \(site\), sha256 [0-9a-f]{16}\.", joined), joined
+
+
+def test_the_package_set_has_its_own_identity_which_follows_the_release(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    first, second = (make_package_plan(_request(package_release=n), settings) for n in ("1", "2"))
+    assert first.build_id != second.build_id
+    assert first.artifact_path.parent == tmp_path / "builds" / "packages"
+    assert make_package_plan(_request(package_release="1"), settings).build_id == first.build_id
+
+
+def _tree_tar(tmp_path: Path, names: list[str]) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in names:
+        (tree / name).write_bytes(name.encode())
+    tar = tmp_path / "tree.tar"
+    with tarfile.open(tar, "w") as archive:
+        for name in names:
+            archive.add(tree / name, arcname=name)
+    return tar
+
+
+def test_the_stored_set_records_every_package_and_refuses_a_changed_file(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    names = ["slurm-smd_24.11.5-1+sf.trixie_amd64.deb", "slurm-smd-client_24.11.5-1+sf.trixie_amd64.deb"]
+    meta = {
+        "packages.tsv": "".join(f"{name.split('_')[0]}\t24.11.5-1+sf.trixie\t{name}\n" for name in names),
+        "lintian.txt": "O: slurm-smd: groff-message x\nN: why\nI: slurm-smd: hardening-no-bindnow x\n",
+    }
+    stored = store.write_package_set(plan, _tree_tar(tmp_path, names), meta, durations={})
+    assert stored.manifest["lintian"] == {"O": 1, "I": 1}
+    assert store.find(plan.artifact_path) is not None
+    (plan.artifact_path / names[0]).write_bytes(b"changed")
+    assert store.find(plan.artifact_path) is None
+    with pytest.raises(BuildError, match="listed"):
+        store.write_package_set(plan, _tree_tar(tmp_path / "other", []) if (tmp_path / "other").mkdir() is None
+                                else Path(), meta, durations={})  # fmt: skip
+
+
+def test_a_pool_refuses_a_second_file_of_one_name_with_other_bytes(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    name = "slurm-smd_24.11.5-1+sf.trixie_amd64.deb"
+    meta = {"packages.tsv": f"slurm-smd\t24.11.5-1+sf.trixie\t{name}\n"}
+    stored = store.write_package_set(plan, _tree_tar(tmp_path, [name]), meta, durations={})
+    pool = tmp_path / "pool"
+    assert add_to_pool(stored, pool) == [name]
+    assert add_to_pool(stored, pool) == []  # the same bytes again: nothing to add
+    (pool / name).write_bytes(b"another build")
+    with pytest.raises(ConfigurationError, match=r"already has slurm-smd_24\.11\.5-1") as refused:
+        add_to_pool(stored, pool)
+    assert refused.value.hint is not None and "bump --package-release" in refused.value.hint
+
+
+def _publication(tmp_path: Path, stanzas: list[tuple[str, str]]) -> AptPublication:
+    repository = tmp_path / "apt"
+    index = repository / "dists" / "trixie" / "main" / "binary-amd64"
+    index.mkdir(parents=True)
+    text = "\n".join(f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n" for name, version in stanzas)
+    (index / "Packages").write_text(text, encoding="utf-8")
+    release = repository / "dists" / "trixie"
+    (release / "Release").write_text("Origin: slurm-factory\nSuite: trixie\n", encoding="utf-8")
+    (release / "InRelease").write_text("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: slurm-factory\n",
+                                       encoding="utf-8")  # fmt: skip
+    return AptPublication(repository, "trixie", repository / "key.asc", ())
+
+
+def test_verification_upgrades_from_the_newest_earlier_release_of_the_same_slurm(tmp_path: Path) -> None:
+    publication = _publication(tmp_path, [
+        ("slurm-smd", "24.11.5-10+sf.trixie"), ("slurm-smd-client", "24.11.5-10+sf.trixie"),
+        ("slurm-smd", "24.11.5-9+sf.trixie"), ("slurm-smd", "24.11.4-3+sf.trixie"),
+        ("slurm-smd", "24.11.5-11+sf.trixie"),
+    ])  # fmt: skip
+    releases = read_index(publication, "amd64")
+    assert [release.version for release in releases] == [
+        "24.11.4-3+sf.trixie", "24.11.5-9+sf.trixie", "24.11.5-10+sf.trixie", "24.11.5-11+sf.trixie",
+    ]  # fmt: skip
+    earlier = previous_release(releases, "24.11.5-11+sf.trixie", upstream="24.11.5")
+    assert earlier is not None and earlier.version == "24.11.5-10+sf.trixie"
+    assert earlier.packages == ("slurm-smd", "slurm-smd-client")
+    assert previous_release(releases, "24.11.4-3+sf.trixie", upstream="24.11.4") is None
+
+
+def test_the_tampered_copy_changes_the_signed_text_and_leaves_the_repository_alone(tmp_path: Path) -> None:
+    publication = _publication(tmp_path, [("slurm-smd", "24.11.5-1+sf.trixie")])
+    original = (publication.repository / "dists" / "trixie" / "InRelease").read_text(encoding="utf-8")
+    copy = tampered_copy(publication, tmp_path / "tampered")
+    changed = (copy / "dists" / "trixie" / "InRelease").read_text(encoding="utf-8")
+    assert changed != original and "Origin: xslurm-factory" in changed
+    assert "Origin: xslurm-factory" in (copy / "dists" / "trixie" / "Release").read_text(encoding="utf-8")
+    assert (publication.repository / "dists" / "trixie" / "InRelease").read_text(encoding="utf-8") == original
+
+
+def test_a_package_build_is_summarised_by_dry_run(tmp_path: Path) -> None:
+    from slurm_factory.builder import build
+
+    result = build(settings=Settings(home=tmp_path), dry_run=True, **NATIVE_DEB)  # type: ignore[arg-type]
+    assert result.preflight is not None and result.package_plan is not None
+    described = json.dumps(result.to_json())
+    assert "slurm-smd 24.11.5-1+sf.trixie" in described and result.to_json()["dry_run"] is True
+    assert result.to_json()["package_build_id"] == result.package_plan.build_id
