@@ -90,7 +90,7 @@ def _patch(entry: dict[str, Any]) -> Patch:
     return Patch(type=kind, diff=Diff(url=XsUri(f"patches/{entry['name']}")))
 
 
-def _slurm_component(manifest: dict[str, Any]) -> Component:
+def slurm_component(manifest: dict[str, Any]) -> Component:
     slurm = manifest["slurm"]
     patches = manifest.get("patches") or []
     return Component(
@@ -201,7 +201,7 @@ def make_sbom(artifact: Artifact) -> str:
     )
     # What Spack built (none for a native artifact, whose manifest lists no spack_packages).
     components = [
-        _slurm_component(manifest), _operating_system(manifest), *_os_components(manifest), *_spack_components(manifest)
+        slurm_component(manifest), _operating_system(manifest), *_os_components(manifest), *_spack_components(manifest)
     ]  # fmt: skip
     for component in components:
         bom.components.add(component)

@@ -60,12 +60,35 @@ def _deb_build(builds: Builds, mirror: Path, release: str, *extra: str) -> DebBu
     key = builds.key
     started = time.monotonic()
     done = run_cli(
-        builds.cold.home, builds.cold.project, "build-slurm", "--engine", "native", "--toolchain", "trixie",
-        "--slurm-version", "24.11.5", "--slurm-source", str(slurm_source_tarball()), "--json",
-        "--package", "deb", "--package-release", release, "--signing-key", key.fingerprint,
-        "--gpg-private-key", f"@{key.key_file}", "--gpg-passphrase-file", str(key.passphrase_file),
-        "--publish", "slurm", "--publish-url", mirror.as_uri(), *extra, timeout=3600,
-    )  # fmt: skip
+        builds.cold.home,
+        builds.cold.project,
+        "build-slurm",
+        "--engine",
+        "native",
+        "--toolchain",
+        "trixie",
+        "--slurm-version",
+        "24.11.5",
+        "--slurm-source",
+        str(slurm_source_tarball()),
+        "--json",
+        "--package",
+        "deb",
+        "--package-release",
+        release,
+        "--signing-key",
+        key.fingerprint,
+        "--gpg-private-key",
+        f"@{key.key_file}",
+        "--gpg-passphrase-file",
+        str(key.passphrase_file),
+        "--publish",
+        "slurm",
+        "--publish-url",
+        mirror.as_uri(),
+        *extra,
+        timeout=3600,
+    )
     assert done.returncode == 0, f"package build failed:\n{done.stderr[-4000:]}\n{done.stdout[-3000:]}"
     return DebBuild(json.loads(done.stdout), time.monotonic() - started)
 
@@ -121,8 +144,12 @@ def test_the_packages_install_in_the_fhs_layout_with_units_conffiles_and_derived
 ) -> None:
     first = package_builds.first
     controller = first.deb("slurm-smd-slurmctld")
-    assert {"/usr/sbin/slurmctld", "/usr/lib/systemd/system/slurmctld.service", "/etc/default/slurmctld",
-            "/var/spool/slurmctld/"} <= set(_contents(controller))  # fmt: skip
+    assert {
+        "/usr/sbin/slurmctld",
+        "/usr/lib/systemd/system/slurmctld.service",
+        "/etc/default/slurmctld",
+        "/var/spool/slurmctld/",
+    } <= set(_contents(controller))
     assert _control_file(controller, "conffiles").split() == ["/etc/default/slurmctld"]
     assert _control(controller, "Version") == FIRST
     base = first.deb("slurm-smd")
@@ -157,11 +184,13 @@ def test_the_repository_keeps_both_releases_installable_and_is_signed(
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(home), "--batch"]
     try:
-        subprocess.run([*gpg, "--import", str(repository / "slurm-factory-archive-keyring.asc")], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*gpg, "--import", str(repository / "slurm-factory-archive-keyring.asc")], check=True, capture_output=True
+        )
         inline = subprocess.run([*gpg, "--verify", str(dist / "InRelease")], capture_output=True, text=True)
-        detached = subprocess.run([*gpg, "--verify", str(dist / "Release.gpg"), str(dist / "Release")],
-                                  capture_output=True, text=True)  # fmt: skip
+        detached = subprocess.run(
+            [*gpg, "--verify", str(dist / "Release.gpg"), str(dist / "Release")], capture_output=True, text=True
+        )
     finally:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
     assert inline.returncode == 0 and detached.returncode == 0, inline.stderr + detached.stderr

@@ -132,8 +132,9 @@ def test_every_lintian_override_names_its_reason_in_a_comment_above_it() -> None
 def test_the_units_run_the_daemons_from_usr_sbin_with_etc_slurm() -> None:
     debian = _debian()
     units = {name: text for name, text in debian.items() if name.endswith(".service")}
-    assert set(units) == {f"slurm-smd-{unit}.{unit}.service" for unit in
-                          ("slurmctld", "slurmd", "slurmdbd", "slurmrestd", "sackd")}  # fmt: skip
+    assert set(units) == {
+        f"slurm-smd-{unit}.{unit}.service" for unit in ("slurmctld", "slurmd", "slurmdbd", "slurmrestd", "sackd")
+    }
     for name, text in units.items():
         assert "@" not in text.replace("@slurm-factory", ""), name
         daemon = name.split(".")[1]
@@ -146,8 +147,10 @@ def test_the_units_run_the_daemons_from_usr_sbin_with_etc_slurm() -> None:
 def test_the_examples_a_site_copies_name_etc_slurm_and_no_setup_script() -> None:
     debian = _debian()
     assert debian["slurm-smd.examples"].splitlines() == [
-        "debian/examples/slurm.conf", "debian/examples/cgroup.conf", "debian/examples/slurmdbd.conf",
-    ]  # fmt: skip
+        "debian/examples/slurm.conf",
+        "debian/examples/cgroup.conf",
+        "debian/examples/slurmdbd.conf",
+    ]
     for name in ("slurm.conf", "cgroup.conf", "slurmdbd.conf"):
         text = debian[f"examples/{name}"]
         assert "@SLURM_CONF_DIR@" not in text and "slurm-factory-setup" not in text, name
@@ -202,9 +205,10 @@ def test_the_stored_set_records_every_package_and_refuses_a_changed_file(tmp_pat
     assert store.find(plan.artifact_path) is not None
     (plan.artifact_path / names[0]).write_bytes(b"changed")
     assert store.find(plan.artifact_path) is None
+    (tmp_path / "other").mkdir()
+    empty = _tree_tar(tmp_path / "other", [])
     with pytest.raises(BuildError, match="listed"):
-        store.write_package_set(plan, _tree_tar(tmp_path / "other", []) if (tmp_path / "other").mkdir() is None
-                                else Path(), meta, durations={})  # fmt: skip
+        store.write_package_set(plan, empty, meta, durations={})
 
 
 def test_a_pool_refuses_a_second_file_of_one_name_with_other_bytes(tmp_path: Path) -> None:
@@ -229,21 +233,30 @@ def _publication(tmp_path: Path, stanzas: list[tuple[str, str]]) -> AptPublicati
     (index / "Packages").write_text(text, encoding="utf-8")
     release = repository / "dists" / "trixie"
     (release / "Release").write_text("Origin: slurm-factory\nSuite: trixie\n", encoding="utf-8")
-    (release / "InRelease").write_text("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: slurm-factory\n",
-                                       encoding="utf-8")  # fmt: skip
+    (release / "InRelease").write_text(
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: slurm-factory\n", encoding="utf-8"
+    )
     return AptPublication(repository, "trixie", repository / "key.asc", ())
 
 
 def test_verification_upgrades_from_the_newest_earlier_release_of_the_same_slurm(tmp_path: Path) -> None:
-    publication = _publication(tmp_path, [
-        ("slurm-smd", "24.11.5-10+sf.trixie"), ("slurm-smd-client", "24.11.5-10+sf.trixie"),
-        ("slurm-smd", "24.11.5-9+sf.trixie"), ("slurm-smd", "24.11.4-3+sf.trixie"),
-        ("slurm-smd", "24.11.5-11+sf.trixie"),
-    ])  # fmt: skip
+    publication = _publication(
+        tmp_path,
+        [
+            ("slurm-smd", "24.11.5-10+sf.trixie"),
+            ("slurm-smd-client", "24.11.5-10+sf.trixie"),
+            ("slurm-smd", "24.11.5-9+sf.trixie"),
+            ("slurm-smd", "24.11.4-3+sf.trixie"),
+            ("slurm-smd", "24.11.5-11+sf.trixie"),
+        ],
+    )
     releases = read_index(publication, "amd64")
     assert [release.version for release in releases] == [
-        "24.11.4-3+sf.trixie", "24.11.5-9+sf.trixie", "24.11.5-10+sf.trixie", "24.11.5-11+sf.trixie",
-    ]  # fmt: skip
+        "24.11.4-3+sf.trixie",
+        "24.11.5-9+sf.trixie",
+        "24.11.5-10+sf.trixie",
+        "24.11.5-11+sf.trixie",
+    ]
     earlier = previous_release(releases, "24.11.5-11+sf.trixie", upstream="24.11.5")
     assert earlier is not None and earlier.version == "24.11.5-10+sf.trixie"
     assert earlier.packages == ("slurm-smd", "slurm-smd-client")
@@ -268,3 +281,42 @@ def test_a_package_build_is_summarised_by_dry_run(tmp_path: Path) -> None:
     described = json.dumps(result.to_json())
     assert "slurm-smd 24.11.5-1+sf.trixie" in described and result.to_json()["dry_run"] is True
     assert result.to_json()["package_build_id"] == result.package_plan.build_id
+
+
+def test_depends_fields_name_every_alternative_and_its_constraint() -> None:
+    from slurm_factory.packages.sbom import depended_on
+
+    depends = "libc6 (>= 2.38), libmunge2 (>= 0.5.8), adduser, default-mta | mail-transport-agent, perl:any"
+    assert depended_on(depends) == [
+        ("libc6", ">= 2.38"),
+        ("libmunge2", ">= 0.5.8"),
+        ("adduser", ""),
+        ("default-mta", ""),
+        ("mail-transport-agent", ""),
+        ("perl", ""),
+    ]
+
+
+def test_the_sets_sbom_lists_each_package_and_what_its_depends_name(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    names = ["slurm-smd_24.11.5-1+sf.trixie_amd64.deb", "slurm-smd-client_24.11.5-1+sf.trixie_amd64.deb"]
+    meta = {
+        "packages.tsv": f"slurm-smd\t24.11.5-1+sf.trixie\t{names[0]}\tlibc6 (>= 2.38), munge\n"
+        f"slurm-smd-client\t24.11.5-1+sf.trixie\t{names[1]}\tslurm-smd (= 24.11.5-1+sf.trixie), libc6 (>= 2.34)\n"
+    }
+    stored = store.write_package_set(plan, _tree_tar(tmp_path, names), meta, durations={})
+    document = json.loads((stored.directory / "sbom.json").read_text(encoding="utf-8"))
+    purls = {component["bom-ref"]: component.get("purl") for component in document["components"]}
+    assert (
+        purls["deb:slurm-smd-client"]
+        == "pkg:deb/slurm-factory/slurm-smd-client@24.11.5-1%2Bsf.trixie?arch=amd64&distro=trixie"
+    )
+    assert purls["os:libc6"] == "pkg:deb/debian/libc6?distro=trixie" and "os:munge" in purls
+    assert "os:slurm-smd" not in purls, "our own package is a component once, not an OS package"
+    graph = {entry["ref"]: set(entry.get("dependsOn", [])) for entry in document["dependencies"]}
+    assert graph["deb:slurm-smd-client"] == {"deb:slurm-smd", "os:libc6"}
+    assert {"slurm", "deb:slurm-smd", "deb:slurm-smd-client"} <= graph["package-set"]
+    first_text = (stored.directory / "sbom.json").read_text(encoding="utf-8")
+    (tmp_path / "again").mkdir()
+    again = store.write_package_set(plan, _tree_tar(tmp_path / "again", names), meta, durations={})
+    assert (again.directory / "sbom.json").read_text(encoding="utf-8") == first_text, "the same set, the same SBOM"

@@ -136,7 +136,9 @@ def _ensure_packaging_image(plan: PackagePlan, session: DockerSession, monitor: 
             monitor.note(f"reusing packaging image {plan.image.reference}")
             return
         labels = session.labels("packaging", **{"org.slurm-factory.toolchain": plan.request.toolchain.name})
-        session.build_image(plan.image.dockerfile, plan.image.reference, labels, monitor.output)
+        session.build_image(
+            plan.image.dockerfile, plan.image.reference, labels, monitor.output, nocache=plan.request.no_cache
+        )
 
 
 def _run_package_build(

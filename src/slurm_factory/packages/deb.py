@@ -90,8 +90,10 @@ def description_lines(package: DebPackage) -> list[str]:
 
 def changelog_entries(request: BuildRequest) -> list[str]:
     """debian/changelog's items, each wrapped below its `* `."""
-    items = [f"Slurm {request.slurm.version} (SchedMD tag {request.slurm.tag}) for {request.toolchain.os}, built by "
-             f"slurm-factory {__version__}."]  # fmt: skip
+    items = [
+        f"Slurm {request.slurm.version} (SchedMD tag {request.slurm.tag}) for {request.toolchain.os}, built by "
+        f"slurm-factory {__version__}."
+    ]
     items += [f"Patch {patch.name} ({patch.origin}), sha256 {patch.sha256[:16]}." for patch in request.patches]
     lines = []
     for item in items:

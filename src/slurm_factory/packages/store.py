@@ -1,5 +1,5 @@
 """The stored package set of one build id: `builds/packages/<id>/` with the .deb files, `SHA256SUMS`, the
-lintian report and `manifest.json`; `builds/slurm-<flavor>-deb` names the newest set of a request."""
+lintian report, `manifest.json` and `sbom.json`; `builds/slurm-<flavor>-deb` names the newest set of a request."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from slurm_factory import __version__
 from slurm_factory.exceptions import BuildError
+from slurm_factory.packages.sbom import SBOM_FILE, make_package_sbom
 from slurm_factory.plan.model import PackagePlan
 
 SUMS_FILE = "SHA256SUMS"
@@ -30,6 +31,8 @@ class PackageFile:
     file: str
     sha256: str
     size: int
+    # The Depends field, as dpkg-shlibdeps and debian/control made it.
+    depends: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class PackageFile:
             "file": self.file,
             "sha256": self.sha256,
             "size": self.size,
+            "depends": self.depends,
         }
 
 
@@ -92,9 +96,10 @@ def find(directory: Path) -> PackageSet | None:
     return PackageSet(directory, manifest["version"], files, manifest)
 
 
-def _package_rows(meta: dict[str, str]) -> list[tuple[str, str, str]]:
-    rows = [tuple(line.split("\t")) for line in meta.get("packages.tsv", "").splitlines() if line.strip()]
-    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3]
+def _package_rows(meta: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """(package, version, file, depends) of each line the build script wrote (depends may be absent)."""
+    rows = [line.split("\t") for line in meta.get("packages.tsv", "").splitlines() if line.strip()]
+    return [(row[0], row[1], row[2], row[3] if len(row) > 3 else "") for row in rows if len(row) >= 3]
 
 
 def write_package_set(
@@ -115,11 +120,11 @@ def write_package_set(
                     shutil.copyfileobj(source, target)
     rows = _package_rows(meta)
     files = []
-    for package, version, name in sorted(rows):
+    for package, version, name, depends in sorted(rows):
         path = partial / name
         if not path.is_file():
             raise BuildError(f"the package build listed {name} but did not produce it", log_path=plan.log_path)
-        files.append(PackageFile(package, version, name, _sha256(path), path.stat().st_size))
+        files.append(PackageFile(package, version, name, _sha256(path), path.stat().st_size, depends))
     if not files:
         raise BuildError("the package build produced no .deb file", log_path=plan.log_path)
     (partial / SUMS_FILE).write_text("".join(f"{entry.sha256}  {entry.file}\n" for entry in files), encoding="utf-8")
@@ -129,6 +134,8 @@ def write_package_set(
         "build_id": plan.build_id,
         "slurm_version": plan.request.slurm.version,
         "slurm_sha256": plan.request.slurm.sha256,
+        "slurm_tag": plan.request.slurm.tag,
+        "slurm_url": plan.request.slurm.url,
         "toolchain": plan.request.toolchain.name,
         "codename": plan.request.toolchain.codename,
         "arch": plan.request.arch.value,
@@ -144,6 +151,11 @@ def write_package_set(
         "tool_version": __version__,
     }
     (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os_namespace = plan.request.toolchain.os.split()[0].lower()
+    sbom = make_package_sbom(
+        partial, manifest, os_namespace=os_namespace, source_date_epoch=plan.request.slurm.source_date_epoch
+    )
+    (partial / SBOM_FILE).write_text(sbom, encoding="utf-8")
     shutil.rmtree(destination, ignore_errors=True)
     os.replace(partial, destination)
     return PackageSet(destination, plan.version, tuple(files), manifest)
