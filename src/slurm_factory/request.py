@@ -460,6 +460,7 @@ class PackageDelivery:
     publish_url: str | None
     verify: bool
     upgrade_from: str | None
+    signs: bool = False
 
 
 def _check_package_delivery(kind: PackageKind, delivery: PackageDelivery) -> None:
@@ -475,6 +476,12 @@ def _check_package_delivery(kind: PackageKind, delivery: PackageDelivery) -> Non
             f"--verify with --package {kind.value} installs the packages with apt from their signed repository: it "
             "needs --publish slurm (and --signing-key)",
             hint="add --publish slurm --signing-key KEY (the repository is the local buildcache unless --publish-url)",
+        )
+    if delivery.signs and delivery.publish is PublishMode.NONE and kind is PackageKind.DEB:
+        raise ConfigurationError(
+            "--signing-key with --package deb signs the apt repository, which only --publish writes; the .deb files "
+            "are not signed one by one",
+            hint="add --publish slurm (the repository is the local buildcache unless --publish-url), or drop the key",
         )
     if delivery.upgrade_from is not None and kind is PackageKind.DEB:
         raise ConfigurationError(
@@ -723,7 +730,11 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
             toolchain=chosen_toolchain,
             foreign=chosen.arch is not build_arch,
             delivery=PackageDelivery(
-                publish_mode, raw["publish_url"], verify=raw["verify"], upgrade_from=raw["upgrade_from"]
+                publish_mode,
+                raw["publish_url"],
+                verify=raw["verify"],
+                upgrade_from=raw["upgrade_from"],
+                signs=raw["signing_key"] is not None,
             ),
         ),
         verify=raw["verify"],

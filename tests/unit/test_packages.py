@@ -41,8 +41,13 @@ def _request(**options: object) -> BuildRequest:
         ({"toolchain": "rockylinux9"}, ".rpm packages are not built yet"),
         ({"package_release": "0"}, "from 1 to 9999"),
         ({"package_release": "two"}, "from 1 to 9999"),
+        ({"package_release": "\u00b2"}, "from 1 to 9999"),  # a Unicode digit int() would not take
+        ({"package_release": "\u0661"}, "from 1 to 9999"),  # an Arabic-Indic one it would
+        ({"package_release": " 2"}, "from 1 to 9999"),
+        ({"package_release": "01"}, "from 1 to 9999"),
         ({"package": "tarball", "package_release": "2"}, "--package is tarball"),
         ({"verify": True}, "needs --publish slurm"),
+        ({"signing_key": "0x" + "A" * 16}, "which only --publish writes"),
         ({"upgrade_from": "/nonexistent/old.tar.gz"}, "packages are upgraded from the earlier release"),
     ],
 )
@@ -320,3 +325,20 @@ def test_the_sets_sbom_lists_each_package_and_what_its_depends_name(tmp_path: Pa
     (tmp_path / "again").mkdir()
     again = store.write_package_set(plan, _tree_tar(tmp_path / "again", names), meta, durations={})
     assert (again.directory / "sbom.json").read_text(encoding="utf-8") == first_text, "the same set, the same SBOM"
+
+
+def test_a_listed_file_name_that_leaves_the_sets_directory_is_refused(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    (tmp_path / "empty").mkdir()
+    empty = _tree_tar(tmp_path / "empty", [])
+    for name in ("../../etc/passwd.deb", "sub/slurm-smd_1_amd64.deb", "slurm-smd.tar"):
+        meta = {"packages.tsv": f"slurm-smd\t24.11.5-1+sf.trixie\t{name}\n"}
+        with pytest.raises(BuildError, match=r"not a \.deb file name"):
+            store.write_package_set(plan, empty, meta, durations={})
+    good = "slurm-smd_24.11.5-1+sf.trixie_amd64.deb"
+    meta = {"packages.tsv": f"slurm-smd\t24.11.5-1+sf.trixie\t{good}\n"}
+    stored = store.write_package_set(plan, _tree_tar(tmp_path, [good]), meta, durations={})
+    manifest = json.loads((stored.directory / "manifest.json").read_text(encoding="utf-8"))
+    manifest["packages"][0]["file"] = "../manifest.json"
+    (stored.directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert store.find(stored.directory) is None, "a manifest naming a file outside the set is not a stored set"

@@ -22,7 +22,7 @@ from typing import Any
 
 from slurm_factory.docker_engine import DockerSession
 from slurm_factory.exceptions import BuildError, ConfigurationError
-from slurm_factory.packages.store import PackageSet
+from slurm_factory.packages.store import PackageSet, is_package_file_name
 from slurm_factory.plan.model import Mount, PackagePlan, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.progress import BuildMonitor
@@ -89,6 +89,9 @@ def add_to_pool(package_set: PackageSet, pool: Path) -> list[str]:
     """Copy the set's .deb files into the pool. A file of the same name with other bytes is refused: one version
     names one build, and a client that cached the old bytes would fail its hash check."""
     pool.mkdir(parents=True, exist_ok=True)
+    unsafe = [entry.file for entry in package_set.files if not is_package_file_name(entry.file)]
+    if unsafe:
+        raise ConfigurationError(f"the package set {package_set.directory} names {unsafe[0]!r}, not a .deb file name")
     added = []
     for entry in package_set.files:
         target = pool / entry.file

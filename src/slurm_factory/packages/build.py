@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from slurm_factory.build_lock import image_lock
+from slurm_factory.choices import PublishMode
 from slurm_factory.config import Settings
 from slurm_factory.docker_engine import DockerSession
 from slurm_factory.engines import container
@@ -77,7 +78,9 @@ def build_packages(
     request = plan.request
     existing = None if request.no_cache else store.find(plan.artifact_path)
     with ExitStack() as stack:
-        signer = stack.enter_context(_signing_key(plan)) if request.signs else None
+        # The .deb files are not signed one by one: the key signs the repository, written only with --publish.
+        publishes = request.signs and request.publish is not PublishMode.NONE
+        signer = stack.enter_context(_signing_key(plan)) if publishes else None
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         session = DockerSession(settings.project_name)
         if existing is None:

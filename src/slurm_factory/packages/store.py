@@ -82,6 +82,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_package_file_name(name: str) -> bool:
+    """A plain `.deb` file name: no directory part, nothing a path could climb out of the set's directory with."""
+    return name.endswith(".deb") and name == Path(name).name and not name.startswith(".") and "\x00" not in name
+
+
 def find(directory: Path) -> PackageSet | None:
     """The stored set, when it is complete and every file still has the bytes its manifest records."""
     manifest_path = directory / MANIFEST_FILE
@@ -89,6 +94,8 @@ def find(directory: Path) -> PackageSet | None:
         return None
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     files = tuple(PackageFile(**entry) for entry in manifest["packages"])
+    if not all(is_package_file_name(entry.file) for entry in files):
+        return None
     for entry in files:
         path = directory / entry.file
         if not path.is_file() or path.stat().st_size != entry.size or _sha256(path) != entry.sha256:
@@ -121,6 +128,8 @@ def write_package_set(
     rows = _package_rows(meta)
     files = []
     for package, version, name, depends in sorted(rows):
+        if not is_package_file_name(name):
+            raise BuildError(f"the package build listed {name!r}, not a .deb file name", log_path=plan.log_path)
         path = partial / name
         if not path.is_file():
             raise BuildError(f"the package build listed {name} but did not produce it", log_path=plan.log_path)

@@ -17,6 +17,8 @@ two explicit instead. An epoch would be forever and would hide a real downgrade.
 
 from __future__ import annotations
 
+import re
+
 from slurm_factory.catalog.releases import SlurmRelease
 from slurm_factory.exceptions import ConfigurationError
 
@@ -39,8 +41,8 @@ def check_package_release(value: object) -> int:
     """`--package-release N`: a whole number from 1 to MAX_RELEASE."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigurationError(f"--package-release {value!r}: expected a whole number, e.g. 2")
-    text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_RELEASE:
+    text = str(value)
+    if not re.fullmatch(r"[1-9][0-9]{0,3}", text):  # ASCII digits only, no sign, space or leading zero
         raise ConfigurationError(
             f"--package-release {text or repr(value)}: expected a whole number from 1 to {MAX_RELEASE}",
             hint="bump it by one for each rebuild of the same Slurm release",
