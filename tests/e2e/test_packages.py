@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import slurm_source_tarball
-from tests.e2e.helpers import ThrowawayKey, report_measurement, run_cli
+from tests.e2e.helpers import ThrowawayKey, native_build, report_measurement
 from tests.e2e.shared_builds import Builds
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -58,20 +57,10 @@ class PackageBuilds:
 
 def _deb_build(builds: Builds, mirror: Path, release: str, *extra: str) -> DebBuild:
     key = builds.key
-    started = time.monotonic()
-    done = run_cli(
+    built = native_build(
         builds.cold.home,
         builds.cold.project,
-        "build-slurm",
-        "--engine",
-        "native",
-        "--toolchain",
-        "trixie",
-        "--slurm-version",
-        "24.11.5",
-        "--slurm-source",
-        str(slurm_source_tarball()),
-        "--json",
+        slurm_source_tarball(),
         "--package",
         "deb",
         "--package-release",
@@ -87,10 +76,8 @@ def _deb_build(builds: Builds, mirror: Path, release: str, *extra: str) -> DebBu
         "--publish-url",
         mirror.as_uri(),
         *extra,
-        timeout=3600,
     )
-    assert done.returncode == 0, f"package build failed:\n{done.stderr[-4000:]}\n{done.stdout[-3000:]}"
-    return DebBuild(json.loads(done.stdout), time.monotonic() - started)
+    return DebBuild(built.result, built.seconds)
 
 
 @pytest.fixture(scope="module")
