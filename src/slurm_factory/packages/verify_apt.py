@@ -143,7 +143,8 @@ def verify_packages(
     report = VerificationReport(f"{plan.artifact_root} for {plan.request.toolchain.name}", under_test.sha256)
     releases = read_index(publication, plan.request.arch.value)
     earlier = previous_release(releases, plan.version, upstream=plan.version.split("-", 1)[0])
-    installed = earlier or RepositoryRelease(plan.version, tuple(sorted(entry.package for entry in package_set.files)))
+    new = RepositoryRelease(plan.version, tuple(sorted(entry.package for entry in package_set.files)))
+    installed = earlier or new
     _repository_signature(publication, report)
     try:
         _run_in_containers(
@@ -155,6 +156,7 @@ def verify_packages(
             session=session,
             monitor=monitor,
             installed=installed,
+            new=new,
         )
     except DockerError as error:
         report.checks.append(
@@ -221,6 +223,7 @@ def _run_in_containers(
     session: DockerSession,
     monitor: BuildMonitor,
     installed: RepositoryRelease,
+    new: RepositoryRelease,
 ) -> None:
     images = verify_images(under_test, settings.project_name, plan.request.base_image)
     toolchain = plan.request.toolchain.name
@@ -233,7 +236,7 @@ def _run_in_containers(
         return
     upgrade = None
     if installed.version != plan.version:
-        packages = tuple(sorted(entry.package for entry in find_set(plan).files))
+        packages = new.packages
         upgrade = AptUpgrade(
             command=(
                 "apt-get",
@@ -259,12 +262,6 @@ def _run_in_containers(
         under_test=under_test,
         upgrade=upgrade,
     )
-
-
-def find_set(plan: PackagePlan) -> PackageSet:
-    found = find(plan.artifact_path)
-    assert found is not None
-    return found
 
 
 def _apt_container_files(publication: AptPublication, repository: PurePosixPath) -> tuple[bytes, bytes]:
