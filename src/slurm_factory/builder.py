@@ -41,8 +41,15 @@ from slurm_factory.options import BuildOptions, CompilerOptions
 from slurm_factory.packages.build import PackageResult, build_packages
 from slurm_factory.packages.deb import make_package_plan
 from slurm_factory.patches import check_patches_apply
-from slurm_factory.plan import BuildPlan, CompilerPlan, make_compiler_plan, make_plan, write_plan_dir
-from slurm_factory.plan.model import PackagePlan
+from slurm_factory.plan import (
+    BuildPlan,
+    CompilerPlan,
+    make_compiler_plan,
+    make_plan,
+    request_context_files,
+    write_context_files,
+)
+from slurm_factory.plan.model import PackagePlan, PlanFile
 from slurm_factory.plan.spack import compiler_publishes_elsewhere
 from slurm_factory.preflight import (
     Check,
@@ -170,7 +177,7 @@ def build(
     plan = make_plan(request, settings)
     package_plan = make_package_plan(request, settings) if request.builds_packages else None
     result = BuildResult(plan=plan, package_plan=package_plan, dry_run=dry_run)
-    result.plan_dir = _written_plan_dir(plan, plan_dir)
+    result.plan_dir = _written_plan_dir(request_context_files(plan, package_plan), plan_dir)
     checks = local_checks(request, settings)
     _require_cached_compiler(request, settings)
     if request.upgrade_from is not None:
@@ -277,11 +284,11 @@ def _checked_run_arguments(settings: object, dry_run: object, plan_dir: object) 
     return settings or Settings()
 
 
-def _written_plan_dir(plan: BuildPlan | CompilerPlan, plan_dir: str | os.PathLike[str] | None) -> Path | None:
+def _written_plan_dir(files: dict[str, PlanFile], plan_dir: str | os.PathLike[str] | None) -> Path | None:
     """`--plan-dir`: the rendered build context, written before anything is checked or run."""
     if plan_dir is None:
         return None
-    write_plan_dir(plan, Path(plan_dir))
+    write_context_files(files, Path(plan_dir))
     return Path(plan_dir)
 
 
@@ -642,7 +649,7 @@ def build_compiler(
     request = make_compiler_request(**options)
     plan = make_compiler_plan(request, settings)
     result = CompilerResult(plan=plan)
-    result.plan_dir = _written_plan_dir(plan, plan_dir)
+    result.plan_dir = _written_plan_dir(plan.context_files(), plan_dir)
     checks = local_checks(request, settings)
     if dry_run:
         result.preflight = _compiler_preflight(plan, checks)  # its host checks look up the keyring

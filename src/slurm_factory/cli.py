@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from slurm_factory.catalog import SlurmRelease, Toolchain
     from slurm_factory.config import Settings
     from slurm_factory.packages.build import PackageResult
-    from slurm_factory.plan import BuildPlan, CompilerPlan, PlanFile
+    from slurm_factory.plan import BuildPlan, CompilerPlan, PackagePlan, PlanFile
     from slurm_factory.preflight import Preflight
     from slurm_factory.progress import Display
 
@@ -341,7 +341,7 @@ def _report_build(result: BuildResult, *, json_output: bool, dry_run: bool) -> N
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
     if dry_run:
-        _print_plan(result.plan)
+        _print_request_plan(result.plan, result.package_plan)
         _print_dry_run_end(result.plan_dir, result.preflight)
         return
     if result.plan_dir:
@@ -416,7 +416,34 @@ def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
+def _print_request_plan(plan: BuildPlan, package_plan: PackagePlan | None) -> None:
+    """`--dry-run`: the tarball's plan when it is built, the package build's when packages are, then every file
+    as `--plan-dir` writes it."""
+    from slurm_factory.plan import request_context_files
+
+    if plan.request.builds_tarball:
+        _print_plan(plan)
+    if package_plan is not None:
+        _print_package_plan(package_plan)
+    _print_context_files(request_context_files(plan, package_plan))
+
+
+def _print_package_plan(plan: PackagePlan) -> None:
+    from slurm_factory.preflight import arch_summary
+
+    request = plan.request
+    stdout.out(
+        f"# packages {plan.build_id}: {plan.artifact_root} (.{plan.kind}) for {request.toolchain.name} "
+        f"{arch_summary(request)}{', gpu' if request.gpu else ''}",
+        highlight=False,
+    )
+    stdout.out(f"# image    {plan.image.reference} FROM {plan.toolchain_image.reference}", highlight=False)
+    stdout.out(f"# store    {plan.artifact_path}", highlight=False)
+    _print_container(plan)
+
+
 def _print_plan(plan: BuildPlan) -> None:
+    """The tarball build's plan (without its files)."""
     from slurm_factory.preflight import arch_summary, image_summary
     from slurm_factory.request import without_credentials
 
@@ -436,7 +463,6 @@ def _print_plan(plan: BuildPlan) -> None:
     if engine_for(request.engine).chooses_os_packages:
         _print_os_externals(plan)
     _print_container(plan)
-    _print_context_files(plan.context_files())
 
 
 def _print_os_externals(plan: BuildPlan) -> None:
@@ -458,7 +484,7 @@ def _print_os_externals(plan: BuildPlan) -> None:
         stdout.out(f"# site     {request.spack_packages}: {', '.join(request.site_packages)}", highlight=False)
 
 
-def _print_container(plan: BuildPlan | CompilerPlan) -> None:
+def _print_container(plan: BuildPlan | CompilerPlan | PackagePlan) -> None:
     """The build container's log, mounts, environment (no secret is ever in it) and steps."""
     spec = plan.container
     stdout.out(f"# log      {plan.log_path}", highlight=False)

@@ -288,6 +288,52 @@ def test_a_package_build_is_summarised_by_dry_run(tmp_path: Path) -> None:
     assert result.to_json()["package_build_id"] == result.package_plan.build_id
 
 
+@pytest.mark.parametrize("package", ["deb", "all"])
+def test_plan_dir_holds_the_package_build_below_packages_and_the_tarball_only_when_it_is_built(
+    tmp_path: Path, package: str
+) -> None:
+    from slurm_factory.builder import build
+
+    directory = tmp_path / "context"
+    options = {**NATIVE_DEB, "package": package}
+    result = build(settings=Settings(home=tmp_path), dry_run=True, plan_dir=directory, **options)  # type: ignore[arg-type]
+    assert result.package_plan is not None
+    written = {str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file()}
+    package_files = result.package_plan.context_files()
+    for name, plan_file in package_files.items():
+        target = directory / "packages" / name
+        assert target.read_text(encoding="utf-8") == plan_file.content, name
+        assert target.stat().st_mode & 0o777 == plan_file.mode, name
+    control = (directory / "packages" / "debian" / "control").read_text(encoding="utf-8")
+    assert "Package: slurm-smd-slurmctld" in control
+    # The packaging image starts FROM the toolchain image: its Dockerfile is there either way.
+    assert (directory / "Dockerfile").read_text(encoding="utf-8") == result.plan.image.dockerfile
+    assert (f"FROM {result.package_plan.toolchain_image.reference}") in package_files["Dockerfile"].content
+    tarball_files = set(result.plan.context_files()) - {"Dockerfile"}
+    if package == "deb":
+        assert written == {"Dockerfile"} | {f"packages/{name}" for name in package_files}
+    else:
+        assert tarball_files <= written and (directory / "build-native.sh").is_file()
+
+
+def test_dry_run_of_packages_prints_the_package_plan_and_each_file_plan_dir_writes() -> None:
+    from typer.testing import CliRunner
+
+    from slurm_factory import cli
+    from slurm_factory.builder import build
+
+    arguments = ["--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5", "--package", "deb"]
+    printed = CliRunner().invoke(cli.app, ["build-slurm", *arguments, "--dry-run"])
+    assert printed.exit_code == 0, printed.output
+    planned = build(dry_run=True, **NATIVE_DEB)  # type: ignore[arg-type]
+    assert planned.package_plan is not None
+    assert f"# packages {planned.package_plan.build_id}: slurm-smd 24.11.5-1+sf.trixie (.deb)" in printed.stdout
+    assert "bash /opt/slurm-factory/plan/build-deb.sh" in printed.stdout
+    assert "# build " not in printed.stdout  # no tarball is built, so its plan is not shown
+    for name, plan_file in planned.package_plan.context_files().items():
+        assert f"packages/{name}" in printed.stdout and plan_file.content in printed.stdout, name
+
+
 def test_depends_fields_name_every_alternative_and_its_constraint() -> None:
     from slurm_factory.packages.sbom import depended_on
 

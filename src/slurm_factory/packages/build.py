@@ -44,7 +44,7 @@ class PackageResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": "deb",
+            "kind": self.plan.kind,
             "build_id": self.plan.build_id,
             "version": self.plan.version,
             "stored": str(self.package_set.directory),

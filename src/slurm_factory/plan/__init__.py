@@ -18,7 +18,7 @@ from slurm_factory.packages.versions import DEFAULT_RELEASE
 from slurm_factory.plan import layout, spack
 from slurm_factory.plan.artifact_files import render_compiler_artifact_files
 from slurm_factory.plan.image_inputs import ImageInputs, image_inputs
-from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PlanFile
+from slurm_factory.plan.model import BuildPlan, CompilerPlan, ContainerSpec, ImageSpec, Mount, PackagePlan, PlanFile
 from slurm_factory.request import BuildRequest, CompilerRequest, PackageKind, PublishMode, file_url_path
 
 __all__ = [
@@ -27,9 +27,12 @@ __all__ = [
     "ContainerSpec",
     "ImageSpec",
     "Mount",
+    "PackagePlan",
     "PlanFile",
     "make_compiler_plan",
     "make_plan",
+    "request_context_files",
+    "write_context_files",
     "write_plan_dir",
 ]
 
@@ -237,10 +240,31 @@ def _require_plan_directory(directory: Path, ours: set[Path]) -> None:
         )
 
 
+# Where `--plan-dir` (and `--dry-run`) put the native package build's context, beside the tarball's.
+PACKAGES_CONTEXT_DIR = "packages"
+
+
+def request_context_files(plan: BuildPlan, package_plan: PackagePlan | None) -> dict[str, PlanFile]:
+    """Everything a build request renders, as `--plan-dir` writes it: the tarball's build context when the
+    tarball is built, else only the toolchain image it shares with the packages (the packaging image starts FROM
+    it); the package build's context below `packages/`."""
+    if plan.request.builds_tarball:
+        files = plan.context_files()
+    else:
+        files = {"Dockerfile": PlanFile(plan.image.dockerfile), **plan.image.context_files}
+    if package_plan is not None:
+        files.update({f"{PACKAGES_CONTEXT_DIR}/{name}": f for name, f in package_plan.context_files().items()})
+    return files
+
+
 def write_plan_dir(plan: BuildPlan | CompilerPlan, directory: Path) -> list[Path]:
     """Write the rendered build context into `directory` (for inspection, or to build by hand). A directory that
     holds anything else is refused: the context is written beside nothing of the user's, and over nothing."""
-    files = plan.context_files()
+    return write_context_files(plan.context_files(), directory)
+
+
+def write_context_files(files: dict[str, PlanFile], directory: Path) -> list[Path]:
+    """`write_plan_dir` of rendered files (relative path -> file), e.g. `request_context_files`."""
     _require_plan_directory(directory, {directory / relative for relative in files})
     written = []
     try:

@@ -103,6 +103,8 @@ class PackagePlan(_ContainerBuild):
     version: str
     # The toolchain image the packaging image is built FROM (it is built first when missing).
     toolchain_image: ImageSpec
+    # The package format: "deb" (apt toolchains) or "rpm" (dnf ones).
+    kind: str = "deb"
 
     @property
     def artifact_root(self) -> str:
