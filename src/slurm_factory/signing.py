@@ -257,6 +257,17 @@ class SigningKey:
             remove_keyring(home)
 
 
+def public_key_fingerprints(public_key: Path) -> set[str]:
+    """The fingerprints of the keys in an exported public key file (read in a throwaway keyring)."""
+    home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-scan-"))
+    try:
+        home.chmod(0o700)
+        gpg = gnupg.GPG(gnupghome=str(home), env=child_environment())
+        return {str(key["fingerprint"]).upper() for key in gpg.scan_keys(str(public_key))}
+    finally:
+        remove_keyring(home)
+
+
 def verify_signature(path: Path, signature: Path, public_key: Path) -> tuple[bool, str]:
     """Check a detached signature against one public key in a throwaway keyring; (valid, who or why)."""
     home = Path(tempfile.mkdtemp(prefix="slurm-factory-gnupg-verify-"))

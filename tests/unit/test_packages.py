@@ -3,8 +3,10 @@ dpkg read), the stored set and the repository index that verification reads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -12,9 +14,17 @@ import pytest
 
 from slurm_factory.catalog.deb_packages import load_deb_packages
 from slurm_factory.config import Settings
-from slurm_factory.exceptions import BuildError, ConfigurationError
+from slurm_factory.exceptions import BuildError, ConfigurationError, VerificationError
 from slurm_factory.packages import store
-from slurm_factory.packages.apt_repository import AptPublication, add_to_pool
+from slurm_factory.packages.apt_repository import (
+    PUBLIC_KEY_FILE,
+    SIGNED_FILES,
+    UNSIGNED_RELEASE,
+    AptPublication,
+    add_to_pool,
+    check_repository_key,
+    sign_release,
+)
 from slurm_factory.packages.deb import (
     LINE_WIDTH,
     description_lines,
@@ -26,6 +36,10 @@ from slurm_factory.packages.verify_apt import previous_release, read_index, tamp
 from slurm_factory.packages.versions import compare_versions, debian_version
 from slurm_factory.plan import native
 from slurm_factory.request import BuildRequest, make_request
+from slurm_factory.secret_input import decode_private_key
+from slurm_factory.signing import SigningError, SigningKey, verify_signature
+from tests.gpg_keys import Keys
+from tests.gpg_keys import keys as keys  # the session fixture
 
 NATIVE_DEB = {"engine": "native", "toolchain": "trixie", "slurm_version": "24.11.5", "package": "deb"}
 
@@ -230,14 +244,89 @@ def test_a_pool_refuses_a_second_file_of_one_name_with_other_bytes(tmp_path: Pat
     assert refused.value.hint is not None and "bump --package-release" in refused.value.hint
 
 
+def test_a_refused_set_leaves_nothing_of_itself_in_the_pool(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    names = ["slurm-smd_24.11.5-1+sf.trixie_amd64.deb", "slurm-smd-client_24.11.5-1+sf.trixie_amd64.deb"]
+    meta = {"packages.tsv": "".join(f"{name.split('_')[0]}\t24.11.5-1+sf.trixie\t{name}\n" for name in names)}
+    stored = store.write_package_set(plan, _tree_tar(tmp_path, names), meta, durations={})
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / names[1]).write_bytes(b"another build of the second package")
+    with pytest.raises(ConfigurationError, match="already has slurm-smd-client"):
+        add_to_pool(stored, pool)
+    assert sorted(path.name for path in pool.iterdir()) == [names[1]]
+
+
+def _signed_dist(tmp_path: Path) -> Path:
+    """A dist directory as a previous publication left it (signed) with the index script's new Release.new."""
+    dist = tmp_path / "apt" / "dists" / "trixie"
+    dist.mkdir(parents=True)
+    for name in SIGNED_FILES:
+        (dist / name).write_text(f"the previous {name}\n", encoding="utf-8")
+    (dist / UNSIGNED_RELEASE).write_text("Origin: slurm-factory\nSuite: trixie\n", encoding="utf-8")
+    return dist
+
+
+def test_release_is_signed_beside_the_signed_files_and_renamed_over_them(keys: Keys, tmp_path: Path) -> None:
+    dist = _signed_dist(tmp_path)
+    key = keys.unprotected
+    with SigningKey(key.long_id, decode_private_key(key.armored_secret)) as signer:
+        sign_release(dist, signer)
+    assert sorted(path.name for path in dist.iterdir()) == sorted(SIGNED_FILES)
+    assert (dist / "Release").read_text(encoding="utf-8") == "Origin: slurm-factory\nSuite: trixie\n"
+    valid, detail = verify_signature(dist / "Release", dist / "Release.gpg", key.public_file)
+    assert valid, detail
+    assert "Suite: trixie" in (dist / "InRelease").read_text(encoding="utf-8")
+
+
+class _FailingSigner:
+    """Signs Release.gpg, then fails on InRelease (a key that expired, an agent that died)."""
+
+    def __init__(self, signer: SigningKey) -> None:
+        self._signer = signer
+
+    def sign_detached(self, path: Path, signature: Path) -> Path:
+        return self._signer.sign_detached(path, signature)
+
+    def sign_inline(self, path: Path, signed: Path) -> Path:
+        raise SigningError(f"signing {path.name} failed")
+
+
+def test_a_failed_signing_leaves_the_repository_signed_as_it_was(keys: Keys, tmp_path: Path) -> None:
+    dist = _signed_dist(tmp_path)
+    key = keys.unprotected
+    signer = SigningKey(key.long_id, decode_private_key(key.armored_secret))
+    with signer, pytest.raises(SigningError):
+        sign_release(dist, _FailingSigner(signer))  # type: ignore[arg-type]
+    for name in SIGNED_FILES:
+        assert (dist / name).read_text(encoding="utf-8") == f"the previous {name}\n"
+    assert sorted(path.name for path in dist.iterdir()) == sorted([*SIGNED_FILES, UNSIGNED_RELEASE])
+
+
+def test_a_repository_keeps_the_key_it_was_first_signed_with(keys: Keys, tmp_path: Path) -> None:
+    repository = tmp_path / "apt"
+    repository.mkdir()
+    shutil.copyfile(keys.unprotected.public_file, repository / PUBLIC_KEY_FILE)
+    with SigningKey(keys.unprotected.long_id, decode_private_key(keys.unprotected.armored_secret)) as same:
+        check_repository_key(repository, same)
+    other = SigningKey(keys.unrelated.long_id, decode_private_key(keys.unrelated.armored_secret))
+    with other, pytest.raises(ConfigurationError, match=f"signed by {keys.unprotected.long_id}, not by") as refused:
+        check_repository_key(repository, other)
+    assert refused.value.hint is not None and "another --publish-url" in refused.value.hint
+
+
 def _publication(tmp_path: Path, stanzas: list[tuple[str, str]]) -> AptPublication:
     repository = tmp_path / "apt"
     index = repository / "dists" / "trixie" / "main" / "binary-amd64"
     index.mkdir(parents=True)
     text = "\n".join(f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n" for name, version in stanzas)
     (index / "Packages").write_text(text, encoding="utf-8")
+    digest = hashlib.sha256(text.encode()).hexdigest()
     release = repository / "dists" / "trixie"
-    (release / "Release").write_text("Origin: slurm-factory\nSuite: trixie\n", encoding="utf-8")
+    (release / "Release").write_text(
+        f"Origin: slurm-factory\nSuite: trixie\nSHA256:\n {digest} {len(text)} main/binary-amd64/Packages\n",
+        encoding="utf-8",
+    )
     (release / "InRelease").write_text(
         "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: slurm-factory\n", encoding="utf-8"
     )
@@ -266,6 +355,20 @@ def test_verification_upgrades_from_the_newest_earlier_release_of_the_same_slurm
     assert earlier is not None and earlier.version == "24.11.5-10+sf.trixie"
     assert earlier.packages == ("slurm-smd", "slurm-smd-client")
     assert previous_release(releases, "24.11.4-3+sf.trixie", upstream="24.11.4") is None
+
+
+def test_an_index_that_is_not_the_one_release_names_is_not_read(tmp_path: Path) -> None:
+    publication = _publication(tmp_path, [("slurm-smd", "24.11.5-1+sf.trixie")])
+    index = publication.repository / "dists" / "trixie" / "main" / "binary-amd64" / "Packages"
+    index.write_text(index.read_text(encoding="utf-8").replace("-1+", "-2+"), encoding="utf-8")
+    with pytest.raises(VerificationError, match="changed after it was signed"):
+        read_index(publication, "amd64")
+
+
+def test_an_index_naming_something_that_is_not_a_package_is_refused(tmp_path: Path) -> None:
+    publication = _publication(tmp_path, [("slurm-smd", "24.11.5-1+sf.trixie"), ("--reinstall", "1")])
+    with pytest.raises(VerificationError, match="'--reinstall' '1', not a Debian package name"):
+        read_index(publication, "amd64")
 
 
 def test_the_tampered_copy_changes_the_signed_text_and_leaves_the_repository_alone(tmp_path: Path) -> None:

@@ -23,131 +23,14 @@ from slurm_factory.exceptions import EXIT_USAGE, ConfigurationError
 from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SigningKey, verify_signature
 from tests.conftest import slurm_source_tarball
+from tests.gpg_keys import Key, Keys, kill_agent, run_gpg
+from tests.gpg_keys import keys as keys  # the session fixture
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg binary (GnuPG 2.2)")
 
 KEYRING_PREFIX = "slurm-factory-gnupg-"
 NATIVE_TRIXIE = ["build-slurm", "--engine", "native", "--toolchain", "trixie", "--slurm-version", "24.11.5"]
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent.sock"}
-
-
-@dataclass(frozen=True)
-class Key:
-    """One throwaway key, exported in every form the options accept."""
-
-    fingerprint: str
-    passphrase: str | None
-    armored_secret: str
-    binary_secret: bytes
-    armored_public: str
-    binary_public: bytes
-    secret_file: Path
-    binary_secret_file: Path
-    public_file: Path
-    binary_public_file: Path
-    passphrase_file: Path
-
-    @property
-    def long_id(self) -> str:
-        return self.fingerprint[-16:]
-
-    def secret_passphrase(self) -> SecretStr | None:
-        return SecretStr(self.passphrase) if self.passphrase is not None else None
-
-
-@dataclass(frozen=True)
-class Keys:
-    protected: Key
-    unprotected: Key
-    expired: Key
-    certify_only: Key
-    unrelated: Key
-
-
-def _gpg(home: Path, *args: str, passphrase: str = "") -> list[str]:
-    return [
-        "gpg",
-        "--homedir",
-        str(home),
-        "--batch",
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        passphrase,
-        *args,
-    ]
-
-
-def _run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-def _kill_agent(home: Path) -> None:
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
-
-
-def _generate(home: Path, out: Path, name: str, usage: str, passphrase: str | None, *extra: str) -> Key:
-    """`gpg --quick-gen-key` an ed25519 key in `home` and export it into files under `out`."""
-    pp = passphrase or ""
-    expiry = "1d" if extra else "1y"
-    uid = f"sf-test {name} <{name}@example.org>"
-    created = _run(
-        _gpg(home, *extra, "--status-fd", "1", "--quick-gen-key", uid, "ed25519", usage, expiry, passphrase=pp)
-    ).stdout.decode()
-    fingerprint = next(line.split()[-1] for line in created.splitlines() if line.startswith("[GNUPG:] KEY_CREATED"))
-    armored_secret = _run(_gpg(home, "--armor", "--export-secret-keys", fingerprint, passphrase=pp)).stdout
-    binary_secret = _run(_gpg(home, "--export-secret-keys", fingerprint, passphrase=pp)).stdout
-    armored_public = _run(_gpg(home, "--armor", "--export", fingerprint)).stdout
-    binary_public = _run(_gpg(home, "--export", fingerprint)).stdout
-    assert armored_secret.startswith(b"-----BEGIN PGP PRIVATE KEY BLOCK-----")
-    assert armored_public.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
-    files = {}
-    for suffix, content in {
-        "sec.asc": armored_secret,
-        "sec.gpg": binary_secret,
-        "pub.asc": armored_public,
-        "pub.gpg": binary_public,
-        "passphrase": (pp + "\n").encode(),
-    }.items():
-        path = out / f"{name}.{suffix}"
-        path.write_bytes(content)
-        files[suffix] = path
-    return Key(
-        fingerprint=fingerprint,
-        passphrase=passphrase,
-        armored_secret=armored_secret.decode(),
-        binary_secret=binary_secret,
-        armored_public=armored_public.decode(),
-        binary_public=binary_public,
-        secret_file=files["sec.asc"],
-        binary_secret_file=files["sec.gpg"],
-        public_file=files["pub.asc"],
-        binary_public_file=files["pub.gpg"],
-        passphrase_file=files["passphrase"],
-    )
-
-
-@pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    """Five throwaway keys generated once per session in a temporary GNUPGHOME (0700) that is removed afterwards."""
-    out = tmp_path_factory.mktemp("keys")
-    # A short home: gpg-agent's socket path must fit in sockaddr_un.
-    home = Path(tempfile.mkdtemp(prefix="sf-keygen-", dir="/tmp"))
-    home.chmod(0o700)
-    try:
-        generated = Keys(
-            protected=_generate(home, out, "protected", "sign", f"pp-{os.urandom(8).hex()}"),
-            unprotected=_generate(home, out, "unprotected", "sign", None),
-            expired=_generate(home, out, "expired", "sign", None, "--faked-system-time", "20200101T000000!"),
-            certify_only=_generate(home, out, "certonly", "cert", None),
-            unrelated=_generate(home, out, "unrelated", "sign", None),
-        )
-    finally:
-        _kill_agent(home)
-    try:
-        yield generated
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +43,7 @@ def private_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     finally:
         monkeypatch.undo()
         for keyring in directory.glob(f"{KEYRING_PREFIX}*"):
-            _kill_agent(keyring)
+            kill_agent(keyring)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -192,7 +75,7 @@ def _gpg_verify(public_key: Path, signature: Path, data: Path) -> subprocess.Com
     home = Path(tempfile.mkdtemp(prefix="sf-verify-", dir="/tmp"))
     try:
         home.chmod(0o700)
-        _run(["gpg", "--homedir", str(home), "--batch", "--import", str(public_key)])
+        run_gpg(["gpg", "--homedir", str(home), "--batch", "--import", str(public_key)])
         return subprocess.run(
             ["gpg", "--homedir", str(home), "--batch", "--status-fd", "1", "--verify", str(signature), str(data)],
             capture_output=True,
@@ -201,7 +84,7 @@ def _gpg_verify(public_key: Path, signature: Path, data: Path) -> subprocess.Com
             timeout=120,
         )
     finally:
-        _kill_agent(home)
+        kill_agent(home)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -323,12 +206,12 @@ def test_export_public_key_writes_long_id_file_that_imports_as_public_only(keys:
     assert "PRIVATE KEY" not in text
     home = Path(tempfile.mkdtemp(prefix="sf-import-", dir="/tmp"))
     try:
-        imported = _run(["gpg", "--homedir", str(home), "--batch", "--status-fd", "1", "--import", str(exported)])
+        imported = run_gpg(["gpg", "--homedir", str(home), "--batch", "--status-fd", "1", "--import", str(exported)])
         assert f"[GNUPG:] IMPORT_OK 1 {key.fingerprint}" in imported.stdout.decode()
-        secret = _run(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"])
+        secret = run_gpg(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"])
         assert secret.stdout.decode().strip() == ""
     finally:
-        _kill_agent(home)
+        kill_agent(home)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -643,8 +526,8 @@ def test_secret_files_for_a_build_container_carry_a_key_that_signs_with_the_pass
     data = private_tmp / "data"
     data.write_bytes(b"buildcache blob\n")
     try:
-        _run(["gpg", "--homedir", str(home), "--batch", "--import", str(private_tmp / "signing-key.asc")])
-        _run(["gpg", "--homedir", str(home), "--batch", "--local-user", key.fingerprint, "--armor",
+        run_gpg(["gpg", "--homedir", str(home), "--batch", "--import", str(private_tmp / "signing-key.asc")])
+        run_gpg(["gpg", "--homedir", str(home), "--batch", "--local-user", key.fingerprint, "--armor",
               "--detach-sign", str(data)])  # fmt: skip
         assert _gpg_verify(key.public_file, data.with_name("data.asc"), data).returncode == 0
     finally:

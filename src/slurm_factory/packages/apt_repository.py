@@ -26,7 +26,7 @@ from slurm_factory.packages.store import PackageSet, is_package_file_name
 from slurm_factory.plan.model import Mount, PackagePlan, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.progress import BuildMonitor
-from slurm_factory.signing import SigningKey
+from slurm_factory.signing import SigningKey, public_key_fingerprints
 
 APT_DIR = "apt"
 INDEX_SCRIPT = "index-apt.sh"
@@ -88,20 +88,23 @@ def _directory_lock(directory: Path) -> Iterator[None]:
 def add_to_pool(package_set: PackageSet, pool: Path) -> list[str]:
     """Copy the set's .deb files into the pool. A file of the same name with other bytes is refused: one version
     names one build, and a client that cached the old bytes would fail its hash check."""
-    pool.mkdir(parents=True, exist_ok=True)
     unsafe = [entry.file for entry in package_set.files if not is_package_file_name(entry.file)]
     if unsafe:
         raise ConfigurationError(f"the package set {package_set.directory} names {unsafe[0]!r}, not a .deb file name")
+    # Every file is checked before the first is copied: a refused set leaves nothing of itself in the pool.
+    present = {entry.file for entry in package_set.files if (pool / entry.file).is_file()}
+    for entry in package_set.files:
+        if entry.file in present and _sha256(pool / entry.file) != entry.sha256:
+            raise ConfigurationError(
+                f"the repository already has {entry.file} with other contents",
+                hint="a rebuild of the same Slurm with other inputs needs another version: bump --package-release",
+            )
+    pool.mkdir(parents=True, exist_ok=True)
     added = []
     for entry in package_set.files:
-        target = pool / entry.file
-        if target.is_file():
-            if _sha256(target) != entry.sha256:
-                raise ConfigurationError(
-                    f"the repository already has {entry.file} with other contents",
-                    hint="a rebuild of the same Slurm with other inputs needs another version: bump --package-release",
-                )
+        if entry.file in present:
             continue
+        target = pool / entry.file
         partial = target.with_name(f".{target.name}.partial")
         shutil.copyfile(package_set.directory / entry.file, partial)
         os.replace(partial, target)
@@ -137,11 +140,47 @@ def _index(plan: PackagePlan, repository: Path, session: DockerSession, monitor:
         raise BuildError(f"indexing the apt repository {repository} failed (exit code {exit_code})")
 
 
+# What the index script leaves for the host to sign, and what signing puts in place.
+UNSIGNED_RELEASE = "Release.new"
+SIGNED_FILES = ("Release", "Release.gpg", "InRelease")
+
+
 def sign_release(dist: Path, signer: SigningKey) -> None:
-    """InRelease (clear-signed, what apt reads first) and Release.gpg (detached, for older clients)."""
-    release = dist / "Release"
-    signer.sign_inline(release, dist / "InRelease")
-    signer.sign_detached(release, dist / "Release.gpg")
+    """Sign the indexed Release.new: InRelease (clear-signed, what apt reads first) and Release.gpg (detached, for
+    older clients), each written beside its name, then renamed over the signed files. Until the renames the
+    repository stays as it was, signed; a failed signing leaves it so and removes what it wrote."""
+    unsigned = dist / UNSIGNED_RELEASE
+    staged = {name: dist / f".{name}.new" for name in SIGNED_FILES}
+    try:
+        shutil.copyfile(unsigned, staged["Release"])
+        signer.sign_detached(staged["Release"], staged["Release.gpg"])
+        signer.sign_inline(staged["Release"], staged["InRelease"])
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    # Release and its detached signature first (a pair), InRelease, which holds both in one, last.
+    for name in SIGNED_FILES:
+        os.replace(staged[name], dist / name)
+    unsigned.unlink()
+
+
+def check_repository_key(repository: Path, signer: SigningKey) -> None:
+    """A repository keeps the key that first signed it: nodes trust only that key (`signed-by`), and a silently
+    replaced one would stop every `apt-get update` there."""
+    published = repository / PUBLIC_KEY_FILE
+    if not published.is_file():
+        return
+    fingerprints = public_key_fingerprints(published)
+    if signer.fingerprint in fingerprints:
+        return
+    shown = ", ".join(sorted(fingerprint[-16:] for fingerprint in fingerprints)) or "no readable key"
+    raise ConfigurationError(
+        f"the apt repository {repository} is signed by {shown}, not by --signing-key {signer.fingerprint[-16:]}; "
+        "its nodes trust only the key it was published with",
+        hint=f"sign with that key, publish into another --publish-url, or rotate deliberately: replace "
+        f"{published.name} there and on every node first",
+    )
 
 
 def publish_packages(
@@ -158,6 +197,7 @@ def publish_packages(
     repository = repository_directory(mirror_directory)
     codename = plan.request.toolchain.codename
     with _directory_lock(repository):
+        check_repository_key(repository, signer)
         added = add_to_pool(package_set, pool_directory(repository, codename))
         _index(plan, repository, session, monitor)
         sign_release(repository / "dists" / codename, signer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -71,16 +72,52 @@ class RepositoryRelease:
     packages: tuple[str, ...]
 
 
+# What a Packages stanza may name (Debian policy's package name and version syntax): anything else is refused
+# before it reaches an apt-get command line.
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_VERSION = re.compile(r"[0-9][A-Za-z0-9.+~-]*")
+
+
 def read_index(publication: AptPublication, arch: str) -> list[RepositoryRelease]:
-    """The `slurm-smd` releases the repository's Packages index lists, oldest first."""
-    index = publication.repository / "dists" / publication.codename / "main" / f"binary-{arch}" / "Packages"
+    """The `slurm-smd` releases the repository's Packages index lists, oldest first. The index is read only if
+    its sha256 is the one Release (which the signature covers) names for it."""
+    dist = publication.repository / "dists" / publication.codename
+    relative = f"main/binary-{arch}/Packages"
+    data = (dist / relative).read_bytes()
+    named = release_sha256(dist / "Release").get(relative)
+    if named != hashlib.sha256(data).hexdigest():
+        raise VerificationError(
+            f"{dist / relative} is not the index {dist / 'Release'} names "
+            f"({'no sha256 for it' if named is None else 'its sha256 differs'}): the repository changed after it was "
+            "signed"
+        )
     by_version: dict[str, list[str]] = {}
-    for stanza in index.read_text(encoding="utf-8").split("\n\n"):
+    for stanza in data.decode("utf-8").split("\n\n"):
         fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
-        if "Package" in fields and "Version" in fields:
-            by_version.setdefault(fields["Version"], []).append(fields["Package"])
+        if "Package" not in fields or "Version" not in fields:
+            continue
+        if not (_PACKAGE_NAME.fullmatch(fields["Package"]) and _VERSION.fullmatch(fields["Version"])):
+            raise VerificationError(
+                f"{dist / relative} lists {fields['Package']!r} {fields['Version']!r}, not a Debian package name "
+                "and version"
+            )
+        by_version.setdefault(fields["Version"], []).append(fields["Package"])
     ordered = sorted(by_version, key=_VersionKey)
     return [RepositoryRelease(version, tuple(sorted(by_version[version]))) for version in ordered]
+
+
+def release_sha256(release: Path) -> dict[str, str]:
+    """The SHA256 section of a Release file: each index's path (relative to the dist) and its sha256."""
+    found: dict[str, str] = {}
+    in_section = False
+    for line in release.read_text(encoding="utf-8").splitlines():
+        if not line.startswith(" "):
+            in_section = line.rstrip() == "SHA256:"
+            continue
+        parts = line.split()
+        if in_section and len(parts) == 3:
+            found[parts[2]] = parts[0]
+    return found
 
 
 class _VersionKey:
@@ -141,11 +178,11 @@ def verify_packages(
         raise VerificationError(f"the stored package set {plan.artifact_path} is incomplete or changed")
     under_test = package_under_test(plan, package_set)
     report = VerificationReport(f"{plan.artifact_root} for {plan.request.toolchain.name}", under_test.sha256)
+    _repository_signature(publication, report)
     releases = read_index(publication, plan.request.arch.value)
     earlier = previous_release(releases, plan.version, upstream=plan.version.split("-", 1)[0])
     new = RepositoryRelease(plan.version, tuple(sorted(entry.package for entry in package_set.files)))
     installed = earlier or new
-    _repository_signature(publication, report)
     try:
         _run_in_containers(
             plan,
