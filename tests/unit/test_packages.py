@@ -184,6 +184,16 @@ def test_the_rules_never_start_stop_or_restart_a_daemon_from_dpkg() -> None:
         assert {"--no-start", "--no-stop-on-upgrade", "--no-restart-after-upgrade"} <= set(line.split()), line
 
 
+def test_with_gpu_the_vendor_libraries_the_plugins_link_are_no_dependency() -> None:
+    plain = render_debian_files(_request())["rules"].content
+    gpu = render_debian_files(_request(gpu=True))["rules"].content
+    assert "override_dh_shlibdeps" not in plain
+    (line,) = (line for line in gpu.splitlines() if line.lstrip().startswith("dh_shlibdeps"))
+    assert line.split() == ["dh_shlibdeps", "-Xgpu_nvml.so", "-Xgpu_rsmi.so"]
+    configure = native.configure_options(_request(gpu=True), install_dirs=package_install_dirs(_request()))
+    assert "--with-nvml" in configure  # the plugins are built, only their vendor library is not depended on
+
+
 def test_a_patch_is_named_in_the_changelog(tmp_path: Path) -> None:
     patch = tmp_path / "site-fix.patch"
     patch.write_text("--- a/README\n+++ b/README\n@@ -1 +1 @@\n-a\n+b\n", encoding="utf-8")

@@ -97,7 +97,8 @@ def add_to_pool(package_set: PackageSet, pool: Path) -> list[str]:
         if entry.file in present and _sha256(pool / entry.file) != entry.sha256:
             raise ConfigurationError(
                 f"the repository already has {entry.file} with other contents",
-                hint="a rebuild of the same Slurm with other inputs needs another version: bump --package-release",
+                hint="a rebuild of the same Slurm with other inputs needs another version: bump --package-release "
+                "(a --gpu set and one without are two builds of one version: publish them into two mirrors)",
             )
     pool.mkdir(parents=True, exist_ok=True)
     added = []

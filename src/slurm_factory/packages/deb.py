@@ -47,6 +47,9 @@ SLURM_CONF = f"{CONF_DIR}/slurm.conf"
 MAIN_PACKAGE = "slurm-smd"
 # The rendered files of debian/ (every other file there is shipped as it is).
 RENDERED = ("control", "rules", "changelog")
+# What `--gpu` adds that links a GPU vendor's library (dlopened from the node's driver, as for the tarball): these
+# plugins are left out of dpkg-shlibdeps, so the driver's library is no dependency.
+GPU_PLUGINS = ("gpu_nvml.so", "gpu_rsmi.so")
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ def render_debian_files(request: BuildRequest) -> dict[str, PlanFile]:
         "contrib_scripts": list(load_build_catalog().contrib_scripts),
         "units": units(),
         "date": changelog_date(request),
+        "gpu_plugins": list(GPU_PLUGINS) if request.gpu else [],
     }
     files = {name: PlanFile(render(f"{DEBIAN_TEMPLATES}/{name}.j2", **context)) for name in RENDERED}
     files["rules"] = PlanFile(files["rules"].content, mode=0o755)
