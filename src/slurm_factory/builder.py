@@ -72,7 +72,7 @@ from slurm_factory.request import (
 )
 from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
-from slurm_factory.signing import SigningKey, user_keyring_home, verify_signature
+from slurm_factory.signing import SigningKey, request_signing_key, user_keyring_home, verify_signature
 from slurm_factory.source import ensure_source, needs_download
 from slurm_factory.verify import report_path, upgrade_source, verify_artifact
 
@@ -337,7 +337,7 @@ def _reuse(
         s3 = _s3_access(
             stack, request.s3_endpoint_url, request.publish_url, read_url=request.buildcache_url, engine=request.engine
         )
-        signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        signer = stack.enter_context(request_signing_key(request)) if request.signs else None
         try:
             # A stored report does not cover an upgrade: with --upgrade-from, verification runs again.
             if request.verify and (request.upgrade_from is not None or not _verified(artifact)):
@@ -382,7 +382,7 @@ def _build(plan: BuildPlan, stored: Path, settings: Settings, *, display: Displa
         s3 = _s3_access(
             stack, request.s3_endpoint_url, request.publish_url, read_url=request.buildcache_url, engine=request.engine
         )
-        signer = stack.enter_context(_signing_key(request)) if request.signs else None
+        signer = stack.enter_context(request_signing_key(request)) if request.signs else None
         # A local source is checked before Docker is asked; a download waits until the engine has answered.
         downloads = needs_download(request.slurm, plan.source_cache_path, request.slurm_source)
         session = _docker_session(settings, monitor) if downloads else None
@@ -495,11 +495,6 @@ def _build_handout(request: BuildRequest, signer: SigningKey | None, s3: S3Acces
         build=(lambda: {}) if public else (lambda: _credential_files(s3, read_url)),
         publish=lambda: _push_secrets(signer, s3, request.publish_url),
     )
-
-
-def _signing_key(request: BuildRequest) -> SigningKey:
-    assert request.signing_key is not None
-    return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
 def _with_toolchain_image_id(plan: BuildPlan, session: DockerSession) -> BuildPlan:
@@ -669,7 +664,7 @@ def build_compiler(
         s3 = _s3_access(stack, request.s3_endpoint_url, request.publish_url if elsewhere else None)
         signer = None
         if request.signing_key is not None:  # checked (probe signature) before any container starts
-            key = SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
+            key = request_signing_key(request)
             signer = stack.enter_context(key)
         session = _docker_session(settings, monitor)
         monitor.stage("image")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import gnupg
 from pydantic import SecretBytes, SecretStr
@@ -73,6 +73,26 @@ def user_keyring_home() -> str | None:
             hint="point GNUPGHOME at your keyring, unset it, or give --gpg-private-key",
         )
     return configured
+
+
+class SigningRequest(Protocol):
+    """What a request that signs carries (`BuildRequest`, `CompilerRequest`)."""
+
+    @property
+    def signing_key(self) -> str | None: ...
+
+    @property
+    def gpg_private_key(self) -> SecretBytes | None: ...
+
+    @property
+    def gpg_passphrase(self) -> SecretStr | None: ...
+
+
+def request_signing_key(request: SigningRequest) -> SigningKey:
+    """The request's key, to be entered (`with`) before anything is built or signed."""
+    if request.signing_key is None:
+        raise ConfigurationError("signing was asked for without --signing-key")
+    return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
 class SigningKey:

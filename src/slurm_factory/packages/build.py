@@ -25,7 +25,7 @@ from slurm_factory.packages.apt_repository import AptPublication, publish_packag
 from slurm_factory.plan.model import PackagePlan
 from slurm_factory.progress import BuildMonitor, Display
 from slurm_factory.publish import mirror_directory
-from slurm_factory.signing import SigningKey
+from slurm_factory.signing import request_signing_key
 
 
 @dataclass
@@ -80,7 +80,7 @@ def build_packages(
     with ExitStack() as stack:
         # The .deb files are not signed one by one: the key signs the repository, written only with --publish.
         publishes = request.signs and request.publish is not PublishMode.NONE
-        signer = stack.enter_context(_signing_key(plan)) if publishes else None
+        signer = stack.enter_context(request_signing_key(request)) if publishes else None
         monitor = stack.enter_context(BuildMonitor(plan.log_path, display))
         session = DockerSession(settings.project_name)
         if existing is None:
@@ -118,12 +118,6 @@ def build_packages(
         monitor.close()
         result.durations = {**monitor.durations, "total": round(time.monotonic() - started, 3)}
     return result
-
-
-def _signing_key(plan: PackagePlan) -> SigningKey:
-    request = plan.request
-    assert request.signing_key is not None
-    return SigningKey(request.signing_key, request.gpg_private_key, request.gpg_passphrase)
 
 
 def _mirror_directory(plan: PackagePlan, settings: Settings) -> Path:
