@@ -127,8 +127,8 @@ def _check_mpi_job(cluster: Cluster, report: VerificationReport) -> None:
 
 
 def check_pam_slurm_adopt(cluster: Cluster, report: VerificationReport) -> None:
-    """pam_slurm_adopt from the system's PAM directory (a link into the tree, made by the setup script): a user with
-    a job on the node is let in, one without is refused."""
+    """pam_slurm_adopt from the system's PAM directory (for a tarball a link into the tree, made by the setup
+    script; for packages the packaged module): a user with a job on the node is let in, one without is refused."""
     with check(report, "cluster: pam_slurm_adopt") as result:
         node = cluster.nodes[COMPUTE]
         # pam_slurm_adopt acts only for the services its `service=` names (sshd by default).
@@ -156,7 +156,7 @@ def check_pam_slurm_adopt(cluster: Cluster, report: VerificationReport) -> None:
                 result.fail(f"{OTHER_USER}, with no job on {COMPUTE}, was not refused by pam_slurm_adopt",
                             refused[1].splitlines()[-5:])  # fmt: skip
             else:
-                result.ok(f"through the PAM directory's link: {USER} (job {holder}) let in, {OTHER_USER} refused")
+                result.ok(f"from the system's PAM directory: {USER} (job {holder}) let in, {OTHER_USER} refused")
         finally:
             cluster.slurm(LOGIN, "bin/scancel", holder, user=USER)
 
