@@ -9,15 +9,12 @@ from slurm_factory.choices import Engine, OsPackagesMode, PublishMode
 from slurm_factory.engines import BuildEngine
 from slurm_factory.plan import (
     BuildPlan,
-    ContainerSpec,
-    Mount,
     build_id,
-    container_environment,
+    compile_container,
     foreign_suffix,
     image_spec,
     layout,
     native,
-    script_command,
 )
 from slurm_factory.plan.artifact_files import render_artifact_files
 
@@ -52,16 +49,12 @@ class NativeEngine(BuildEngine):
             context_files=native.image_context_files(request),
         )
         identity = build_id(request, image, {**build_files, **artifact_files})
-        container = ContainerSpec(
-            command=script_command(native.BUILD_SCRIPT),
-            mounts=(
-                Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
-                Mount(settings.ccache_dir, layout.CCACHE),
-            ),
-            environment=container_environment(settings, no_cache=request.no_cache),
+        container = compile_container(
+            request,
+            settings,
+            script=native.BUILD_SCRIPT,
             install_prefix=layout.install_prefix(request.artifact_root),
-            meta_dir=layout.META_DIR,
-            files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
+            files=build_files,
         )
         return BuildPlan(
             request=request,

@@ -20,7 +20,7 @@ from slurm_factory.config import Settings
 from slurm_factory.engines import engine_for
 from slurm_factory.packages.versions import debian_version
 from slurm_factory.patches import PATCH_ARGUMENTS
-from slurm_factory.plan import container_environment, image_spec, inputs_id, layout, native, script_command
+from slurm_factory.plan import compile_container, image_spec, inputs_id, layout, native
 from slurm_factory.plan.artifact_files import (
     EXAMPLE_CONFIGS,
     SYSTEM_TEMPLATES,
@@ -28,7 +28,7 @@ from slurm_factory.plan.artifact_files import (
     render_example_config,
     render_unit,
 )
-from slurm_factory.plan.model import ContainerSpec, ImageSpec, Mount, PackagePlan, PlanFile
+from slurm_factory.plan.model import ImageSpec, PackagePlan, PlanFile
 from slurm_factory.plan.templating import render
 from slurm_factory.request import BuildRequest
 
@@ -250,17 +250,7 @@ def make_package_plan(request: BuildRequest, settings: Settings) -> PackagePlan:
         dockerfile=dockerfile,
         files=build_files,
     )
-    container = ContainerSpec(
-        command=script_command(BUILD_SCRIPT),
-        mounts=(
-            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
-            Mount(settings.ccache_dir, layout.CCACHE),
-        ),
-        environment=container_environment(settings, no_cache=request.no_cache),
-        install_prefix=OUTPUT_DIR,
-        meta_dir=layout.META_DIR,
-        files={layout.PLAN / name: plan_file for name, plan_file in build_files.items()},
-    )
+    container = compile_container(request, settings, script=BUILD_SCRIPT, install_prefix=OUTPUT_DIR, files=build_files)
     return PackagePlan(
         request=request,
         build_id=identity,

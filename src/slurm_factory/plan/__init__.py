@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from slurm_factory import __version__, s3
@@ -174,6 +174,24 @@ def spack_mounts(
 
 def script_command(name: str) -> tuple[str, ...]:
     return ("bash", str(layout.PLAN / name))
+
+
+def compile_container(
+    request: BuildRequest, settings: Settings, *, script: str, install_prefix: PurePosixPath, files: dict[str, PlanFile]
+) -> ContainerSpec:
+    """The container that compiles Slurm from the source mirror with the ccache (the native tarball and the native
+    packages): `script` of `files` (relative to the plan directory) runs, `install_prefix` is copied out."""
+    return ContainerSpec(
+        command=script_command(script),
+        mounts=(
+            Mount(settings.sourcecache_dir, layout.SOURCE_MIRROR, read_only=True),
+            Mount(settings.ccache_dir, layout.CCACHE),
+        ),
+        environment=container_environment(settings, no_cache=request.no_cache),
+        install_prefix=install_prefix,
+        meta_dir=layout.META_DIR,
+        files={layout.PLAN / name: plan_file for name, plan_file in files.items()},
+    )
 
 
 def foreign_suffix(request: BuildRequest | CompilerRequest) -> str:
