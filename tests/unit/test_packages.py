@@ -240,6 +240,26 @@ def test_the_stored_set_records_every_package_and_refuses_a_changed_file(tmp_pat
         store.write_package_set(plan, empty, meta, durations={})
 
 
+def test_a_package_file_produced_or_listed_twice_is_refused(tmp_path: Path) -> None:
+    plan = make_package_plan(_request(), Settings(home=tmp_path))
+    name = "slurm-smd_24.11.5-1+sf.trixie_amd64.deb"
+    row = f"slurm-smd\t24.11.5-1+sf.trixie\t{name}\n"
+    tar = tmp_path / "twice.tar"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / name).write_bytes(b"one build")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / name).write_bytes(b"another build")
+    with tarfile.open(tar, "w") as archive:
+        archive.add(tmp_path / "a" / name, arcname=f"a/{name}")
+        archive.add(tmp_path / "b" / name, arcname=f"b/{name}")
+    with pytest.raises(BuildError, match=f"produced {re.escape(name)} twice"):
+        store.write_package_set(plan, tar, {"packages.tsv": row}, durations={})
+    once = _tree_tar(tmp_path / "a", [name])
+    with pytest.raises(BuildError, match=f"listed {re.escape(name)} twice"):
+        store.write_package_set(plan, once, {"packages.tsv": row * 2}, durations={})
+    assert store.find(plan.artifact_path) is None
+
+
 def test_a_pool_refuses_a_second_file_of_one_name_with_other_bytes(tmp_path: Path) -> None:
     plan = make_package_plan(_request(), Settings(home=tmp_path))
     name = "slurm-smd_24.11.5-1+sf.trixie_amd64.deb"

@@ -120,12 +120,18 @@ def write_package_set(
     with tarfile.open(tree_tar) as archive:
         for member in archive.getmembers():
             name = Path(member.name).name
-            if member.isfile() and name.endswith(".deb") and "/" not in name:
+            if member.isfile() and name.endswith(".deb"):
+                if (partial / name).exists():  # two files of one name: which one was listed is unknowable
+                    raise BuildError(f"the package build produced {name} twice", log_path=plan.log_path)
                 source = archive.extractfile(member)
                 assert source is not None
                 with source, (partial / name).open("wb") as target:
                     shutil.copyfileobj(source, target)
     rows = _package_rows(meta)
+    listed = [row[2] for row in rows]
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    if twice:
+        raise BuildError(f"the package build listed {twice[0]} twice", log_path=plan.log_path)
     files = []
     for package, version, name, depends in sorted(rows):
         if not is_package_file_name(name):
