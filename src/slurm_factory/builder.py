@@ -39,7 +39,7 @@ from slurm_factory.engines.container import SecretHandout
 from slurm_factory.exceptions import BuildError, ConfigurationError, DockerError, VerificationError, quoted
 from slurm_factory.options import BuildOptions, CompilerOptions
 from slurm_factory.packages.build import PackageResult, build_packages
-from slurm_factory.packages.deb import make_package_plan
+from slurm_factory.packages.formats import make_package_plan
 from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import (
     BuildPlan,
@@ -69,6 +69,7 @@ from slurm_factory.request import (
     Engine,
     make_compiler_request,
     make_request,
+    require_buildable_packages,
 )
 from slurm_factory.s3 import S3Access, S3Url, is_s3_url, require_boto3
 from slurm_factory.sbom import SBOM_SUFFIX, sbom_path, write_sbom
@@ -174,6 +175,8 @@ def build(
     `options` are `slurm_factory.options.BuildOptions` (the same as `build-slurm`'s options, by keyword)."""
     settings = _checked_run_arguments(settings, dry_run, plan_dir)
     request = make_request(home=settings.home, **options)
+    if not dry_run:
+        require_buildable_packages(request)
     plan = make_plan(request, settings)
     package_plan = make_package_plan(request, settings) if request.builds_packages else None
     result = BuildResult(plan=plan, package_plan=package_plan, dry_run=dry_run)

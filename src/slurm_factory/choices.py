@@ -31,10 +31,12 @@ class PublishMode(StrEnum):
 
 
 class PackageKind(StrEnum):
-    """What a build produces (`--package`): the relocatable tarball, the toolchain OS's native packages, or both."""
+    """What a build produces (`--package`): the relocatable tarball, the toolchain OS's native packages (.deb on apt
+    toolchains, .rpm on dnf ones), or the tarball and the toolchain's native format."""
 
     TARBALL = "tarball"
     DEB = "deb"
+    RPM = "rpm"
     ALL = "all"
 
 

@@ -354,7 +354,7 @@ def _report_build(result: BuildResult, *, json_output: bool, dry_run: bool) -> N
 
 def _report_packages(packages: PackageResult) -> None:
     verb = "reused" if packages.reused else "built"
-    stdout.print(f"[green]{verb}[/] {packages.link} ({len(packages.package_set.files)} .deb packages, "
+    stdout.print(f"[green]{verb}[/] {packages.link} ({len(packages.package_set.files)} .{packages.plan.kind} packages, "
                  f"{packages.plan.version}, {_megabytes(packages.package_set.size)})", highlight=False)  # fmt: skip
     lintian = packages.package_set.manifest.get("lintian", {})
     tags = ", ".join(f"{count} {severity}" for severity, count in sorted(lintian.items())) or "no tags"

@@ -196,8 +196,9 @@ class BuildOptions(TypedDict, total=False):
         str | PackageKind,
         Option(
             "--package",
-            "What to produce: tarball (the relocatable tree), deb (the OS's native packages, installed in /usr and "
-            "/etc/slurm; native engine on apt toolchains) or all (both, from one request).",
+            "What to produce: tarball (the relocatable tree), deb or rpm (the OS's native packages, installed in /usr "
+            "and /etc/slurm; native engine, deb on apt toolchains, rpm on dnf ones, where only its plan is rendered "
+            "yet: --dry-run, --plan-dir) or all (the tarball and the toolchain's native format, from one request).",
             default="tarball",
             choices=PackageKind,
         ),
@@ -206,8 +207,8 @@ class BuildOptions(TypedDict, total=False):
         str | None,
         Option(
             "--package-release",
-            "With --package deb|all: the packages' release number (the N of 24.11.5-N+sf.<codename>); bump it to "
-            "rebuild the same Slurm release so that apt upgrades to it.",
+            "With --package deb|rpm|all: the packages' release number (the N of 24.11.5-N+sf.<codename> or "
+            "24.11.5-N.sf.el<major>); bump it to rebuild the same Slurm release so that apt or dnf upgrades to it.",
             default_text="1",
         ),
     ]

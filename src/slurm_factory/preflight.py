@@ -17,7 +17,7 @@ from slurm_factory.config import Settings
 from slurm_factory.emulation import HANDLERS, require_emulation
 from slurm_factory.engines import engine_for
 from slurm_factory.exceptions import ConfigurationError, quoted
-from slurm_factory.packages.deb import package_version
+from slurm_factory.packages.formats import package_summary
 from slurm_factory.patches import check_patches_apply
 from slurm_factory.plan import BuildPlan, CompilerPlan
 from slurm_factory.plan.native import foreign_sources_image
@@ -187,16 +187,12 @@ def summary(plan: BuildPlan) -> dict[str, str]:
         "engine": engine,
         "image": image_summary(plan),
         "source": without_credentials(request.slurm_source or request.slurm.url),
-        "artifact": str(plan.artifact_path) if request.builds_tarball else "none (--package deb)",
-        **({"packages": _packages_summary(request)} if request.builds_packages else {}),
+        "artifact": str(plan.artifact_path) if request.builds_tarball else f"none (--package {request.package.value})",
+        **({"packages": package_summary(request)} if request.builds_packages else {}),
         "verify": "yes" if request.verify else "no",
         "sign": _sign_summary(request.signing_key),
         "publish": _publish_summary(request),
     }
-
-
-def _packages_summary(request: BuildRequest) -> str:
-    return f".deb packages slurm-smd {package_version(request)} (FHS: /usr, /etc/slurm), lintian-checked"
 
 
 def compiler_summary(plan: CompilerPlan) -> dict[str, str]:

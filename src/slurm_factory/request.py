@@ -58,6 +58,11 @@ SOURCE_SCHEMES = ("http", "https", "file")
 S3_ENDPOINT_ENVIRONMENT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 BUILDCACHE_SCHEMES = ("file", "s3", "http", "https")
 PUBLISH_SCHEMES = ("file", "s3")
+# The native package format of each toolchain family (what `--package all` builds beside the tarball).
+NATIVE_PACKAGE_KINDS = {"apt": PackageKind.DEB, "dnf": PackageKind.RPM}
+# Formats whose plan is rendered (`--dry-run`, `--plan-dir`) but which no build runs yet: no image of their OS can
+# be had where slurm-factory is developed, so nothing has built or verified one (packages/rpm.py).
+PLANNED_ONLY_PACKAGE_KINDS = (PackageKind.RPM,)
 
 
 class _ForArch(BaseModel):
@@ -155,8 +160,18 @@ class BuildRequest(_ForArch):
 
     @property
     def builds_packages(self) -> bool:
-        """The toolchain OS's native packages (`--package deb|all`)."""
+        """The toolchain OS's native packages (`--package deb|rpm|all`)."""
         return self.package is not PackageKind.TARBALL
+
+    @property
+    def native_package_kind(self) -> PackageKind | None:
+        """The native format the request builds: `deb` or `rpm`, the toolchain family's for `all`, None for the
+        tarball alone."""
+        if self.package is PackageKind.TARBALL:
+            return None
+        if self.package is PackageKind.ALL:
+            return NATIVE_PACKAGE_KINDS[self.toolchain.family]
+        return self.package
 
 
 def _choice(enum: type[_E], value: str | _E, option: str) -> _E:
@@ -422,13 +437,13 @@ def _check_package(
     foreign: bool,
     delivery: PackageDelivery,
 ) -> int:
-    """`--package deb|all` needs the native engine on an apt toolchain building for this host's arch;
-    `--package-release` means something only then. Returns the release number."""
+    """`--package deb|rpm|all` needs the native engine on a toolchain of that format (apt: deb, dnf: rpm) building
+    for this host's arch; `--package-release` means something only then. Returns the release number."""
     if kind is PackageKind.TARBALL:
         if release is not None:
             raise ConfigurationError(
                 f"--package-release {release} is given but --package is tarball; it numbers native packages",
-                hint="add --package deb (or all), or drop --package-release",
+                hint="add --package deb (or rpm, or all), or drop --package-release",
             )
         return DEFAULT_RELEASE
     if not engine_for(engine).builds_native_packages:
@@ -437,19 +452,76 @@ def _check_package(
             "not the OS's, and a package manager cannot resolve them",
             hint="add --engine native",
         )
-    if toolchain.family != "apt":
-        raise ConfigurationError(
-            f"--package {kind.value} builds .deb packages, for apt toolchains; {toolchain.name} ({toolchain.os}) uses "
-            f"{toolchain.family}, and .rpm packages are not built yet",
-            hint="use --package tarball on this toolchain, or an apt toolchain (trixie, bookworm, noble, resolute)",
-        )
+    _check_package_format(kind, toolchain)
     if foreign:
         raise ConfigurationError(
             f"--package {kind.value} builds for this host's arch only; a foreign arch's packages are not built yet",
             hint="drop --arch, or build the tarball (--package tarball)",
         )
-    _check_package_delivery(kind, delivery)
+    if NATIVE_PACKAGE_KINDS[toolchain.family] is PackageKind.RPM:
+        _check_rpm_delivery(kind, delivery)
+    else:
+        _check_package_delivery(kind, delivery)
     return check_package_release(release) if release is not None else DEFAULT_RELEASE
+
+
+def _toolchains_of(family: str) -> str:
+    from slurm_factory.catalog.toolchains import load_toolchains
+
+    return ", ".join(name for name, toolchain in load_toolchains().items() if toolchain.family == family)
+
+
+def _check_package_format(kind: PackageKind, toolchain: Toolchain) -> None:
+    """.deb packages on apt toolchains, .rpm packages on dnf ones; `all` is the toolchain's own format."""
+    native = NATIVE_PACKAGE_KINDS[toolchain.family]
+    if kind in (PackageKind.ALL, native):
+        return
+    if kind is PackageKind.DEB:
+        raise ConfigurationError(
+            f"--package deb builds .deb packages, for apt toolchains; {toolchain.name} ({toolchain.os}) uses "
+            f"{toolchain.family}, whose .rpm packages are not built yet (--package rpm renders their plan)",
+            hint="use --package rpm with --dry-run or --plan-dir for the rpm plan, --package tarball to build on this "
+            f"toolchain, or an apt toolchain ({_toolchains_of('apt')})",
+        )
+    raise ConfigurationError(
+        f"--package {kind.value} builds .rpm packages, for dnf toolchains; {toolchain.name} ({toolchain.os}) uses "
+        f"{toolchain.family}",
+        hint=f"use --package deb (or all) on this toolchain, or a dnf toolchain ({_toolchains_of('dnf')})",
+    )
+
+
+def _check_rpm_delivery(kind: PackageKind, delivery: PackageDelivery) -> None:
+    """.rpm packages are planned only: nothing publishes, signs or verifies them yet, so an option that would is
+    refused instead of acting on the tarball alone."""
+    given = {
+        "--publish": delivery.publish is not PublishMode.NONE,
+        "--signing-key": delivery.signs,
+        "--verify": delivery.verify,
+        "--upgrade-from": delivery.upgrade_from is not None,
+    }
+    asked = [option for option, present in given.items() if present]
+    if asked:
+        raise ConfigurationError(
+            f"{', '.join(asked)} with --package {kind.value} on a dnf toolchain: .rpm packages are only planned yet; "
+            "no dnf repository is written, signed or verified",
+            hint=f"drop {', '.join(asked)} to render the rpm plan (--dry-run, --plan-dir), or use --package tarball",
+        )
+
+
+def require_buildable_packages(request: BuildRequest) -> None:
+    """Refuse a build that would run (not `--dry-run`) of packages whose format is planned only (.rpm): their plan
+    is rendered and unit-tested, but no package of it has been built or verified. `builder.build()` calls this
+    after `make_request` when it is not a dry run; the request itself does not know about `--dry-run`."""
+    kind = request.native_package_kind
+    if kind not in PLANNED_ONLY_PACKAGE_KINDS:
+        return
+    raise ConfigurationError(
+        f"--package {request.package.value} on {request.toolchain.name} builds .{kind} packages, which are not built "
+        f"yet: the {kind} plan (slurm-smd.spec, its build script and packaging image) can be rendered, but no .{kind} "
+        "package has been built or verified from it",
+        hint="add --dry-run to see the plan (with --plan-dir DIR, to write it); --package tarball builds on this "
+        "toolchain",
+    )
 
 
 @dataclass(frozen=True)

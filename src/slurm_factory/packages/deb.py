@@ -124,16 +124,16 @@ def packaged_files(request: BuildRequest) -> dict[str, str]:
     files = {}
     for unit in units():
         text = render_unit(unit.name, context)
-        files[f"{unit.package}.{unit.name}.service"] = _fill_placeholders(text)
+        files[f"{unit.package}.{unit.name}.service"] = fill_placeholders(text)
     for name in EXAMPLE_CONFIGS:
-        files[f"examples/{name}"] = _fill_placeholders(render_example_config(name, context))
+        files[f"examples/{name}"] = fill_placeholders(render_example_config(name, context))
     files[f"{MAIN_PACKAGE}.examples"] = "".join(f"debian/examples/{name}\n" for name in EXAMPLE_CONFIGS)
     (logrotate,) = (template for path, template in SYSTEM_TEMPLATES.items() if "logrotate" in path)
     files[f"{MAIN_PACKAGE}.logrotate"] = render(logrotate, **context)
     return files
 
 
-def _fill_placeholders(text: str) -> str:
+def fill_placeholders(text: str) -> str:
     """What the tarball's setup script fills in on the target host, known here: the FHS paths."""
     placeholders = {"@SLURM_ROOT@": "/usr", "@SLURM_CONF_DIR@": CONF_DIR, "@SLURM_CONF@": SLURM_CONF}
     for placeholder, value in placeholders.items():
