@@ -212,6 +212,15 @@ class BuildOptions(TypedDict, total=False):
             default_text="1",
         ),
     ]
+    package_maintainer: Annotated[
+        str | None,
+        Option(
+            "--package-maintainer",
+            "With --package deb|rpm|all: who the packages name as their maintainer (debian/control's Maintainer, the "
+            "rpm Packager, both changelogs), as 'Name <email>', e.g. 'HPC Team <hpc@example.org>'.",
+            default_text="slurm-factory <slurm-factory@localhost>",
+        ),
+    ]
     verify: Annotated[
         bool, Option("--verify", "Verify relocatability and function.", default=False, group="Verification")
     ]

@@ -101,6 +101,8 @@ class BuildRequest(_ForArch):
     # What the build produces (`--package`) and the native packages' release number (packages/versions.py).
     package: PackageKind = PackageKind.TARBALL
     package_release: int = DEFAULT_RELEASE
+    # `--package-maintainer` ("Name <email>"); None: the catalog's placeholder.
+    package_maintainer: str | None = None
     verify: bool = False
     no_cache: bool = False
     buildcache: BuildcacheMode = BuildcacheMode.NONE
@@ -524,6 +526,34 @@ def require_buildable_packages(request: BuildRequest) -> None:
     )
 
 
+# "Name <local@domain>": no control characters, no comma (a list separator in the fields it lands in), no angle
+# bracket but the address's own, at most 200 characters.
+_MAINTAINER = re.compile(
+    r"(?P<name>[^\x00-\x1f\x7f<>,]*[^\x00-\x1f\x7f<>,\s])"
+    r" <(?P<address>[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)>"
+)
+MAX_MAINTAINER = 200
+
+
+def _check_package_maintainer(value: object, kind: PackageKind) -> str | None:
+    """`--package-maintainer 'Name <email>'`, for native packages only."""
+    if value is None:
+        return None
+    text = str(value) if isinstance(value, str) else None
+    if kind is PackageKind.TARBALL:
+        raise ConfigurationError(
+            f"--package-maintainer {quoted(value)} is given but --package is tarball; it names the native packages' "
+            "maintainer",
+            hint="add --package deb (or rpm, or all), or drop --package-maintainer",
+        )
+    if text is None or len(text) > MAX_MAINTAINER or not _MAINTAINER.fullmatch(text.strip()):
+        raise ConfigurationError(
+            f"--package-maintainer {quoted(value)}: expected 'Name <email>' (no comma, at most {MAX_MAINTAINER} "
+            "characters), e.g. 'HPC Team <hpc@example.org>'"
+        )
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class PackageDelivery:
     """What happens to native packages after the build: publishing, verification, an upgrade source."""
@@ -795,6 +825,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         emulated=chosen.emulated,
         gpu=raw["gpu"],
         package=package_kind,
+        package_maintainer=_check_package_maintainer(raw["package_maintainer"], package_kind),
         package_release=_check_package(
             package_kind,
             raw["package_release"],

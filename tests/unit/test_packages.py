@@ -35,6 +35,7 @@ from slurm_factory.packages.deb import (
 from slurm_factory.packages.verify_apt import previous_release, read_index, tampered_copy
 from slurm_factory.packages.versions import compare_versions, debian_version
 from slurm_factory.plan import native
+from slurm_factory.plan.model import PackagePlan
 from slurm_factory.request import BuildRequest, make_request
 from slurm_factory.secret_input import decode_private_key
 from slurm_factory.signing import SigningError, SigningKey, verify_signature
@@ -192,6 +193,48 @@ def test_with_gpu_the_vendor_libraries_the_plugins_link_are_no_dependency() -> N
     assert line.split() == ["dh_shlibdeps", "-Xgpu_nvml.so", "-Xgpu_rsmi.so"]
     configure = native.configure_options(_request(gpu=True), install_dirs=package_install_dirs(_request()))
     assert "--with-nvml" in configure  # the plugins are built, only their vendor library is not depended on
+
+
+SITE_MAINTAINER = "HPC Team <hpc@example.org>"
+
+
+def test_the_maintainer_a_site_gives_is_in_control_and_changelog_and_lintian_checks_it(tmp_path: Path) -> None:
+    default = render_debian_files(_request())
+    assert "Maintainer: slurm-factory <slurm-factory@localhost>" in default["control"].content
+    given = render_debian_files(_request(package_maintainer=f" {SITE_MAINTAINER} "))
+    assert f"Maintainer: {SITE_MAINTAINER}\n" in given["control"].content
+    assert f" -- {SITE_MAINTAINER}  " in given["changelog"].content
+    settings = Settings(home=tmp_path)
+    placeholder = make_package_plan(_request(), settings)
+    site = make_package_plan(_request(package_maintainer=SITE_MAINTAINER), settings)
+    assert site.build_id != placeholder.build_id
+
+    def lintian_line(plan: PackagePlan) -> str:
+        script = plan.context_files()["build-deb.sh"].content
+        return next(line for line in script.splitlines() if "--suppress-tags" in line or '"$changes" >' in line)
+
+    assert "bogus-mail-host" in lintian_line(placeholder)  # only the placeholder's tags are suppressed
+    assert "--suppress-tags" not in lintian_line(site)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("hpc@example.org", "expected 'Name <email>'"),
+        ("HPC, Admins <hpc@example.org>", "no comma"),
+        ("HPC <hpc@example.org>\nX-Injected: yes", "expected 'Name <email>'"),
+        ("HPC <hpc@example.org> <other@example.org>", "expected 'Name <email>'"),
+        ("H" * 190 + " <hpc@example.org>", "at most 200"),
+    ],
+)
+def test_a_maintainer_that_is_not_name_and_address_is_refused(value: str, words: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        _request(package_maintainer=value)
+
+
+def test_a_maintainer_for_the_tarball_alone_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="--package is tarball"):
+        _request(package="tarball", package_maintainer=SITE_MAINTAINER)
 
 
 def test_a_patch_is_named_in_the_changelog(tmp_path: Path) -> None:

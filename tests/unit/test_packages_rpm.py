@@ -72,6 +72,14 @@ def _spec(**options: object) -> str:
     return rpm.render_spec(_request(**options)).content
 
 
+def test_the_packager_a_site_gives_is_the_packager_tag_and_the_changelogs_author() -> None:
+    assert "Packager:" not in _spec()
+    spec = _spec(package_maintainer="HPC Team <hpc@example.org>")
+    assert "Packager:       HPC Team <hpc@example.org>\n" in spec
+    (entry,) = (line for line in spec.splitlines() if line.startswith("* "))
+    assert entry.endswith("HPC Team <hpc@example.org> - 24.11.5-1.sf.el9")
+
+
 def _sections(spec: str) -> dict[tuple[str, str], list[str]]:
     """The spec's sections by (kind, package name): `%files slurmd` is ("files", "slurm-smd-slurmd")."""
     sections: dict[tuple[str, str], list[str]] = {}

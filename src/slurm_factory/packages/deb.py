@@ -69,6 +69,11 @@ def package_install_dirs(request: BuildRequest) -> native.InstallDirs:
     )
 
 
+def package_maintainer(request: BuildRequest) -> str:
+    """`--package-maintainer`, else the catalog's placeholder address."""
+    return request.package_maintainer or load_deb_packages().maintainer
+
+
 def package_version(request: BuildRequest) -> str:
     return debian_version(request.slurm, release=request.package_release, codename=request.toolchain.codename)
 
@@ -155,7 +160,7 @@ def render_debian_files(request: BuildRequest) -> dict[str, PlanFile]:
         "os": request.toolchain.os,
         "codename": request.toolchain.codename,
         "version": package_version(request),
-        "maintainer": catalog.maintainer,
+        "maintainer": package_maintainer(request),
         "packages": catalog.packages,
         "descriptions": {package.name: description_lines(package) for package in catalog.packages},
         "entries": changelog_entries(request),
@@ -206,6 +211,7 @@ def render_build_script(request: BuildRequest) -> PlanFile:
         source_date_epoch=request.slurm.source_date_epoch,
         patches=request.patches,
         patch_arguments=PATCH_ARGUMENTS,
+        placeholder_maintainer=request.package_maintainer is None,
     )
     return PlanFile(script, mode=0o755)
 

@@ -189,6 +189,8 @@ def render_spec(request: BuildRequest) -> PlanFile:
         slurm=request.slurm,
         toolchain=request.toolchain,
         catalog=catalog,
+        packager=request.package_maintainer or catalog.packager,
+        packager_given=request.package_maintainer is not None,
         main=main,
         subpackages=subpackages,
         descriptions={package.name: description_lines(package) for package in catalog.packages},

@@ -101,6 +101,7 @@ IDENTITY_NEUTRAL: dict[str, Any] = {
     # The tarball is the same whether or not packages are built beside it (they have their own id).
     "package": PackageKind.TARBALL,
     "package_release": DEFAULT_RELEASE,
+    "package_maintainer": None,
 }
 
 
