@@ -2,8 +2,9 @@
 
 Every image, container and volume it creates carries the project label, so two projects never touch each other's
 resources and `clean` finds exactly ours. A container is a context manager that always removes itself, also on
-error or Ctrl-C. Builds and build containers use the host network (no default bridge exists on the build
-machines); containers that run an untrusted artifact's programs get no network (`NO_NETWORK`) or an internal one.
+error or Ctrl-C (a signal that arrives while it is being removed takes effect once it is gone). Builds and build
+containers use the host network (no default bridge exists on the build machines); containers that run an untrusted
+artifact's programs get no network (`NO_NETWORK`) or an internal one.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import socket
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,6 +54,8 @@ LineSink = Callable[[str], None]
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The SDK raises its own errors for API answers, but plain `requests` errors when the engine goes away.
 DOCKER_FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException)
+# The signals that interrupt a run: Ctrl-C, and SIGTERM and SIGHUP, which cli.main turns into KeyboardInterrupt.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _docker_failure(action: str, error: Exception) -> DockerError:
@@ -106,6 +111,30 @@ def _tar_of_blob(path: PurePosixPath, data: bytes, mode: int) -> bytes:
         info.mode = mode
         archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """An interrupting signal that arrives inside the block takes effect (its handler runs) when the block ends, so
+    that a removal is never stopped half-way: not by a second Ctrl-C, nor by the burst of SIGTERMs a matrix cell
+    gets when its multi-threaded parent is killed (PR_SET_PDEATHSIG fires each time the cell is handed from a dying
+    thread of the parent to the next). Python runs signal handlers in the main thread only: elsewhere there is
+    nothing to defer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    for signum in INTERRUPTS:
+        if signal.getsignal(signum) is not None:  # None: a handler installed outside Python, left alone
+            previous[signum] = signal.signal(signum, lambda number, _frame: arrived.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in dict.fromkeys(arrived):  # once each: a burst of one signal is one interruption
+            signal.raise_signal(number)
 
 
 @dataclass
@@ -266,12 +295,13 @@ class DockerSession:
         try:
             yield RunningContainer(created, self.client.api)
         finally:
-            try:
-                created.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except DOCKER_FAILURES as error:
-                raise _docker_failure(f"removing container {name}", error) from None
+            with interrupts_deferred():
+                try:
+                    created.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+                except DOCKER_FAILURES as error:
+                    raise _docker_failure(f"removing container {name}", error) from None
 
     @contextmanager
     def network(self, role: str, *, internal: bool = False) -> Iterator[str]:
@@ -286,12 +316,13 @@ class DockerSession:
         try:
             yield name
         finally:
-            try:
-                created.remove()
-            except docker.errors.NotFound:
-                pass
-            except DOCKER_FAILURES as error:
-                raise _docker_failure(f"removing network {name}", error) from None
+            with interrupts_deferred():
+                try:
+                    created.remove()
+                except docker.errors.NotFound:
+                    pass
+                except DOCKER_FAILURES as error:
+                    raise _docker_failure(f"removing network {name}", error) from None
 
     def clean(self, *, full: bool = False) -> CleanReport:
         """Remove this project's stopped containers; with `full` also its images and volumes. Running containers

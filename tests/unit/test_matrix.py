@@ -393,3 +393,37 @@ def test_a_failed_first_cell_does_not_skip_the_cells_after_it(settings: Settings
     assert states == {"24.11-noble": "failed", "24.11-jammy": "built", "25.11-noble": "built", "25.11-jammy": "built"}
     assert launcher.started.index("25.11-noble") > launcher.started.index("24.11-noble")
     assert launcher.most_at_once == 2
+
+
+def test_a_signal_during_a_removal_takes_effect_once_the_removal_is_done() -> None:
+    import os
+    import signal
+
+    from slurm_factory.docker_engine import interrupts_deferred
+
+    steps: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: steps.append("handled"))
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # a burst of one signal is one interruption
+            steps.append("removed")
+        assert steps == ["removed", "handled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_cell_is_interrupted_by_the_first_sigterm_of_a_burst_only() -> None:
+    import os
+    import signal
+
+    from slurm_factory.matrix.cell_process import _interrupt_once
+
+    previous = signal.signal(signal.SIGTERM, _interrupt_once)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: the unwinding goes on
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)

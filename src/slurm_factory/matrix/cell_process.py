@@ -35,22 +35,29 @@ PARENT_VARIABLE = "SLURM_FACTORY_CELL_PARENT"
 class EventDisplay:
     """The child's `Display`: stage changes and, at most every OUTPUT_INTERVAL, the latest line, as JSON lines."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], *, orphaned: IO[str] | None = None) -> None:
         self._stream = stream
+        self._orphaned = orphaned  # where events go once nobody reads `stream` (default: stderr, the cell's log)
         self._lock = threading.Lock()
         self._last_output = 0.0
         self._closed = False
 
     def emit(self, event: dict[str, Any]) -> None:
-        """Write one event; once the reader is gone (its process died) the build goes on unwinding quietly."""
+        """Write one event; once the reader is gone (its process died) the build goes on unwinding, and its stages
+        and its end (not its output lines) go to the cell's stderr log instead."""
         with self._lock:
-            if self._closed:
-                return
-            try:
-                self._stream.write(json.dumps(event) + "\n")
-                self._stream.flush()
-            except OSError:  # BrokenPipeError: nobody reads any more
-                self._closed = True
+            if not self._closed:
+                try:
+                    self._stream.write(json.dumps(event) + "\n")
+                    self._stream.flush()
+                    return
+                except OSError:  # BrokenPipeError: nobody reads any more
+                    self._closed = True
+            if event.get("event") != "output":
+                with contextlib.suppress(OSError, ValueError):
+                    log = self._orphaned or sys.stderr
+                    log.write(f"slurm-factory cell: nobody reads its events any more: {json.dumps(event)}\n")
+                    log.flush()
 
     def stage(self, name: str) -> None:
         self.emit({"event": "stage", "stage": name})
@@ -99,13 +106,24 @@ def serve_cell(source: IO[str], events: EventDisplay, settings: Any) -> int:
 
 def die_with_parent() -> bool:
     """In the child: SIGTERM when the process that started it dies (a matrix killed outright), so the build
-    removes its containers instead of running on unowned. False if that parent is already gone."""
+    removes its containers instead of running on unowned. False if that parent is already gone.
+
+    The kernel sends that SIGTERM each time the child is handed on from a thread of the dying parent to the next (one
+    per thread of a Dask worker or of a local matrix), a burst within a millisecond or two: only the first one
+    interrupts, or the next would stop the unwinding half-way (its build container left running, unowned)."""
     import ctypes
 
+    signal.signal(signal.SIGTERM, _interrupt_once)
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     expected = os.environ.get(PARENT_VARIABLE)
     return expected is None or str(os.getppid()) == expected
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGTERM unwinds the cell as Ctrl-C does (cli.main's handler), and any SIGTERM after it is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @dataclass
