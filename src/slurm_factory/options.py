@@ -198,7 +198,8 @@ class BuildOptions(TypedDict, total=False):
             "--package",
             "What to produce: tarball (the relocatable tree), deb or rpm (the OS's native packages, installed in /usr "
             "and /etc/slurm; native engine, deb on apt toolchains, rpm on dnf ones, where only its plan is rendered "
-            "yet: --dry-run, --plan-dir) or all (the tarball and the toolchain's native format, from one request).",
+            "yet: --dry-run, with --plan-dir to write it) or all (the tarball and the toolchain's native format, "
+            "from one request).",
             default="tarball",
             choices=PackageKind,
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -482,8 +483,8 @@ def _check_package_format(kind: PackageKind, toolchain: Toolchain) -> None:
         raise ConfigurationError(
             f"--package deb builds .deb packages, for apt toolchains; {toolchain.name} ({toolchain.os}) uses "
             f"{toolchain.family}, whose .rpm packages are not built yet (--package rpm renders their plan)",
-            hint="use --package rpm with --dry-run or --plan-dir for the rpm plan, --package tarball to build on this "
-            f"toolchain, or an apt toolchain ({_toolchains_of('apt')})",
+            hint="use --package rpm --dry-run (with --plan-dir DIR) for the rpm plan, --package tarball to build on "
+            f"this toolchain, or an apt toolchain ({_toolchains_of('apt')})",
         )
     raise ConfigurationError(
         f"--package {kind.value} builds .rpm packages, for dnf toolchains; {toolchain.name} ({toolchain.os}) uses "
@@ -506,7 +507,8 @@ def _check_rpm_delivery(kind: PackageKind, delivery: PackageDelivery) -> None:
         raise ConfigurationError(
             f"{', '.join(asked)} with --package {kind.value} on a dnf toolchain: .rpm packages are only planned yet; "
             "no dnf repository is written, signed or verified",
-            hint=f"drop {', '.join(asked)} to render the rpm plan (--dry-run, --plan-dir), or use --package tarball",
+            hint=f"drop {', '.join(asked)} to render the rpm plan (--dry-run, with --plan-dir DIR to write it), or "
+            "use --package tarball",
         )
 
 
@@ -526,32 +528,49 @@ def require_buildable_packages(request: BuildRequest) -> None:
     )
 
 
-# "Name <local@domain>": no control characters, no comma (a list separator in the fields it lands in), no angle
-# bracket but the address's own, at most 200 characters.
-_MAINTAINER = re.compile(
-    r"(?P<name>[^\x00-\x1f\x7f<>,]*[^\x00-\x1f\x7f<>,\s])"
-    r" <(?P<address>[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)>"
-)
+# "Name <local@domain>", as it lands in debian/control, debian/changelog and the rpm spec. The name: letters (any
+# script), digits, single spaces and a few punctuation marks; never what a spec expands (`%`), dpkg substitutes
+# (`$`), a field separator (`,`) or anything invisible. The address: a plain mailbox on a domain with a dot.
+_NAME_PUNCTUATION = frozenset(" .-'_()&/+")
+_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}")
 MAX_MAINTAINER = 200
+# What the catalogs name when no maintainer is given; given explicitly, it is the same request.
+PLACEHOLDER_MAINTAINER = "slurm-factory <slurm-factory@localhost>"
+
+
+def _maintainer_name_is_safe(name: str) -> bool:
+    if not name or name != name.strip() or "  " in name:
+        return False
+    return all(character in _NAME_PUNCTUATION or unicodedata.category(character)[0] in "LMN" for character in name)
 
 
 def _check_package_maintainer(value: object, kind: PackageKind) -> str | None:
-    """`--package-maintainer 'Name <email>'`, for native packages only."""
+    """`--package-maintainer 'Name <email>'`, for native packages only; None for the placeholder."""
     if value is None:
         return None
-    text = str(value) if isinstance(value, str) else None
     if kind is PackageKind.TARBALL:
         raise ConfigurationError(
             f"--package-maintainer {quoted(value)} is given but --package is tarball; it names the native packages' "
             "maintainer",
             hint="add --package deb (or rpm, or all), or drop --package-maintainer",
         )
-    if text is None or len(text) > MAX_MAINTAINER or not _MAINTAINER.fullmatch(text.strip()):
+    text = value.strip() if isinstance(value, str) else ""
+    if text == PLACEHOLDER_MAINTAINER:
+        return None
+    name, _, rest = text.rpartition(" <")
+    address = rest[:-1] if rest.endswith(">") else ""
+    try:
+        text.encode("utf-8")
+        encodes = True
+    except UnicodeEncodeError:  # undecodable bytes from the command line (surrogate escapes)
+        encodes = False
+    if not (encodes and len(text) <= MAX_MAINTAINER and _maintainer_name_is_safe(name) and _ADDRESS.fullmatch(address)):
         raise ConfigurationError(
-            f"--package-maintainer {quoted(value)}: expected 'Name <email>' (no comma, at most {MAX_MAINTAINER} "
-            "characters), e.g. 'HPC Team <hpc@example.org>'"
+            f"--package-maintainer {quoted(value)}: expected 'Name <user@domain.tld>' in UTF-8, at most "
+            f"{MAX_MAINTAINER} characters, the name of letters, digits, single spaces and . - ' _ ( ) & / +",
+            hint="e.g. --package-maintainer 'HPC Team <hpc@example.org>'",
         )
-    return text.strip()
+    return text
 
 
 @dataclass(frozen=True)

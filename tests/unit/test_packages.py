@@ -218,18 +218,35 @@ def test_the_maintainer_a_site_gives_is_in_control_and_changelog_and_lintian_che
 
 
 @pytest.mark.parametrize(
-    ("value", "words"),
+    "value",
     [
-        ("hpc@example.org", "expected 'Name <email>'"),
-        ("HPC, Admins <hpc@example.org>", "no comma"),
-        ("HPC <hpc@example.org>\nX-Injected: yes", "expected 'Name <email>'"),
-        ("HPC <hpc@example.org> <other@example.org>", "expected 'Name <email>'"),
-        ("H" * 190 + " <hpc@example.org>", "at most 200"),
+        "hpc@example.org",
+        "HPC, Admins <hpc@example.org>",
+        "HPC <hpc@example.org>\nX-Injected: yes",
+        "HPC <hpc@example.org> <other@example.org>",
+        "H" * 190 + " <hpc@example.org>",
+        "%(touch /tmp/pwned) <a@example.org>",  # a spec runs it
+        "%{lua:print('Requires: evil')} <a@example.org>",
+        "A <%_libdir@example.org>",
+        "${Newline}Depends: evil <a@example.org>",  # dpkg-gencontrol substitutes it
+        "X\u2028Version: 9 <a@example.org>",  # a line separator str.splitlines() honours
+        "A\u200bB <a@example.org>",  # invisible
+        "J\udcf6rg <j@example.org>",  # an undecodable byte from the command line
+        "Me <me@localhost>",  # lintian's bogus-mail-host error, after the whole compile
+        "A <a@-example-.org>",
     ],
 )
-def test_a_maintainer_that_is_not_name_and_address_is_refused(value: str, words: str) -> None:
-    with pytest.raises(ConfigurationError, match=re.escape(words)):
+def test_a_maintainer_that_is_not_a_plain_name_and_address_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape("expected 'Name <user@domain.tld>'")) as refused:
         _request(package_maintainer=value)
+    assert refused.value.hint is not None and "--package-maintainer 'HPC Team <hpc@example.org>'" in refused.value.hint
+
+
+def test_a_name_in_any_script_is_a_maintainer_and_the_placeholder_given_is_the_default() -> None:
+    assert _request(package_maintainer="Jörg Müller (HPC) <j@uni-x.de>").package_maintainer == (
+        "Jörg Müller (HPC) <j@uni-x.de>"
+    )
+    assert _request(package_maintainer=" slurm-factory <slurm-factory@localhost> ").package_maintainer is None
 
 
 def test_a_maintainer_for_the_tarball_alone_is_refused() -> None:
@@ -564,3 +581,22 @@ def test_a_listed_file_name_that_leaves_the_sets_directory_is_refused(tmp_path: 
     manifest["packages"][0]["file"] = "../manifest.json"
     (stored.directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert store.find(stored.directory) is None, "a manifest naming a file outside the set is not a stored set"
+
+
+@pytest.mark.parametrize("link", ["packages/build-deb.sh", "Dockerfile", "packages"])
+def test_plan_dir_refuses_a_link_inside_it_and_writes_nothing_through_it(tmp_path: Path, link: str) -> None:
+    from slurm_factory.builder import build
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("the site's file\n", encoding="utf-8")
+    directory = tmp_path / "context"
+    (directory / "packages").mkdir(parents=True)
+    target = directory / link
+    if target.is_dir():
+        target.rmdir()
+    target.symlink_to(victim if link == "packages" else victim / "keep")
+    with pytest.raises(ConfigurationError, match="holds a symbolic link"):
+        build(settings=Settings(home=tmp_path / "home"), dry_run=True, plan_dir=directory, **NATIVE_DEB)  # type: ignore[arg-type]
+    assert [path.name for path in victim.iterdir()] == ["keep"]
+    assert (victim / "keep").read_text(encoding="utf-8") == "the site's file\n"

@@ -125,7 +125,7 @@ def test_the_tarball_alone_has_no_native_format() -> None:
         (
             {"toolchain": "rockylinux9", "package": "deb"},
             ".rpm packages are not built yet",
-            "--package rpm with --dry-run",
+            "--package rpm --dry-run",
         ),
         ({"engine": "spack"}, "needs the native engine", "--engine native"),
         ({"package_release": "0"}, "from 1 to 9999", "bump it by one"),

@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 
 from slurm_factory.catalog.releases import SlurmRelease
-from slurm_factory.exceptions import ConfigurationError
+from slurm_factory.exceptions import ConfigurationError, quoted
 
 DEFAULT_RELEASE = 1
 MAX_RELEASE = 9999
@@ -64,7 +64,8 @@ def check_package_release(value: object) -> int:
     text = str(value)
     if not re.fullmatch(r"[1-9][0-9]{0,3}", text):  # ASCII digits only, no sign, space or leading zero
         raise ConfigurationError(
-            f"--package-release {text or repr(value)}: expected a whole number from 1 to {MAX_RELEASE}",
+            f"--package-release {quoted(text) if text else repr(value)}: expected a whole number from 1 to "
+            f"{MAX_RELEASE}",
             hint="bump it by one for each rebuild of the same Slurm release",
         )
     return int(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -243,20 +244,42 @@ def make_plan(request: BuildRequest, settings: Settings) -> BuildPlan:
 
 
 def _require_plan_directory(directory: Path, ours: set[Path]) -> None:
-    """`directory` is missing, empty, or holds only a build context written before (the same file names)."""
-    if directory.exists() and not directory.is_dir():
-        raise ConfigurationError(f"--plan-dir {directory}: it is a file, not a directory")
+    """`directory` is missing, empty, or holds only a build context written before (the same file names), and no
+    symbolic link: a link placed there (a predictable path in /tmp) would have the context written over its
+    target."""
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise ConfigurationError(f"--plan-dir {directory}: it is a file or a link, not a directory")
     if not directory.is_dir():
         return
-    others = sorted(
-        str(path.relative_to(directory)) for path in directory.rglob("*") if not path.is_dir() and path not in ours
-    )
+    others: list[str] = []
+    try:
+        for path in directory.rglob("*"):
+            if path.is_symlink():
+                raise ConfigurationError(
+                    f"--plan-dir {directory}: it holds a symbolic link, {path.relative_to(directory)}; the build "
+                    "context is not written through links",
+                    hint="give a new or empty directory",
+                )
+            if not path.is_dir() and path not in ours:
+                others.append(str(path.relative_to(directory)))
+                if len(others) > 3:
+                    break
+    except OSError as error:
+        raise ConfigurationError(f"--plan-dir {directory}: cannot read {error.filename}: {error.strerror}") from None
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        shown = ", ".join(sorted(others)[:3]) + (" and more" if len(others) > 3 else "")
         raise ConfigurationError(
-            f"--plan-dir {directory}: the directory holds files that are not a build context ({shown})",
+            f"--plan-dir {directory}: the directory holds files that are not this request's build context ({shown})",
             hint="give a new or empty directory",
         )
+
+
+def _write_plan_file(target: Path, plan_file: PlanFile) -> None:
+    """Create or replace `target`, never through a link (O_NOFOLLOW) and with its mode from the start."""
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, plan_file.mode)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        os.fchmod(stream.fileno(), plan_file.mode)  # whatever the umask, and for a file written before
+        stream.write(plan_file.content)
 
 
 # Where `--plan-dir` (and `--dry-run`) put the native package build's context, beside the tarball's.
@@ -290,8 +313,7 @@ def write_context_files(files: dict[str, PlanFile], directory: Path) -> list[Pat
         for relative, plan_file in sorted(files.items()):
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(plan_file.content, encoding="utf-8")
-            target.chmod(plan_file.mode)
+            _write_plan_file(target, plan_file)
             written.append(target)
     except OSError as error:
         raise ConfigurationError(f"--plan-dir {directory}: cannot write {error.filename}: {error.strerror}") from None
