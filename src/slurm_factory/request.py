@@ -408,6 +408,7 @@ def _check_engine_options(
     enable_hierarchy: bool,
     use_local_buildcache: bool,
     compiler_version: str | None,
+    packages: bool = False,
 ) -> None:
     """Options that only the Spack engine can honour are refused for another engine, not silently dropped."""
     chosen = engine_for(engine)
@@ -424,11 +425,24 @@ def _check_engine_options(
                 option, why="builds against the OS's packaged libraries and has no Spack buildcache or module hierarchy"
             )
     if gpu and not chosen.supports_gpu(toolchain):
+        elsewhere = _gpu_toolchains(chosen)
+        hint = (
+            f"drop --gpu, or use a toolchain whose OS packages them ({elsewhere}); the Spack engine builds GPU "
+            "plugins here, but only the tarball"
+            if packages
+            else f"use --engine spack, or a toolchain whose OS packages them ({elsewhere})"
+        )
         raise ConfigurationError(
             f"--gpu with --engine {engine.value} is not available on {toolchain.name}: {toolchain.os} packages no NVML "
             "and RSMI development headers",
-            hint="use --engine spack, or a toolchain whose OS packages them (trixie, bookworm, noble, resolute)",
+            hint=hint,
         )
+
+
+def _gpu_toolchains(engine: Any) -> str:
+    from slurm_factory.catalog.toolchains import load_toolchains
+
+    return ", ".join(name for name, toolchain in load_toolchains().items() if engine.supports_gpu(toolchain))
 
 
 def _check_package(
@@ -811,6 +825,7 @@ def make_request(*, home: Path | None = None, **given: Unpack[BuildOptions]) -> 
         enable_hierarchy=raw["enable_hierarchy"],
         use_local_buildcache=raw["use_local_buildcache"],
         compiler_version=raw["compiler_version"],
+        packages=package_kind is not PackageKind.TARBALL,
     )
     _check_signing(publish_mode, key_id, private_key, passphrase=passphrase)
     if (

@@ -600,3 +600,12 @@ def test_plan_dir_refuses_a_link_inside_it_and_writes_nothing_through_it(tmp_pat
         build(settings=Settings(home=tmp_path / "home"), dry_run=True, plan_dir=directory, **NATIVE_DEB)  # type: ignore[arg-type]
     assert [path.name for path in victim.iterdir()] == ["keep"]
     assert (victim / "keep").read_text(encoding="utf-8") == "the site's file\n"
+
+
+@pytest.mark.parametrize(("toolchain", "package"), [("jammy", "deb"), ("rockylinux9", "rpm")])
+def test_gpu_packages_where_the_os_has_no_gpu_headers_hint_at_what_then_works(toolchain: str, package: str) -> None:
+    with pytest.raises(ConfigurationError, match="--gpu with --engine native is not available") as refused:
+        _request(toolchain=toolchain, package=package, gpu=True)
+    hint = refused.value.hint or ""
+    assert hint.startswith("drop --gpu") and "trixie" in hint and "--engine spack" not in hint.split(";")[0]
+    _request(toolchain=toolchain, package=package)  # what the hint says first: without --gpu it is accepted
