@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,11 @@ def test_the_state_directory_follows_the_override_then_xdg_then_home(
 
 def test_a_pid_file_counts_only_while_its_process_runs_and_is_the_named_command(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
+    # Popen can return before the kernel names the child after the program it executes (the close-on-exec pipe it
+    # waits on closes first): wait for the name, as a pid file is read long after its daemon started.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{sleeper.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.01)
     pidfile = tmp_path / "sleep.pid"
     pidfile.write_text(f"{sleeper.pid}\n")
     try:
