@@ -23,9 +23,9 @@ from slurm_factory.patches import PATCH_ARGUMENTS
 from slurm_factory.plan import compile_container, image_spec, inputs_id, layout, native
 from slurm_factory.plan.artifact_files import (
     EXAMPLE_CONFIGS,
-    SYSTEM_TEMPLATES,
     artifact_context,
     render_example_config,
+    render_logrotate,
     render_unit,
 )
 from slurm_factory.plan.model import ImageSpec, PackagePlan, PlanFile
@@ -133,8 +133,7 @@ def packaged_files(request: BuildRequest) -> dict[str, str]:
     for name in EXAMPLE_CONFIGS:
         files[f"examples/{name}"] = fill_placeholders(render_example_config(name, context))
     files[f"{MAIN_PACKAGE}.examples"] = "".join(f"debian/examples/{name}\n" for name in EXAMPLE_CONFIGS)
-    (logrotate,) = (template for path, template in SYSTEM_TEMPLATES.items() if "logrotate" in path)
-    files[f"{MAIN_PACKAGE}.logrotate"] = render(logrotate, **context)
+    files[f"{MAIN_PACKAGE}.logrotate"] = render_logrotate(context)
     return files
 
 

@@ -24,9 +24,9 @@ from slurm_factory.patches import PATCH_ARGUMENTS
 from slurm_factory.plan import compile_container, image_spec, inputs_id, layout, native
 from slurm_factory.plan.artifact_files import (
     EXAMPLE_CONFIGS,
-    SYSTEM_TEMPLATES,
     artifact_context,
     render_example_config,
+    render_logrotate,
     render_unit,
 )
 from slurm_factory.plan.model import ImageSpec, PackagePlan, PlanFile
@@ -156,9 +156,8 @@ def spec_sources(request: BuildRequest) -> list[SpecSource]:
     for name in EXAMPLE_CONFIGS:
         text = fill_placeholders(render_example_config(name, context))
         entries.append((f"{name}.example", f"%{{_docdir}}/{MAIN_PACKAGE}/examples/{name}", text))
-    (logrotate,) = (template for path, template in SYSTEM_TEMPLATES.items() if "logrotate" in path)
     entries.append(
-        (f"{MAIN_PACKAGE}.logrotate", f"%{{_sysconfdir}}/logrotate.d/{MAIN_PACKAGE}", render(logrotate, **context))
+        (f"{MAIN_PACKAGE}.logrotate", f"%{{_sysconfdir}}/logrotate.d/{MAIN_PACKAGE}", render_logrotate(context))
     )
     return [SpecSource(number, *entry) for number, entry in enumerate(entries, start=1)]
 

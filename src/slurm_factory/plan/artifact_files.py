@@ -23,6 +23,11 @@ SYSTEM_TEMPLATES = {
 }
 
 
+def render_logrotate(context: dict[str, object]) -> str:
+    """The logrotate file the tarball ships (`SYSTEM_TEMPLATES`), rendered for the packages' /etc/logrotate.d."""
+    return render(SYSTEM_TEMPLATES["share/slurm-factory/logrotate.d/slurm.in"], **context)
+
+
 def modulefile_path(request: BuildRequest) -> str:
     return f"modules/slurm/{request.slurm.version}.lua"
 
